@@ -1,0 +1,76 @@
+"""One place for configuration: environment variables prefixed ``CVOPS_`` (or a file that sets them).
+
+Every process of cvops (gateway, worker, API, store writer, demo) reads the same :class:`Settings`.
+Defaults run on one laptop: a broker on 127.0.0.1:9092 and an embedded ClickHouse in ``.cvops/store``.
+A file named by ``CVOPS_ENV_FILE`` (default ``.env`` in the working directory, if present) may set the same
+variables; real environment variables win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CVOPS_",
+        env_file=os.environ.get("CVOPS_ENV_FILE", ".env"),
+        extra="ignore",
+    )
+
+    # Broker. Anything that speaks the Kafka protocol: the embedded dev broker or a real cluster.
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...] of the Kafka brokers")
+    topic_prefix: str = Field("cvops.", description="prefix of every topic name, e.g. cvops.frames")
+    frames_partitions: int = Field(8, ge=1, description="partitions of the frames topic; bounds worker count")
+    frames_retention_ms: int = Field(10 * 60_000, ge=1000, description="how long raw frames stay in the broker")
+    records_retention_ms: int = Field(24 * 3600_000, ge=1000, description="retention of predictions/metrics")
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest frame message accepted")
+    replication_factor: int = Field(1, ge=1, description="replicas of each topic created by cvops")
+
+    # Store. chdb:///abs/path or chdb://relative/path for the embedded engine; http(s)://user:pw@host:port/db.
+    store_dsn: str = Field("chdb://.cvops/store", description="where metrics land (ClickHouse)")
+    store_batch_rows: int = Field(5000, ge=1, description="rows per insert at most")
+    store_batch_wait_ms: int = Field(500, ge=1, description="longest wait to fill an insert batch")
+    ttl_days: int = Field(30, ge=1, description="retention of stored rows, days")
+
+    # Worker.
+    model: str = Field("nanodet-m", description="detector to run (name in models/zoo)")
+    batch_max_size: int = Field(8, ge=1, le=256, description="frames per inference batch at most")
+    batch_max_wait_ms: int = Field(50, ge=1, description="longest a frame waits for its batch to fill, ms")
+    score_threshold: float = Field(0.35, ge=0.0, le=1.0)
+    intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per core")
+    max_pixels: int = Field(40_000_000, ge=1, description="frames claiming more pixels are rejected")
+
+    # Per-camera health rule (brightness and blur leaving the camera's own recent range).
+    rule_warmup_frames: int = Field(30, ge=5)
+    rule_sigmas: float = Field(5.0, gt=0)
+    rule_consecutive: int = Field(3, ge=1, description="frames out of range in a row before alerting")
+    rule_cooldown_s: float = Field(60.0, ge=0)
+
+    # API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_store_writer: bool = Field(True, description="run the store writer inside the API process")
+
+    # Gateway.
+    gateway_fps: float = Field(5.0, gt=0)
+    gateway_jpeg_quality: int = Field(80, ge=1, le=100)
+
+    log_level: str = "INFO"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def app_id(self) -> str:
+        """Consumer-group and changelog namespace of the stream worker."""
+        return f"{self.topic_prefix}worker".replace(".", "-")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,242 @@
+"""Message contracts, one per topic, defined once and versioned.
+
++--------------+---------------+----------------------------------------------------------+
+| topic        | key           | value                                                    |
++==============+===============+==========================================================+
+| frames       | camera id     | :class:`FrameHeader` + encoded image, see :func:`pack_frame` |
+| predictions  | camera id     | :class:`Prediction` (JSON)                               |
+| metrics      | camera id     | :class:`FrameMetrics` (JSON)                             |
+| alerts       | camera id     | :class:`Alert` (JSON)                                    |
+| deadletters  | source key    | :class:`DeadLetter` (JSON)                               |
++--------------+---------------+----------------------------------------------------------+
+
+Every record carries ``schema_version``. A reader rejects a version it does not know with a
+:class:`ContractError` (a clear reason that ends up in the dead-letter topic), never guesses.
+
+A frame is binary so that the image travels without base64: ``b"CVF1"``, a 4-byte big-endian header
+length, the header as UTF-8 JSON, then the encoded image bytes. Any language can read it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FRAME_MAGIC = b"CVF1"
+FRAME_SCHEMA_VERSION = 1
+RECORD_SCHEMA_VERSION = 1
+_HEADER_LEN = struct.Struct(">I")
+_MAX_HEADER_BYTES = 64 * 1024
+
+Encoding = Literal["jpeg", "png", "webp"]
+AlertType = Literal[
+    "data_drift",
+    "embedding_drift",
+    "prediction_drift",
+    "upstream_drift",
+    "domain_drift",
+    "concept_drift",
+    "device_fault",
+    "outlier",
+]
+
+
+class ContractError(ValueError):
+    """A message that breaks its topic's contract. ``reason`` is a short machine-readable code."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrameHeader(_Record):
+    """Metadata of one captured frame, written by a gateway."""
+
+    schema_version: Literal[1] = FRAME_SCHEMA_VERSION
+    frame_id: str = Field(min_length=1, max_length=200, description="unique id: camera:session:seq")
+    camera_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    seq: int = Field(ge=0, description="frame number within the gateway session")
+    captured_at: float = Field(gt=0, description="capture time, unix seconds")
+    encoding: Encoding = "jpeg"
+    width: int = Field(gt=0, le=100_000, description="px, as claimed by the gateway")
+    height: int = Field(gt=0, le=100_000, description="px, as claimed by the gateway")
+
+
+class Frame(_Record):
+    header: FrameHeader
+    image: bytes
+
+
+def pack_frame(header: FrameHeader, image: bytes) -> bytes:
+    head = header.model_dump_json().encode()
+    return FRAME_MAGIC + _HEADER_LEN.pack(len(head)) + head + image
+
+
+def unpack_frame(value: bytes | None) -> Frame:
+    """Parse a frames-topic value; raise :class:`ContractError` with the reason when it is not one."""
+    if not value:
+        raise ContractError("empty_message", "the message has no value")
+    if value[:4] != FRAME_MAGIC:
+        raise ContractError("bad_magic", f"expected {FRAME_MAGIC!r} at the start, got {bytes(value[:4])!r}")
+    if len(value) < 8:
+        raise ContractError("truncated", "message ends inside the header length")
+    (n,) = _HEADER_LEN.unpack_from(value, 4)
+    if n > _MAX_HEADER_BYTES or 8 + n > len(value):
+        raise ContractError("truncated", f"header claims {n} bytes, message has {len(value) - 8}")
+    try:
+        raw = json.loads(value[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError("bad_header", f"header is not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ContractError("bad_header", "header is not a JSON object")
+    version = raw.get("schema_version")
+    if version != FRAME_SCHEMA_VERSION:
+        raise ContractError("unknown_schema_version", f"frame schema_version {version!r} is not supported")
+    try:
+        header = FrameHeader.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractError("bad_header", _short(exc)) from None
+    image = bytes(value[8 + n :])
+    if not image:
+        raise ContractError("empty_image", "the frame carries no image bytes")
+    return Frame(header=header, image=image)
+
+
+class Detection(_Record):
+    label: str
+    class_id: int = Field(ge=0)
+    score: float = Field(ge=0, le=1)
+    box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in source pixels")
+
+
+class Timings(_Record):
+    """Where a frame's time went, ms. ``inference_ms`` is this frame's share of its batch."""
+
+    queue_ms: float = Field(ge=0, description="capture to start of processing")
+    decode_ms: float = Field(ge=0)
+    preprocess_ms: float = Field(ge=0)
+    inference_ms: float = Field(ge=0)
+    postprocess_ms: float = Field(ge=0)
+
+
+class Prediction(_Record):
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    frame_id: str
+    camera_id: str
+    seq: int
+    captured_at: float = Field(description="unix seconds")
+    processed_at: float = Field(description="unix seconds")
+    model_name: str
+    model_version: str
+    width: int
+    height: int
+    batch_size: int = Field(ge=1)
+    detections: list[Detection]
+    timings: Timings
+
+
+class FrameMetrics(_Record):
+    """Health signals of one frame (see :mod:`streams.signals`)."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    frame_id: str
+    camera_id: str
+    seq: int
+    captured_at: float = Field(description="unix seconds")
+    processed_at: float = Field(description="unix seconds")
+    model_name: str
+    model_version: str
+    encoding: Encoding
+    bytes: int = Field(ge=0, description="encoded image size")
+    width: int = Field(gt=0, description="px, decoded")
+    height: int = Field(gt=0, description="px, decoded")
+    aspect_ratio: float = Field(gt=0, description="width / height")
+    brightness: float = Field(ge=0, le=255, description="mean luma, 0-255")
+    blur: float = Field(ge=0, description="variance of the Laplacian; lower is blurrier")
+    inference_ms: float = Field(ge=0)
+    detections: int = Field(ge=0)
+
+
+class Alert(_Record):
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    alert_id: str
+    type: AlertType
+    status: Literal["raised", "resolved"] = "raised"
+    severity: Literal["info", "warning", "critical"] = "warning"
+    camera_id: str
+    signal: str
+    value: float = Field(description="the statistic that crossed the threshold")
+    threshold: float
+    window: int = Field(ge=0, description="frames the statistic was computed over")
+    model_name: str = ""
+    model_version: str = ""
+    evidence_frame_ids: list[str] = Field(default_factory=list)
+    raised_at: float = Field(description="unix seconds")
+    message: str
+
+
+class DeadLetter(_Record):
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    source_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    reason: str = Field(description="machine-readable code, e.g. corrupt_image")
+    detail: str = Field(description="what was wrong, for people")
+    payload_b64: str = Field(description="the original value, base64")
+    received_at: float = Field(default_factory=time.time, description="unix seconds")
+
+    @classmethod
+    def of(cls, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None, err):
+        reason = getattr(err, "reason", type(err).__name__)
+        detail = getattr(err, "detail", str(err))
+        return cls(
+            source_topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            reason=reason,
+            detail=detail[:2000],
+            payload_b64=base64.b64encode(value or b"").decode(),
+        )
+
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
+
+
+def encode_record(record: _Record) -> bytes:
+    return record.model_dump_json().encode()
+
+
+def decode_record(model: type[_Record], value: bytes | str):
+    """Parse a JSON record of ``model``; :class:`ContractError` on anything else."""
+    try:
+        raw = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ContractError("bad_json", str(exc)) from None
+    if not isinstance(raw, dict):
+        raise ContractError("bad_record", "value is not a JSON object")
+    if raw.get("schema_version") != RECORD_SCHEMA_VERSION:
+        raise ContractError("unknown_schema_version", f"{model.__name__} schema_version {raw.get('schema_version')!r}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractError("bad_record", _short(exc)) from None
+
+
+def _short(exc: ValidationError) -> str:
+    parts = []
+    for e in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts)

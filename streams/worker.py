@@ -1,0 +1,146 @@
+"""The stream worker: a faust app that reads the frames topic and writes predictions, metrics,
+alerts and dead letters. Thin wiring around :class:`streams.process.FrameProcessor`.
+
+Dataflow, top to bottom::
+
+    frames ──take_events(batch_max_size, batch_max_wait)──▶ FrameProcessor.process (thread)
+        ├──▶ predictions    one per decoded frame
+        ├──▶ metrics        one per decoded frame
+        ├──▶ alerts         when a camera's health rule fires or clears
+        ├──▶ deadletters    one per frame that cannot be decoded, with the reason and the payload
+        └──▶ camera-health  per-camera rule state (a faust Table, changelog in Kafka)
+
+Delivery: faust acks a batch's events only after this agent's loop body returns, and the body returns
+only after every output record is acknowledged by the broker; faust flushes its producer (table
+changelog included) before it commits offsets. So a crash replays frames whose outputs may already be
+out (at-least-once); the store absorbs the duplicates by frame id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import faust
+
+from streams.config import Settings
+from streams.contracts import encode_record
+from streams.process import FrameProcessor, RawMessage
+
+log = logging.getLogger("cvops.worker")
+
+
+def load_detector(settings: Settings):
+    from models import load_detector as _load
+
+    return _load(
+        settings.model,
+        intra_op_threads=settings.intra_op_threads or None,
+        score_threshold=settings.score_threshold,
+    )
+
+
+def build_app(settings: Settings, detector=None) -> faust.App:
+    detector = detector or load_detector(settings)
+    n = settings.frames_partitions
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_partitions=n,
+        topic_replication_factor=settings.replication_factor,
+        producer_acks=-1,
+        producer_max_request_size=settings.max_message_bytes * 2,
+        consumer_max_fetch_size=settings.max_message_bytes * 2,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(settings.topic(name), partitions=n, key_serializer="raw", value_serializer="raw")
+
+    frames, predictions, metrics, alerts, dead = (
+        topic(t) for t in ("frames", "predictions", "metrics", "alerts", "deadletters")
+    )
+    # Keyed by camera id with the producer's partitioner, like the frames topic: a camera's state lives in
+    # the changelog partition with the frames topic's partition number, and moves with it on a rebalance.
+    health = app.Table("camera-health", default=None, partitions=n, use_partitioner=True, value_serializer="json")
+    processor = FrameProcessor(settings, detector)
+    executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+    stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
+    log.info(
+        "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
+        detector.name,
+        detector.version,
+        ",".join(getattr(detector, "providers", ["?"])),
+        settings.batch_max_size,
+        settings.batch_max_wait_ms,
+    )
+
+    @app.agent(frames, name="infer")
+    async def infer(stream):
+        loop = asyncio.get_running_loop()
+        within = settings.batch_max_wait_ms / 1000
+        async for events in stream.take_events(settings.batch_max_size, within=within):
+            msgs = [
+                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+                for e in events
+            ]
+            keys = {m.key.decode("utf-8", "replace") for m in msgs if m.key is not None}
+            states = {k: health.get(k) for k in keys}
+            result = await loop.run_in_executor(executor, processor.process, msgs, states)
+            for camera_id, state in result.states.items():
+                health[camera_id] = state
+            sends = []
+            for out_topic, records in (
+                (predictions, result.predictions),
+                (metrics, result.metrics),
+                (alerts, result.alerts),
+            ):
+                for r in records:
+                    sends.append(await out_topic.send(key=r.camera_id.encode(), value=encode_record(r)))
+            for d in result.dead_letters:
+                log.warning("dead letter %s[%d]@%d: %s", d.source_topic, d.partition, d.offset, d.detail)
+                key = d.key.encode() if d.key is not None else None
+                sends.append(await dead.send(key=key, value=encode_record(d)))
+            await asyncio.gather(*sends)
+            stats["frames"] += len(result.predictions)
+            stats["dead_letters"] += len(result.dead_letters)
+            stats["alerts"] += len(result.alerts)
+            stats["batches"] += 1
+            for a in result.alerts:
+                log.info("alert %s %s: %s", a.type, a.status, a.message)
+
+    @app.timer(10.0)
+    async def report():
+        elapsed = time.monotonic() - stats["since"]
+        if stats["batches"]:
+            log.info(
+                "%.1f frames/s over %.0f s, mean batch %.1f, %d alerts, %d dead letters",
+                stats["frames"] / elapsed,
+                elapsed,
+                stats["frames"] / stats["batches"],
+                stats["alerts"],
+                stats["dead_letters"],
+            )
+        stats.update(frames=0, dead_letters=0, alerts=0, batches=0, since=time.monotonic())
+
+    app.cvops_processor = processor  # for tests and introspection
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker in the foreground until SIGINT/SIGTERM."""
+    from streams.topics import create_topics
+
+    asyncio.run(create_topics(settings))
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
+    worker.execute_from_commandline()
