@@ -1,0 +1,244 @@
+"""The HTTP API: health, cameras, alerts and pipeline counts. FastAPI; the OpenAPI schema is at /docs.
+
+With the embedded store (a chdb DSN) this process also runs the store writer, since one process owns a
+chdb directory; with a ClickHouse server the writer can run on its own (``cvops store-writer``) and
+``CVOPS_API_STORE_WRITER=false`` turns it off here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from store import Store, connect
+from store.schema import migrate
+from store.writer import StoreWriter
+from streams.config import Settings, get_settings
+from streams.contracts import Alert
+
+log = logging.getLogger("cvops.api")
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+class CameraSummary(BaseModel):
+    camera_id: str
+    last_frame_at: datetime
+    frames: int
+    detections: int
+    mean_brightness: float
+    mean_blur: float
+    active_alerts: int
+
+
+class PipelineCounts(BaseModel):
+    """Counts since the topics were created (topics) and rows held (store)."""
+
+    frames_published: int
+    predictions: int
+    alerts: int
+    dead_letters: int
+    metric_rows: int
+    prediction_rows: int
+    detections: int
+    alert_rows: int
+    dead_letter_rows: int
+    store_rows_written: dict[str, int]
+    store_failed_inserts: int
+
+
+class TopicOffsets:
+    """End offsets of the cvops topics, through a consumer that joins no group."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def totals(self, names: list[str]) -> dict[str, int]:
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=5000)
+            await self.consumer.start()
+        tps = []
+        for name in names:
+            parts = self.consumer.partitions_for_topic(self.settings.topic(name))
+            if parts is None:
+                await self.consumer._client.force_metadata_update()
+                parts = self.consumer.partitions_for_topic(self.settings.topic(name)) or set()
+            tps += [TopicPartition(self.settings.topic(name), p) for p in parts]
+        ends = await self.consumer.end_offsets(tps) if tps else {}
+        totals = dict.fromkeys(names, 0)
+        for tp, end in ends.items():
+            totals[tp.topic.removeprefix(self.settings.topic_prefix)] += end
+        return totals
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        store = await asyncio.to_thread(connect, settings.store_dsn)
+        await asyncio.to_thread(migrate, store, settings.ttl_days)
+        app.state.store = store
+        app.state.offsets = TopicOffsets(settings)
+        app.state.writer = None
+        stop = asyncio.Event()
+        task = None
+        if settings.api_store_writer:
+            app.state.writer = StoreWriter(settings, store)
+            task = asyncio.create_task(app.state.writer.run(stop), name="store-writer")
+            task.add_done_callback(_log_crash)
+        try:
+            yield
+        finally:
+            stop.set()
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 30)
+            await app.state.offsets.close()
+            store.close()
+
+    app = FastAPI(
+        title="cvops",
+        version="0.1.0",
+        summary="Streaming inference and monitoring for camera fleets.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}"})
+
+    def get_store(request: Request) -> Store:
+        return request.app.state.store
+
+    StoreDep = Annotated[Store, Depends(get_store)]
+
+    @app.get("/health/live", response_model=Health, tags=["health"])
+    async def live() -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @app.get("/health/ready", response_model=Health, tags=["health"], responses={503: {"model": Health}})
+    async def ready(request: Request, store: StoreDep):
+        """Broker and store both answer. 503 with the failing check otherwise."""
+        checks = {"store": "ok" if await asyncio.to_thread(store.ping) else "unreachable"}
+        try:
+            await asyncio.wait_for(request.app.state.offsets.totals(["frames"]), 5)
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        body = Health(status="ok" if ok else "unavailable", checks=checks)
+        return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
+
+    @app.get("/api/v1/cameras", response_model=list[CameraSummary], tags=["cameras"])
+    def cameras(store: StoreDep) -> list[CameraSummary]:
+        """Every camera seen, with its last frame time, counts and mean health signals."""
+        rows = store.query_dicts(
+            """
+            SELECT m.camera_id AS camera_id, m.last_frame_at, m.frames, m.detections, m.mean_brightness,
+                   m.mean_blur, ifNull(a.active, 0) AS active_alerts
+            FROM (
+                SELECT camera_id, max(captured_at) AS last_frame_at, count() AS frames,
+                       sum(detections) AS detections, avg(brightness) AS mean_brightness, avg(blur) AS mean_blur
+                FROM frame_metrics FINAL GROUP BY camera_id
+            ) AS m
+            LEFT JOIN (
+                SELECT camera_id, countIf(statuses = ['raised']) AS active
+                FROM (SELECT camera_id, alert_id, groupUniqArray(status) AS statuses FROM alerts FINAL
+                      GROUP BY camera_id, alert_id)
+                GROUP BY camera_id
+            ) AS a ON a.camera_id = m.camera_id
+            ORDER BY camera_id
+            """
+        )
+        return [CameraSummary(**r) for r in rows]
+
+    @app.get("/api/v1/alerts", response_model=list[Alert], tags=["alerts"])
+    def alerts(
+        store: StoreDep,
+        camera_id: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[Alert]:
+        """Most recent alerts first (raised and resolved records), optionally for one camera."""
+        rows = store.query_dicts(
+            """
+            SELECT alert_id, type, status, severity, camera_id, signal, value, threshold, window, model_name,
+                   model_version, evidence_frame_ids, toUnixTimestamp64Milli(raised_at) / 1000 AS raised_at, message
+            FROM alerts FINAL
+            WHERE {camera:Nullable(String)} IS NULL OR camera_id = {camera:Nullable(String)}
+            ORDER BY raised_at DESC LIMIT {limit:UInt32}
+            """,
+            {"camera": camera_id, "limit": limit},
+        )
+        return [Alert(**r) for r in rows]
+
+    @app.get("/api/v1/counts", response_model=PipelineCounts, tags=["pipeline"])
+    async def counts(request: Request, store: StoreDep) -> PipelineCounts:
+        """Records in each topic and rows in each table: what the demo's live summary shows."""
+        topics = await request.app.state.offsets.totals(["frames", "predictions", "alerts", "deadletters"])
+        rows = await asyncio.to_thread(
+            store.query,
+            """
+            SELECT (SELECT count() FROM frame_metrics FINAL), (SELECT count() FROM predictions FINAL),
+                   (SELECT sum(length(detections.label)) FROM predictions FINAL),
+                   (SELECT count() FROM alerts FINAL), (SELECT count() FROM dead_letters FINAL)
+            """,
+        )
+        metric_rows, prediction_rows, detections, alert_rows, dead_rows = rows[0]
+        writer = request.app.state.writer
+        return PipelineCounts(
+            frames_published=topics["frames"],
+            predictions=topics["predictions"],
+            alerts=topics["alerts"],
+            dead_letters=topics["deadletters"],
+            metric_rows=metric_rows,
+            prediction_rows=prediction_rows,
+            detections=detections or 0,
+            alert_rows=alert_rows,
+            dead_letter_rows=dead_rows,
+            store_rows_written=dict(writer.rows_written) if writer else {},
+            store_failed_inserts=writer.failed_inserts if writer else 0,
+        )
+
+    return app
+
+
+def _log_crash(task: asyncio.Task) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("store writer stopped: %r", task.exception())
+
+
+def run_api(settings: Settings) -> None:
+    import uvicorn
+
+    from streams.topics import create_topics
+
+    asyncio.run(create_topics(settings))
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )

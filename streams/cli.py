@@ -1,0 +1,173 @@
+"""The ``cvops`` command. Every subcommand reads the same ``CVOPS_*`` settings (see streams.config)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+
+from streams.config import Settings
+
+
+def _setup_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _cmd_broker(args, settings: Settings) -> int:
+    from streams.localbroker import EmbeddedBroker
+
+    broker = EmbeddedBroker(args.data_dir, args.port).start()
+    print(f"broker at {broker.bootstrap}; Ctrl-C stops it", flush=True)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"] and broker.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    broker.stop()
+    return 0
+
+
+def _cmd_topics(args, settings: Settings) -> int:
+    from streams.topics import create_topics, topology
+
+    created = asyncio.run(create_topics(settings))
+    print(f"{'topic':<28} {'partitions':>10} {'retention':>12}  contract")
+    for t in topology(settings):
+        mark = " (created)" if settings.topic(t.name) in created else ""
+        print(f"{settings.topic(t.name):<28} {t.partitions:>10} {t.retention_ms / 1000:>10.0f} s  {t.contract}{mark}")
+    return 0
+
+
+def _cmd_gateway(args, settings: Settings) -> int:
+    from streams.gateway import Fault, publish
+    from streams.topics import create_topics
+
+    faults = tuple(Fault.parse(f) for f in args.fault)
+
+    async def main() -> int:
+        await create_topics(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await publish(
+            settings,
+            source=args.source,
+            cameras=args.cameras,
+            camera_prefix=args.camera_prefix,
+            fps=args.fps,
+            max_frames=args.frames,
+            duration_s=args.duration,
+            faults=faults,
+            loop=not args.once,
+            stop=stop,
+        )
+
+    sent = asyncio.run(main())
+    print(json.dumps({"frames_published": sent}))
+    return 0
+
+
+def _cmd_worker(args, settings: Settings) -> int:
+    from streams.worker import run_worker
+
+    run_worker(settings)
+    return 0
+
+
+def _cmd_api(args, settings: Settings) -> int:
+    from api.app import run_api
+
+    run_api(settings)
+    return 0
+
+
+def _cmd_store_writer(args, settings: Settings) -> int:
+    from store import connect
+    from store.schema import migrate
+    from store.writer import StoreWriter
+
+    async def main() -> None:
+        store = connect(settings.store_dsn)
+        migrate(store, settings.ttl_days)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await StoreWriter(settings, store).run(stop)
+        store.close()
+
+    asyncio.run(main())
+    return 0
+
+
+def _cmd_demo(args, settings: Settings) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(settings, duration_s=args.duration, cameras=args.cameras, fps=args.fps, source=args.source)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cvops", description="Streaming inference and monitoring for camera fleets.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (development only)")
+    b.add_argument("--port", type=int, default=9092)
+    b.add_argument("--data-dir", default=".cvops/broker")
+    b.set_defaults(func=_cmd_broker)
+
+    sub.add_parser("topics", help="create the topics (idempotent) and list them").set_defaults(func=_cmd_topics)
+
+    g = sub.add_parser("gateway", help="publish frames from a video, a folder, a device or a URL")
+    g.add_argument("--source", help="video file, image folder, device index or URL (default: bikes.mp4)")
+    g.add_argument("--cameras", type=int, default=1, help="simulated cameras fed from the source")
+    g.add_argument("--camera-prefix", default="cam-", help="camera ids are PREFIX1, PREFIX2, ...")
+    g.add_argument("--fps", type=float, help="frames per second per camera (default CVOPS_GATEWAY_FPS)")
+    g.add_argument("--frames", type=int, help="stop after this many frames per camera")
+    g.add_argument("--duration", type=float, help="stop after this many seconds")
+    g.add_argument("--once", action="store_true", help="play a file once instead of looping it")
+    g.add_argument("--fault", action="append", default=[], help="CAMERA:KIND:SECONDS, KIND blur or dark")
+    g.set_defaults(func=_cmd_gateway)
+
+    sub.add_parser("worker", help="run the stream worker (inference, metrics, alerts)").set_defaults(func=_cmd_worker)
+    sub.add_parser("api", help="run the HTTP API (and the store writer)").set_defaults(func=_cmd_api)
+    sub.add_parser("store-writer", help="run the store writer on its own").set_defaults(func=_cmd_store_writer)
+
+    d = sub.add_parser("demo", help="broker, worker, API and 4 cameras of real footage on this machine")
+    d.add_argument("--duration", type=float, help="seconds to run, then print a JSON summary (default: until Ctrl-C)")
+    d.add_argument("--cameras", type=int, default=4)
+    d.add_argument("--fps", type=float, default=5.0, help="frames per second per camera")
+    d.add_argument("--source", help="footage to replay (default: bikes.mp4)")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except Exception as exc:
+        print(f"cvops: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings)
+    try:
+        return args.func(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except (FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
+        print(f"cvops {args.command}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

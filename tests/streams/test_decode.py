@@ -1,0 +1,62 @@
+import io
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from streams.contracts import ContractError, FrameHeader, pack_frame
+from streams.decode import decode_frame
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def frame(image_bytes: bytes, w: int, h: int, encoding: str = "jpeg") -> bytes:
+    header = FrameHeader(
+        frame_id="c:1:0", camera_id="c", seq=0, captured_at=1.7e9, width=w, height=h, encoding=encoding
+    )
+    return pack_frame(header, image_bytes)
+
+
+def test_decodes_a_real_frame(street_frames):
+    img = street_frames[0]
+    decoded = decode_frame(frame(jpeg(img), img.shape[1], img.shape[0]), max_pixels=10**7)
+    assert decoded.image.shape == img.shape
+    assert np.abs(decoded.image.astype(int) - img).mean() < 4  # JPEG loss only
+
+
+def test_png_is_accepted():
+    img = np.zeros((20, 30, 3), np.uint8)
+    data = cv2.imencode(".png", img)[1].tobytes()
+    assert decode_frame(frame(data, 30, 20, "png"), 10**7).image.shape == (20, 30, 3)
+
+
+def test_corrupt_and_truncated_images_are_rejected(street_frames):
+    img = street_frames[0]
+    data = jpeg(img)
+    for bad in (b"\x00" * 500, data[: len(data) // 3], b"\xff\xd8\xff" + b"\x00" * 40):
+        with pytest.raises(ContractError) as err:
+            decode_frame(frame(bad, img.shape[1], img.shape[0]), 10**7)
+        assert err.value.reason == "corrupt_image"
+
+
+def test_decompression_bomb_is_refused_before_decoding():
+    # A real PNG header claiming 50,000 x 50,000 pixels: rejected from its header, nothing allocated.
+    tiny = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(tiny, format="PNG")
+    data = bytearray(tiny.getvalue())
+    data[16:24] = (50_000).to_bytes(4, "big") + (50_000).to_bytes(4, "big")  # IHDR width and height
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # keep the chunk's checksum valid
+    with pytest.raises(ContractError) as err:
+        decode_frame(frame(bytes(data), 50_000, 50_000, "png"), max_pixels=40_000_000)
+    assert err.value.reason == "too_many_pixels"
+
+
+def test_header_size_must_match_the_image(street_frames):
+    img = street_frames[0]
+    with pytest.raises(ContractError) as err:
+        decode_frame(frame(jpeg(img), img.shape[1] * 2, img.shape[0]), 10**7)
+    assert err.value.reason == "size_mismatch"

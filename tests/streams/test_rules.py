@@ -1,0 +1,73 @@
+import random
+
+from streams.contracts import FrameMetrics
+from streams.rules import CameraHealth, OutOfRange
+
+
+def metrics(i: int, brightness: float, blur: float, camera: str = "cam-1") -> FrameMetrics:
+    return FrameMetrics(
+        frame_id=f"{camera}:0:{i}", camera_id=camera, seq=i, captured_at=1000.0 + i, processed_at=1000.0 + i,
+        model_name="m", model_version="1", encoding="jpeg", bytes=1, width=640, height=272,
+        aspect_ratio=640 / 272, brightness=brightness, blur=blur, inference_ms=10.0, detections=1,
+    )  # fmt: skip
+
+
+def test_out_of_range_stays_quiet_on_a_steady_noisy_stream():
+    rng = random.Random(1)
+    d = OutOfRange(warmup=30, sigmas=5, consecutive=3, min_std=1.0)
+    assert not any(d.update(100 + rng.gauss(0, 3)).drift_detected for _ in range(5000))
+
+
+def test_out_of_range_flags_a_step_after_consecutive_values():
+    d = OutOfRange(warmup=10, sigmas=4, consecutive=3, min_std=1.0)
+    for _ in range(50):
+        d.update(100.0)
+    flags = [d.update(50.0).drift_detected for _ in range(5)]
+    assert flags == [False, False, True, True, True]
+
+
+def test_out_of_range_is_silent_while_warming_up():
+    d = OutOfRange(warmup=20, consecutive=1)
+    for x in [1, 1000, 1, 1000, 5000]:
+        assert not d.update(x).drift_detected
+
+
+def stream(health: CameraHealth, values, start=0, cooldown=60.0):
+    alerts = []
+    for i, (b, bl) in enumerate(values, start):
+        alerts += health.observe(metrics(i, b, bl), cooldown)
+    return alerts
+
+
+def test_camera_health_raises_once_then_resolves():
+    rng = random.Random(3)
+    h = CameraHealth.new("cam-1", warmup=30, sigmas=5, consecutive=3)
+    normal = [(120 + rng.gauss(0, 1), 300 + rng.gauss(0, 10)) for _ in range(100)]
+    blurry = [(120 + rng.gauss(0, 1), 20 + rng.gauss(0, 2)) for _ in range(30)]
+    assert stream(h, normal) == []
+    raised = stream(h, blurry, start=100)
+    assert [(a.type, a.status, a.signal) for a in raised] == [("data_drift", "raised", "blur")]
+    a = raised[0]
+    assert a.value < a.threshold + 300 and a.camera_id == "cam-1"
+    assert len(a.evidence_frame_ids) == 5 and a.evidence_frame_ids[-1] == "cam-1:0:102"
+    resolved = stream(h, normal[:5], start=130)
+    assert [(r.status, r.alert_id) for r in resolved] == [("resolved", a.alert_id)]
+
+
+def test_cooldown_suppresses_a_flapping_signal():
+    h = CameraHealth.new("cam-1", warmup=10, sigmas=5, consecutive=2)
+    normal, dark = [(120.0, 300.0)] * 20, [(20.0, 300.0)] * 5
+    stream(h, normal)
+    seq = normal[:3] + dark + normal[:3] + dark
+    alerts = stream(h, seq, start=20, cooldown=3600)
+    assert [(x.status, x.signal) for x in alerts] == [("raised", "brightness"), ("resolved", "brightness")]
+
+
+def test_state_round_trips_through_a_dict():
+    rng = random.Random(5)
+    h = CameraHealth.new("cam-2", warmup=10, sigmas=5, consecutive=3)
+    stream(h, [(100 + rng.gauss(0, 1), 200 + rng.gauss(0, 5)) for _ in range(40)])
+    again = CameraHealth.from_dict(h.to_dict())
+    assert again.to_dict() == h.to_dict()
+    tail = [(30.0, 200.0)] * 4
+    assert [a.signal for a in stream(again, tail, 40)] == [a.signal for a in stream(h, tail, 40)] == ["brightness"]
