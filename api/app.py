@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import logging
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Annotated
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from store import Store, connect
 from store.schema import migrate
@@ -36,7 +35,7 @@ class Health(BaseModel):
 
 class CameraSummary(BaseModel):
     camera_id: str
-    last_frame_at: datetime
+    last_frame_at: float = Field(description="capture time of the newest frame, unix seconds")
     frames: int
     detections: int
     mean_brightness: float
@@ -58,6 +57,13 @@ class PipelineCounts(BaseModel):
     dead_letter_rows: int
     store_rows_written: dict[str, int]
     store_failed_inserts: int
+
+
+def get_store(request: Request) -> Store:
+    return request.app.state.store
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
 
 
 class TopicOffsets:
@@ -128,11 +134,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}"})
 
-    def get_store(request: Request) -> Store:
-        return request.app.state.store
-
-    StoreDep = Annotated[Store, Depends(get_store)]
-
     @app.get("/health/live", response_model=Health, tags=["health"])
     async def live() -> Health:
         """The process is up."""
@@ -159,7 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             SELECT m.camera_id AS camera_id, m.last_frame_at, m.frames, m.detections, m.mean_brightness,
                    m.mean_blur, ifNull(a.active, 0) AS active_alerts
             FROM (
-                SELECT camera_id, max(captured_at) AS last_frame_at, count() AS frames,
+                SELECT camera_id, toUnixTimestamp64Milli(max(captured_at)) / 1000 AS last_frame_at, count() AS frames,
                        sum(detections) AS detections, avg(brightness) AS mean_brightness, avg(blur) AS mean_blur
                 FROM frame_metrics FINAL GROUP BY camera_id
             ) AS m

@@ -21,7 +21,7 @@ step() { printf '\n==> %s\n' "$*"; }
 pick_python() {
   for py in "${PYTHON:-}" python3.12 python3.11 python3.10 python3; do
     [[ -n "$py" ]] && command -v "$py" >/dev/null || continue
-    if "$py" -c 'import sys; sys.exit(not ((3, 9) <= sys.version_info[:2] <= (3, 12)))'; then
+    if "$py" -c 'import sys; sys.exit(not ((3, 9) <= sys.version_info[:2] <= (3, 12)))' 2>/dev/null; then
       echo "$py"
       return
     fi
@@ -57,9 +57,10 @@ for v in "${TF_VERSIONS[@]}"; do
   echo "tensorflow-cpu==$v did not install, trying the next version" >&2
 done
 [[ -n "$TF" ]] || { echo "no tensorflow-cpu version installed" >&2; exit 1; }
-"$VPY" -m pip list 2>/dev/null | grep -iE '^(tensorflow-cpu|tf2onnx|onnx|onnxruntime|numpy|protobuf) '
+"$VPY" -m pip list 2>/dev/null | grep -iE '^(tensorflow[-_]cpu|tf2onnx|onnx|onnxruntime|numpy|protobuf) '
 
-export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0
+# PYTHONHASHSEED pins the set iteration order tf2onnx names nodes by, so re-runs give the same bytes.
+export TF_CPP_MIN_LOG_LEVEL=2 TF_ENABLE_ONEDNN_OPTS=0 PYTHONHASHSEED=0
 step "patch node attributes for TensorFlow $TF"
 "$VPY" "$HELPER" patch "$MODEL_JSON"
 

@@ -1,9 +1,9 @@
 """Helper for models/convert_nanodet.sh; runs inside the converter's throw-away venv, not the project venv.
 
-  python convert_nanodet_tfjs.py patch   MODEL_JSON          fill node attributes newer TensorFlow requires
-  python convert_nanodet_tfjs.py convert MODEL_JSON RAW.onnx  tf2onnx --tfjs ... --opset 13 (np.product aliased)
-  python convert_nanodet_tfjs.py fix     RAW.onnx OUT.onnx    dynamic batch, batch-safe Reshapes, clear names
-  python convert_nanodet_tfjs.py verify  OUT.onnx            batched run == per-image runs (onnxruntime)
+python convert_nanodet_tfjs.py patch   MODEL_JSON          fill node attributes newer TensorFlow requires
+python convert_nanodet_tfjs.py convert MODEL_JSON RAW.onnx  tf2onnx --tfjs ... --opset 13 (np.product aliased)
+python convert_nanodet_tfjs.py fix     RAW.onnx OUT.onnx    dynamic batch, batch-safe Reshapes, clear names
+python convert_nanodet_tfjs.py verify  OUT.onnx            batched run == per-image runs (onnxruntime)
 """
 
 from __future__ import annotations
@@ -166,9 +166,8 @@ def verify(onnx_path: str, raw_onnx: str | None = None) -> None:
     batch = rng.normal(0, 1, (5, 3, 52, 52)).astype(np.float32).repeat(8, axis=2).repeat(8, axis=3)
     if raw_onnx:  # the fixed model must compute exactly what tf2onnx produced, at batch 1
         raw = ort.InferenceSession(raw_onnx, providers=["CPUExecutionProvider"])
-        raw_out = dict(zip([o.name for o in raw.get_outputs()], raw.run(None, {raw.get_inputs()[0].name: batch[:1]})))
+        by_shape = {v.shape: v for v in raw.run(None, {raw.get_inputs()[0].name: batch[:1]})}
         new_out = sess.run(None, {INPUT_NAME: batch[:1]})
-        by_shape = {v.shape: v for v in raw_out.values()}
         diff = max(float(np.abs(by_shape[v.shape] - v).max()) for v in new_out)
         print(f"  fixed vs raw tf2onnx model at batch 1: max abs diff {diff:.2e}")
         if diff > 1e-5:

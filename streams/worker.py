@@ -71,7 +71,13 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     )
     # Keyed by camera id with the producer's partitioner, like the frames topic: a camera's state lives in
     # the changelog partition with the frames topic's partition number, and moves with it on a rebalance.
-    health = app.Table("camera-health", default=None, partitions=n, use_partitioner=True, value_serializer="json")
+    health = app.Table(
+        "camera-health",
+        default=None,
+        partitions=n,
+        use_partitioner=True,
+        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+    )
     processor = FrameProcessor(settings, detector)
     executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}

@@ -1,0 +1,172 @@
+"""NanoDet-m COCO object detector on ONNX Runtime (numpy + OpenCV pre/post-processing, no framework glue).
+
+The model file and its manifest live in ``models/zoo/nanodet-m/`` (built by ``models/convert_nanodet.sh``).
+
+Example::
+
+    import cv2
+    import skimage.data
+    from models.nanodet import NanoDet
+
+    detector = NanoDet(intra_op_threads=2)
+    frame = cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)  # the model expects BGR uint8
+    for det in detector.detect([frame])[0]:
+        print(det.label, round(det.score, 2), [round(v) for v in det.box])  # person 0.7 [...]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "nanodet-m"
+DEFAULT_PATH = ZOO_DIR / "nanodet-m.onnx"
+
+
+@cache
+def load_manifest(path: str | Path = DEFAULT_PATH) -> dict:
+    """The manifest.json next to the model file."""
+    with open(Path(path).with_name("manifest.json")) as f:
+        return json.load(f)
+
+
+COCO_LABELS: tuple[str, ...] = tuple(load_manifest()["labels"])
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: str
+    class_id: int
+    score: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source-image pixels
+
+
+def _default_providers() -> list[str]:
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+class NanoDet:
+    """NanoDet-m: 416x416 stretch-resized BGR input, strides 8/16/32, GFL box distributions (reg_max 10)."""
+
+    def __init__(
+        self,
+        path: str | Path = DEFAULT_PATH,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
+        score_threshold: float = 0.35,
+        iou_threshold: float = 0.6,
+        max_detections: int = 100,
+    ) -> None:
+        manifest = load_manifest(path)
+        self.name: str = manifest["name"]
+        self.version: str = manifest["version"]
+        self.labels: tuple[str, ...] = tuple(manifest["labels"])
+        spec = manifest["input"]
+        self.input_name: str = spec["name"]
+        self.size: tuple[int, int] = (int(spec["shape"][3]), int(spec["shape"][2]))  # (w, h)
+        self._mean = np.asarray(spec["mean"], np.float32).reshape(3, 1, 1)
+        self._inv_std = (1.0 / np.asarray(spec["std"], np.float32)).reshape(3, 1, 1)
+        self.strides: tuple[int, ...] = tuple(manifest["strides"])
+        self.reg_max: int = int(manifest["reg_max"])
+        self.output_names: list[str] = [
+            name
+            for s in self.strides
+            for name in (manifest["outputs"][str(s)]["scores"], manifest["outputs"][str(s)]["boxes"])
+        ]
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.max_detections = max_detections
+
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = intra_op_threads
+        self.session = ort.InferenceSession(
+            str(path), sess_options=options, providers=list(providers or _default_providers())
+        )
+        self.providers: list[str] = self.session.get_providers()
+        self._bins = np.arange(self.reg_max + 1, dtype=np.float32)
+        # Cell centres per stride, row-major (index = row * W + col), in 416-space pixels: (i + 0.5) * stride.
+        w, h = self.size
+        self._centres: list[np.ndarray] = []
+        for s in self.strides:
+            ys, xs = np.mgrid[0 : h // s, 0 : w // s].astype(np.float32)
+            self._centres.append(np.stack([(xs.ravel() + 0.5) * s, (ys.ravel() + 0.5) * s], axis=1))
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """BGR uint8 HxWx3 images -> float32 [N,3,416,416]: stretch resize (bilinear), (x - mean) / std."""
+        w, h = self.size
+        batch = np.empty((len(images), 3, h, w), np.float32)
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"image {i}: expected HxWx3 BGR, got shape {image.shape}")
+            batch[i] = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)
+        batch -= self._mean
+        batch *= self._inv_std
+        return batch
+
+    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
+        """One session run: [scores_8, boxes_8, scores_16, boxes_16, scores_32, boxes_32]."""
+        return self.session.run(self.output_names, {self.input_name: batch})
+
+    def postprocess(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[list[Detection]]:
+        """Decode, threshold and class-wise NMS. ``sizes`` are the source images' (height, width)."""
+        w_in, h_in = self.size
+        results: list[list[Detection]] = []
+        for n, (height, width) in enumerate(sizes):
+            boxes_l, scores_l, classes_l = [], [], []
+            for k, centres in enumerate(self._centres):
+                scores, reg = outputs[2 * k][n], outputs[2 * k + 1][n]
+                cells, classes = np.nonzero(scores > self.score_threshold)
+                if cells.size == 0:
+                    continue
+                # Each side (left, top, right, bottom) is a distribution over 0..reg_max bins, in stride units.
+                logits = reg[cells].reshape(-1, 4, self.reg_max + 1)
+                prob = np.exp(logits - logits.max(axis=2, keepdims=True))
+                dist = (prob @ self._bins) / prob.sum(axis=2) * self.strides[k]
+                c = centres[cells]
+                boxes_l.append(np.concatenate([c - dist[:, :2], c + dist[:, 2:]], axis=1))
+                scores_l.append(scores[cells, classes])
+                classes_l.append(classes)
+            if not boxes_l:
+                results.append([])
+                continue
+            boxes = np.concatenate(boxes_l)
+            boxes *= np.array([width / w_in, height / h_in] * 2, np.float32)
+            np.clip(boxes, 0, [width, height, width, height], out=boxes)
+            scores = np.concatenate(scores_l)
+            classes = np.concatenate(classes_l)
+            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+            keep = cv2.dnn.NMSBoxesBatched(
+                xywh.astype(np.float64), scores.astype(np.float64), classes.astype(np.int32),
+                self.score_threshold, self.iou_threshold,
+            )  # fmt: skip
+            keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+            keep = keep[np.argsort(-scores[keep], kind="stable")][: self.max_detections]
+            results.append(
+                [
+                    Detection(
+                        label=self.labels[int(classes[i])],
+                        class_id=int(classes[i]),
+                        score=float(scores[i]),
+                        box=tuple(float(v) for v in boxes[i]),
+                    )
+                    for i in keep
+                ]
+            )
+        return results
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Detections per image, best first, boxes in each image's own pixel coordinates."""
+        if len(images) == 0:
+            return []
+        outputs = self.infer(self.preprocess(images))
+        return self.postprocess(outputs, [image.shape[:2] for image in images])

@@ -1,0 +1,149 @@
+"""End to end on real parts: the embedded broker started by ./dev test, the worker and the API as the
+``cvops`` processes a user runs, embedded ClickHouse, NanoDet-m on real street footage."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams.config import Settings
+from streams.contracts import DeadLetter, FrameHeader, Prediction, decode_record, pack_frame
+from streams.gateway import publish
+from streams.topics import create_topics
+
+pytestmark = pytest.mark.integration
+
+VEHICLES_AND_PEOPLE = {"person", "bicycle", "car", "motorcycle", "bus", "truck"}
+
+
+def env_of(settings: Settings) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CVOPS_")}
+    for name, value in settings.model_dump().items():
+        env[f"CVOPS_{name.upper()}"] = str(value)
+    return env
+
+
+@contextlib.contextmanager
+def cvops(settings: Settings, command: str, log: Path):
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", command],
+            env=env_of(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for(check, what: str, procs, timeout_s: float = 240.0):
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` (and logs) otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for proc, log in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"{log.name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    logs = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for _, log in procs)
+    pytest.fail(f"timed out waiting for {what}\n{logs}")
+
+
+def counts(client: httpx.Client) -> dict | None:
+    try:
+        r = client.get("/api/v1/counts")
+        return r.json() if r.status_code == 200 else None
+    except httpx.HTTPError:
+        return None
+
+
+async def read_topic(settings: Settings, name: str, n: int) -> list:
+    consumer = AIOKafkaConsumer(
+        settings.topic(name), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    records = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(records) < n and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def publish_corrupt(settings: Settings) -> list[bytes]:
+    good_header = FrameHeader(
+        frame_id="cam-1:9:999", camera_id="cam-1", seq=999, captured_at=time.time(), width=640, height=272
+    )
+    bad = [pack_frame(good_header, b"\xff\xd8\xff\xe0 this is not a JPEG at all"), b"garbage that is no frame"]
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value in bad:
+            await producer.send_and_wait(settings.topic("frames"), value, key=b"cam-1")
+    finally:
+        await producer.stop()
+    return bad
+
+
+def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings, tmp_path: Path):
+    asyncio.run(create_topics(settings))
+    worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
+    with cvops(settings, "worker", worker_log) as worker, cvops(settings, "api", api_log) as api:
+        procs = [(worker, worker_log), (api, api_log)]
+        client = httpx.Client(base_url=f"http://127.0.0.1:{settings.api_port}", timeout=10)
+        wait_for(lambda: counts(client), "the API", procs)
+
+        sent = asyncio.run(publish(settings, cameras=3, max_frames=100, fps=200.0))
+        bad = asyncio.run(publish_corrupt(settings))
+        assert sent == 300
+
+        final = wait_for(
+            lambda: (c := counts(client)) and c["metric_rows"] >= 300 and c["dead_letter_rows"] >= 2 and c,
+            "300 metric rows and 2 dead letters in ClickHouse",
+            procs,
+        )
+        assert final["frames_published"] == 302
+        assert final["metric_rows"] == 300
+        assert final["prediction_rows"] == 300
+        assert final["dead_letter_rows"] == 2
+
+        cameras = client.get("/api/v1/cameras").json()
+        assert {c["camera_id"]: c["frames"] for c in cameras} == {"cam-1": 100, "cam-2": 100, "cam-3": 100}
+        assert client.get("/health/ready").json()["status"] == "ok"
+
+    predictions = [decode_record(Prediction, r.value) for r in asyncio.run(read_topic(settings, "predictions", 300))]
+    assert len(predictions) >= 300
+    assert len({p.frame_id for p in predictions}) == 300
+    assert all(p.model_name == "nanodet-m" and p.model_version for p in predictions)
+    assert all(p.timings.inference_ms > 0 for p in predictions)
+    confident = {d.label for p in predictions for d in p.detections if d.score > 0.4}
+    assert confident & VEHICLES_AND_PEOPLE, f"no person or vehicle found, only {confident}"
+
+    dead = [decode_record(DeadLetter, r.value) for r in asyncio.run(read_topic(settings, "deadletters", 2))]
+    assert sorted(d.reason for d in dead) == ["bad_magic", "corrupt_image"]
+    assert sorted(d.payload() for d in dead) == sorted(bad)
+    assert all(d.detail and d.source_topic == settings.topic("frames") for d in dead)
