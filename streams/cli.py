@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 
 from streams.config import Settings
 
@@ -19,6 +20,7 @@ def _setup_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _cmd_broker(args, settings: Settings) -> int:
@@ -70,12 +72,22 @@ def _cmd_gateway(args, settings: Settings) -> int:
             duration_s=args.duration,
             faults=faults,
             loop=not args.once,
+            replay=_replay_mode(args.replay, args.source),
             stop=stop,
         )
 
     sent = asyncio.run(main())
     print(json.dumps({"frames_published": sent}))
     return 0
+
+
+def _replay_mode(choice: str, source: str | None) -> str:
+    if choice != "auto":
+        return choice
+    if source is None:
+        return "shots"
+    is_file = "://" not in source and not source.isdigit() and Path(source).is_file()
+    return "shots" if is_file else "stream"
 
 
 def _cmd_worker(args, settings: Settings) -> int:
@@ -137,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--duration", type=float, help="stop after this many seconds")
     g.add_argument("--once", action="store_true", help="play a file once instead of looping it")
     g.add_argument("--fault", action="append", default=[], help="CAMERA:KIND:SECONDS, KIND blur or dark")
+    g.add_argument(
+        "--replay",
+        choices=["auto", "shots", "stream"],
+        default="auto",
+        help="shots: each camera replays one shot of edited footage back and forth, like a fixed camera; "
+        "stream: frames as they play. auto: shots for video files, stream for folders, devices and URLs",
+    )
     g.set_defaults(func=_cmd_gateway)
 
     sub.add_parser("worker", help="run the stream worker (inference, metrics, alerts)").set_defaults(func=_cmd_worker)

@@ -46,8 +46,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(40_000_000, ge=1, description="frames claiming more pixels are rejected")
 
     # Per-camera health rule (brightness and blur leaving the camera's own recent range).
-    rule_warmup_frames: int = Field(30, ge=5)
-    rule_sigmas: float = Field(5.0, gt=0)
+    rule_warmup_frames: int = Field(60, ge=5, description="frames in a camera's reference window")
+    rule_tolerance: float = Field(1.0, gt=0, description="range = reference 5-95% widened by this many spreads")
     rule_consecutive: int = Field(3, ge=1, description="frames out of range in a row before alerting")
     rule_cooldown_s: float = Field(60.0, ge=0)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -95,6 +96,60 @@ def open_source(source: str | None, *, loop: bool = True, skip: int = 0) -> Iter
     return _video_frames(source, loop, skip)
 
 
+@dataclass(frozen=True)
+class Encoded:
+    """A frame already encoded as JPEG, with its size in px."""
+
+    data: bytes
+    width: int
+    height: int
+
+
+def split_shots(frames: list[np.ndarray], cut_threshold: float = 30.0, min_len: int = 10) -> list[range]:
+    """Index ranges of the continuous shots in edited footage.
+
+    A cut is a mean absolute difference of more than ``cut_threshold`` grey levels between neighbouring
+    frames (measured on 160 px wide copies); shots shorter than ``min_len`` frames join the one before.
+    """
+    small = [cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), (160, 90)).astype(np.int16) for f in frames]
+    cuts = [i for i in range(1, len(small)) if np.abs(small[i] - small[i - 1]).mean() > cut_threshold]
+    bounds = [0]
+    for c in cuts:
+        if c - bounds[-1] >= min_len:
+            bounds.append(c)
+    bounds.append(len(frames))
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < min_len:
+        del bounds[-2]
+    return [range(a, b) for a, b in itertools.pairwise(bounds)]
+
+
+def _ping_pong(shot: range, start: int) -> Iterator[int]:
+    order = list(shot) + list(shot)[-2:0:-1] or list(shot)
+    i = start % len(order)
+    while True:
+        yield order[i]
+        i = (i + 1) % len(order)
+
+
+def fixed_cameras(source: str | None, cameras: int, quality: int, max_frames: int = 2000) -> list[Iterator[Encoded]]:
+    """Simulated fixed cameras from edited footage: camera ``i`` replays shot ``i`` (modulo the number
+    of shots) forwards then backwards, so its view never jumps the way a cut does. Frames are encoded
+    once and replayed from memory (at most ``max_frames`` of them)."""
+    frames = []
+    for f in open_source(source, loop=False):
+        frames.append(f)
+        if len(frames) >= max_frames:
+            break
+    if not frames:
+        raise ValueError(f"no frames could be read from {source or default_footage()}")
+    encoded = [Encoded(encode(f, quality), f.shape[1], f.shape[0]) for f in frames]
+    shots = split_shots(frames)
+    log.info("footage: %d frames in %d shots %s", len(frames), len(shots), [(r.start, r.stop) for r in shots])
+    return [
+        (encoded[i] for i in _ping_pong(shots[c % len(shots)], start=(c // len(shots)) * 7)) for c in range(cameras)
+    ]
+
+
 def apply_fault(image: np.ndarray, kind: str) -> np.ndarray:
     """Simulated field faults, for demos and tests: ``blur`` (a lens going soft), ``dark`` (a dying light)."""
     if kind == "blur":
@@ -129,6 +184,10 @@ def encode(image: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
+def decode_jpeg(data: bytes) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap,
@@ -150,18 +209,27 @@ async def publish(
     duration_s: float | None = None,
     faults: tuple[Fault, ...] = (),
     loop: bool = True,
+    replay: str = "stream",
     stop: asyncio.Event | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Publish frames for ``cameras`` cameras at ``fps`` each until a limit; return frames published.
 
-    Camera ``i`` starts ``i * 37`` frames into a looping source so the simulated cameras differ.
+    ``replay="stream"`` reads the source as it plays (camera ``i`` starts ``i * 37`` frames in, so the
+    simulated cameras differ); ``replay="shots"`` makes fixed cameras out of edited footage
+    (:func:`fixed_cameras`).
     ``max_frames`` is per camera; ``loop=False`` stops each camera at the end of its file. Every send
     is awaited, so the count is of frames the broker holds.
     """
     fps = fps or settings.gateway_fps
     camera_ids = [f"{camera_prefix}{i + 1}" for i in range(cameras)]
-    readers = {cam: open_source(source, loop=loop, skip=i * 37) for i, cam in enumerate(camera_ids)}
+    if replay == "shots":
+        shots = fixed_cameras(source, cameras, settings.gateway_jpeg_quality)
+        readers: dict[str, Iterator] = dict(zip(camera_ids, shots, strict=True))
+    elif replay == "stream":
+        readers = {cam: open_source(source, loop=loop, skip=i * 37) for i, cam in enumerate(camera_ids)}
+    else:
+        raise ValueError(f"replay must be 'stream' or 'shots', not {replay!r}")
     session = int(time.time() * 1000)
     topic = settings.topic("frames")
     producer = make_producer(settings)
@@ -179,15 +247,21 @@ async def publish(
                 break
             pending = []
             for cam, reader in list(readers.items()):
-                image = next(reader, None)
-                if image is None:
+                item = next(reader, None)
+                if item is None:
                     del readers[cam]
                     continue
                 elapsed = time.monotonic() - started
-                for f in faults:
-                    if f.camera_id == cam and elapsed >= f.after_s:
-                        image = apply_fault(image, f.kind)
-                h, w = image.shape[:2]
+                active = [f.kind for f in faults if f.camera_id == cam and elapsed >= f.after_s]
+                if isinstance(item, Encoded) and not active:
+                    data, w, h = item.data, item.width, item.height
+                else:
+                    image = (
+                        item if isinstance(item, np.ndarray) else cv2.imdecode(np.frombuffer(item.data, np.uint8), 1)
+                    )
+                    for kind in active:
+                        image = apply_fault(image, kind)
+                    data, (h, w) = encode(image, settings.gateway_jpeg_quality), image.shape[:2]
                 header = FrameHeader(
                     frame_id=f"{cam}:{session}:{tick}",
                     camera_id=cam,
@@ -197,7 +271,7 @@ async def publish(
                     width=w,
                     height=h,
                 )
-                value = pack_frame(header, encode(image, settings.gateway_jpeg_quality))
+                value = pack_frame(header, data)
                 pending.append(await producer.send(topic, value=value, key=cam.encode()))
             if pending:
                 await asyncio.gather(*pending)

@@ -166,7 +166,7 @@ class FrameProcessor:
             return CameraHealth.from_dict(state)
         s = self.settings
         return CameraHealth.new(
-            camera_id, warmup=s.rule_warmup_frames, sigmas=s.rule_sigmas, consecutive=s.rule_consecutive
+            camera_id, warmup=s.rule_warmup_frames, tolerance=s.rule_tolerance, consecutive=s.rule_consecutive
         )
 
 

@@ -1,4 +1,4 @@
-"""Alert rules, pure: a camera's own recent range, and the per-camera bookkeeping around it.
+"""Alert rules, pure: a camera's own reference range, and the per-camera bookkeeping around it.
 
 :class:`OutOfRange` follows River's shape: ``update(x)`` then ``drift_detected``. Its whole state is a
 small dict (:meth:`OutOfRange.to_dict`) so that the worker can keep it in a changelog-backed table and
@@ -16,70 +16,77 @@ from streams.contracts import Alert, FrameMetrics
 
 @dataclass
 class OutOfRange:
-    """Flags a stream that leaves its own recent range.
+    """Flags a stream that leaves the range it showed in its reference window.
 
-    After ``warmup`` values it keeps an exponentially weighted mean and variance of the values seen in
-    range; a value further than ``sigmas`` standard deviations from the mean is out of range, and
-    ``consecutive`` such values in a row set :attr:`drift_detected`. Out-of-range values do not move the
-    baseline, so a lasting change stays flagged until the stream comes back. ``min_std`` and
-    ``rel_std`` put a floor under the deviation so that a very steady stream does not alarm on noise.
+    The first ``warmup`` values are the reference. Its 5th and 95th percentiles ``lo`` and ``hi``, widened
+    by ``tolerance`` times their spread on each side, make the range; ``consecutive`` values outside it in
+    a row set :attr:`drift_detected`, and one value back inside clears it. The spread has a floor,
+    ``max(min_spread, rel_spread * |median|)``, so that a very steady stream does not alarm on noise.
+    With ``log=True`` the range is kept on ``log1p(x)``, for signals that vary by factors (blur).
 
-    Parameters: warmup (values), sigmas, consecutive (values), alpha (EWMA weight, 0-1),
-    min_std (signal units), rel_std (fraction of the mean).
+    Parameters: warmup (values), tolerance (spreads), consecutive (values), min_spread and rel_spread
+    (signal units, or log units with ``log=True``).
 
     >>> import random
     >>> rng = random.Random(7)
-    >>> d = OutOfRange(warmup=20, sigmas=4, consecutive=3, min_std=1.0)
+    >>> d = OutOfRange(warmup=20, consecutive=3, min_spread=5.0)
     >>> stream = [100 + rng.gauss(0, 2) for _ in range(60)] + [40 + rng.gauss(0, 2) for _ in range(10)]
     >>> for i, x in enumerate(stream):
     ...     if d.update(x).drift_detected:
-    ...         print(f"change detected at {i}")
+    ...         print(f"change detected at {i}, below {d.lower:.1f}")
     ...         break
-    change detected at 62
+    change detected at 62, below 91.0
     """
 
-    warmup: int = 30
-    sigmas: float = 5.0
+    warmup: int = 60
+    tolerance: float = 1.0
     consecutive: int = 3
-    alpha: float = 0.02
-    min_std: float = 1.0
-    rel_std: float = 0.05
-    n: int = 0
-    mean: float = 0.0
-    var: float = 0.0
+    min_spread: float = 1.0
+    rel_spread: float = 0.0
+    log: bool = False
+    reference: list[float] = field(default_factory=list)
+    ready: bool = False  # the reference window is complete and the range fitted
+    lo: float = 0.0  # range bounds, in the transformed space
+    hi: float = 0.0
     run: int = 0  # out-of-range values in a row
-    last: float = 0.0
+    last: float = 0.0  # last value, signal units
 
     def update(self, x: float) -> OutOfRange:
         self.last = x
-        if self.n < self.warmup:  # Welford while warming up
-            self.n += 1
-            delta = x - self.mean
-            self.mean += delta / self.n
-            self.var += (delta * (x - self.mean) - self.var) / self.n
+        y = math.log1p(max(x, 0.0)) if self.log else x
+        if not self.ready:
+            self.reference.append(y)
+            if len(self.reference) == self.warmup:
+                self._fit()
             return self
-        if abs(x - self.mean) > self.threshold:
-            self.run += 1
-            return self
-        self.run = 0
-        self.n += 1
-        delta = x - self.mean
-        self.mean += self.alpha * delta
-        self.var = (1 - self.alpha) * (self.var + self.alpha * delta * delta)
+        self.run = self.run + 1 if not (self.lo <= y <= self.hi) else 0
         return self
 
+    def _fit(self) -> None:
+        ref = sorted(self.reference)
+        q05, q50, q95 = (ref[min(len(ref) - 1, int(q * len(ref)))] for q in (0.05, 0.5, 0.95))
+        spread = max(q95 - q05, self.min_spread, self.rel_spread * abs(q50))
+        self.lo, self.hi = q05 - self.tolerance * spread, q95 + self.tolerance * spread
+        self.reference = []  # the range is all that is kept: state stays small
+        self.ready = True
+
+    def _signal_units(self, y: float) -> float:
+        return math.expm1(y) if self.log else y
+
     @property
-    def std(self) -> float:
-        return max(math.sqrt(max(self.var, 0.0)), self.min_std, self.rel_std * abs(self.mean))
+    def lower(self) -> float:
+        """Lowest in-range value, signal units."""
+        return self._signal_units(self.lo)
+
+    @property
+    def upper(self) -> float:
+        """Highest in-range value, signal units."""
+        return self._signal_units(self.hi)
 
     @property
     def threshold(self) -> float:
-        """Largest distance from the mean still in range, signal units."""
-        return self.sigmas * self.std
-
-    @property
-    def ready(self) -> bool:
-        return self.n >= self.warmup
+        """The bound the last value is nearest to (the one it crossed, when out of range)."""
+        return self.lower if self.last < (self.lower + self.upper) / 2 else self.upper
 
     @property
     def drift_detected(self) -> bool:
@@ -89,8 +96,8 @@ class OutOfRange:
         return asdict(self)
 
 
-# Signals watched by the range rule, and the floor of each one's deviation (signal units, fraction of mean).
-WATCHED = {"brightness": (2.0, 0.03), "blur": (5.0, 0.15)}
+# Signals watched by the range rule: the floor of each one's spread, and whether it varies by factors.
+WATCHED = {"brightness": {"min_spread": 10.0, "log": False}, "blur": {"min_spread": 0.5, "log": True}}
 EVIDENCE_FRAMES = 5
 
 
@@ -105,10 +112,10 @@ class CameraHealth:
     recent_frames: list[str] = field(default_factory=list)
 
     @classmethod
-    def new(cls, camera_id: str, *, warmup: int, sigmas: float, consecutive: int) -> CameraHealth:
+    def new(cls, camera_id: str, *, warmup: int, tolerance: float, consecutive: int) -> CameraHealth:
         dets = {
-            name: OutOfRange(warmup=warmup, sigmas=sigmas, consecutive=consecutive, min_std=a, rel_std=r)
-            for name, (a, r) in WATCHED.items()
+            name: OutOfRange(warmup=warmup, tolerance=tolerance, consecutive=consecutive, **floor)
+            for name, floor in WATCHED.items()
         }
         return cls(camera_id, dets)
 
@@ -150,14 +157,14 @@ class CameraHealth:
         return alerts
 
     def _alert(self, m: FrameMetrics, signal: str, det: OutOfRange, status: str, alert_id: str) -> Alert:
-        direction = "above" if det.last > det.mean else "below"
+        direction = "above" if det.last > det.upper else "below"
         if status == "raised":
             text = (
-                f"{signal} of camera {m.camera_id} is {det.last:.1f}, {direction} its recent range "
-                f"{det.mean:.1f} ± {det.threshold:.1f} for {det.run} frames"
+                f"{signal} of camera {m.camera_id} is {det.last:.1f}, {direction} its reference range "
+                f"{det.lower:.1f} to {det.upper:.1f}, for {det.run} frames"
             )
         else:
-            text = f"{signal} of camera {m.camera_id} is back in its recent range ({det.last:.1f})"
+            text = f"{signal} of camera {m.camera_id} is back in its reference range ({det.last:.1f})"
         return Alert(
             alert_id=alert_id,
             type="data_drift",
@@ -167,7 +174,7 @@ class CameraHealth:
             signal=signal,
             value=det.last,
             threshold=det.threshold,
-            window=det.n,
+            window=det.warmup,
             model_name=m.model_name,
             model_version=m.model_version,
             evidence_frame_ids=list(self.recent_frames),

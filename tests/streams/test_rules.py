@@ -14,16 +14,27 @@ def metrics(i: int, brightness: float, blur: float, camera: str = "cam-1") -> Fr
 
 def test_out_of_range_stays_quiet_on_a_steady_noisy_stream():
     rng = random.Random(1)
-    d = OutOfRange(warmup=30, sigmas=5, consecutive=3, min_std=1.0)
+    d = OutOfRange(warmup=60, consecutive=3, min_spread=1.0)
     assert not any(d.update(100 + rng.gauss(0, 3)).drift_detected for _ in range(5000))
 
 
 def test_out_of_range_flags_a_step_after_consecutive_values():
-    d = OutOfRange(warmup=10, sigmas=4, consecutive=3, min_std=1.0)
+    d = OutOfRange(warmup=10, consecutive=3, min_spread=1.0)
     for _ in range(50):
         d.update(100.0)
+    assert (d.lower, d.upper) == (99.0, 101.0)
     flags = [d.update(50.0).drift_detected for _ in range(5)]
     assert flags == [False, False, True, True, True]
+    assert not d.update(100.5).drift_detected  # one value back in range clears it
+
+
+def test_log_range_follows_factors_not_differences():
+    d = OutOfRange(warmup=20, consecutive=1, min_spread=0.5, log=True)
+    for i in range(20):
+        d.update(100.0 + 100 * (i % 2))  # blur between 100 and 200
+    assert not d.update(350.0).drift_detected  # 1.75 times the top: within one spread in log space
+    assert d.update(8.0).drift_detected  # a lens gone soft: a factor of twelve down
+    assert d.threshold == d.lower < 100
 
 
 def test_out_of_range_is_silent_while_warming_up():
@@ -41,21 +52,21 @@ def stream(health: CameraHealth, values, start=0, cooldown=60.0):
 
 def test_camera_health_raises_once_then_resolves():
     rng = random.Random(3)
-    h = CameraHealth.new("cam-1", warmup=30, sigmas=5, consecutive=3)
+    h = CameraHealth.new("cam-1", warmup=30, tolerance=1.0, consecutive=3)
     normal = [(120 + rng.gauss(0, 1), 300 + rng.gauss(0, 10)) for _ in range(100)]
     blurry = [(120 + rng.gauss(0, 1), 20 + rng.gauss(0, 2)) for _ in range(30)]
     assert stream(h, normal) == []
     raised = stream(h, blurry, start=100)
     assert [(a.type, a.status, a.signal) for a in raised] == [("data_drift", "raised", "blur")]
     a = raised[0]
-    assert a.value < a.threshold + 300 and a.camera_id == "cam-1"
+    assert a.value < a.threshold < 300 and a.camera_id == "cam-1"
     assert len(a.evidence_frame_ids) == 5 and a.evidence_frame_ids[-1] == "cam-1:0:102"
     resolved = stream(h, normal[:5], start=130)
     assert [(r.status, r.alert_id) for r in resolved] == [("resolved", a.alert_id)]
 
 
 def test_cooldown_suppresses_a_flapping_signal():
-    h = CameraHealth.new("cam-1", warmup=10, sigmas=5, consecutive=2)
+    h = CameraHealth.new("cam-1", warmup=10, tolerance=1.0, consecutive=2)
     normal, dark = [(120.0, 300.0)] * 20, [(20.0, 300.0)] * 5
     stream(h, normal)
     seq = normal[:3] + dark + normal[:3] + dark
@@ -65,7 +76,7 @@ def test_cooldown_suppresses_a_flapping_signal():
 
 def test_state_round_trips_through_a_dict():
     rng = random.Random(5)
-    h = CameraHealth.new("cam-2", warmup=10, sigmas=5, consecutive=3)
+    h = CameraHealth.new("cam-2", warmup=10, tolerance=1.0, consecutive=3)
     stream(h, [(100 + rng.gauss(0, 1), 200 + rng.gauss(0, 5)) for _ in range(40)])
     again = CameraHealth.from_dict(h.to_dict())
     assert again.to_dict() == h.to_dict()
