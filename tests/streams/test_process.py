@@ -1,0 +1,80 @@
+"""The worker's batch step with the real detector, no Kafka."""
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from models import load_detector
+from streams.config import Settings
+from streams.contracts import FrameHeader, pack_frame
+from streams.gateway import encode
+from streams.process import FrameProcessor, RawMessage
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return load_detector("nanodet-m", intra_op_threads=2)
+
+
+@pytest.fixture(scope="module")
+def processor(detector):
+    p = FrameProcessor(Settings(_env_file=None, rule_warmup_frames=5), detector)
+    yield p
+    p.close()
+
+
+def message(image: np.ndarray, camera: str, seq: int, key: str | None = None, offset: int = 0) -> RawMessage:
+    h = FrameHeader(
+        frame_id=f"{camera}:1:{seq}", camera_id=camera, seq=seq, captured_at=time.time(),
+        width=image.shape[1], height=image.shape[0],
+    )  # fmt: skip
+    return RawMessage("frames", 0, offset, (key or camera).encode(), pack_frame(h, encode(image, 90)))
+
+
+def test_batch_predictions_equal_the_detector_on_each_frame(processor, detector, street_frames):
+    frames = [street_frames[i] for i in (0, 10, 20, 30, 39)]
+    msgs = [message(f, f"cam-{i % 2}", i) for i, f in enumerate(frames)]
+    out = processor.process(msgs, {})
+    assert [p.frame_id for p in out.predictions] == [f"cam-{i % 2}:1:{i}" for i in range(5)]
+    for msg, pred in zip(msgs, out.predictions, strict=True):
+        decoded = cv2.imdecode(np.frombuffer(msg.value[-len(msg.value) + msg.value.index(b"\xff\xd8") :], np.uint8), 1)
+        expected = detector.detect([decoded])[0]
+        assert [(d.label, round(d.score, 3)) for d in pred.detections] == [
+            (e.label, round(e.score, 3)) for e in expected
+        ]
+        for d, e in zip(pred.detections, expected, strict=True):
+            assert np.allclose(d.box, e.box, atol=0.5)
+            x1, y1, x2, y2 = d.box
+            assert -1 <= x1 < x2 <= 641 and -1 <= y1 < y2 <= 273  # inside the 640x272 frame
+        assert pred.batch_size == 5 and pred.timings.inference_ms > 0
+    assert len(out.metrics) == 5 and out.metrics[0].width == 640 and out.metrics[0].height == 272
+    assert set(out.states) == {"cam-0", "cam-1"}
+
+
+def test_bad_frames_become_dead_letters_and_the_rest_goes_on(processor, street_frames):
+    good = message(street_frames[0], "cam-1", 0, offset=1)
+    wrong_key = message(street_frames[1], "cam-1", 1, key="cam-9", offset=2)
+    corrupt = RawMessage("frames", 0, 3, b"cam-1", b"CVF1\x00\x00\x00\x02{}")
+    out = processor.process([corrupt, good, wrong_key], {})
+    assert [p.frame_id for p in out.predictions] == ["cam-1:1:0"]
+    assert [(d.offset, d.reason) for d in out.dead_letters] == [(3, "unknown_schema_version"), (2, "key_mismatch")]
+
+
+def test_all_bad_batch_produces_only_dead_letters(processor):
+    out = processor.process([RawMessage("frames", 1, 7, None, None)], {})
+    assert out.predictions == [] and out.metrics == [] and out.states == {}
+    assert [d.reason for d in out.dead_letters] == ["empty_message"]
+
+
+def test_camera_state_carries_over_between_batches(processor, street_frames):
+    dark = [cv2.convertScaleAbs(f, alpha=0.2) for f in street_frames[:4]]
+    states: dict = {}
+    for i in range(0, 8, 2):  # 8 normal frames: the 5-frame reference is learned across batches
+        out = processor.process([message(street_frames[j], "cam-7", j) for j in (i, i + 1)], states)
+        states.update(out.states)
+        assert out.alerts == []
+    out = processor.process([message(f, "cam-7", 100 + k) for k, f in enumerate(dark)], states)
+    raised = {a.signal for a in out.alerts if a.status == "raised"}
+    assert "brightness" in raised  # a darker image is also less sharp: blur may fire too
