@@ -8,7 +8,7 @@ import pytest
 
 from models import load_detector
 from streams.config import Settings
-from streams.contracts import FrameHeader, pack_frame
+from streams.contracts import FrameHeader, pack_frame, unpack_frame
 from streams.gateway import encode
 from streams.process import FrameProcessor, RawMessage
 
@@ -39,7 +39,7 @@ def test_batch_predictions_equal_the_detector_on_each_frame(processor, detector,
     out = processor.process(msgs, {})
     assert [p.frame_id for p in out.predictions] == [f"cam-{i % 2}:1:{i}" for i in range(5)]
     for msg, pred in zip(msgs, out.predictions, strict=True):
-        decoded = cv2.imdecode(np.frombuffer(msg.value[-len(msg.value) + msg.value.index(b"\xff\xd8") :], np.uint8), 1)
+        decoded = cv2.imdecode(np.frombuffer(unpack_frame(msg.value).image, np.uint8), cv2.IMREAD_COLOR)
         expected = detector.detect([decoded])[0]
         assert [(d.label, round(d.score, 3)) for d in pred.detections] == [
             (e.label, round(e.score, 3)) for e in expected
