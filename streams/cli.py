@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from streams import fetch_pacing
 from streams.config import Settings
 
 
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cvops: bad configuration: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings)
+    fetch_pacing.install(settings.empty_fetch_pause_ms)
     try:
         return args.func(args, settings)
     except KeyboardInterrupt:

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     frames_retention_ms: int = Field(10 * 60_000, ge=1000, description="how long raw frames stay in the broker")
     records_retention_ms: int = Field(24 * 3600_000, ge=1000, description="retention of predictions/metrics")
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest frame message accepted")
+    empty_fetch_pause_ms: float = Field(
+        20.0, ge=0, description="pause after an empty fetch answered at once (see streams.fetch_pacing); 0 = off"
+    )
     replication_factor: int = Field(1, ge=1, description="replicas of each topic created by cvops")
 
     # Store. chdb:///abs/path or chdb://relative/path for the embedded engine; http(s)://user:pw@host:port/db.
