@@ -109,8 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task = None
         if settings.api_store_writer:
             app.state.writer = StoreWriter(settings, store)
-            task = asyncio.create_task(app.state.writer.run(stop), name="store-writer")
-            task.add_done_callback(_log_crash)
+            task = asyncio.create_task(_supervise(app.state.writer, stop), name="store-writer")
         try:
             yield
         finally:
@@ -225,9 +224,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _log_crash(task: asyncio.Task) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("store writer stopped: %r", task.exception())
+async def _supervise(writer: StoreWriter, stop: asyncio.Event) -> None:
+    """Run the store writer; if it fails (broker gone, say), log why and start it again."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            await writer.run(stop)
+            delay = 1.0
+        except Exception as exc:
+            log.error("store writer failed (%s: %s); restarting in %.0f s", type(exc).__name__, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 30.0)
 
 
 def run_api(settings: Settings) -> None:
