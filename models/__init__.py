@@ -1,16 +1,15 @@
-"""Models the worker can run. Each lives in ``models/zoo/NAME/`` with its ONNX file and a manifest."""
+"""Models the worker can run: see :mod:`models.registry`."""
 
 from __future__ import annotations
 
+from models.registry import ModelError, ModelSpec, discover, load, resolve
 
-def load_detector(name: str, **options):
-    """The detector called ``name`` (``name`` or ``name@version``), ready to run."""
-    base, _, version = name.partition("@")
-    if base == "nanodet-m":
-        from models.nanodet import NanoDet
+__all__ = ["ModelError", "ModelSpec", "discover", "load", "load_detector", "resolve"]
 
-        detector = NanoDet(**options)
-        if version and version != detector.version:
-            raise ValueError(f"model {name!r}: only version {detector.version} of {base} is installed")
-        return detector
-    raise ValueError(f"unknown model {name!r}; installed: nanodet-m")
+
+def load_detector(ref: str, **options):
+    """The detection model ``ref`` (``name`` or ``name@version``), ready to run."""
+    spec = resolve(ref, options.get("extra_dirs"))
+    if spec.task != "detection":
+        raise ModelError(f"model {ref!r} is a {spec.task} model, not a detector")
+    return load(ref, **options)

@@ -124,6 +124,20 @@ def _cmd_store_writer(args, settings: Settings) -> int:
     return 0
 
 
+def _cmd_models(args, settings: Settings) -> int:
+    from models import discover
+
+    specs = discover(settings.model_dirs)
+    if args.json:
+        print(json.dumps([s.summary() for s in specs], indent=2))
+        return 0
+    print(f"{'model':<28} {'task':<15} {'family':<20} {'input':<18} licence")
+    for s in specs:
+        shape = "x".join(str(d) for d in s.manifest["input"]["shape"][1:])
+        print(f"{s.ref:<28} {s.task:<15} {s.family:<20} {shape:<18} {s.manifest['licence']}")
+    return 0
+
+
 def _cmd_demo(args, settings: Settings) -> int:
     from streams.demo import run_demo
 
@@ -162,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the stream worker (inference, metrics, alerts)").set_defaults(func=_cmd_worker)
     sub.add_parser("api", help="run the HTTP API (and the store writer)").set_defaults(func=_cmd_api)
     sub.add_parser("store-writer", help="run the store writer on its own").set_defaults(func=_cmd_store_writer)
+
+    m = sub.add_parser("models", help="list the models in the registry")
+    m.add_argument("--json", action="store_true", help="full manifests' summaries as JSON")
+    m.set_defaults(func=_cmd_models)
 
     d = sub.add_parser("demo", help="broker, worker, API and 4 cameras of real footage on this machine")
     d.add_argument("--duration", type=float, help="seconds to run, then print a JSON summary (default: until Ctrl-C)")

@@ -41,7 +41,11 @@ class Settings(BaseSettings):
     ttl_days: int = Field(30, ge=1, description="retention of stored rows, days")
 
     # Worker.
-    model: str = Field("nanodet-m", description="detector to run (name in models/zoo)")
+    model: str = Field("nanodet-m", description="detector to run: name or name@version (see cvops models)")
+    model_dirs: str = Field("", description="extra model folders beside models/zoo, os.pathsep separated")
+    providers: str = Field(
+        "auto", description="ONNX Runtime providers in order, e.g. CUDAExecutionProvider,CPUExecutionProvider"
+    )
     batch_max_size: int = Field(8, ge=1, le=256, description="frames per inference batch at most")
     batch_max_wait_ms: int = Field(50, ge=1, description="longest a frame waits for its batch to fill, ms")
     score_threshold: float = Field(0.35, ge=0.0, le=1.0)

@@ -37,6 +37,8 @@ def load_detector(settings: Settings):
 
     return _load(
         settings.model,
+        extra_dirs=settings.model_dirs,
+        providers=settings.providers,
         intra_op_threads=settings.intra_op_threads or None,
         score_threshold=settings.score_threshold,
     )
