@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(8, ge=1, le=256, description="frames per inference batch at most")
     batch_max_wait_ms: int = Field(50, ge=1, description="longest a frame waits for its batch to fill, ms")
+    preferred_batch_sizes: str = Field("", pattern=r"^[0-9, ]*$", description="batch sizes to cut first, e.g. 4,8")
     score_threshold: float = Field(0.35, ge=0.0, le=1.0)
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per core")
     max_pixels: int = Field(40_000_000, ge=1, description="frames claiming more pixels are rejected")
@@ -71,6 +72,10 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def preferred_sizes(self) -> tuple[int, ...]:
+        return tuple(int(p) for p in self.preferred_batch_sizes.replace(" ", "").split(",") if p)
 
     @property
     def app_id(self) -> str:

@@ -47,6 +47,17 @@ class RawMessage:
 
 
 @dataclass
+class Prepared:
+    """A batch decoded and pre-processed, ready for inference."""
+
+    started: float  # unix s, when the batch's processing began
+    frames: list[tuple[DecodedFrame, float]] = field(default_factory=list)  # frame, decode ms
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    batch: object = None  # the detector's input tensor
+    preprocess_ms: float = 0.0  # per frame
+
+
+@dataclass
 class BatchResult:
     predictions: list[Prediction] = field(default_factory=list)
     metrics: list[FrameMetrics] = field(default_factory=list)
@@ -81,34 +92,42 @@ class FrameProcessor:
         except Exception as exc:  # a decoder bug must not stop the stream either
             return None, ContractError("decode_failed", f"{type(exc).__name__}: {exc}"), _ms(t0)
 
-    def process(self, messages: Sequence[RawMessage], states: Mapping[str, dict | None]) -> BatchResult:
-        """Process one batch. ``states`` holds the saved CameraHealth of the cameras (by message key)."""
+    def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
+        """Decode (in parallel) and pre-process one batch; frames that fail become dead letters."""
         started = time.time()
-        out = BatchResult()
-        good: list[tuple[RawMessage, DecodedFrame, float]] = []
+        prepared = Prepared(started=started)
         for msg, (decoded, err, decode_ms) in zip(messages, self._pool.map(self._decode, messages), strict=True):
             if decoded is None:
-                out.dead_letters.append(DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err))
+                prepared.dead_letters.append(
+                    DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err)
+                )
             else:
-                good.append((msg, decoded, decode_ms))
-        if not good:
-            return out
+                prepared.frames.append((decoded, decode_ms))
+        if prepared.frames:
+            t0 = time.perf_counter()
+            prepared.batch = self.detector.preprocess([d.image for d, _ in prepared.frames])
+            prepared.preprocess_ms = _ms(t0) / len(prepared.frames)
+        return prepared
 
+    def finish(self, prepared: Prepared, states: Mapping[str, dict | None]) -> BatchResult:
+        """Infer, post-process, measure and judge a prepared batch. ``states`` holds the saved
+        CameraHealth of its cameras; the new ones are in the result's ``states``."""
+        out = BatchResult(dead_letters=list(prepared.dead_letters))
+        if not prepared.frames:
+            return out
         det = self.detector
-        images = [d.image for _, d, _ in good]
-        t0 = time.perf_counter()
-        batch = det.preprocess(images)
+        images = [d.image for d, _ in prepared.frames]
         t1 = time.perf_counter()
-        raw = det.infer(batch)
+        raw = det.infer(prepared.batch)
         t2 = time.perf_counter()
         found = det.postprocess(raw, [im.shape[:2] for im in images])
         t3 = time.perf_counter()
-        n = len(good)
-        pre_ms, inf_ms, post_ms = (t1 - t0) * 1e3 / n, (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
+        n = len(images)
+        inf_ms, post_ms = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
         processed_at = time.time()
 
         healths: dict[str, CameraHealth] = {}
-        for (_msg, decoded, decode_ms), dets in zip(good, found, strict=True):
+        for (decoded, decode_ms), dets in zip(prepared.frames, found, strict=True):
             h = decoded.header
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
@@ -127,9 +146,9 @@ class FrameProcessor:
                     batch_size=n,
                     detections=detections,
                     timings=Timings(
-                        queue_ms=max(0.0, (started - h.captured_at) * 1e3),
+                        queue_ms=max(0.0, (prepared.started - h.captured_at) * 1e3),
                         decode_ms=decode_ms,
-                        preprocess_ms=pre_ms,
+                        preprocess_ms=prepared.preprocess_ms,
                         inference_ms=inf_ms,
                         postprocess_ms=post_ms,
                     ),
@@ -161,6 +180,10 @@ class FrameProcessor:
             out.alerts.extend(health.observe(m, self.settings.rule_cooldown_s))
         out.states = {cam: health.to_dict() for cam, health in healths.items()}
         return out
+
+    def process(self, messages: Sequence[RawMessage], states: Mapping[str, dict | None]) -> BatchResult:
+        """Both steps at once, for one batch."""
+        return self.finish(self.prepare(messages), states)
 
     def _health(self, camera_id: str, state: dict | None) -> CameraHealth:
         if state:

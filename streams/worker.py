@@ -3,7 +3,8 @@ alerts and dead letters. Thin wiring around :class:`streams.process.FrameProcess
 
 Dataflow, top to bottom::
 
-    frames ──take_events(batch_max_size, batch_max_wait)──▶ FrameProcessor.process (thread)
+    frames ──take_events(2 x batch_max_size, batch_max_wait)──▶ BatchPolicy: fair order, batch sizes
+        ──▶ FrameProcessor.prepare (decode, pre-process; thread) ──▶ FrameProcessor.finish (infer; thread)
         ├──▶ predictions    one per decoded frame
         ├──▶ metrics        one per decoded frame
         ├──▶ alerts         when a camera's health rule fires or clears
@@ -25,11 +26,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
+from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import encode_record
 from streams.process import FrameProcessor, RawMessage
 
 log = logging.getLogger("cvops.worker")
+
+
+def _key(m: RawMessage) -> bytes | None:
+    return m.key
 
 
 def load_detector(settings: Settings):
@@ -81,7 +87,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         schema=faust.Schema(key_serializer="raw", value_serializer="json"),
     )
     processor = FrameProcessor(settings, detector)
-    executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+    policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.preferred_sizes)
+    prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+    infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
     log.info(
         "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
@@ -95,36 +103,43 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     @app.agent(frames, name="infer")
     async def infer(stream):
         loop = asyncio.get_running_loop()
-        within = settings.batch_max_wait_ms / 1000
-        async for events in stream.take_events(settings.batch_max_size, within=within):
+        async for events in stream.take_events(policy.queue_limit, within=policy.max_queue_delay_ms / 1000):
             msgs = [
                 RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in events
             ]
-            keys = {m.key.decode("utf-8", "replace") for m in msgs if m.key is not None}
-            states = {k: health.get(k) for k in keys}
-            result = await loop.run_in_executor(executor, processor.process, msgs, states)
-            for camera_id, state in result.states.items():
-                health[camera_id] = state
+            states = {k: health.get(k) for k in {m.key.decode("utf-8", "replace") for m in msgs if m.key}}
+            # Decode and pre-process batch k+1 while batch k is inferred.
+            prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
             sends = []
-            for out_topic, records in (
-                (predictions, result.predictions),
-                (metrics, result.metrics),
-                (alerts, result.alerts),
-            ):
-                for r in records:
-                    sends.append(await out_topic.send(key=r.camera_id.encode(), value=encode_record(r)))
-            for d in result.dead_letters:
-                log.warning("dead letter %s[%d]@%d: %s", d.source_topic, d.partition, d.offset, d.detail)
-                key = d.key.encode() if d.key is not None else None
-                sends.append(await dead.send(key=key, value=encode_record(d)))
-            await asyncio.gather(*sends)
-            stats["frames"] += len(result.predictions)
-            stats["dead_letters"] += len(result.dead_letters)
-            stats["alerts"] += len(result.alerts)
-            stats["batches"] += 1
-            for a in result.alerts:
-                log.info("alert %s %s: %s", a.type, a.status, a.message)
+            for future in prepared:
+                result = await loop.run_in_executor(infer_pool, processor.finish, await future, states)
+                states.update(result.states)
+                for camera_id, state in result.states.items():
+                    health[camera_id] = state
+                sends += await _publish(result)
+                stats["frames"] += len(result.predictions)
+                stats["dead_letters"] += len(result.dead_letters)
+                stats["alerts"] += len(result.alerts)
+                stats["batches"] += 1 if result.predictions else 0
+            await asyncio.gather(*sends)  # the events are acked (and later committed) only after this
+
+    async def _publish(result) -> list:
+        sends = []
+        for out_topic, records in (
+            (predictions, result.predictions),
+            (metrics, result.metrics),
+            (alerts, result.alerts),
+        ):
+            for r in records:
+                sends.append(await out_topic.send(key=r.camera_id.encode(), value=encode_record(r)))
+        for d in result.dead_letters:
+            log.warning("dead letter %s[%d]@%d: %s", d.source_topic, d.partition, d.offset, d.detail)
+            key = d.key.encode() if d.key is not None else None
+            sends.append(await dead.send(key=key, value=encode_record(d)))
+        for a in result.alerts:
+            log.info("alert %s %s: %s", a.type, a.status, a.message)
+        return sends
 
     @app.timer(10.0)
     async def report():
