@@ -73,6 +73,7 @@ class FrameProcessor:
         self.settings = settings
         self.detector = detector
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._healths: dict[str, CameraHealth] = {}
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -186,12 +187,20 @@ class FrameProcessor:
         return self.finish(self.prepare(messages), states)
 
     def _health(self, camera_id: str, state: dict | None) -> CameraHealth:
+        """The camera's rule state: the live object while it matches the saved state (it keeps the recent
+        frame ids for evidence), else rebuilt from the saved state (after a restart or a rebalance)."""
+        live = self._healths.get(camera_id)
+        if live is not None and state is not None and live.to_dict() == state:
+            return live
         if state:
-            return CameraHealth.from_dict(state)
-        s = self.settings
-        return CameraHealth.new(
-            camera_id, warmup=s.rule_warmup_frames, tolerance=s.rule_tolerance, consecutive=s.rule_consecutive
-        )
+            health = CameraHealth.from_dict(state)
+        else:
+            s = self.settings
+            health = CameraHealth.new(
+                camera_id, warmup=s.rule_warmup_frames, tolerance=s.rule_tolerance, consecutive=s.rule_consecutive
+            )
+        self._healths[camera_id] = health
+        return health
 
 
 def _ms(t0: float) -> float:

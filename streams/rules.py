@@ -126,16 +126,17 @@ class CameraHealth:
             detectors={k: OutOfRange(**v) for k, v in d["detectors"].items()},
             active=dict(d["active"]),
             last_raised=dict(d["last_raised"]),
-            recent_frames=list(d["recent_frames"]),
         )
 
     def to_dict(self) -> dict:
+        """The state worth keeping across a restart. It changes only while the reference is learned and
+        when a signal leaves or re-enters its range, so a steady camera writes nothing to the changelog;
+        the evidence frame ids and last values refill within a few frames."""
         return {
             "camera_id": self.camera_id,
-            "detectors": {k: v.to_dict() for k, v in self.detectors.items()},
+            "detectors": {k: {**v.to_dict(), "last": 0.0} for k, v in self.detectors.items()},
             "active": self.active,
             "last_raised": self.last_raised,
-            "recent_frames": self.recent_frames,
         }
 
     def observe(self, m: FrameMetrics, cooldown_s: float) -> list[Alert]:

@@ -85,6 +85,9 @@ async def create_topics(settings: Settings) -> list[str]:
                 settings.replication_factor,
                 topic_configs={
                     "retention.ms": str(t.retention_ms),
+                    # Retention drops whole segments and never the open one: roll segments often enough
+                    # that old data can go (a 7-day default segment would keep a 1-minute topic for a week).
+                    "segment.ms": str(max(1000, t.retention_ms // 4)),
                     "max.message.bytes": str(t.max_message_bytes),
                 },
             )

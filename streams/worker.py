@@ -114,9 +114,10 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             sends = []
             for future in prepared:
                 result = await loop.run_in_executor(infer_pool, processor.finish, await future, states)
-                states.update(result.states)
                 for camera_id, state in result.states.items():
-                    health[camera_id] = state
+                    if state != states.get(camera_id):  # a steady camera's state does not change
+                        health[camera_id] = state
+                        states[camera_id] = state
                 sends += await _publish(result)
                 stats["frames"] += len(result.predictions)
                 stats["dead_letters"] += len(result.dead_letters)
