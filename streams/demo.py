@@ -101,6 +101,9 @@ def run_demo(
     url = f"http://{settings.api_host}:{settings.api_port}"
     children: list[Child] = []
     interrupted = False
+    # Ctrl-C and SIGTERM both stop the demo cleanly, even where SIGINT was ignored by whoever started it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
     print(f"cvops demo: {cameras} cameras at {fps:g} fps; logs in {logs}", file=sys.stderr, flush=True)
     try:
         broker.start()
@@ -148,6 +151,10 @@ def run_demo(
     if summary is not None:
         print(json.dumps(summary), flush=True)
     return 130 if interrupted else (0 if summary is not None else 1)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _shutdown(children: list[Child], url: str, broker: EmbeddedBroker, started_ok: bool) -> dict | None:
