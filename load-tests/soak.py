@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -61,6 +62,9 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    # Stopping the soak stops the demo, which stops everything it started.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: demo.send_signal(signal.SIGTERM))
     samples = []
     start = time.monotonic()
     print(f"{'t_s':>6} {'broker':>8} {'worker':>8} {'api':>8} {'gateway':>8} {'broker_mb':>10} {'store_mb':>9}")
