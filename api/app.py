@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -23,7 +24,7 @@ from store import Store, connect
 from store.schema import migrate
 from store.writer import StoreWriter
 from streams.config import Settings, get_settings
-from streams.contracts import Alert
+from streams.contracts import Alert, ContractError, WorkerStatus, decode_record
 
 log = logging.getLogger("cvops.api")
 
@@ -95,6 +96,57 @@ class TopicOffsets:
             await self.consumer.stop()
 
 
+class WorkerDirectory:
+    """The latest status of every stream worker, read from the workers topic by a background task."""
+
+    ALIVE_S = 60.0
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.latest: dict[str, WorkerStatus] = {}
+
+    def alive(self) -> list[WorkerStatus]:
+        now = time.time()
+        return [w for w in self.latest.values() if now - w.sent_at < self.ALIVE_S]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        topic = self.settings.topic("workers")
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=self.settings.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                for batch in (await consumer.getmany(timeout_ms=1000)).values():
+                    for record in batch:
+                        try:
+                            status = decode_record(WorkerStatus, record.value)
+                        except ContractError as exc:
+                            log.warning("ignoring a bad worker status at offset %d: %s", record.offset, exc)
+                            continue
+                        self.latest[status.worker_id] = status
+        finally:
+            await consumer.stop()
+
+
+class WorkerView(BaseModel):
+    alive: bool
+    status: WorkerStatus
+
+
+class ModelView(BaseModel):
+    name: str
+    version: str
+    task: str
+    family: str
+    licence: str
+    source: dict | str
+    sha256: str
+    input: dict
+    labels: int
+    workers: list[str] = Field(description="ids of the live workers running this model")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -105,15 +157,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.store = store
         app.state.offsets = TopicOffsets(settings)
         app.state.writer = None
+        app.state.workers = WorkerDirectory(settings)
         stop = asyncio.Event()
         task = None
+        directory = asyncio.create_task(_keep_running(app.state.workers.run, stop, "worker directory"))
         if settings.api_store_writer:
             app.state.writer = StoreWriter(settings, store)
-            task = asyncio.create_task(_supervise(app.state.writer, stop), name="store-writer")
+            task = asyncio.create_task(_keep_running(app.state.writer.run, stop, "store writer"), name="store-writer")
         try:
             yield
         finally:
             stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(directory, 10)
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 30)
@@ -148,8 +204,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:
             checks["broker"] = f"unreachable: {type(exc).__name__}"
         ok = all(v == "ok" for v in checks.values())
+        checks["workers"] = f"{len(request.app.state.workers.alive())} alive"
         body = Health(status="ok" if ok else "unavailable", checks=checks)
         return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
+
+    @app.get("/api/v1/workers", response_model=list[WorkerView], tags=["workers"])
+    async def workers(request: Request) -> list[WorkerView]:
+        """Every stream worker seen in the last hour: its model, providers in use, partitions, throughput."""
+        directory: WorkerDirectory = request.app.state.workers
+        alive = {w.worker_id for w in directory.alive()}
+        return [WorkerView(alive=w.worker_id in alive, status=w) for w in directory.latest.values()]
+
+    @app.get("/api/v1/models", response_model=list[ModelView], tags=["models"])
+    def models(request: Request) -> list[ModelView]:
+        """The model registry, and which live workers run each model."""
+        from models import discover
+
+        running: dict[str, list[str]] = {}
+        for w in request.app.state.workers.alive():
+            running.setdefault(f"{w.model_name}@{w.model_version}", []).append(w.worker_id)
+        return [ModelView(**s.summary(), workers=running.get(s.ref, [])) for s in discover(settings.model_dirs)]
 
     @app.get("/api/v1/cameras", response_model=list[CameraSummary], tags=["cameras"])
     def cameras(store: StoreDep) -> list[CameraSummary]:
@@ -224,15 +298,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _supervise(writer: StoreWriter, stop: asyncio.Event) -> None:
-    """Run the store writer; if it fails (broker gone, say), log why and start it again."""
+async def _keep_running(run, stop: asyncio.Event, what: str) -> None:
+    """Run ``run(stop)``; if it fails (broker gone, say), log why and start it again, backing off."""
     delay = 1.0
     while not stop.is_set():
         try:
-            await writer.run(stop)
+            await run(stop)
             delay = 1.0
         except Exception as exc:
-            log.error("store writer failed (%s: %s); restarting in %.0f s", type(exc).__name__, exc, delay)
+            log.error("%s failed (%s: %s); restarting in %.0f s", what, type(exc).__name__, exc, delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 30.0)

@@ -8,6 +8,7 @@
 | metrics      | camera id     | :class:`FrameMetrics` (JSON)                             |
 | alerts       | camera id     | :class:`Alert` (JSON)                                    |
 | deadletters  | source key    | :class:`DeadLetter` (JSON)                               |
+| workers      | worker id     | :class:`WorkerStatus` (JSON)                             |
 +--------------+---------------+----------------------------------------------------------+
 
 Every record carries ``schema_version``. A reader rejects a version it does not know with a
@@ -212,6 +213,23 @@ class DeadLetter(_Record):
 
     def payload(self) -> bytes:
         return base64.b64decode(self.payload_b64)
+
+
+class WorkerStatus(_Record):
+    """What a stream worker runs and how it is doing; published every few seconds, keyed by worker id."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    worker_id: str
+    model_name: str
+    model_version: str
+    providers: list[str] = Field(description="ONNX Runtime providers in use, as the session reports them")
+    batch_max_size: int
+    partitions: list[int] = Field(description="frames partitions assigned to this worker")
+    frames_per_s: float
+    mean_batch: float
+    dead_letters: int = Field(description="since the previous status")
+    alerts: int = Field(description="since the previous status")
+    sent_at: float = Field(description="unix seconds")
 
 
 def encode_record(record: _Record) -> bytes:

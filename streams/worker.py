@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,7 +30,7 @@ import faust
 
 from streams.batching import BatchPolicy
 from streams.config import Settings
-from streams.contracts import encode_record
+from streams.contracts import WorkerStatus, encode_record
 from streams.process import FrameProcessor, RawMessage
 
 log = logging.getLogger("cvops.worker")
@@ -77,6 +79,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     frames, predictions, metrics, alerts, dead = (
         topic(t) for t in ("frames", "predictions", "metrics", "alerts", "deadletters")
     )
+    workers = app.topic(settings.topic("workers"), partitions=1, key_serializer="raw", value_serializer="raw")
+    worker_id = f"{socket.gethostname()}-{os.getpid()}"
     # Keyed by camera id with the producer's partitioner, like the frames topic: a camera's state lives in
     # the changelog partition with the frames topic's partition number, and moves with it on a rebalance.
     health = app.Table(
@@ -145,6 +149,21 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     @app.timer(10.0)
     async def report():
         elapsed = time.monotonic() - stats["since"]
+        assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == frames.get_topic_name())
+        status = WorkerStatus(
+            worker_id=worker_id,
+            model_name=detector.name,
+            model_version=detector.version,
+            providers=list(getattr(detector, "providers", [])),
+            batch_max_size=settings.batch_max_size,
+            partitions=assigned,
+            frames_per_s=round(stats["frames"] / elapsed, 2),
+            mean_batch=round(stats["frames"] / stats["batches"], 2) if stats["batches"] else 0.0,
+            dead_letters=stats["dead_letters"],
+            alerts=stats["alerts"],
+            sent_at=time.time(),
+        )
+        await workers.send(key=worker_id.encode(), value=encode_record(status))
         if stats["batches"]:
             log.info(
                 "%.1f frames/s over %.0f s, mean batch %.1f, %d alerts, %d dead letters",

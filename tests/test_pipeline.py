@@ -135,6 +135,16 @@ def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings,
         assert {c["camera_id"]: c["frames"] for c in cameras} == {"cam-1": 100, "cam-2": 100, "cam-3": 100}
         assert client.get("/health/ready").json()["status"] == "ok"
 
+        live = wait_for(
+            lambda: [w for w in client.get("/api/v1/workers").json() if w["alive"]], "a worker status", procs
+        )
+        status = live[0]["status"]
+        assert (status["model_name"], status["model_version"]) == ("nanodet-m", "1.0.0")
+        assert "CPUExecutionProvider" in status["providers"]
+        assert sorted(status["partitions"]) == [0, 1, 2]
+        models = {m["name"]: m for m in client.get("/api/v1/models").json()}
+        assert models["nanodet-m"]["workers"] == [status["worker_id"]]
+
     predictions = [decode_record(Prediction, r.value) for r in asyncio.run(read_topic(settings, "predictions", 300))]
     assert len(predictions) >= 300
     assert len({p.frame_id for p in predictions}) == 300
