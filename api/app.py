@@ -25,6 +25,7 @@ from store.schema import migrate
 from store.writer import StoreWriter
 from streams.config import Settings, get_settings
 from streams.contracts import Alert, ContractError, WorkerStatus, decode_record
+from streams.kafka_security import client_options
 
 log = logging.getLogger("cvops.api")
 
@@ -76,7 +77,7 @@ class TopicOffsets:
 
     async def totals(self, names: list[str]) -> dict[str, int]:
         if self.consumer is None:
-            self.consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=5000)
+            self.consumer = AIOKafkaConsumer(**client_options(self.settings), request_timeout_ms=5000)
             await self.consumer.start()
         tps = []
         for name in names:
@@ -111,9 +112,7 @@ class WorkerDirectory:
 
     async def run(self, stop: asyncio.Event) -> None:
         topic = self.settings.topic("workers")
-        consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=self.settings.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
-        )
+        consumer = AIOKafkaConsumer(topic, **client_options(self.settings), auto_offset_reset="earliest", group_id=None)
         await consumer.start()
         try:
             while not stop.is_set():

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,6 +25,13 @@ class Settings(BaseSettings):
 
     # Broker. Anything that speaks the Kafka protocol: the embedded dev broker or a real cluster.
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...] of the Kafka brokers")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = Field("", description="CA bundle to verify the brokers (SSL, SASL_SSL)")
+    kafka_ssl_certfile: str = Field("", description="client certificate, for mutual TLS")
+    kafka_ssl_keyfile: str = ""
     topic_prefix: str = Field("cvops.", description="prefix of every topic name, e.g. cvops.frames")
     frames_partitions: int = Field(8, ge=1, description="partitions of the frames topic; bounds worker count")
     frames_retention_ms: int = Field(10 * 60_000, ge=1000, description="how long raw frames stay in the broker")

@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from streams.config import Settings
 from streams.contracts import FrameHeader, pack_frame
+from streams.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def decode_jpeg(data: bytes) -> np.ndarray:
 
 def make_producer(settings: Settings) -> AIOKafkaProducer:
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_options(settings),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,

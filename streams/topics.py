@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from streams import contracts
 from streams.config import Settings
+from streams.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
 
 
 def admin_client(settings: Settings) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10_000)
+    return AIOKafkaAdminClient(**client_options(settings), request_timeout_ms=10_000)
 
 
 async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:

@@ -31,6 +31,7 @@ import faust
 from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import WorkerStatus, encode_record
+from streams.kafka_security import faust_credentials
 from streams.process import FrameProcessor, RawMessage
 
 log = logging.getLogger("cvops.worker")
@@ -58,6 +59,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         web_enabled=False,
         topic_disable_leader=True,
