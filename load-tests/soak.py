@@ -10,6 +10,7 @@ first and last samples, peaks, and the growth over the second half of the run (a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -43,7 +44,12 @@ def processes() -> dict[str, int]:
 
 def disk_mb(path: Path) -> dict[str, float]:
     def du(p: Path) -> float:
-        return sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 2**20 if p.exists() else 0.0
+        total = 0
+        for root, _dirs, files in os.walk(p):  # the store merges parts meanwhile: files come and go
+            for name in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.stat(os.path.join(root, name)).st_size
+        return total / 2**20
 
     return {"broker_mb": round(du(path / "broker"), 1), "store_mb": round(du(path / "store"), 1)}
 

@@ -9,7 +9,6 @@ import logging
 import signal
 import sys
 import time
-from pathlib import Path
 
 from streams import fetch_pacing
 from streams.config import Settings
@@ -73,22 +72,13 @@ def _cmd_gateway(args, settings: Settings) -> int:
             duration_s=args.duration,
             faults=faults,
             loop=not args.once,
-            replay=_replay_mode(args.replay, args.source),
+            replay=args.replay,
             stop=stop,
         )
 
     sent = asyncio.run(main())
     print(json.dumps({"frames_published": sent}))
     return 0
-
-
-def _replay_mode(choice: str, source: str | None) -> str:
-    if choice != "auto":
-        return choice
-    if source is None:
-        return "shots"
-    is_file = "://" not in source and not source.isdigit() and Path(source).is_file()
-    return "shots" if is_file else "stream"
 
 
 def _cmd_worker(args, settings: Settings) -> int:

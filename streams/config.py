@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: str = Field("", description="CA bundle to verify the brokers (SSL, SASL_SSL)")
     kafka_ssl_certfile: str = Field("", description="client certificate, for mutual TLS")
     kafka_ssl_keyfile: str = ""
+    kafka_session_timeout_s: float = Field(
+        10.0, ge=1, description="a worker silent this long leaves the group and its cameras move to the others"
+    )
     topic_prefix: str = Field("cvops.", description="prefix of every topic name, e.g. cvops.frames")
     frames_partitions: int = Field(8, ge=1, description="partitions of the frames topic; bounds worker count")
     frames_retention_ms: int = Field(10 * 60_000, ge=1000, description="how long raw frames stay in the broker")
@@ -49,6 +52,12 @@ class Settings(BaseSettings):
     ttl_days: int = Field(30, ge=1, description="retention of stored rows, days")
 
     # Worker.
+    worker_id: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_.-]*$",
+        description="stable unique id of this worker (e.g. the pod name): its static group membership lets "
+        "a restarted worker take its partitions back at once, without a rebalance; empty = dynamic membership",
+    )
     model: str = Field("nanodet-m", description="detector to run: name or name@version (see cvops models)")
     model_dirs: str = Field("", description="extra model folders beside models/zoo, os.pathsep separated")
     providers: str = Field(

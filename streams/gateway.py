@@ -178,6 +178,16 @@ class Fault:
         return fault
 
 
+def replay_mode(choice: str, source: str | None) -> str:
+    """``auto``: ``shots`` for video files (the default footage included), ``stream`` for the rest."""
+    if choice != "auto":
+        return choice
+    if source is None:
+        return "shots"
+    is_file = "://" not in source and not source.isdigit() and Path(source).is_file()
+    return "shots" if is_file else "stream"
+
+
 def encode(image: np.ndarray, quality: int) -> bytes:
     ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
@@ -210,13 +220,14 @@ async def publish(
     duration_s: float | None = None,
     faults: tuple[Fault, ...] = (),
     loop: bool = True,
-    replay: str = "stream",
+    replay: str = "auto",
     stop: asyncio.Event | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Publish frames for ``cameras`` cameras at ``fps`` each until a limit; return frames published.
 
-    ``replay="stream"`` reads the source as it plays (camera ``i`` starts ``i * 37`` frames in, so the
+    ``replay="auto"`` picks with :func:`replay_mode`; ``replay="stream"`` reads the source as it plays
+    (camera ``i`` starts ``i * 37`` frames in, so the
     simulated cameras differ); ``replay="shots"`` makes fixed cameras out of edited footage
     (:func:`fixed_cameras`).
     ``max_frames`` is per camera; ``loop=False`` stops each camera at the end of its file. Every send
@@ -224,6 +235,7 @@ async def publish(
     """
     fps = fps or settings.gateway_fps
     camera_ids = [f"{camera_prefix}{i + 1}" for i in range(cameras)]
+    replay = replay_mode(replay, source)
     if replay == "shots":
         shots = fixed_cameras(source, cameras, settings.gateway_jpeg_quality)
         readers: dict[str, Iterator] = dict(zip(camera_ids, shots, strict=True))

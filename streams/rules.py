@@ -96,6 +96,12 @@ class OutOfRange:
         return asdict(self)
 
 
+def alert_id(camera_id: str, signal: str, frame_id: str) -> str:
+    """Deterministic: a frame replayed after a crash raises the same alert id, which the store folds
+    into one row, instead of a second alert."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cvops:{camera_id}/{signal}/{frame_id}"))
+
+
 # Signals watched by the range rule: the floor of each one's spread, and whether it varies by factors.
 WATCHED = {"brightness": {"min_spread": 10.0, "log": False}, "blur": {"min_spread": 0.5, "log": True}}
 EVIDENCE_FRAMES = 5
@@ -135,8 +141,8 @@ class CameraHealth:
         return {
             "camera_id": self.camera_id,
             "detectors": {k: {**v.to_dict(), "last": 0.0} for k, v in self.detectors.items()},
-            "active": self.active,
-            "last_raised": self.last_raised,
+            "active": dict(self.active),  # copies: a saved state must not change with the live object
+            "last_raised": dict(self.last_raised),
         }
 
     def observe(self, m: FrameMetrics, cooldown_s: float) -> list[Alert]:
@@ -149,7 +155,7 @@ class CameraHealth:
             if det.drift_detected and signal not in self.active:
                 if m.processed_at - self.last_raised.get(signal, -math.inf) < cooldown_s:
                     continue
-                alert = self._alert(m, signal, det, "raised", str(uuid.uuid4()))
+                alert = self._alert(m, signal, det, "raised", alert_id(m.camera_id, signal, m.frame_id))
                 self.active[signal] = alert.alert_id
                 self.last_raised[signal] = m.processed_at
                 alerts.append(alert)

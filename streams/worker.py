@@ -60,6 +60,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         settings.app_id,
         broker=[f"kafka://{h.strip()}" for h in settings.kafka_bootstrap.split(",")],
         broker_credentials=faust_credentials(settings),
+        broker_session_timeout=settings.kafka_session_timeout_s,
+        consumer_group_instance_id=settings.worker_id or None,
+        broker_heartbeat_interval=settings.kafka_session_timeout_s / 4,
         store="memory://",
         web_enabled=False,
         topic_disable_leader=True,
@@ -82,7 +85,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         topic(t) for t in ("frames", "predictions", "metrics", "alerts", "deadletters")
     )
     workers = app.topic(settings.topic("workers"), partitions=1, key_serializer="raw", value_serializer="raw")
-    worker_id = f"{socket.gethostname()}-{os.getpid()}"
+    worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     # Keyed by camera id with the producer's partitioner, like the frames topic: a camera's state lives in
     # the changelog partition with the frames topic's partition number, and moves with it on a rebalance.
     health = app.Table(
@@ -90,7 +93,10 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         default=None,
         partitions=n,
         use_partitioner=True,
-        schema=faust.Schema(key_serializer="raw", value_serializer="json"),
+        # Raw bytes keys, the camera id as the gateway sends it: the changelog record lands in the same
+        # partition number as the camera's frames, and recovery gives back the same keys.
+        key_type=bytes,
+        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )
     processor = FrameProcessor(settings, detector)
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.preferred_sizes)
@@ -114,7 +120,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in events
             ]
-            states = {k: health.get(k) for k in {m.key.decode("utf-8", "replace") for m in msgs if m.key}}
+            # Table keys are bytes: what the changelog gives back on recovery is bytes too.
+            states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
             # Decode and pre-process batch k+1 while batch k is inferred.
             prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
             sends = []
@@ -122,14 +129,20 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 result = await loop.run_in_executor(infer_pool, processor.finish, await future, states)
                 for camera_id, state in result.states.items():
                     if state != states.get(camera_id):  # a steady camera's state does not change
-                        health[camera_id] = state
+                        health[camera_id.encode()] = state
                         states[camera_id] = state
                 sends += await _publish(result)
                 stats["frames"] += len(result.predictions)
                 stats["dead_letters"] += len(result.dead_letters)
                 stats["alerts"] += len(result.alerts)
                 stats["batches"] += 1 if result.predictions else 0
-            await asyncio.gather(*sends)  # the events are acked (and later committed) only after this
+            await asyncio.gather(*sends)
+            # Table writes wait in faust's producer buffer, whose flush at commit time gives up after 0.1 s
+            # without progress: drain it here, so that no offset is committed ahead of the camera state
+            # it produced (measured: a SIGKILL otherwise lost state that the committed offsets covered).
+            while app.producer.buffer.size:
+                await app.producer.buffer.flush()
+            # The events are acked when this body returns, and committed after faust flushes the producer.
 
     async def _publish(result) -> list:
         sends = []

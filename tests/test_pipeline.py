@@ -4,11 +4,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,62 +15,11 @@ from streams.config import Settings
 from streams.contracts import DeadLetter, FrameHeader, Prediction, decode_record, pack_frame
 from streams.gateway import publish
 from streams.topics import create_topics
+from tests.processes import counts, cvops, wait_for
 
 pytestmark = pytest.mark.integration
 
 VEHICLES_AND_PEOPLE = {"person", "bicycle", "car", "motorcycle", "bus", "truck"}
-
-
-def env_of(settings: Settings) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CVOPS_")}
-    for name, value in settings.model_dump().items():
-        env[f"CVOPS_{name.upper()}"] = str(value)
-    return env
-
-
-@contextlib.contextmanager
-def cvops(settings: Settings, command: str, log: Path):
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", command],
-            env=env_of(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
-def wait_for(check, what: str, procs, timeout_s: float = 240.0):
-    """Poll ``check`` until it returns a truthy value; fail with ``what`` (and logs) otherwise."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for proc, log in procs:
-            if proc.poll() is not None:
-                pytest.fail(f"{log.name} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    logs = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for _, log in procs)
-    pytest.fail(f"timed out waiting for {what}\n{logs}")
-
-
-def counts(client: httpx.Client) -> dict | None:
-    try:
-        r = client.get("/api/v1/counts")
-        return r.json() if r.status_code == 200 else None
-    except httpx.HTTPError:
-        return None
 
 
 async def read_topic(settings: Settings, name: str, n: int) -> list:

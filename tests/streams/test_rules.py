@@ -82,3 +82,16 @@ def test_state_round_trips_through_a_dict():
     assert again.to_dict() == h.to_dict()
     tail = [(30.0, 200.0)] * 4
     assert [a.signal for a in stream(again, tail, 40)] == [a.signal for a in stream(h, tail, 40)] == ["brightness"]
+
+
+def test_a_replayed_frame_raises_the_same_alert_id():
+    rng = random.Random(9)
+    normal = [(120 + rng.gauss(0, 1), 300 + rng.gauss(0, 10)) for _ in range(40)]
+    h = CameraHealth.new("cam-1", warmup=30, tolerance=1.0, consecutive=3)
+    stream(h, normal)
+    saved = h.to_dict()
+    dark = [(20.0, 300.0)] * 4
+    first = stream(h, dark, start=40)
+    replayed = stream(CameraHealth.from_dict(saved), dark, start=40)  # a worker restarted from the changelog
+    assert [a.alert_id for a in first] == [a.alert_id for a in replayed]
+    assert len(first) == 1
