@@ -1,19 +1,53 @@
 """The store's schema as versioned migrations, applied at start, recorded in ``schema_migrations``.
 
-Each migration is applied once, in order; a second start changes nothing. Tables that receive stream
-output use ``ReplacingMergeTree`` keyed by the record's identity (frame id, alert id and status, dead
-letter offset): the stream is at-least-once, so a replayed record may be inserted twice, and the
-duplicate collapses into one row at merge time. Exact counts read with ``FINAL``.
+Each migration is applied once, in order; a second start changes nothing. Migration 1 is deployed and
+never edited: a change is a new migration.
+
+Duplicates (the stream is at-least-once) are absorbed twice over:
+
+- Tables that receive stream output are ``ReplacingMergeTree`` keyed by the record's identity (frame id,
+  alert id and status, dead-letter offset): a record inserted twice collapses into one row at merge time;
+  exact counts read with ``FINAL``.
+- Each of those tables, and every materialized-view target, remembers its last ``store_dedup_window``
+  insert blocks (``non_replicated_deduplication_window``) and the writer names each insert with a token
+  made of the Kafka offsets it holds (``insert_deduplication_token``). A batch replayed after a crash or a
+  lost insert acknowledgement is dropped whole by ClickHouse, so the per-minute aggregates, which
+  ``FINAL`` cannot fix, are not fed twice either.
+
+Materialized views (migration 2) keep what the API and dashboard read often small and ready:
+``detections`` (one row per detection, sorted by camera and class), ``metrics_minute`` (per camera,
+minute and model), ``cameras`` (latest status of each camera), ``model_versions``, and ``drift_stats``,
+``device_health``, ``edge_cases`` fed from alerts until their own topics exist.
+
+Retention (TTL) and the dedup window are settings, not migrations (:mod:`store.settings`): each start
+compares them with the tables and alters only what differs.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 from store.client import Store
+from store.settings import TTL_COLUMNS, StoreSettings
 
 log = logging.getLogger(__name__)
+
+# Tables written by inserts (writer or materialized views) that take part in block deduplication.
+DEDUP_TABLES = (
+    "frame_metrics",
+    "predictions",
+    "alerts",
+    "dead_letters",
+    "detections",
+    "metrics_minute",
+    "cameras",
+    "model_versions",
+    "drift_stats",
+    "device_health",
+    "edge_cases",
+)
 
 
 @dataclass(frozen=True)
@@ -118,11 +152,222 @@ ORDER BY (source_topic, partition, offset)
 TTL toDateTime(received_at) + INTERVAL {int(ttl_days)} DAY""",
             ),
         ),
+        _migration_2(ttl_days),
     ]
 
 
-def migrate(store: Store, ttl_days: int = 30) -> list[int]:
-    """Apply the migrations not yet recorded; return the versions applied now."""
+def _migration_2(ttl_days: int) -> Migration:
+    def ttl(column: str) -> str:
+        return f"TTL toDateTime({column}) + INTERVAL {int(ttl_days)} DAY"
+
+    ts = "DateTime64(3, 'UTC') CODEC(Delta, ZSTD)"
+    detections_select = """
+SELECT camera_id, label, captured_at, frame_id, toUInt16(det_index) AS det_index, processed_at, model_name,
+       model_version, class_id, score, x1, y1, x2, y2,
+       greatest(x2 - x1, 0) * greatest(y2 - y1, 0) AS area_px
+FROM predictions
+ARRAY JOIN detections.label AS label, detections.class_id AS class_id, detections.score AS score,
+           detections.x1 AS x1, detections.y1 AS y1, detections.x2 AS x2, detections.y2 AS y2,
+           arrayEnumerate(detections.label) AS det_index"""
+    minute_select = """
+SELECT camera_id, toStartOfMinute(toDateTime(captured_at, 'UTC')) AS minute, model_name, model_version,
+       count() AS frames, sum(detections) AS detections, sum(bytes) AS bytes,
+       sum(toFloat64(brightness)) AS brightness_sum, min(brightness) AS brightness_min,
+       max(brightness) AS brightness_max, sum(toFloat64(blur)) AS blur_sum, min(blur) AS blur_min,
+       max(blur) AS blur_max, sum(toFloat64(inference_ms)) AS inference_ms_sum,
+       quantilesTDigestState(0.5, 0.95, 0.99)(inference_ms) AS inference_ms_q,
+       min(captured_at) AS first_at, max(captured_at) AS last_at
+FROM frame_metrics
+GROUP BY camera_id, minute, model_name, model_version"""
+    cameras_select = """
+SELECT camera_id, min(captured_at) AS first_seen, max(captured_at) AS last_seen, count() AS frames,
+       argMaxState(frame_id, captured_at) AS last_frame_id, argMaxState(model_version, captured_at) AS last_model,
+       argMaxState(width, captured_at) AS last_width, argMaxState(height, captured_at) AS last_height,
+       argMaxState(brightness, captured_at) AS last_brightness, argMaxState(blur, captured_at) AS last_blur,
+       argMaxState(inference_ms, captured_at) AS last_inference_ms,
+       argMaxState(detections, captured_at) AS last_detections
+FROM frame_metrics
+GROUP BY camera_id"""
+    models_select = """
+SELECT model_name, model_version, min(captured_at) AS first_seen, max(captured_at) AS last_seen,
+       count() AS frames, uniqState(camera_id) AS cameras, sum(toFloat64(inference_ms)) AS inference_ms_sum
+FROM frame_metrics
+GROUP BY model_name, model_version"""
+    drift_select = """
+SELECT camera_id, signal, type AS detector, raised_at AS computed_at, window, value AS statistic, threshold,
+       status = 'raised' AS drift, model_name, model_version, alert_id
+FROM alerts
+WHERE type LIKE '%drift'"""
+    health_select = """
+SELECT camera_id, raised_at AS observed_at, signal, if(status = 'raised', 'fault', 'ok') AS status, value,
+       threshold, message AS detail, alert_id
+FROM alerts
+WHERE type = 'device_fault'"""
+    edge_select = """
+SELECT camera_id, raised_at AS flagged_at, frame_id, type AS reason, signal, value AS score, model_version,
+       alert_id
+FROM alerts
+ARRAY JOIN evidence_frame_ids AS frame_id
+WHERE status = 'raised'"""
+    return Migration(
+        2,
+        "detections, per-minute and per-camera aggregates, model versions, drift, device health, edge cases",
+        (
+            f"""
+CREATE TABLE IF NOT EXISTS detections (
+    camera_id LowCardinality(String),
+    label LowCardinality(String),
+    captured_at {ts},
+    frame_id String CODEC(ZSTD),
+    det_index UInt16,
+    processed_at {ts},
+    model_name LowCardinality(String),
+    model_version LowCardinality(String),
+    class_id UInt16,
+    score Float32,
+    x1 Float32,
+    y1 Float32,
+    x2 Float32,
+    y2 Float32,
+    area_px Float32
+) ENGINE = ReplacingMergeTree(processed_at)
+PARTITION BY toYYYYMMDD(captured_at)
+ORDER BY (camera_id, label, captured_at, frame_id, det_index)
+{ttl("captured_at")}""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS detections_mv TO detections AS {detections_select}",
+            f"""
+CREATE TABLE IF NOT EXISTS metrics_minute (
+    camera_id LowCardinality(String),
+    minute DateTime('UTC') CODEC(Delta, ZSTD),
+    model_name LowCardinality(String),
+    model_version LowCardinality(String),
+    frames SimpleAggregateFunction(sum, UInt64),
+    detections SimpleAggregateFunction(sum, UInt64),
+    bytes SimpleAggregateFunction(sum, UInt64),
+    brightness_sum SimpleAggregateFunction(sum, Float64),
+    brightness_min SimpleAggregateFunction(min, Float32),
+    brightness_max SimpleAggregateFunction(max, Float32),
+    blur_sum SimpleAggregateFunction(sum, Float64),
+    blur_min SimpleAggregateFunction(min, Float32),
+    blur_max SimpleAggregateFunction(max, Float32),
+    inference_ms_sum SimpleAggregateFunction(sum, Float64),
+    inference_ms_q AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float32),  -- about 2 KB a row
+    first_at SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    last_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+) ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (camera_id, minute, model_name, model_version)
+{ttl("minute")}
+SETTINGS index_granularity = 256""",
+            # Small granules: a dashboard reads one camera's hour (60 rows), and every row of a granule read
+            # has its t-digest state decoded.
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_minute_mv TO metrics_minute AS {minute_select}",
+            """
+CREATE TABLE IF NOT EXISTS cameras (
+    camera_id LowCardinality(String),
+    first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    frames SimpleAggregateFunction(sum, UInt64),
+    last_frame_id AggregateFunction(argMax, String, DateTime64(3, 'UTC')),
+    last_model AggregateFunction(argMax, LowCardinality(String), DateTime64(3, 'UTC')),
+    last_width AggregateFunction(argMax, UInt32, DateTime64(3, 'UTC')),
+    last_height AggregateFunction(argMax, UInt32, DateTime64(3, 'UTC')),
+    last_brightness AggregateFunction(argMax, Float32, DateTime64(3, 'UTC')),
+    last_blur AggregateFunction(argMax, Float32, DateTime64(3, 'UTC')),
+    last_inference_ms AggregateFunction(argMax, Float32, DateTime64(3, 'UTC')),
+    last_detections AggregateFunction(argMax, UInt16, DateTime64(3, 'UTC'))
+) ENGINE = AggregatingMergeTree
+ORDER BY camera_id""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS cameras_mv TO cameras AS {cameras_select}",
+            """
+CREATE TABLE IF NOT EXISTS model_versions (
+    model_name LowCardinality(String),
+    model_version LowCardinality(String),
+    first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
+    last_seen SimpleAggregateFunction(max, DateTime64(3, 'UTC')),
+    frames SimpleAggregateFunction(sum, UInt64),
+    cameras AggregateFunction(uniq, LowCardinality(String)),
+    inference_ms_sum SimpleAggregateFunction(sum, Float64)
+) ENGINE = AggregatingMergeTree
+ORDER BY (model_name, model_version)""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS model_versions_mv TO model_versions AS {models_select}",
+            f"""
+CREATE TABLE IF NOT EXISTS drift_stats (
+    camera_id LowCardinality(String),
+    signal LowCardinality(String),
+    detector LowCardinality(String),
+    computed_at {ts},
+    window UInt32,
+    statistic Float64 CODEC(Gorilla, ZSTD),
+    threshold Float64 CODEC(Gorilla, ZSTD),
+    drift Bool,
+    model_name LowCardinality(String),
+    model_version LowCardinality(String),
+    alert_id String DEFAULT ''
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(computed_at)
+ORDER BY (camera_id, signal, computed_at, detector, alert_id)
+{ttl("computed_at")}""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS drift_stats_mv TO drift_stats AS {drift_select}",
+            f"""
+CREATE TABLE IF NOT EXISTS device_health (
+    camera_id LowCardinality(String),
+    observed_at {ts},
+    signal LowCardinality(String),
+    status LowCardinality(String),
+    value Float64,
+    threshold Float64,
+    detail String CODEC(ZSTD),
+    alert_id String DEFAULT ''
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(observed_at)
+ORDER BY (camera_id, signal, observed_at, alert_id)
+{ttl("observed_at")}""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS device_health_mv TO device_health AS {health_select}",
+            f"""
+CREATE TABLE IF NOT EXISTS edge_cases (
+    camera_id LowCardinality(String),
+    flagged_at {ts},
+    frame_id String CODEC(ZSTD),
+    reason LowCardinality(String),
+    signal LowCardinality(String),
+    score Float64,
+    model_version LowCardinality(String),
+    alert_id String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(flagged_at)
+ORDER BY (camera_id, flagged_at, frame_id, reason)
+{ttl("flagged_at")}""",
+            f"CREATE MATERIALIZED VIEW IF NOT EXISTS edge_cases_mv TO edge_cases AS {edge_select}",
+            # Backfill what was stored before the views existed. TRUNCATE first keeps a re-run of an
+            # interrupted migration exact; migrations run before the writer starts.
+            "TRUNCATE TABLE IF EXISTS detections",
+            f"INSERT INTO detections {detections_select}",
+            "TRUNCATE TABLE IF EXISTS metrics_minute",
+            f"INSERT INTO metrics_minute {minute_select}",
+            "TRUNCATE TABLE IF EXISTS cameras",
+            f"INSERT INTO cameras {cameras_select}",
+            "TRUNCATE TABLE IF EXISTS model_versions",
+            f"INSERT INTO model_versions {models_select}",
+            "TRUNCATE TABLE IF EXISTS drift_stats",
+            f"INSERT INTO drift_stats {drift_select}",
+            "TRUNCATE TABLE IF EXISTS device_health",
+            f"INSERT INTO device_health {health_select}",
+            "TRUNCATE TABLE IF EXISTS edge_cases",
+            f"INSERT INTO edge_cases {edge_select}",
+        ),
+    )
+
+
+def migrate(store: Store, ttl_days: int | None = None, settings: StoreSettings | None = None) -> list[int]:
+    """Apply the migrations not yet recorded, then the TTL and dedup settings; return the versions applied now.
+
+    ``ttl_days`` (the caller's ``CVOPS_TTL_DAYS``) is the default retention; ``settings`` defaults to
+    :class:`StoreSettings` read from the environment, whose per-table ``CVOPS_TTL_DAYS_<TABLE>`` win.
+    """
+    settings = settings or StoreSettings()
+    if ttl_days is not None and ttl_days != settings.ttl_days:
+        settings = settings.model_copy(update={"ttl_days": ttl_days})
     store.command(
         """
 CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -133,7 +378,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     )
     done = {row[0] for row in store.query("SELECT version FROM schema_migrations FINAL")}
     applied = []
-    for m in migrations(ttl_days):
+    for m in migrations(settings.ttl_days):
         if m.version in done:
             continue
         for statement in m.statements:
@@ -141,4 +386,35 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
         store.insert("schema_migrations", [(m.version, m.name)], ["version", "name"])
         log.info("store migration %d applied: %s", m.version, m.name)
         applied.append(m.version)
+    reconcile(store, settings)
     return applied
+
+
+_TTL_DAYS = re.compile(r"TTL .*?toIntervalDay\((\d+)\)")
+_DEDUP_WINDOW = re.compile(r"non_replicated_deduplication_window = (\d+)")
+
+
+def reconcile(store: Store, settings: StoreSettings) -> list[str]:
+    """Bring each table's TTL and dedup window to ``settings``; return the ALTER statements run (none if equal)."""
+    engines = dict(store.query("SELECT name, engine_full FROM system.tables WHERE database = currentDatabase()"))
+    statements = []
+    for table, column in TTL_COLUMNS.items():
+        if table not in engines:
+            continue
+        m = _TTL_DAYS.search(engines[table])
+        want = settings.ttl_for(table)
+        if m is None or int(m.group(1)) != want:
+            statements.append(f"ALTER TABLE {table} MODIFY TTL toDateTime({column}) + INTERVAL {want} DAY")
+    for table in DEDUP_TABLES:
+        if table not in engines:
+            continue
+        m = _DEDUP_WINDOW.search(engines[table])
+        have = int(m.group(1)) if m else 0
+        if have != settings.store_dedup_window:
+            window = settings.store_dedup_window
+            statements.append(f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {window}")
+    for statement in statements:
+        # Old parts get the new TTL at their next merge rather than in one heavy mutation now.
+        store.command(statement, settings={"materialize_ttl_after_modify": 0})
+        log.info("store setting applied: %s", statement)
+    return statements

@@ -1,0 +1,60 @@
+"""Settings of the store alone, read from the same ``CVOPS_`` environment (and env file) as
+:class:`streams.config.Settings`, so the store stays independent of the stream package.
+
+Retention is per table: ``CVOPS_TTL_DAYS`` is the default (shared with ``streams.config``) and
+``CVOPS_TTL_DAYS_<TABLE>`` overrides one table, e.g. ``CVOPS_TTL_DAYS_FRAME_METRICS=7``. A changed TTL is
+applied at the next start (``ALTER TABLE ... MODIFY TTL``); an unchanged one is left alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Tables whose rows expire, with the column their TTL counts from.
+TTL_COLUMNS = {
+    "frame_metrics": "captured_at",
+    "predictions": "captured_at",
+    "detections": "captured_at",
+    "alerts": "raised_at",
+    "dead_letters": "received_at",
+    "drift_stats": "computed_at",
+    "device_health": "observed_at",
+    "edge_cases": "flagged_at",
+    "metrics_minute": "minute",
+}
+
+
+class StoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CVOPS_",
+        env_file=os.environ.get("CVOPS_ENV_FILE", ".env"),
+        extra="ignore",
+    )
+
+    ttl_days: int = Field(30, ge=1, description="default retention of stored rows, days")
+    ttl_days_frame_metrics: int | None = Field(None, ge=1)
+    ttl_days_predictions: int | None = Field(None, ge=1)
+    ttl_days_detections: int | None = Field(None, ge=1)
+    ttl_days_alerts: int | None = Field(None, ge=1)
+    ttl_days_dead_letters: int | None = Field(None, ge=1)
+    ttl_days_drift_stats: int | None = Field(None, ge=1)
+    ttl_days_device_health: int | None = Field(None, ge=1)
+    ttl_days_edge_cases: int | None = Field(None, ge=1)
+    ttl_days_metrics_minute: int | None = Field(None, ge=1)
+
+    store_dedup_window: int = Field(
+        1000, ge=0, description="recent insert blocks each table remembers to drop a replayed one; 0 = off"
+    )
+    store_max_future_s: float = Field(300.0, ge=0, description="rows timed later than now + this are rejected")
+    store_max_age_days: float = Field(400.0, gt=0, description="rows timed earlier than now - this are rejected")
+
+    store_sql_max_rows: int = Field(10_000, ge=1, description="rows an analyst query may return")
+    store_sql_max_execution_s: float = Field(10.0, gt=0, description="time an analyst query may run, s")
+    store_sql_max_memory_bytes: int = Field(1 << 30, ge=1 << 20, description="memory an analyst query may use")
+
+    def ttl_for(self, table: str) -> int:
+        """Retention of ``table`` in days: its own setting, else ``ttl_days``."""
+        return getattr(self, f"ttl_days_{table}", None) or self.ttl_days

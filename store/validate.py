@@ -1,0 +1,176 @@
+"""Is a record fit to store? A pure check, run by the writer after the topic contract has parsed it.
+
+The contracts (:mod:`streams.contracts`) say what a record looks like; this says what the store accepts:
+finite numbers, sizes and counts that are not negative and fit their column (a ``UInt16`` cannot hold
+70,000 detections, and one such row would fail its whole batch forever), boxes inside their frame,
+an aspect ratio that agrees with width / height, and timestamps near now. A record that fails goes to
+the dead-letter topic with the reason; nothing is clamped or coerced.
+
+>>> from streams.contracts import Alert
+>>> a = Alert(alert_id="a1", type="data_drift", camera_id="cam-1", signal="blur", value=float("nan"),
+...     threshold=1.0, window=60, raised_at=1e9, message="blur out of range")
+>>> problems(a, now=1e9)
+[('non_finite', 'value is nan')]
+>>> problems(a.model_copy(update={"value": 2.0, "raised_at": 1e9 + 86400}), now=1e9)
+[('bad_timestamp', 'raised_at=1000086400.0 is 86400 s in the future')]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from streams.contracts import Alert, ContractError, DeadLetter, FrameMetrics, Prediction
+
+U16, U32, U64 = 2**16 - 1, 2**32 - 1, 2**64 - 1
+HOUR_MS = 3_600_000.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How far from ``now`` a record's timestamps may be, s."""
+
+    max_future_s: float = 300.0
+    max_age_s: float = 400 * 86400.0
+
+
+# Per contract: numeric field -> (least, greatest) the store accepts; bounds are column types or sanity.
+_RANGES: dict[type, dict[str, tuple[float, float]]] = {
+    FrameMetrics: {
+        "seq": (0, U64),
+        "bytes": (0, U32),
+        "width": (1, U32),
+        "height": (1, U32),
+        "aspect_ratio": (1e-4, 1e4),
+        "brightness": (0, 255),
+        "blur": (0, 1e9),
+        "inference_ms": (0, HOUR_MS),
+        "detections": (0, U16),
+    },
+    Prediction: {"seq": (0, U64), "width": (1, U32), "height": (1, U32), "batch_size": (1, U16)},
+    Alert: {"window": (0, U32)},
+    DeadLetter: {"partition": (0, U32), "offset": (0, U64)},
+}
+_TIMESTAMPS = {
+    FrameMetrics: ("captured_at", "processed_at"),
+    Prediction: ("captured_at", "processed_at"),
+    Alert: ("raised_at",),
+    DeadLetter: ("received_at",),
+}
+_IDENTITY = {FrameMetrics: "frame_id", Prediction: "frame_id", Alert: "alert_id"}
+_RANGE_LIST = {kind: tuple((name, low, high) for name, (low, high) in r.items()) for kind, r in _RANGES.items()}
+_FLAT_FLOATS: dict[type, tuple[str, ...]] = {}
+
+
+def _flat_floats(kind: type) -> tuple[str, ...]:
+    """Fields of ``kind`` that are plain floats."""
+    names = tuple(name for name, info in kind.model_fields.items() if info.annotation in (float, "float"))
+    _FLAT_FLOATS[kind] = names
+    return names
+
+
+def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, str]]:
+    """Every reason ``record`` cannot be stored, as (code, detail); empty when it can.
+
+    Codes: ``non_finite`` (NaN or infinity anywhere), ``out_of_range`` (negative size, beyond the column
+    type or beyond sanity), ``bad_timestamp`` (later than ``now + max_future_s`` or earlier than
+    ``now - max_age_s``), ``inconsistent`` (fields that contradict each other), ``missing_identity``.
+    """
+    kind = type(record)
+    found: list[tuple[str, str]] = []
+    values = record.__dict__  # pydantic keeps the fields there; getattr per field is several times slower
+    # NaN and infinity survive a sum, so one isfinite() clears the usual, all-finite record.
+    flat = _FLAT_FLOATS.get(kind) or _flat_floats(kind)
+    if not math.isfinite(sum(values[name] for name in flat)) or kind is Prediction:
+        for name, value in _numbers(record):
+            if not math.isfinite(value):
+                found.append(("non_finite", f"{name} is {value}"))
+        if found:
+            return found
+    for name, low, high in _RANGE_LIST.get(kind, ()):
+        value = values[name]
+        if not low <= value <= high:
+            found.append(("out_of_range", f"{name}={value} outside [{low:g}, {high:g}]"))
+    for name in _TIMESTAMPS.get(kind, ()):
+        t = values[name]
+        if t > now + limits.max_future_s:
+            found.append(("bad_timestamp", f"{name}={t} is {t - now:.0f} s in the future"))
+        elif t < now - limits.max_age_s:
+            found.append(("bad_timestamp", f"{name}={t} is {(now - t) / 86400:.0f} days old"))
+    identity = _IDENTITY.get(kind)
+    if identity and not getattr(record, identity):
+        found.append(("missing_identity", f"{identity} is empty"))
+    if kind is FrameMetrics and record.height > 0:
+        ratio = record.width / record.height
+        if abs(record.aspect_ratio - ratio) > 0.01 * ratio:
+            found.append(("inconsistent", f"aspect_ratio {record.aspect_ratio} but width/height is {ratio:.4f}"))
+    if kind is Prediction:
+        found += _prediction_problems(record)
+    return found
+
+
+def check(record, now: float, limits: Limits = Limits()):
+    """``record`` if it can be stored; otherwise :class:`ContractError` with the first code and every detail."""
+    found = problems(record, now, limits)
+    if found:
+        raise ContractError(found[0][0], "; ".join(detail for _, detail in found))
+    return record
+
+
+def _prediction_problems(p: Prediction) -> list[tuple[str, str]]:
+    found = []
+    if len(p.detections) > U16:
+        found.append(("out_of_range", f"{len(p.detections)} detections, at most {U16}"))
+    timings = p.timings.model_dump()
+    for name, value in timings.items():
+        if value > HOUR_MS:
+            found.append(("out_of_range", f"timings.{name}={value} ms is over an hour"))
+    slack = 1.0  # px: boxes are clipped to the frame by the detector, rounding may overshoot
+    for i, d in enumerate(p.detections):
+        x1, y1, x2, y2 = d.box
+        if not (-slack <= x1 <= x2 <= p.width + slack and -slack <= y1 <= y2 <= p.height + slack):
+            found.append(("out_of_range", f"detections[{i}].box {d.box} not inside {p.width}x{p.height}"))
+            break
+        if d.class_id > U16:
+            found.append(("out_of_range", f"detections[{i}].class_id={d.class_id}"))
+            break
+    return found
+
+
+def _numbers(record, prefix: str = ""):
+    """(dotted name, value) of every float in ``record``, nested models and lists included."""
+    kind = type(record)
+    names = _FLOAT_FIELDS.get(kind)
+    if names is None:
+        names = _FLOAT_FIELDS[kind] = tuple(_float_fields(kind))
+    for name in names:
+        value = getattr(record, name)
+        path = f"{prefix}{name}"
+        if isinstance(value, float):
+            yield path, value
+        elif isinstance(value, tuple | list):
+            for i, item in enumerate(value):
+                if isinstance(item, float):
+                    yield f"{path}[{i}]", item
+                elif isinstance(item, BaseModel):
+                    yield from _numbers(item, f"{path}[{i}].")
+        elif isinstance(value, BaseModel):
+            yield from _numbers(value, f"{path}.")
+
+
+_FLOAT_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _float_fields(kind: type):
+    """Fields of ``kind`` that can hold a float: floats, and models or sequences that may contain them."""
+    for name, info in kind.model_fields.items():
+        text = str(info.annotation)
+        if (
+            "float" in text
+            or "tuple" in text
+            or "list" in text
+            or (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel))
+        ):
+            yield name

@@ -1,0 +1,241 @@
+"""The writer against a real embedded engine and a fake Kafka consumer: replays leave one logical row, a
+store that fails for a while loses nothing and doubles nothing, and bad records become dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from store import Store
+from store.writer import StoreWriter
+from streams.contracts import DeadLetter, decode_record, encode_record
+from tests.store.records import LIMITS, SETTINGS, T0, Record, alert, metrics, prediction, records_of
+
+
+def writer(store: Store) -> StoreWriter:
+    return StoreWriter(SETTINGS, store, LIMITS)
+
+
+def store_batch(w: StoreWriter, records: list[Record]) -> None:
+    rows, dead = w.to_rows(records, now=T0)
+    assert asyncio.run(w.insert(rows, asyncio.Event(), w.tokens(records, dead)))
+
+
+def counts(store: Store) -> dict[str, int]:
+    (row,) = store.query(
+        """SELECT (SELECT count() FROM frame_metrics), (SELECT count() FROM frame_metrics FINAL),
+                  (SELECT sum(frames) FROM metrics_minute), (SELECT sum(frames) FROM cameras),
+                  (SELECT count() FROM detections FINAL), (SELECT count() FROM predictions FINAL)"""
+    )
+    return dict(zip(["raw", "final", "minute_frames", "camera_frames", "detections", "predictions"], row, strict=True))
+
+
+def test_replaying_a_batch_leaves_one_logical_row_and_aggregates_unchanged(store):
+    w = writer(store)
+    batch = records_of("metrics", [metrics(seq=i, at=T0 + i) for i in range(20)])
+    batch += records_of("predictions", [prediction(seq=i, at=T0 + i, labels=("person", "car")) for i in range(20)])
+    store_batch(w, batch)
+    first = counts(store)
+    assert first == {"raw": 20, "final": 20, "minute_frames": 20, "camera_frames": 20, "detections": 40,
+                     "predictions": 20}  # fmt: skip
+    store_batch(w, batch)  # the same records again: a crash before the commit, say
+    assert counts(store) == first  # dropped whole by the dedup token: not even a raw duplicate
+
+
+def test_a_replay_cut_differently_still_counts_each_frame_once_with_final(store):
+    w = writer(store)
+    items = [metrics(seq=i, at=T0 + i) for i in range(20)]
+    store_batch(w, records_of("metrics", items[:12], partitions=1))
+    store_batch(w, records_of("metrics", items, partitions=1))  # replay from offset 0, batch now longer
+    c = counts(store)
+    assert c["final"] == 20  # ReplacingMergeTree keyed by frame: exact with FINAL
+    assert c["raw"] == 32  # before a merge the duplicates are still there: read with FINAL
+    store.command("OPTIMIZE TABLE frame_metrics FINAL")
+    assert counts(store)["raw"] == 20
+
+
+def test_a_lost_insert_acknowledgement_does_not_double_anything(store):
+    class AckLost:
+        """Stores the rows, then fails as if the answer had been lost: the writer retries the same batch."""
+
+        def __init__(self, inner: Store):
+            self.inner, self.failures = inner, 0
+
+        def insert(self, *args, **kwargs):
+            self.inner.insert(*args, **kwargs)
+            if self.failures < 2:
+                self.failures += 1
+                raise ConnectionError("connection reset after the insert")
+
+    w = StoreWriter(SETTINGS, AckLost(store), LIMITS)
+    store_batch(w, records_of("metrics", [metrics(seq=i, at=T0 + i) for i in range(10)]))
+    assert w.failed_inserts == 2
+    c = counts(store)
+    assert (c["raw"], c["minute_frames"], c["camera_frames"]) == (10, 10, 10)
+
+
+def test_tokens_name_the_offsets_and_are_stable():
+    w = StoreWriter(SETTINGS, None, LIMITS)
+    batch = records_of("metrics", [metrics(seq=i) for i in range(5)], start=100)
+    assert w.tokens(batch) == {"frame_metrics": "w.metrics|0:100-102#3,1:100-101#2"}
+    assert w.tokens(list(reversed(batch))) == w.tokens(batch)
+
+
+def test_bad_records_become_dead_letters_with_reasons_and_the_rest_is_stored(store):
+    w = writer(store)
+    nan = json.loads(encode_record(metrics(seq=1)))
+    nan["blur"] = float("nan")
+    future = metrics(seq=2, captured_at=T0 + 20 * 365 * 86400, processed_at=T0 + 20 * 365 * 86400)
+    batch = records_of(
+        "metrics",
+        [metrics(seq=0), json.dumps(nan).encode(), future, b"not json", metrics(seq=3, detections=70_000)],
+        partitions=1,
+    )
+    rows, dead = w.to_rows(batch, now=T0)
+    assert [d.reason for d in dead] == ["bad_record", "bad_timestamp", "bad_json", "out_of_range"]
+    assert [d.offset for d in dead] == [1, 2, 3, 4]
+    assert dead[0].payload() == batch[1].value  # the original bytes, not a cleaned copy
+    assert len(rows["frame_metrics"]) == 1
+
+
+class FakeConsumer:
+    """Enough of AIOKafkaConsumer for the writer loop: positions, pause/resume, commits."""
+
+    def __init__(self, records: list[Record]):
+        self.log: dict[tuple, list[Record]] = {}
+        for r in records:
+            self.log.setdefault((r.topic, r.partition), []).append(r)
+        self.position = dict.fromkeys(self.log, 0)
+        self.committed: dict[tuple, int] = {}
+        self.paused: set = set()
+        self.polls_while_paused = 0
+
+    def assignment(self):
+        return set(self.log)
+
+    def pause(self, *tps):
+        self.paused.update(tps)
+
+    def resume(self, *tps):
+        self.paused.difference_update(tps)
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None):
+        out, budget = {}, max_records or 10**9
+        for tp, recs in self.log.items():
+            if tp in self.paused:
+                continue
+            take = recs[self.position[tp] : self.position[tp] + budget]
+            if take:
+                out[tp] = take
+                self.position[tp] += len(take)
+                budget -= len(take)
+        if self.paused:
+            self.polls_while_paused += 1
+        if not out:
+            await asyncio.sleep(min(timeout_ms, 20) / 1000)
+        return out
+
+    async def commit(self, offsets: dict):
+        for tp, offset in offsets.items():
+            assert offset <= self.position[tuple(tp)], "committed past what was read"
+            self.committed[tuple(tp)] = offset
+
+    def done(self) -> bool:
+        return self.committed == {tp: len(recs) for tp, recs in self.log.items()}
+
+
+class FakeProducer:
+    def __init__(self):
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, topic, value, key=None):
+        self.sent.append((topic, value))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class DownThenUp:
+    """The real store behind a switch: inserts fail while ``down``; watches what the consumer did meanwhile."""
+
+    def __init__(self, inner: Store, consumer: FakeConsumer, failures: int):
+        self.inner, self.consumer, self.failures = inner, consumer, failures
+        self.positions_while_down: list[dict] = []
+        self.commits_while_down: list[dict] = []
+
+    def insert(self, *args, **kwargs):
+        if self.failures > 0:
+            self.failures -= 1
+            self.positions_while_down.append(dict(self.consumer.position))
+            self.commits_while_down.append(dict(self.consumer.committed))
+            raise ConnectionError("store is down")
+        self.inner.insert(*args, **kwargs)
+
+
+def test_a_store_that_fails_for_a_while_loses_nothing_doubles_nothing_and_stalls_consumption(store, monkeypatch):
+    items = [metrics(camera=f"cam-{i % 3}", seq=i, at=T0 + i) for i in range(200)]
+    bad = json.loads(encode_record(metrics(seq=999)))
+    bad["inference_ms"] = -1
+    records = records_of("metrics", [*items, json.dumps(bad).encode()], partitions=3)
+    records += records_of("alerts", [alert(n=i, at=T0 + i) for i in range(5)], partitions=3)
+    consumer, producer = FakeConsumer(records), FakeProducer()
+    flaky = DownThenUp(store, consumer, failures=3)
+    w = StoreWriter(SETTINGS, flaky, LIMITS)
+    monkeypatch.setattr("store.writer.time.time", lambda: T0)  # the records' clock
+
+    async def main():
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.consume(consumer, producer, stop))
+        for _ in range(600):
+            if consumer.done():
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert consumer.done()
+    # While the store was down: reading stalled (the failing batch and at most the next one, parsed while it
+    # was being inserted), nothing was committed, and the consumer kept polling.
+    assert len({tuple(sorted(p.items())) for p in flaky.positions_while_down}) <= 2
+    assert max(sum(p.values()) for p in flaky.positions_while_down) <= 2 * SETTINGS.store_batch_rows
+    assert flaky.positions_while_down[-1] == flaky.positions_while_down[-2]
+    assert all(c == {} for c in flaky.commits_while_down)
+    assert consumer.polls_while_paused > 0
+    assert w.failed_inserts == 3
+    (row,) = store.query(
+        "SELECT count(), uniqExact(frame_id), (SELECT count() FROM alerts FINAL), (SELECT sum(frames) FROM cameras) "
+        "FROM frame_metrics"
+    )
+    assert row == (200, 200, 5, 200)
+    assert [decode_record(DeadLetter, v).reason for _, v in producer.sent] == ["bad_record"]
+    assert {t for t, _ in producer.sent} == {"w.deadletters"}
+
+
+def test_stopping_while_the_store_is_down_commits_nothing(store):
+    records = records_of("metrics", [metrics(seq=i, at=T0 + i) for i in range(10)])
+    consumer = FakeConsumer(records)
+    w = StoreWriter(SETTINGS, DownThenUp(store, consumer, failures=10**6), LIMITS)
+
+    async def main():
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.consume(consumer, FakeProducer(), stop))
+        await asyncio.sleep(1.0)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+    assert consumer.committed == {}
+    assert store.query("SELECT count() FROM frame_metrics") == [(0,)]
+
+
+@pytest.mark.parametrize("table", ["frame_metrics", "predictions", "alerts", "dead_letters"])
+def test_sink_tables_keep_their_columns(store, table):
+    from store.writer import SINKS
+
+    columns = {r[0] for r in store.query(f"SELECT name FROM system.columns WHERE database = currentDatabase() "
+                                         f"AND table = '{table}'")}  # fmt: skip
+    sink = next(s for s in SINKS.values() if s.table == table)
+    assert {c.split(".")[0] if c.startswith("detections.") else c for c in sink.columns} <= columns | {"detections"}
