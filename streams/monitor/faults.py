@@ -1,0 +1,170 @@
+"""Device faults of one camera feed, kept apart from drift: the camera or its link is broken, not the scene.
+
+:class:`FeedHealth` takes the times and image signals of each frame, and an explicit ``now`` when asked
+about a silent feed: it never reads a clock, so it is a pure function of what it is given.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Mapping
+
+NO_FRAMES = "no_frames"  # nothing arrived for longer than no_frames_s
+LOW_FPS = "low_fps"  # capture rate below the expected rate
+FROZEN = "frozen"  # the same picture again and again
+BLACK = "black"  # black frames in a row
+OVER_EXPOSED = "over_exposed"  # mostly clipped white, in a row
+CLOCK_SKEW = "clock_skew"  # the camera's clock disagrees with ours
+FAULTS = (NO_FRAMES, LOW_FPS, FROZEN, BLACK, OVER_EXPOSED, CLOCK_SKEW)
+
+
+class FeedHealth:
+    """Device faults of one camera, each raised and cleared on its own.
+
+    - ``no_frames``: no frame arrived for more than ``no_frames_s`` seconds; checked by :meth:`check`
+      with the caller's ``now`` (the worker's timer), cleared by the next frame.
+    - ``low_fps``: over the last ``fps_window`` capture times, frames per second below
+      ``expected_fps * (1 - fps_tolerance)``.
+    - ``frozen``: ``frame_diff`` below ``frozen_eps`` (0-255) for ``run_frames`` frames in a row. A
+      re-sent picture decodes to the same pixels (diff 0); a live static scene still has sensor noise.
+    - ``black``: ``run_frames`` black frames in a row.
+    - ``over_exposed``: share of clipped pixels above ``over_exposed_share`` for ``run_frames`` in a row.
+    - ``clock_skew``: the median of ``arrived_at - captured_at`` over the last ``skew_window`` frames
+      beyond ``skew_s`` seconds either way. Pass the broker's record timestamp as ``arrived_at``, not
+      the time the worker reads it: a backlog in the worker would otherwise look like a skewed clock.
+
+    Run faults clear at the first frame without the fault; the windowed ones when the window is back
+    within bounds. :attr:`changes` lists what the last call raised and cleared, as (fault, "raised" |
+    "resolved"), for the alerts to send.
+
+    State: two bounded deques of floats and a few counters: about 1.2 KB as JSON with windows of 25.
+
+    >>> h = FeedHealth(expected_fps=5, run_frames=3)
+    >>> for i in range(30):  # 5 fps, then the same picture from frame 20
+    ...     t = 1000.0 + i / 5
+    ...     if h.update(captured_at=t, arrived_at=t + 0.1, frame_diff=0.0 if i >= 20 else 4.0).changes:
+    ...         print(i, h.changes)
+    22 [('frozen', 'raised')]
+    >>> h.check(now=1030.0).changes
+    [('no_frames', 'raised')]
+    >>> sorted(h.faults)
+    ['frozen', 'no_frames']
+    """
+
+    def __init__(
+        self,
+        expected_fps: float = 5.0,
+        fps_tolerance: float = 0.5,
+        fps_window: int = 25,
+        no_frames_s: float = 10.0,
+        frozen_eps: float = 0.2,
+        run_frames: int = 10,
+        over_exposed_share: float = 0.5,
+        skew_s: float = 2.0,
+        skew_window: int = 25,
+    ):
+        self.expected_fps = expected_fps
+        self.fps_tolerance = fps_tolerance
+        self.fps_window = fps_window
+        self.no_frames_s = no_frames_s
+        self.frozen_eps = frozen_eps
+        self.run_frames = run_frames
+        self.over_exposed_share = over_exposed_share
+        self.skew_s = skew_s
+        self.skew_window = skew_window
+        self.captured: deque[float] = deque(maxlen=fps_window)
+        self.delays: deque[float] = deque(maxlen=skew_window)  # arrived_at - captured_at, s
+        self.last_arrival: float | None = None
+        self.runs = {FROZEN: 0, BLACK: 0, OVER_EXPOSED: 0}
+        self.faults: set[str] = set()
+        self.changes: list[tuple[str, str]] = []
+
+    def _set(self, fault: str, on: bool) -> None:
+        if on and fault not in self.faults:
+            self.faults.add(fault)
+            self.changes.append((fault, "raised"))
+        elif not on and fault in self.faults:
+            self.faults.discard(fault)
+            self.changes.append((fault, "resolved"))
+
+    @property
+    def fps(self) -> float | None:
+        """Capture rate over the window, frames/s; None until the window is full."""
+        if len(self.captured) < self.fps_window:
+            return None
+        span = self.captured[-1] - self.captured[0]
+        return (len(self.captured) - 1) / span if span > 0 else float("inf")
+
+    @property
+    def skew(self) -> float | None:
+        """Median of arrival minus capture time over the window, s; None until the window is full."""
+        return statistics.median(self.delays) if len(self.delays) == self.skew_window else None
+
+    def update(
+        self,
+        captured_at: float,
+        arrived_at: float,
+        frame_diff: float | None = None,
+        black: bool = False,
+        over_exposed: float = 0.0,
+    ) -> FeedHealth:
+        """One frame: its capture and arrival times (unix s) and its image signals
+        (:class:`streams.monitor.image.ImageSignals`: ``frame_diff``, ``black``, ``over_exposed``)."""
+        self.changes = []
+        self.last_arrival = arrived_at if self.last_arrival is None else max(self.last_arrival, arrived_at)
+        self._set(NO_FRAMES, False)
+        self.captured.append(captured_at)
+        self.delays.append(arrived_at - captured_at)
+        fps = self.fps
+        if fps is not None:
+            self._set(LOW_FPS, fps < self.expected_fps * (1 - self.fps_tolerance))
+        skew = self.skew
+        if skew is not None:
+            self._set(CLOCK_SKEW, abs(skew) > self.skew_s)
+        frozen = frame_diff is not None and frame_diff < self.frozen_eps
+        for fault, on in ((FROZEN, frozen), (BLACK, black), (OVER_EXPOSED, over_exposed > self.over_exposed_share)):
+            self.runs[fault] = self.runs[fault] + 1 if on else 0
+            self._set(fault, self.runs[fault] >= self.run_frames)
+        return self
+
+    def check(self, now: float) -> FeedHealth:
+        """Whether the feed has gone silent by ``now`` (unix s, the caller's clock)."""
+        self.changes = []
+        if self.last_arrival is not None:
+            self._set(NO_FRAMES, now - self.last_arrival > self.no_frames_s)
+        return self
+
+    @property
+    def fault_detected(self) -> bool:
+        return bool(self.faults)
+
+    def to_dict(self) -> dict:
+        return {
+            "params": {
+                "expected_fps": self.expected_fps,
+                "fps_tolerance": self.fps_tolerance,
+                "fps_window": self.fps_window,
+                "no_frames_s": self.no_frames_s,
+                "frozen_eps": self.frozen_eps,
+                "run_frames": self.run_frames,
+                "over_exposed_share": self.over_exposed_share,
+                "skew_s": self.skew_s,
+                "skew_window": self.skew_window,
+            },
+            "captured": list(self.captured),
+            "delays": list(self.delays),
+            "last_arrival": self.last_arrival,
+            "runs": dict(self.runs),
+            "faults": sorted(self.faults),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> FeedHealth:
+        obj = cls(**d["params"])
+        obj.captured.extend(d["captured"])
+        obj.delays.extend(d["delays"])
+        obj.last_arrival = d["last_arrival"]
+        obj.runs = dict(d["runs"])
+        obj.faults = set(d["faults"])
+        return obj

@@ -1,0 +1,29 @@
+"""Each module's docstring examples run as written."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = {
+    "image": [],
+    "windows": [],
+    "changepoint": ["river"],
+    "outlier": ["river", "sklearn"],
+    "prediction": [],
+    "motion": [],
+    "faults": [],
+    "upstream": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_docstring_examples_pass(name):
+    for dependency in MODULES[name]:
+        pytest.importorskip(dependency)
+    module = importlib.import_module(f"streams.monitor.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0
+    assert result.failed == 0
