@@ -45,6 +45,7 @@ from streams.contracts import (
     decode_record,
     encode_record,
 )
+from streams.kafka_security import client_options
 
 log = logging.getLogger("cvops.store")
 
@@ -217,14 +218,14 @@ class StoreWriter:
         s = self.settings
         consumer = AIOKafkaConsumer(
             *self.topics,
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_options(s),
             group_id=f"{s.topic_prefix}store-writer",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=s.store_batch_rows,
             fetch_max_bytes=64 * 1024 * 1024,
         )
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True)
+        producer = AIOKafkaProducer(**client_options(s), acks="all", enable_idempotence=True)
         await consumer.start()
         try:
             await producer.start()
