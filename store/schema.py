@@ -153,6 +153,21 @@ TTL toDateTime(received_at) + INTERVAL {int(ttl_days)} DAY""",
             ),
         ),
         _migration_2(ttl_days),
+        Migration(
+            3,
+            "frame_metrics: contrast, saturation, exposure, frame difference, black, mean confidence",
+            (
+                """
+ALTER TABLE frame_metrics
+    ADD COLUMN IF NOT EXISTS contrast Float32,
+    ADD COLUMN IF NOT EXISTS saturation Float32,
+    ADD COLUMN IF NOT EXISTS under_exposed Float32,
+    ADD COLUMN IF NOT EXISTS over_exposed Float32,
+    ADD COLUMN IF NOT EXISTS frame_diff Nullable(Float32),
+    ADD COLUMN IF NOT EXISTS black Bool,
+    ADD COLUMN IF NOT EXISTS mean_confidence Float32""",
+            ),
+        ),
     ]
 
 

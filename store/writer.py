@@ -59,7 +59,8 @@ def metrics_row(m: FrameMetrics) -> tuple:
     return (
         m.frame_id, m.camera_id, m.seq, _ts(m.captured_at), _ts(m.processed_at), m.model_name,
         m.model_version, m.encoding, m.bytes, m.width, m.height, m.aspect_ratio, m.brightness, m.blur,
-        m.inference_ms, m.detections,
+        m.inference_ms, m.detections, m.contrast, m.saturation, m.under_exposed, m.over_exposed, m.frame_diff,
+        m.black, m.mean_confidence,
     )  # fmt: skip
 
 
@@ -100,7 +101,8 @@ SINKS = {
     "metrics": Sink(
         "frame_metrics", FrameMetrics, metrics_row,
         ("frame_id", "camera_id", "seq", "captured_at", "processed_at", "model_name", "model_version", "encoding",
-         "bytes", "width", "height", "aspect_ratio", "brightness", "blur", "inference_ms", "detections"),
+         "bytes", "width", "height", "aspect_ratio", "brightness", "blur", "inference_ms", "detections",
+         "contrast", "saturation", "under_exposed", "over_exposed", "frame_diff", "black", "mean_confidence"),
     ),
     "predictions": Sink(
         "predictions", Prediction, prediction_row,

@@ -166,6 +166,13 @@ class FrameMetrics(_Record):
     blur: float = Field(ge=0, description="variance of the Laplacian; lower is blurrier")
     inference_ms: float = Field(ge=0)
     detections: int = Field(ge=0)
+    contrast: float = Field(0.0, ge=0, le=255, description="std of luma, 0-255")
+    saturation: float = Field(0.0, ge=0, le=255, description="mean HSV saturation, 0-255")
+    under_exposed: float = Field(0.0, ge=0, le=1, description="share of pixels with luma <= 16")
+    over_exposed: float = Field(0.0, ge=0, le=1, description="share of pixels with luma >= 239")
+    frame_diff: float | None = Field(None, ge=0, le=255, description="mean |luma change| since the last frame")
+    black: bool = False
+    mean_confidence: float = Field(0.0, ge=0, le=1, description="mean detection score, 0 without detections")
 
 
 class Alert(_Record):

@@ -97,6 +97,8 @@ def run_demo(
         "CVOPS_RECORDS_RETENTION_MS": os.environ.get("CVOPS_RECORDS_RETENTION_MS", "600000"),
         "CVOPS_FRAMES_PARTITIONS": os.environ.get("CVOPS_FRAMES_PARTITIONS", "4"),
         "CVOPS_WORKER_ID": os.environ.get("CVOPS_WORKER_ID", "worker-1"),
+        # The demo footage is filmed hand-held; the moved-camera check is for fixed cameras.
+        "CVOPS_MONITOR_MOTION_EVERY": os.environ.get("CVOPS_MONITOR_MOTION_EVERY", "0"),
     }
     fault_at = 60.0 if duration_s is None else max(15.0, duration_s * 0.5)
     url = f"http://{settings.api_host}:{settings.api_port}"

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from streams import signals
 from streams.config import Settings
 from streams.contracts import (
     Alert,
@@ -24,7 +23,8 @@ from streams.contracts import (
     Timings,
 )
 from streams.decode import DecodedFrame, decode_frame
-from streams.rules import CameraHealth
+from streams.monitor import image as image_signals
+from streams.monitor.camera import CameraMonitor, MonitorSettings
 
 
 class Detector(Protocol):
@@ -44,6 +44,7 @@ class RawMessage:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None  # when the broker took the record, unix s
 
 
 @dataclass
@@ -51,7 +52,7 @@ class Prepared:
     """A batch decoded and pre-processed, ready for inference."""
 
     started: float  # unix s, when the batch's processing began
-    frames: list[tuple[DecodedFrame, float]] = field(default_factory=list)  # frame, decode ms
+    frames: list[tuple[DecodedFrame, float, float | None]] = field(default_factory=list)  # frame, ms, broker time
     dead_letters: list[DeadLetter] = field(default_factory=list)
     batch: object = None  # the detector's input tensor
     preprocess_ms: float = 0.0  # per frame
@@ -63,7 +64,8 @@ class BatchResult:
     metrics: list[FrameMetrics] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    states: dict[str, dict] = field(default_factory=dict)  # camera id -> new CameraHealth state
+    states: dict[str, dict] = field(default_factory=dict)  # camera id -> CameraMonitor state
+    essential: dict[str, dict] = field(default_factory=dict)  # camera id -> the part that changes on events
 
 
 class FrameProcessor:
@@ -73,7 +75,16 @@ class FrameProcessor:
         self.settings = settings
         self.detector = detector
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
-        self._healths: dict[str, CameraHealth] = {}
+        self._monitors: dict[str, CameraMonitor] = {}
+        self.monitor_settings = MonitorSettings(
+            warmup=settings.rule_warmup_frames,
+            tolerance=settings.rule_tolerance,
+            consecutive=settings.rule_consecutive,
+            cooldown_s=settings.rule_cooldown_s,
+            expected_fps=settings.monitor_expected_fps,
+            no_frames_s=settings.monitor_no_frames_s,
+            motion_every=settings.monitor_motion_every,
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -103,21 +114,21 @@ class FrameProcessor:
                     DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err)
                 )
             else:
-                prepared.frames.append((decoded, decode_ms))
+                prepared.frames.append((decoded, decode_ms, msg.timestamp))
         if prepared.frames:
             t0 = time.perf_counter()
-            prepared.batch = self.detector.preprocess([d.image for d, _ in prepared.frames])
+            prepared.batch = self.detector.preprocess([d.image for d, _, _ in prepared.frames])
             prepared.preprocess_ms = _ms(t0) / len(prepared.frames)
         return prepared
 
     def finish(self, prepared: Prepared, states: Mapping[str, dict | None]) -> BatchResult:
         """Infer, post-process, measure and judge a prepared batch. ``states`` holds the saved
-        CameraHealth of its cameras; the new ones are in the result's ``states``."""
+        monitor state of its cameras; the new ones are in the result's ``states``."""
         out = BatchResult(dead_letters=list(prepared.dead_letters))
         if not prepared.frames:
             return out
         det = self.detector
-        images = [d.image for d, _ in prepared.frames]
+        images = [d.image for d, _, _ in prepared.frames]
         t1 = time.perf_counter()
         raw = det.infer(prepared.batch)
         t2 = time.perf_counter()
@@ -127,8 +138,8 @@ class FrameProcessor:
         inf_ms, post_ms = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
         processed_at = time.time()
 
-        healths: dict[str, CameraHealth] = {}
-        for (decoded, decode_ms), dets in zip(prepared.frames, found, strict=True):
+        monitors: dict[str, CameraMonitor] = {}
+        for (decoded, decode_ms, arrived_at), dets in zip(prepared.frames, found, strict=True):
             h = decoded.header
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
@@ -155,7 +166,10 @@ class FrameProcessor:
                     ),
                 )
             )
-            s = signals.measure(decoded.image)
+            monitor = monitors.get(h.camera_id)
+            if monitor is None:
+                monitor = monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id))
+            s = image_signals.measure(decoded.image, monitor.previous_small)
             m = FrameMetrics(
                 frame_id=h.frame_id,
                 camera_id=h.camera_id,
@@ -173,34 +187,55 @@ class FrameProcessor:
                 blur=s.blur,
                 inference_ms=inf_ms,
                 detections=len(detections),
+                contrast=s.contrast,
+                saturation=s.saturation,
+                under_exposed=s.under_exposed,
+                over_exposed=s.over_exposed,
+                frame_diff=s.frame_diff,
+                black=s.black,
+                mean_confidence=sum(d.score for d in detections) / len(detections) if detections else 0.0,
             )
             out.metrics.append(m)
-            health = healths.get(h.camera_id)
-            if health is None:
-                health = healths[h.camera_id] = self._health(h.camera_id, states.get(h.camera_id))
-            out.alerts.extend(health.observe(m, self.settings.rule_cooldown_s))
-        out.states = {cam: health.to_dict() for cam, health in healths.items()}
+            out.alerts += monitor.observe(
+                m,
+                s.small,
+                arrived_at=arrived_at or processed_at,
+                cooldown_s=self.settings.rule_cooldown_s,
+                frame_diff=s.frame_diff,
+                black=s.black,
+                over_exposed=s.over_exposed,
+            )
+        out.states = {cam: mon.to_dict() for cam, mon in monitors.items()}
+        out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
         return out
 
     def process(self, messages: Sequence[RawMessage], states: Mapping[str, dict | None]) -> BatchResult:
         """Both steps at once, for one batch."""
         return self.finish(self.prepare(messages), states)
 
-    def _health(self, camera_id: str, state: dict | None) -> CameraHealth:
-        """The camera's rule state: the live object while it matches the saved state (it keeps the recent
-        frame ids for evidence), else rebuilt from the saved state (after a restart or a rebalance)."""
-        live = self._healths.get(camera_id)
-        if live is not None and state is not None and live.to_dict() == state:
+    def _monitor(self, camera_id: str, state: dict | None) -> CameraMonitor:
+        """The camera's live monitor (it keeps what is not persisted: the previous frame, evidence ids),
+        else one rebuilt from the saved state (after a restart or when the camera moved here), else new."""
+        live = self._monitors.get(camera_id)
+        if live is not None:
             return live
-        if state:
-            health = CameraHealth.from_dict(state)
+        if state and "feed" in state:
+            monitor = CameraMonitor.from_dict(state)
         else:
-            s = self.settings
-            health = CameraHealth.new(
-                camera_id, warmup=s.rule_warmup_frames, tolerance=s.rule_tolerance, consecutive=s.rule_consecutive
-            )
-        self._healths[camera_id] = health
-        return health
+            monitor = CameraMonitor.new(camera_id, self.monitor_settings)
+        self._monitors[camera_id] = monitor
+        return monitor
+
+    def forget(self) -> None:
+        """Drop the live monitors: after a rebalance, the saved states are the truth."""
+        self._monitors.clear()
+
+    def check_silence(self, now: float) -> list[Alert]:
+        """Silence alerts of the cameras this worker watches (the worker's timer calls it)."""
+        out = []
+        for monitor in list(self._monitors.values()):
+            out += monitor.check_silence(now, self.detector.name, self.detector.version)
+        return out
 
 
 def _ms(t0: float) -> float:

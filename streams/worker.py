@@ -32,7 +32,7 @@ from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import WorkerStatus, encode_record
 from streams.kafka_security import faust_credentials
-from streams.process import FrameProcessor, RawMessage
+from streams.process import BatchResult, FrameProcessor, RawMessage
 
 log = logging.getLogger("cvops.worker")
 
@@ -101,8 +101,12 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     processor = FrameProcessor(settings, detector)
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.preferred_sizes)
     prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+    saved_essential: dict[str, dict] = {}  # camera id -> the essential state last saved
+    since_saved: dict[str, int] = {}  # camera id -> frames since its state was last saved
+    checkpoint = settings.state_checkpoint_frames
     infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
+    stats |= {"newest_arrival": 0.0, "busy": False, "last_batch": 0.0}
     log.info(
         "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
@@ -117,20 +121,34 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(policy.queue_limit, within=policy.max_queue_delay_ms / 1000):
             msgs = [
-                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+                RawMessage(
+                    e.message.topic,
+                    e.message.partition,
+                    e.message.offset,
+                    e.message.key,
+                    e.message.value,
+                    e.message.timestamp,
+                )
                 for e in events
             ]
             # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
+            stats["newest_arrival"] = max([m.timestamp or 0.0 for m in msgs] + [stats["newest_arrival"]])
+            stats["busy"] = len(msgs) >= policy.queue_limit  # a full queue: frames are waiting
+            stats["last_batch"] = time.monotonic()
             # Decode and pre-process batch k+1 while batch k is inferred.
             prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
             sends = []
             for future in prepared:
                 result = await loop.run_in_executor(infer_pool, processor.finish, await future, states)
                 for camera_id, state in result.states.items():
-                    if state != states.get(camera_id):  # a steady camera's state does not change
+                    # Events (a reference learned, an alert) are saved at once; the windows every few frames.
+                    since_saved[camera_id] = since_saved.get(camera_id, 0) + 1
+                    essential = result.essential[camera_id]
+                    if essential != saved_essential.get(camera_id) or since_saved[camera_id] >= checkpoint:
                         health[camera_id.encode()] = state
                         states[camera_id] = state
+                        saved_essential[camera_id], since_saved[camera_id] = essential, 0
                 sends += await _publish(result)
                 stats["frames"] += len(result.predictions)
                 stats["dead_letters"] += len(result.dead_letters)
@@ -160,6 +178,22 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         for a in result.alerts:
             log.info("alert %s %s: %s", a.type, a.status, a.message)
         return sends
+
+    @app.on_partitions_revoked.connect
+    async def forget_cameras(sender, revoked, **kwargs):
+        processor.forget()  # cameras may come back later with states written by another worker
+        saved_essential.clear()
+        since_saved.clear()
+
+    @app.timer(max(1.0, settings.monitor_no_frames_s / 4))
+    async def watch_silence():
+        # Silence is judged on the broker's clock of arrival; while this worker works through a backlog,
+        # every camera would look silent, so wait until it has caught up.
+        working_through_backlog = stats["busy"] and time.monotonic() - stats["last_batch"] < 2.0
+        if working_through_backlog and time.time() - stats["newest_arrival"] > settings.monitor_no_frames_s / 2:
+            return
+        sends = await _publish(BatchResult(alerts=processor.check_silence(time.time())))
+        await asyncio.gather(*sends)
 
     @app.timer(10.0)
     async def report():

@@ -28,7 +28,9 @@ def fault_settings(settings: Settings) -> Settings:
     # right away if the learned range survived the worker's death.
     # A stable worker id: the restarted worker takes the dead one's place in the group at once (static
     # membership), which the embedded broker needs, since it never expires a dead member by itself.
-    return settings.model_copy(update={"rule_warmup_frames": 60, "rule_cooldown_s": 0.0, "worker_id": "worker-a"})
+    # The street footage is filmed hand-held: the moved-camera check is for fixed cameras, so it is off.
+    update = {"rule_warmup_frames": 60, "rule_cooldown_s": 0.0, "worker_id": "worker-a", "monitor_motion_every": 0}
+    return settings.model_copy(update=update)
 
 
 def raised(client: httpx.Client, camera_id: str) -> list[dict]:
@@ -60,9 +62,13 @@ def test_worker_killed_mid_stream_loses_nothing_and_keeps_its_state(fault_settin
             # at once (a fresh one would spend these frames learning a new reference).
             dark = (Fault("cam-1", "dark", 0.0),)
             asyncio.run(publish(s, cameras=1, max_frames=6, fps=10_000.0, faults=dark))
-            alerts = wait_for(lambda: raised(client, "cam-1"), "an alert on cam-1", procs, timeout_s=120)
-            assert {a["signal"] for a in alerts} >= {"brightness"}, [a["message"] for a in alerts]
-            assert all(a["type"] == "data_drift" for a in alerts)
+
+            def brightness_alerts():
+                return [a for a in raised(client, "cam-1") if (a["type"], a["signal"]) == ("data_drift", "brightness")]
+
+            alerts = wait_for(brightness_alerts, "a brightness alert on cam-1", procs, timeout_s=120)
+            assert len(alerts) == 1
             wait_for(lambda: (c := counts(client)) and c["metric_rows"] >= 306, "306 metric rows", procs)
             assert len({a["alert_id"] for a in raised(client, "cam-1")}) == len(raised(client, "cam-1"))
-            assert raised(client, "cam-2") == [] and raised(client, "cam-3") == []
+            for camera in ("cam-2", "cam-3"):  # untouched cameras: no data drift
+                assert [a for a in raised(client, camera) if a["type"] == "data_drift"] == []

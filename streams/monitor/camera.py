@@ -1,0 +1,237 @@
+"""Everything the worker watches on one camera, composed: a list of interchangeable detectors.
+
+- :class:`streams.rules.CameraHealth`: brightness and blur against the camera's reference range
+  (``data_drift``);
+- :class:`streams.monitor.faults.FeedHealth`: frozen, black, over-exposed feed, low frame rate, clock
+  skew, silence (``device_fault``), kept apart from drift;
+- :class:`streams.monitor.upstream.UpstreamDrift`: a gateway that changed resolution, aspect ratio,
+  encoding, frame rate or compression (``upstream_drift``);
+- :class:`streams.monitor.motion.CameraMoved`: the camera turned or shifted against its reference view
+  (``domain_drift``), checked every ``motion_every`` frames.
+
+Each raise has a deterministic alert id (camera, signal, frame), so a frame replayed after a crash raises
+the same alert, which the store folds into one row; a resolve record carries the id of its raise.
+
+State: :meth:`to_dict` is all of it (a few tens of KB, the reference view being most of it);
+:meth:`essential` is the part that changes only on events, which the worker writes to its changelog at
+once, the rest being written every few frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streams.contracts import Alert, FrameMetrics
+from streams.monitor.faults import FeedHealth
+from streams.monitor.motion import CameraMoved
+from streams.monitor.upstream import UpstreamDrift
+from streams.rules import CameraHealth, alert_id
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    warmup: int = 60
+    tolerance: float = 1.0
+    consecutive: int = 3
+    cooldown_s: float = 60.0
+    expected_fps: float = 5.0
+    no_frames_s: float = 10.0
+    motion_every: int = 10  # 0 turns the moved-camera check off
+    motion_threshold_deg: float = 2.0
+    motion_threshold_px: float = 8.0
+
+
+@dataclass
+class CameraMonitor:
+    camera_id: str
+    health: CameraHealth
+    feed: FeedHealth
+    upstream: UpstreamDrift
+    moved: CameraMoved | None
+    active: dict[str, str] = field(default_factory=dict)  # "kind:signal" -> alert id of the raise
+    frames: int = 0
+    previous_small: np.ndarray | None = field(default=None, repr=False)  # for frame_diff; not persisted
+
+    @classmethod
+    def new(cls, camera_id: str, s: MonitorSettings) -> CameraMonitor:
+        return cls(
+            camera_id=camera_id,
+            health=CameraHealth.new(camera_id, warmup=s.warmup, tolerance=s.tolerance, consecutive=s.consecutive),
+            feed=FeedHealth(expected_fps=s.expected_fps, no_frames_s=s.no_frames_s),
+            upstream=UpstreamDrift(reference=s.warmup),
+            moved=CameraMoved(
+                threshold_deg=s.motion_threshold_deg,
+                threshold_px=s.motion_threshold_px,
+                consecutive=3,
+                every=s.motion_every,
+                lost_is_moved=False,  # a lost view is a black or covered lens: a device fault, not a move
+            )
+            if s.motion_every
+            else None,
+        )
+
+    def observe(
+        self,
+        m: FrameMetrics,
+        small: np.ndarray,
+        arrived_at: float,
+        cooldown_s: float,
+        frame_diff: float | None,
+        black: bool,
+        over_exposed: float,
+    ) -> list[Alert]:
+        """Feed one frame; the alerts it raises or resolves, of every type."""
+        self.frames += 1
+        self.previous_small = small
+        alerts = self.health.observe(m, cooldown_s)
+        self.feed.update(
+            captured_at=m.captured_at,
+            arrived_at=arrived_at,
+            frame_diff=frame_diff,
+            black=black,
+            over_exposed=over_exposed,
+        )
+        alerts += self._changes(m, "device_fault", self.feed.changes, self._feed_value)
+        before = set(self.upstream.drifted)
+        self.upstream.update(m.width, m.height, m.encoding, captured_at=m.captured_at, nbytes=m.bytes)
+        after = set(self.upstream.drifted)
+        changes = [(k, "raised") for k in sorted(after - before)] + [(k, "resolved") for k in sorted(before - after)]
+        alerts += self._changes(m, "upstream_drift", changes, self._upstream_value)
+        if self.moved is not None:
+            was = self.moved.drift_detected
+            self.moved.update(small)
+            now = self.moved.drift_detected
+            if now != was:
+                alerts += self._changes(m, "domain_drift", [("camera_moved", "raised" if now else "resolved")],
+                                        self._motion_value)  # fmt: skip
+        return alerts
+
+    def check_silence(self, now: float, model_name: str = "", model_version: str = "") -> list[Alert]:
+        """The worker's timer: has the feed gone silent? ``now`` is unix s."""
+        self.feed.check(now)
+        out = []
+        for fault, status in self.feed.changes:
+            key = f"device_fault:{fault}"
+            if status == "raised":
+                aid = alert_id(self.camera_id, fault, f"silent-since-{self.feed.last_arrival}")
+                self.active[key] = aid
+            else:
+                aid = self.active.pop(key, alert_id(self.camera_id, fault, "unknown"))
+            gap = now - (self.feed.last_arrival or now)
+            out.append(
+                Alert(
+                    alert_id=aid,
+                    type="device_fault",
+                    status=status,
+                    severity="critical",
+                    camera_id=self.camera_id,
+                    signal=fault,
+                    value=gap,
+                    threshold=self.feed.no_frames_s,
+                    window=0,
+                    model_name=model_name,
+                    model_version=model_version,
+                    raised_at=now,
+                    message=f"camera {self.camera_id} sent no frame for {gap:.0f} s",
+                )
+            )
+        return out
+
+    # -- alerts -------------------------------------------------------------------------------------------
+
+    def _changes(self, m: FrameMetrics, kind: str, changes: Sequence[tuple[str, str]], value) -> list[Alert]:
+        out = []
+        for signal, status in changes:
+            key = f"{kind}:{signal}"
+            if status == "raised":
+                aid = alert_id(m.camera_id, f"{kind}/{signal}", m.frame_id)
+                self.active[key] = aid
+            else:
+                aid = self.active.pop(key, alert_id(m.camera_id, f"{kind}/{signal}", "unknown"))
+            v, threshold, text = value(signal)
+            verb = "raised" if status == "raised" else "cleared"
+            out.append(
+                Alert(
+                    alert_id=aid,
+                    type=kind,
+                    status=status,
+                    severity="critical" if kind == "device_fault" else "warning",
+                    camera_id=m.camera_id,
+                    signal=signal,
+                    value=v,
+                    threshold=threshold,
+                    window=self.frames,
+                    model_name=m.model_name,
+                    model_version=m.model_version,
+                    evidence_frame_ids=list(self.health.recent_frames),
+                    raised_at=m.processed_at,
+                    message=f"{kind.replace('_', ' ')} {verb} on camera {m.camera_id}: {text}",
+                )
+            )
+        return out
+
+    def _feed_value(self, fault: str) -> tuple[float, float, str]:
+        f = self.feed
+        if fault == "low_fps":
+            return f.fps or 0.0, f.expected_fps * (1 - f.fps_tolerance), f"{f.fps or 0:.1f} frames/s"
+        if fault == "clock_skew":
+            return f.skew or 0.0, f.skew_s, f"capture clock off by {f.skew or 0:.1f} s"
+        return float(f.runs.get(fault, 0)), float(f.run_frames), f"{fault.replace('_', ' ')} frames in a row"
+
+    def _upstream_value(self, signal: str) -> tuple[float, float, str]:
+        u = self.upstream
+        if signal == "frame_rate":
+            return u.frame_rate or 0.0, u.reference_fps or 0.0, f"{u.frame_rate or 0:.1f} frames/s"
+        if signal in ("resolution", "aspect_ratio"):
+            w, h = u.ref_resolution or (0, 0)
+            return (
+                float(u.runs.get(signal, 0)),
+                float(u.consecutive),
+                f"{signal.replace('_', ' ')} changed from {w}x{h}",
+            )
+        return float(u.runs.get(signal, 0)), float(u.consecutive), f"{signal.replace('_', ' ')} changed"
+
+    def _motion_value(self, signal: str) -> tuple[float, float, str]:
+        last = self.moved.last
+        shift = math.hypot(last.dx, last.dy)
+        text = f"turned {last.angle_deg:.1f} degrees and shifted {shift:.0f} px against its reference view"
+        return last.angle_deg, self.moved.threshold_deg, text
+
+    # -- state --------------------------------------------------------------------------------------------
+
+    def essential(self) -> dict:
+        """The part of the state that changes only on events (reference learned, alert raised or cleared)."""
+        return {
+            "health": self.health.to_dict(),
+            "active": dict(self.active),
+            "faults": sorted(self.feed.faults),
+            "upstream": sorted(self.upstream.drifted),
+            "moved": self.moved.drift_detected if self.moved else False,
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "camera_id": self.camera_id,
+            "health": self.health.to_dict(),
+            "feed": self.feed.to_dict(),
+            "upstream": self.upstream.to_dict(),
+            "moved": self.moved.to_dict() if self.moved else None,
+            "active": dict(self.active),
+            "frames": self.frames,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CameraMonitor:
+        return cls(
+            camera_id=d["camera_id"],
+            health=CameraHealth.from_dict(d["health"]),
+            feed=FeedHealth.from_dict(d["feed"]),
+            upstream=UpstreamDrift.from_dict(d["upstream"]),
+            moved=CameraMoved.from_dict(d["moved"]) if d.get("moved") else None,
+            active=dict(d["active"]),
+            frames=int(d["frames"]),
+        )

@@ -1,0 +1,144 @@
+"""Cameras: status from the latest frame and the alerts, fps from the per-minute aggregates, series by signal."""
+
+from __future__ import annotations
+
+import pytest
+
+from api.cameras import camera_status, signals_from_columns
+from tests.api.conftest import seed
+from tests.store.records import alert, metrics
+
+
+@pytest.mark.parametrize(
+    ("age_s", "active", "resolved", "status"),
+    [(5, 0, 0, "ok"), (5, 0, 1, "warning"), (5, 1, 1, "alert"), (61, 1, 0, "offline"), (61, 0, 0, "offline")],
+)
+def test_status_offline_wins_then_alert_then_warning(age_s, active, resolved, status):
+    assert camera_status(1000.0 - age_s, 1000.0, active, resolved, offline_after_s=60) == status
+
+
+def test_series_signals_come_from_the_minute_columns():
+    columns = {
+        "frames": "SimpleAggregateFunction(sum, UInt64)",
+        "brightness_sum": "SimpleAggregateFunction(sum, Float64)",
+        "brightness_min": "SimpleAggregateFunction(min, Float32)",
+        "brightness_max": "SimpleAggregateFunction(max, Float32)",
+        "inference_ms_q": "AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float32)",
+        "first_at": "SimpleAggregateFunction(min, DateTime64(3, 'UTC'))",
+        "bad name; DROP": "SimpleAggregateFunction(sum, UInt64)",
+    }
+    signals = signals_from_columns(columns)
+    assert sorted(signals) == ["brightness", "frames"]
+    assert signals["brightness"].kind == "mean"
+    assert signals["brightness"].max == "max(brightness_max)"
+    assert signals["frames"].kind == "total"
+
+
+@pytest.mark.integration
+def test_the_live_schema_gives_the_expected_signals(app):
+    assert {"brightness", "blur", "inference_ms", "frames", "detections", "bytes"} <= set(app.state.signals)
+
+
+@pytest.mark.integration
+def test_fleet_status_fps_and_last_frame(client, store, now, camera):
+    ok, warn, alarm, gone = (f"{camera}-{s}" for s in ("ok", "warn", "alarm", "gone"))
+    frames = [metrics(ok, i, now - 20 + i, brightness=90.0 + i) for i in range(10)]
+    frames += [metrics(c, 0, now - 5) for c in (warn, alarm)]
+    frames += [metrics(gone, 0, now - 3600)]
+    seed(
+        store,
+        frames,
+        [
+            alert(warn, 0, now - 120),
+            alert(warn, 0, now - 60, status="resolved"),
+            alert(alarm, 0, now - 30),
+            alert(alarm, 1, now - 3000),
+            alert(alarm, 1, now - 2900, status="resolved"),  # long resolved: no warning of its own
+            alert(gone, 0, now - 3600),
+        ],
+    )
+    r = client.get("/api/v1/cameras")
+    assert r.status_code == 200, r.text
+    fleet = {c["camera_id"]: c for c in r.json() if c["camera_id"].startswith(camera)}
+    assert {c: v["status"] for c, v in fleet.items()} == {ok: "ok", warn: "warning", alarm: "alert", gone: "offline"}
+    assert fleet[ok]["frames"] == 10
+    assert fleet[ok]["last_frame_at"] == pytest.approx(now - 11)
+    assert fleet[ok]["last_frame"]["brightness"] == pytest.approx(99.0)
+    assert fleet[ok]["last_frame"]["frame_id"] == f"{ok}:s:9"
+    # Frames since the start of the previous minute (90 s before the frozen clock).
+    assert fleet[ok]["fps"] == pytest.approx(10 / 90, abs=1e-3)
+    assert fleet[gone]["fps"] == 0
+    assert fleet[alarm]["active_alerts"] == 1
+    assert fleet[warn]["recently_resolved_alerts"] == 1
+
+
+@pytest.mark.integration
+def test_camera_detail_lists_active_alerts(client, store, now, camera):
+    seed(
+        store,
+        [metrics(camera, 0, now - 5)],
+        [alert(camera, 0, now - 30), alert(camera, 1, now - 20), alert(camera, 1, now - 10, status="resolved")],
+    )
+    r = client.get(f"/api/v1/cameras/{camera}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "alert"
+    assert [a["alert_id"] for a in body["active"]] == [f"{camera}-a0"]
+    assert [(a["alert_id"], a["status"]) for a in body["recent_alerts"]] == [
+        (f"{camera}-a1", "resolved"),
+        (f"{camera}-a1", "raised"),
+        (f"{camera}-a0", "raised"),
+    ]
+
+
+@pytest.mark.integration
+def test_unknown_camera_is_404_json(client):
+    for path in ("/api/v1/cameras/nope", "/api/v1/cameras/nope/series?signal=blur"):
+        r = client.get(path)
+        assert r.status_code == 404
+        assert r.json() == {"detail": "unknown camera 'nope'"}
+
+
+@pytest.mark.integration
+def test_series_of_a_mean_and_a_total_by_step(client, store, now, camera):
+    start = now // 3600 * 3600 - 3600  # the start of the previous hour: steps of 120 s align on it
+    seed(store, [metrics(camera, i, start + i * 20, brightness=float(i)) for i in range(30)])  # 3 a minute
+    params = {"since": start, "until": start + 600}
+    r = client.get(f"/api/v1/cameras/{camera}/series", params={**params, "signal": "brightness", "step": 120})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["kind"] == "mean" and body["step_s"] == 120
+    first = body["points"][0]
+    assert first["frames"] == 6
+    assert first["value"] == pytest.approx(sum(range(6)) / 6)
+    assert (first["min"], first["max"]) == (0.0, 5.0)
+    assert [p["t"] for p in body["points"]] == [start + 120 * k for k in range(5)]
+
+    r = client.get(f"/api/v1/cameras/{camera}/series", params={**params, "signal": "frames"})
+    assert [p["value"] for p in r.json()["points"]] == [3.0] * 10
+    assert r.json()["kind"] == "total"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        ({"signal": "brightness; DROP TABLE cameras"}, 400),
+        ({"signal": "brightness_sum"}, 400),
+        ({}, 422),
+        ({"signal": "blur", "step": 90}, 422),
+        ({"signal": "blur", "step": "x"}, 422),
+        ({"signal": "blur", "since": "yesterday"}, 422),
+        ({"signal": "blur", "since": "nan"}, 422),
+        ({"signal": "blur", "since": "-1"}, 422),
+        ({"signal": "blur", "since": 2000, "until": 1000}, 400),
+        ({"signal": "blur", "since": 0, "until": 1_700_000_000}, 400),  # too many points
+    ],
+)
+def test_series_refuses_bad_input_with_a_message(client, store, now, camera, params, status):
+    seed(store, [metrics(camera, 0, now - 5)])
+    r = client.get(f"/api/v1/cameras/{camera}/series", params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+    if (status == 400 and "signal" in str(params.get("signal", ""))) or params.get("signal", "").startswith("bright"):
+        assert "known: " in r.json()["detail"]
