@@ -39,7 +39,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+
+from models.session import open_session
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "efficientnet-lite0"
 DEFAULT_PATH = ZOO_DIR / "efficientnet-lite0.onnx"
@@ -131,11 +132,6 @@ class Classification:
     embedding: np.ndarray | None  # float32 [D] (1280 for EfficientNet-Lite0); None if the model has no embedding
 
 
-def _default_providers() -> list[str]:
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-
-
 class ImageNetClassifier:
     """Softmax top-k classification plus an embedding per image, pre/post-processing driven by the manifest."""
 
@@ -169,14 +165,7 @@ class ImageNetClassifier:
         }
         self.top_k = max(1, min(int(top_k), len(self.labels)))
 
-        options = ort.SessionOptions()
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-        # Workers share cores with decoding and the broker: idle ORT threads must not spin (see models/nanodet.py).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=list(providers or _default_providers())
-        )
+        self.session = open_session(path, providers, intra_op_threads)
         self.providers: list[str] = self.session.get_providers()
         self._check_session(source)
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import onnxruntime as ort
+
+from models.session import open_session
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "nanodet-m"
 DEFAULT_PATH = ZOO_DIR / "nanodet-m.onnx"
@@ -46,11 +47,6 @@ class Detection:
     class_id: int
     score: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source-image pixels
-
-
-def _default_providers() -> list[str]:
-    available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
 class NanoDet:
@@ -86,16 +82,7 @@ class NanoDet:
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
 
-        options = ort.SessionOptions()
-        if intra_op_threads is not None:
-            options.intra_op_num_threads = intra_op_threads
-        # The worker shares its cores with decoding, the broker client and often the broker itself: idle
-        # ORT threads that spin steal those cores (measured: 2 spinning threads lost a third of throughput
-        # next to a busy process).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
-            str(path), sess_options=options, providers=list(providers or _default_providers())
-        )
+        self.session = open_session(path, providers, intra_op_threads)
         self.providers: list[str] = self.session.get_providers()
         self._bins = np.arange(self.reg_max + 1, dtype=np.float32)
         # Cell centres per stride, row-major (index = row * W + col), in 416-space pixels: (i + 0.5) * stride.

@@ -27,6 +27,7 @@ import httpx
 
 from streams.config import Settings
 from streams.localbroker import EmbeddedBroker
+from streams.process_group import terminate
 
 DEMO_DIR = Path(".cvops/demo")
 
@@ -48,16 +49,7 @@ class Child:
         return self.proc.poll() is None
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if not self.alive():
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        terminate(self.proc, timeout_s)
 
 
 def _counts(client: httpx.Client) -> dict | None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from streams.process_group import terminate
 
 log = logging.getLogger("cvops.broker")
 
@@ -75,14 +75,7 @@ class EmbeddedBroker:
         """SIGTERM (the broker saves its state, up to ~15 s), then SIGKILL if it is still there."""
         if self.proc is None or self.proc.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        terminate(self.proc, timeout_s)
         log.info("broker stopped")
 
     def __enter__(self) -> EmbeddedBroker:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from streams.config import Settings
+from streams.process_group import terminate
 
 
 def env_of(settings: Settings) -> dict:
@@ -37,14 +38,7 @@ def start(settings: Settings, command: str, log: Path) -> subprocess.Popen:
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    terminate(proc, 30.0, sig)
 
 
 @contextlib.contextmanager
