@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     )
     batch_max_size: int = Field(8, ge=1, le=256, description="frames per inference batch at most")
     batch_max_wait_ms: int = Field(50, ge=1, description="longest a frame waits for its batch to fill, ms")
+    embedding_model: str = Field(
+        "efficientnet-lite0", description="model giving an image embedding for drift monitoring; empty = none"
+    )
+    embedding_every: int = Field(10, ge=1, description="embed one frame in N of each camera")
     preferred_batch_sizes: str = Field("", pattern=r"^[0-9, ]*$", description="batch sizes to cut first, e.g. 4,8")
     score_threshold: float = Field(0.35, ge=0.0, le=1.0)
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per core")

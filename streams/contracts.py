@@ -173,6 +173,10 @@ class FrameMetrics(_Record):
     frame_diff: float | None = Field(None, ge=0, le=255, description="mean |luma change| since the last frame")
     black: bool = False
     mean_confidence: float = Field(0.0, ge=0, le=1, description="mean detection score, 0 without detections")
+    embedding: list[float] | None = Field(
+        None, description="image embedding (sampled frames only, see CVOPS_EMBEDDING_EVERY), for drift monitoring"
+    )
+    embedding_model: str = Field("", description="name@version of the model that gave the embedding")
 
 
 class Alert(_Record):

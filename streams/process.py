@@ -71,9 +71,11 @@ class BatchResult:
 class FrameProcessor:
     """Runs a batch of frame messages through decode, detection, signals and the health rule."""
 
-    def __init__(self, settings: Settings, detector: Detector, decode_threads: int = 2):
+    def __init__(self, settings: Settings, detector: Detector, decode_threads: int = 2, embedder=None):
         self.settings = settings
         self.detector = detector
+        self.embedder = embedder  # an ImageNet-style model with an embedding output, or None
+        self._seen: dict[str, int] = {}  # camera id -> frames seen, to sample the ones to embed
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._monitors: dict[str, CameraMonitor] = {}
         self.monitor_settings = MonitorSettings(
@@ -138,8 +140,9 @@ class FrameProcessor:
         inf_ms, post_ms = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
         processed_at = time.time()
 
+        embeddings = self._embed(prepared)
         monitors: dict[str, CameraMonitor] = {}
-        for (decoded, decode_ms, arrived_at), dets in zip(prepared.frames, found, strict=True):
+        for k, ((decoded, decode_ms, arrived_at), dets) in enumerate(zip(prepared.frames, found, strict=True)):
             h = decoded.header
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
@@ -194,6 +197,8 @@ class FrameProcessor:
                 frame_diff=s.frame_diff,
                 black=s.black,
                 mean_confidence=sum(d.score for d in detections) / len(detections) if detections else 0.0,
+                embedding=embeddings.get(k),
+                embedding_model=f"{self.embedder.name}@{self.embedder.version}" if k in embeddings else "",
             )
             out.metrics.append(m)
             out.alerts += monitor.observe(
@@ -212,6 +217,26 @@ class FrameProcessor:
     def process(self, messages: Sequence[RawMessage], states: Mapping[str, dict | None]) -> BatchResult:
         """Both steps at once, for one batch."""
         return self.finish(self.prepare(messages), states)
+
+    def _embed(self, prepared: Prepared) -> dict[int, list[float]]:
+        """Embeddings of one frame in ``embedding_every`` of each camera (index in the batch -> vector).
+
+        A second, small model on sampled frames rather than the detector's own features: it costs about a
+        tenth of the detector per embedded frame and describes the whole scene (``./dev bench embedding``)."""
+        if self.embedder is None:
+            return {}
+        picked = []
+        for k, (decoded, _, _) in enumerate(prepared.frames):
+            cam = decoded.header.camera_id
+            n = self._seen.get(cam, 0)
+            self._seen[cam] = n + 1
+            if n % self.settings.embedding_every == 0:
+                picked.append(k)
+        if not picked:
+            return {}
+        images = [prepared.frames[k][0].image for k in picked]
+        outputs = self.embedder.postprocess(self.embedder.infer(self.embedder.preprocess(images)))
+        return {k: [round(float(x), 5) for x in c.embedding] for k, c in zip(picked, outputs, strict=True)}
 
     def _monitor(self, camera_id: str, state: dict | None) -> CameraMonitor:
         """The camera's live monitor (it keeps what is not persisted: the previous frame, evidence ids),

@@ -53,6 +53,19 @@ def load_detector(settings: Settings):
     )
 
 
+def load_embedder(settings: Settings):
+    if not settings.embedding_model:
+        return None
+    from models import load
+
+    return load(
+        settings.embedding_model,
+        extra_dirs=settings.model_dirs,
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads or None,
+    )
+
+
 def build_app(settings: Settings, detector=None) -> faust.App:
     detector = detector or load_detector(settings)
     n = settings.frames_partitions
@@ -98,7 +111,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         key_type=bytes,
         schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )
-    processor = FrameProcessor(settings, detector)
+    processor = FrameProcessor(settings, detector, embedder=load_embedder(settings))
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.preferred_sizes)
     prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="prepare")
     saved_essential: dict[str, dict] = {}  # camera id -> the essential state last saved

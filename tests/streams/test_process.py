@@ -78,3 +78,17 @@ def test_camera_state_carries_over_between_batches(processor, street_frames):
     out = processor.process([message(f, "cam-7", 100 + k) for k, f in enumerate(dark)], states)
     raised = {a.signal for a in out.alerts if a.status == "raised"}
     assert "brightness" in raised  # a darker image is also less sharp: blur may fire too
+
+
+def test_sampled_frames_carry_an_embedding(detector, street_frames):
+    from models import load
+
+    embedder = load("efficientnet-lite0", extra_dirs="", intra_op_threads=2)
+    p = FrameProcessor(Settings(_env_file=None, embedding_every=4), detector, embedder=embedder)
+    out = p.process([message(street_frames[i], "cam-5", i) for i in range(8)], {})
+    with_embedding = [m.seq for m in out.metrics if m.embedding is not None]
+    assert with_embedding == [0, 4]
+    m = out.metrics[0]
+    assert len(m.embedding) == 1280 and m.embedding_model == "efficientnet-lite0@1.0.0"
+    assert all(x.embedding_model == "" for x in out.metrics if x.embedding is None)
+    p.close()
