@@ -1,4 +1,6 @@
-"""The HTTP API: health, cameras, alerts and pipeline counts. FastAPI; the OpenAPI schema is at /docs.
+"""The HTTP API: health, cameras, alerts (stored and live), analysts' SQL, workers, models and pipeline counts.
+FastAPI; the OpenAPI schema is at /docs. Routes live by subject in :mod:`api.cameras`, :mod:`api.alerts`,
+:mod:`api.sql`; who may call what in :mod:`api.auth`; the API's own settings in :mod:`api.settings`.
 
 With the embedded store (a chdb DSN) this process also runs the store writer, since one process owns a
 chdb directory; with a ClickHouse server the writer can run on its own (``cvops store-writer``) and
@@ -12,19 +14,23 @@ import contextlib
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from store import Store, connect
+from api import alerts, cameras, sql
+from api.auth import TOKEN_RESPONSES, read_access
+from api.dependencies import StoreDep
+from api.live import AlertFeed
+from api.settings import ApiSettings
+from store import connect
 from store.schema import migrate
 from store.writer import StoreWriter
 from streams.config import Settings, get_settings
-from streams.contracts import Alert, ContractError, WorkerStatus, decode_record
+from streams.contracts import ContractError, WorkerStatus, decode_record
 from streams.kafka_security import client_options
 
 log = logging.getLogger("cvops.api")
@@ -33,16 +39,6 @@ log = logging.getLogger("cvops.api")
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
-
-
-class CameraSummary(BaseModel):
-    camera_id: str
-    last_frame_at: float = Field(description="capture time of the newest frame, unix seconds")
-    frames: int
-    detections: int
-    mean_brightness: float
-    mean_blur: float
-    active_alerts: int
 
 
 class PipelineCounts(BaseModel):
@@ -59,13 +55,6 @@ class PipelineCounts(BaseModel):
     dead_letter_rows: int
     store_rows_written: dict[str, int]
     store_failed_inserts: int
-
-
-def get_store(request: Request) -> Store:
-    return request.app.state.store
-
-
-StoreDep = Annotated[Store, Depends(get_store)]
 
 
 class TopicOffsets:
@@ -146,20 +135,25 @@ class ModelView(BaseModel):
     workers: list[str] = Field(description="ids of the live workers running this model")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, api_settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    api_settings = api_settings or ApiSettings()
+    api_settings.token_hashes  # noqa: B018  (fail at start, not at the first request, on a malformed hash)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         store = await asyncio.to_thread(connect, settings.store_dsn)
         await asyncio.to_thread(migrate, store, settings.ttl_days)
         app.state.store = store
+        app.state.signals = await asyncio.to_thread(cameras.series_signals, store)
         app.state.offsets = TopicOffsets(settings)
         app.state.writer = None
         app.state.workers = WorkerDirectory(settings)
+        app.state.alert_feed = AlertFeed(settings, api_settings.api_sse_queue, api_settings.api_sse_max_subscribers)
         stop = asyncio.Event()
         task = None
         directory = asyncio.create_task(_keep_running(app.state.workers.run, stop, "worker directory"))
+        feed = asyncio.create_task(_keep_running(app.state.alert_feed.run, stop, "live alert feed"))
         if settings.api_store_writer:
             app.state.writer = StoreWriter(settings, store)
             task = asyncio.create_task(_keep_running(app.state.writer.run, stop, "store writer"), name="store-writer")
@@ -169,6 +163,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop.set()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(directory, 10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(feed, 10)
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 30)
@@ -182,6 +178,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.api_settings = api_settings
+    reads = {"dependencies": [Depends(read_access)], "responses": TOKEN_RESPONSES}
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
@@ -207,14 +205,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = Health(status="ok" if ok else "unavailable", checks=checks)
         return JSONResponse(status_code=200 if ok else 503, content=body.model_dump())
 
-    @app.get("/api/v1/workers", response_model=list[WorkerView], tags=["workers"])
+    @app.get("/api/v1/workers", response_model=list[WorkerView], tags=["workers"], **reads)
     async def workers(request: Request) -> list[WorkerView]:
         """Every stream worker seen in the last hour: its model, providers in use, partitions, throughput."""
         directory: WorkerDirectory = request.app.state.workers
         alive = {w.worker_id for w in directory.alive()}
         return [WorkerView(alive=w.worker_id in alive, status=w) for w in directory.latest.values()]
 
-    @app.get("/api/v1/models", response_model=list[ModelView], tags=["models"])
+    @app.get("/api/v1/models", response_model=list[ModelView], tags=["models"], **reads)
     def models(request: Request) -> list[ModelView]:
         """The model registry, and which live workers run each model."""
         from models import discover
@@ -224,49 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             running.setdefault(f"{w.model_name}@{w.model_version}", []).append(w.worker_id)
         return [ModelView(**s.summary(), workers=running.get(s.ref, [])) for s in discover(settings.model_dirs)]
 
-    @app.get("/api/v1/cameras", response_model=list[CameraSummary], tags=["cameras"])
-    def cameras(store: StoreDep) -> list[CameraSummary]:
-        """Every camera seen, with its last frame time, counts and mean health signals."""
-        rows = store.query_dicts(
-            """
-            SELECT m.camera_id AS camera_id, m.last_frame_at, m.frames, m.detections, m.mean_brightness,
-                   m.mean_blur, ifNull(a.active, 0) AS active_alerts
-            FROM (
-                SELECT camera_id, toUnixTimestamp64Milli(max(captured_at)) / 1000 AS last_frame_at, count() AS frames,
-                       sum(detections) AS detections, avg(brightness) AS mean_brightness, avg(blur) AS mean_blur
-                FROM frame_metrics FINAL GROUP BY camera_id
-            ) AS m
-            LEFT JOIN (
-                SELECT camera_id, countIf(statuses = ['raised']) AS active
-                FROM (SELECT camera_id, alert_id, groupUniqArray(status) AS statuses FROM alerts FINAL
-                      GROUP BY camera_id, alert_id)
-                GROUP BY camera_id
-            ) AS a ON a.camera_id = m.camera_id
-            ORDER BY camera_id
-            """
-        )
-        return [CameraSummary(**r) for r in rows]
-
-    @app.get("/api/v1/alerts", response_model=list[Alert], tags=["alerts"])
-    def alerts(
-        store: StoreDep,
-        camera_id: Annotated[str | None, Query(max_length=100)] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[Alert]:
-        """Most recent alerts first (raised and resolved records), optionally for one camera."""
-        rows = store.query_dicts(
-            """
-            SELECT alert_id, type, status, severity, camera_id, signal, value, threshold, window, model_name,
-                   model_version, evidence_frame_ids, toUnixTimestamp64Milli(raised_at) / 1000 AS raised_at, message
-            FROM alerts FINAL
-            WHERE {camera:Nullable(String)} IS NULL OR camera_id = {camera:Nullable(String)}
-            ORDER BY raised_at DESC LIMIT {limit:UInt32}
-            """,
-            {"camera": camera_id, "limit": limit},
-        )
-        return [Alert(**r) for r in rows]
-
-    @app.get("/api/v1/counts", response_model=PipelineCounts, tags=["pipeline"])
+    @app.get("/api/v1/counts", response_model=PipelineCounts, tags=["pipeline"], **reads)
     async def counts(request: Request, store: StoreDep) -> PipelineCounts:
         """Records in each topic and rows in each table: what the demo's live summary shows."""
         topics = await request.app.state.offsets.totals(["frames", "predictions", "alerts", "deadletters"])
@@ -294,6 +250,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store_failed_inserts=writer.failed_inserts if writer else 0,
         )
 
+    app.include_router(cameras.router)
+    app.include_router(alerts.router)
+    app.include_router(sql.router)
     return app
 
 
@@ -323,4 +282,5 @@ def run_api(settings: Settings) -> None:
         port=settings.api_port,
         log_level=settings.log_level.lower(),
         access_log=False,
+        timeout_graceful_shutdown=5,  # live alert streams never end by themselves: do not wait on them forever
     )

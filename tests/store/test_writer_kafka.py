@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 
 import pytest
@@ -19,10 +18,7 @@ from streams.contracts import DeadLetter, decode_record, encode_record
 from streams.topics import create_topics
 from tests.store.records import LIMITS, metrics
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not os.environ.get("CVOPS_KAFKA_BOOTSTRAP"), reason="needs the broker that ./dev test starts"),
-]
+pytestmark = pytest.mark.integration
 
 NOW = time.time() - 60
 

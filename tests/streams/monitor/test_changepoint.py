@@ -4,8 +4,6 @@ import random
 
 import pytest
 
-pytest.importorskip("river")
-
 from streams.monitor.changepoint import Adwin, Kswin, PageHinkley
 
 from .conftest import through_json

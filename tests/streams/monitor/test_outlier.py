@@ -32,7 +32,6 @@ def test_conformal_threshold_is_the_right_order_statistic():
 
 @pytest.mark.parametrize("dim", [64, 1280])
 def test_autoencoder_flags_far_vectors_and_few_normal_ones(dim):
-    pytest.importorskip("sklearn")
     rng, centre, draw = cluster(dim)
     d = AutoencoderOutlier(bottleneck=16, false_alarm_rate=TARGET, max_iter=150).fit(draw(600))
     false_alarms = float(np.mean(d.score_many(draw(2000)) > d.threshold))
@@ -46,7 +45,6 @@ def test_autoencoder_flags_far_vectors_and_few_normal_ones(dim):
 
 
 def test_autoencoder_state_survives_a_json_round_trip_with_equal_scores():
-    pytest.importorskip("sklearn")
     _, _, draw = cluster(64, seed=1)
     a = AutoencoderOutlier(bottleneck=8, max_iter=50).fit(draw(200))
     b = AutoencoderOutlier.from_dict(through_json(a.to_dict()))
@@ -68,7 +66,6 @@ def test_too_small_a_reference_is_refused():
 
 
 def test_half_space_trees_flag_far_vectors_and_few_normal_ones():
-    pytest.importorskip("river")
     _, _, draw = cluster(64, seed=2)
     d = HalfSpaceTreesOutlier(false_alarm_rate=TARGET).fit(draw(600))
     false_alarms = float(np.mean(d.score_many(draw(1000)) > d.threshold))
@@ -79,7 +76,6 @@ def test_half_space_trees_flag_far_vectors_and_few_normal_ones():
 
 
 def test_half_space_trees_state_survives_a_json_round_trip():
-    pytest.importorskip("river")
     _, _, draw = cluster(16, seed=3)
     a = HalfSpaceTreesOutlier(n_trees=5, height=6).fit(draw(300))
     b = HalfSpaceTreesOutlier.from_dict(through_json(a.to_dict()))

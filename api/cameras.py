@@ -1,0 +1,305 @@
+"""Cameras: the fleet with each camera's status, one camera in detail, and one signal over time.
+
+Read from the store's small tables, never by scanning ``frame_metrics``: ``cameras`` (latest frame of each
+camera, through the ``fleet_latest`` recipe), ``metrics_minute`` (per-minute sums, for fps and series) and
+``alerts``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
+
+from api.alerts import ALERT_COLUMNS, query_alerts
+from api.auth import TOKEN_RESPONSES, read_access
+from api.dependencies import ApiSettingsDep, NowDep, StoreDep
+from api.instants import Instant, unix_s
+from store import Store
+from store.cookbook import run as run_recipe
+from streams.contracts import Alert
+
+Status = Literal["ok", "warning", "alert", "offline"]
+FPS_WINDOW_S = 60
+MAX_POINTS = 10_000
+
+router = APIRouter(tags=["cameras"], dependencies=[Depends(read_access)], responses=TOKEN_RESPONSES)
+
+
+def camera_status(
+    last_frame_at: float, now: float, active_alerts: int, recently_resolved: int, offline_after_s: float
+) -> Status:
+    """``offline`` when the newest frame is older than ``offline_after_s`` (s), else ``alert`` while an alert is
+    raised and not resolved, else ``warning`` when one was resolved recently, else ``ok``.
+
+    >>> camera_status(last_frame_at=100.0, now=130.0, active_alerts=1, recently_resolved=0, offline_after_s=60)
+    'alert'
+    >>> camera_status(last_frame_at=100.0, now=200.0, active_alerts=1, recently_resolved=0, offline_after_s=60)
+    'offline'
+    """
+    if now - last_frame_at > offline_after_s:
+        return "offline"
+    if active_alerts:
+        return "alert"
+    if recently_resolved:
+        return "warning"
+    return "ok"
+
+
+class LastFrame(BaseModel):
+    frame_id: str
+    captured_at: float = Field(description="unix s")
+    model_version: str
+    width: int = Field(description="px")
+    height: int = Field(description="px")
+    brightness: float = Field(description="mean luma, 0-255")
+    blur: float = Field(description="variance of the Laplacian; lower is blurrier")
+    inference_ms: float
+    detections: int
+
+
+class CameraSummary(BaseModel):
+    camera_id: str
+    status: Status
+    last_frame_at: float = Field(description="capture time of the newest frame, unix s")
+    first_seen_at: float = Field(description="capture time of the first frame stored, unix s")
+    frames: int = Field(description="frames stored")
+    fps: float = Field(description="frames per second since the start of the previous minute")
+    active_alerts: int = Field(description="alerts raised and not resolved")
+    recently_resolved_alerts: int = Field(description="alerts resolved within CVOPS_API_WARNING_AFTER_RESOLVED_S")
+    last_frame: LastFrame
+
+
+class CameraDetail(CameraSummary):
+    active: list[Alert] = Field(description="the raised records of the active alerts, newest first")
+    recent_alerts: list[Alert] = Field(description="the 20 newest alert records, raised and resolved")
+
+
+class Point(BaseModel):
+    t: float = Field(description="start of the step, unix s")
+    frames: int
+    value: float | None = Field(description="mean per frame (mean signals) or total in the step (totals)")
+    min: float | None = None
+    max: float | None = None
+
+
+class Series(BaseModel):
+    camera_id: str
+    signal: str
+    kind: Literal["mean", "total"]
+    step_s: int
+    since: float = Field(description="unix s")
+    until: float = Field(description="unix s")
+    points: list[Point]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """How to read one signal from ``metrics_minute``: SQL over its column names, never over user input."""
+
+    name: str
+    kind: Literal["mean", "total"]
+    value: str
+    min: str = "NULL"
+    max: str = "NULL"
+
+
+_COLUMN = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def signals_from_columns(columns: dict[str, str]) -> dict[str, Signal]:
+    """The series allow-list, from ``metrics_minute``'s columns (name -> ClickHouse type): ``X_sum`` is read as
+    the mean of X per frame (with ``X_min``, ``X_max`` when present), other sums as totals.
+
+    >>> sorted(signals_from_columns({"frames": "SimpleAggregateFunction(sum, UInt64)",
+    ...     "blur_sum": "SimpleAggregateFunction(sum, Float64)", "blur_min": "SimpleAggregateFunction(min, Float32)",
+    ...     "first_at": "SimpleAggregateFunction(min, DateTime64(3, 'UTC'))"}).items())
+    [('blur', Signal(name='blur', kind='mean', value='sum(blur_sum) / sum(frames)', min='min(blur_min)', max='NULL')), \
+('frames', Signal(name='frames', kind='total', value='sum(frames)', min='NULL', max='NULL'))]
+    """
+    out = {}
+    for name, type_ in columns.items():
+        if not _COLUMN.match(name) or not type_.startswith("SimpleAggregateFunction(sum,"):
+            continue
+        if name.endswith("_sum"):
+            base = name.removesuffix("_sum")
+            low, high = f"{base}_min", f"{base}_max"
+            out[base] = Signal(
+                base,
+                "mean",
+                f"sum({name}) / sum(frames)",
+                f"min({low})" if low in columns else "NULL",
+                f"max({high})" if high in columns else "NULL",
+            )
+        else:
+            out[name] = Signal(name, "total", f"sum({name})")
+    return out
+
+
+def series_signals(store: Store) -> dict[str, Signal]:
+    rows = store.query(
+        "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = 'metrics_minute'"
+    )
+    return signals_from_columns(dict(rows))
+
+
+def fleet(store: Store, api_now: float, offline_after_s: float, warning_s: float) -> list[CameraSummary]:
+    """Every camera in the ``cameras`` table, with its status as of ``api_now`` (unix s)."""
+    latest = run_recipe(store, "fleet_latest")
+    window_start = (int(api_now) - FPS_WINDOW_S) // 60 * 60
+    fps_frames = dict(
+        store.query(
+            "SELECT camera_id, sum(frames) FROM metrics_minute WHERE minute >= toDateTime({start:Int64}, 'UTC') "
+            "GROUP BY camera_id",
+            {"start": window_start},
+        )
+    )
+    states = {
+        camera: (active, resolved)
+        for camera, active, resolved in store.query(
+            """
+            SELECT camera_id, countIf(NOT resolved),
+                   countIf(resolved AND resolved_at >= fromUnixTimestamp64Milli({recent:Int64}))
+            FROM (
+                SELECT camera_id, alert_id, countIf(status = 'resolved') > 0 AS resolved,
+                       maxIf(raised_at, status = 'resolved') AS resolved_at
+                FROM alerts FINAL GROUP BY camera_id, alert_id
+            )
+            GROUP BY camera_id
+            """,
+            {"recent": round((api_now - warning_s) * 1000)},
+        )
+    }
+    out = []
+    for row in latest.rows:
+        r = dict(zip(latest.columns, row, strict=True))
+        last = unix_s(r["last_seen"])
+        active, resolved = states.get(r["camera_id"], (0, 0))
+        span = max(api_now - window_start, 1.0)
+        out.append(
+            CameraSummary(
+                camera_id=r["camera_id"],
+                status=camera_status(last, api_now, active, resolved, offline_after_s),
+                last_frame_at=last,
+                first_seen_at=unix_s(r["first_seen"]),
+                frames=r["frames"],
+                fps=round(fps_frames.get(r["camera_id"], 0) / span, 3),
+                active_alerts=active,
+                recently_resolved_alerts=resolved,
+                last_frame=LastFrame(
+                    frame_id=r["last_frame_id"],
+                    captured_at=last,
+                    model_version=r["model_version"],
+                    width=r["width"],
+                    height=r["height"],
+                    brightness=_finite(r["brightness"]),
+                    blur=_finite(r["blur"]),
+                    inference_ms=_finite(r["inference_ms"]),
+                    detections=r["detections"],
+                ),
+            )
+        )
+    return out
+
+
+def _finite(value: float) -> float:
+    return value if math.isfinite(value) else 0.0
+
+
+CameraPath = Annotated[str, Path(min_length=1, max_length=200)]
+
+
+@router.get("/api/v1/cameras", response_model=list[CameraSummary])
+def cameras(store: StoreDep, settings: ApiSettingsDep, now: NowDep) -> list[CameraSummary]:
+    """Every camera seen: status (ok, warning, alert, offline), last frame time and signals, fps, alerts."""
+    return fleet(store, now, settings.api_offline_after_s, settings.api_warning_after_resolved_s)
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}", response_model=CameraDetail, responses={404: {"description": "unknown camera"}}
+)
+def camera(camera_id: CameraPath, store: StoreDep, settings: ApiSettingsDep, now: NowDep) -> CameraDetail:
+    """One camera: its summary, its active alerts and its latest alert records."""
+    summary = _summary(store, camera_id, settings, now)
+    active = store.query_dicts(
+        f"""
+        SELECT {ALERT_COLUMNS} FROM alerts FINAL
+        WHERE camera_id = {{camera:String}} AND status = 'raised' AND alert_id NOT IN (
+            SELECT alert_id FROM alerts WHERE camera_id = {{camera:String}} AND status = 'resolved')
+        ORDER BY alerts.raised_at DESC LIMIT 100
+        """,
+        {"camera": camera_id},
+    )
+    return CameraDetail(
+        **summary.model_dump(),
+        active=[Alert(**a) for a in active],
+        recent_alerts=query_alerts(store, camera_id=camera_id, limit=20),
+    )
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/series",
+    response_model=Series,
+    responses={400: {"description": "unknown signal or too many points"}, 404: {"description": "unknown camera"}},
+)
+def series(
+    request: Request,
+    camera_id: CameraPath,
+    store: StoreDep,
+    now: NowDep,
+    signal: Annotated[str, Query(min_length=1, max_length=64, description="e.g. brightness, blur, frames")],
+    since: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: an hour before until")] = None,
+    until: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: now")] = None,
+    step: Annotated[int, Query(ge=60, le=86_400, multiple_of=60, description="seconds per point")] = 60,
+) -> Series:
+    """One signal of one camera from the per-minute aggregates, one point per ``step`` seconds that holds frames.
+    Mean signals (brightness, blur, inference_ms) give the mean per frame and the min and max; totals (frames,
+    detections, bytes) the sum over the step."""
+    signals: dict[str, Signal] = request.app.state.signals
+    chosen = signals.get(signal)
+    if chosen is None:
+        raise HTTPException(status_code=400, detail=f"unknown signal {signal!r}; known: {', '.join(sorted(signals))}")
+    end = until.timestamp() if until else now
+    start = since.timestamp() if since else end - 3600
+    if start >= end:
+        raise HTTPException(status_code=400, detail="since must be before until")
+    if (end - start) / step > MAX_POINTS:
+        raise HTTPException(status_code=400, detail=f"more than {MAX_POINTS} points: narrow the range or raise step")
+    _known(store, camera_id)
+    rows = store.query(
+        f"""
+        SELECT intDiv(toUnixTimestamp(minute), {{step:UInt32}}) * {{step:UInt32}} AS t, sum(frames) AS n_frames,
+               {chosen.value} AS value, {chosen.min} AS low, {chosen.max} AS high
+        FROM metrics_minute
+        WHERE camera_id = {{camera:String}}
+          AND minute >= toStartOfMinute(fromUnixTimestamp64Milli({{since:Int64}}, 'UTC'))
+          AND minute < fromUnixTimestamp64Milli({{until:Int64}}, 'UTC')
+        GROUP BY t ORDER BY t
+        """,
+        {"camera": camera_id, "step": step, "since": round(start * 1000), "until": round(end * 1000)},
+    )
+    points = [Point(t=t, frames=f, value=_number(v), min=_number(lo), max=_number(hi)) for t, f, v, lo, hi in rows]
+    return Series(
+        camera_id=camera_id, signal=signal, kind=chosen.kind, step_s=step, since=start, until=end, points=points
+    )
+
+
+def _number(value) -> float | None:
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+def _known(store: Store, camera_id: str) -> None:
+    if not store.query("SELECT 1 FROM cameras WHERE camera_id = {camera:String} LIMIT 1", {"camera": camera_id}):
+        raise HTTPException(status_code=404, detail=f"unknown camera {camera_id!r}")
+
+
+def _summary(store: Store, camera_id: str, settings, now: float) -> CameraSummary:
+    _known(store, camera_id)
+    for summary in fleet(store, now, settings.api_offline_after_s, settings.api_warning_after_resolved_s):
+        if summary.camera_id == camera_id:
+            return summary
+    raise HTTPException(status_code=404, detail=f"unknown camera {camera_id!r}")
