@@ -219,6 +219,9 @@ def main() -> int:
     ap.add_argument("--cameras", type=int, default=4)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
+    ap.add_argument(
+        "--embedding", default="", help="embedding model in the worker (default none: see ./dev bench embedding)"
+    )
     args = ap.parse_args()
     quick = args.quick
     bare_s, naive_frames, pipe_frames, latency_s = (3, 100, 400, 8) if quick else (10, 400, 2000, 30)
@@ -233,6 +236,7 @@ def main() -> int:
         batch_max_size=args.batch,
         intra_op_threads=args.threads,
         store_dsn=f"chdb://{work / 'store'}",
+        embedding_model=args.embedding,
     )
     try:
         detector = load_detector("nanodet-m", intra_op_threads=args.threads or None)
