@@ -173,7 +173,8 @@ def bench_dashboard(chdb: Path, n: int, repeat: int) -> dict:
     # Generated inside the engine, through the same materialized views as the writer's inserts.
     store.command(
         f"""
-INSERT INTO frame_metrics
+INSERT INTO frame_metrics (frame_id, camera_id, seq, captured_at, processed_at, model_name, model_version,
+    encoding, bytes, width, height, aspect_ratio, brightness, blur, inference_ms, detections)
 SELECT concat('cam-', toString(c), ':s:', toString(s)) AS frame_id, concat('cam-', toString(c)) AS camera_id,
        s AS seq, fromUnixTimestamp64Milli(toInt64({t0} * 1000 + s * {1000 // FPS})) AS captured_at,
        captured_at + toIntervalMillisecond(50) AS processed_at, 'nanodet-m', if(s < {per_camera // 2}, '1', '2'),
