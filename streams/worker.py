@@ -115,7 +115,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.preferred_sizes)
     prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="prepare")
     saved_essential: dict[str, dict] = {}  # camera id -> the essential state last saved
-    since_saved: dict[str, int] = {}  # camera id -> frames since its state was last saved
+    saved_at: dict[str, int] = {}  # camera id -> its frame count when its state was last saved
     checkpoint = settings.state_checkpoint_frames
     infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
@@ -156,12 +156,12 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 result = await loop.run_in_executor(infer_pool, processor.finish, await future, states)
                 for camera_id, state in result.states.items():
                     # Events (a reference learned, an alert) are saved at once; the windows every few frames.
-                    since_saved[camera_id] = since_saved.get(camera_id, 0) + 1
                     essential = result.essential[camera_id]
-                    if essential != saved_essential.get(camera_id) or since_saved[camera_id] >= checkpoint:
+                    stale = state["frames"] - saved_at.get(camera_id, 0) >= checkpoint
+                    if essential != saved_essential.get(camera_id) or stale:
                         health[camera_id.encode()] = state
                         states[camera_id] = state
-                        saved_essential[camera_id], since_saved[camera_id] = essential, 0
+                        saved_essential[camera_id], saved_at[camera_id] = essential, state["frames"]
                 sends += await _publish(result)
                 stats["frames"] += len(result.predictions)
                 stats["dead_letters"] += len(result.dead_letters)
@@ -196,7 +196,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     async def forget_cameras(sender, revoked, **kwargs):
         processor.forget()  # cameras may come back later with states written by another worker
         saved_essential.clear()
-        since_saved.clear()
+        saved_at.clear()
 
     @app.timer(max(1.0, settings.monitor_no_frames_s / 4))
     async def watch_silence():
