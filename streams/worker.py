@@ -171,8 +171,11 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             # Table writes wait in faust's producer buffer, whose flush at commit time gives up after 0.1 s
             # without progress: drain it here, so that no offset is committed ahead of the camera state
             # it produced (measured: a SIGKILL otherwise lost state that the committed offsets covered).
-            while app.producer.buffer.size:
+            deadline = time.monotonic() + 30.0
+            while app.producer.buffer.size and time.monotonic() < deadline:
                 await app.producer.buffer.flush()
+            if app.producer.buffer.size:
+                log.warning("%d camera state writes still pending after 30 s", app.producer.buffer.size)
             # The events are acked when this body returns, and committed after faust flushes the producer.
 
     async def _publish(result) -> list:
@@ -226,12 +229,12 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             sent_at=time.time(),
         )
         await workers.send(key=worker_id.encode(), value=encode_record(status))
-        if stats["batches"]:
+        if stats["batches"] or assigned:
             log.info(
                 "%.1f frames/s over %.0f s, mean batch %.1f, %d alerts, %d dead letters",
                 stats["frames"] / elapsed,
                 elapsed,
-                stats["frames"] / stats["batches"],
+                status.mean_batch,
                 stats["alerts"],
                 stats["dead_letters"],
             )
