@@ -9,7 +9,7 @@
 # Why --prepare exists. The GPU machine reaches no registry; its image has python3 3.12 with CUDA 13 wheels
 # (nvidia-cublas, -cuda-runtime, -cudnn-cu13, -cufft, -curand, -nvjitlink...) and onnxruntime 1.30 (CPU
 # build), no TensorRT. onnxruntime-gpu 1.31.1 (cp312, built for CUDA 13) is a 244 MiB wheel, and
-# onnxruntime-gpu[cuda,cudnn] 1.31.1 with its CUDA wheels is about 1.5 GiB. One `run` call carries at most
+# onnxruntime-gpu[cuda,cudnn] 1.31.1 with its CUDA wheels is about 1.5 GiB. One remote command carries at most
 # 64 MiB, working tree included (about 34 MiB here: the two ONNX models). So the wheel cannot travel in one
 # call: --prepare says so and stops. --split cuts the wheel into parts that fit beside the tree, one part
 # per call (ignored files left on a warm machine are kept between calls); the call that brings the last
@@ -24,8 +24,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ORT_VERSION=1.31.1
 ONNX2TORCH_VERSION=1.5.15
-WHL=.whl                           # ignored folder of small wheels carried in one call (device README)
-PARTS=${CVOPS_ORTGPU_PARTS:-.ortgpu}  # ignored folder (.git/info/exclude) that `run` carries part by part
+WHL=.whl                           # ignored folder of small wheels carried along in one command
+PARTS=${CVOPS_ORTGPU_PARTS:-.ortgpu}  # ignored folder (.git/info/exclude) that is carried part by part
 CARRY_LIMIT_MIB=64
 PY=${PYTHON:-python3}
 say() { printf '[gpu.sh] %s\n' "$*" >&2; }
