@@ -34,7 +34,7 @@ wheel_platform=(--only-binary=:all: --python-version 3.12 --implementation cp
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 
-tree_mib() {  # what every `run` sends anyway: tracked + untracked-not-ignored files
+tree_mib() {  # what every remote command sends anyway: tracked + untracked-not-ignored files
   git ls-files -z --cached --others --exclude-standard | xargs -0 du -cb 2>/dev/null | tail -1 |
     awk '{printf "%d", $1 / 1048576 + 1}'
 }
