@@ -240,6 +240,7 @@ class WorkerStatus(_Record):
     mean_batch: float
     dead_letters: int = Field(description="since the previous status")
     alerts: int = Field(description="since the previous status")
+    lag_s: float = Field(0.0, ge=0, description="age of the newest frame in the last batch, s: how far behind it is")
     sent_at: float = Field(description="unix seconds")
 
 

@@ -119,7 +119,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     checkpoint = settings.state_checkpoint_frames
     infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
-    stats |= {"newest_arrival": 0.0, "busy": False, "last_batch": 0.0}
+    stats |= {"newest_arrival": 0.0, "busy": False, "last_batch": 0.0, "batch_wall": 0.0}
     log.info(
         "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
@@ -148,7 +148,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
             stats["newest_arrival"] = max([m.timestamp or 0.0 for m in msgs] + [stats["newest_arrival"]])
             stats["busy"] = len(msgs) >= policy.queue_limit  # a full queue: frames are waiting
-            stats["last_batch"] = time.monotonic()
+            stats["last_batch"], stats["batch_wall"] = time.monotonic(), time.time()
             # Decode and pre-process batch k+1 while batch k is inferred.
             prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
             sends = []
@@ -214,6 +214,14 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     @app.timer(10.0)
     async def report():
         elapsed = time.monotonic() - stats["since"]
+        lag_s = max(0.0, stats["batch_wall"] - stats["newest_arrival"]) if stats["newest_arrival"] else 0.0
+        if lag_s > settings.frames_retention_ms / 2000:
+            log.warning(
+                "%.0f s behind: frames older than the frames topic's retention (%.0f s) expire unprocessed; "
+                "add workers (up to the partition count) or raise CVOPS_FRAMES_RETENTION_MS",
+                lag_s,
+                settings.frames_retention_ms / 1000,
+            )
         assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == frames.get_topic_name())
         status = WorkerStatus(
             worker_id=worker_id,
@@ -226,6 +234,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             mean_batch=round(stats["frames"] / stats["batches"], 2) if stats["batches"] else 0.0,
             dead_letters=stats["dead_letters"],
             alerts=stats["alerts"],
+            lag_s=round(lag_s, 2),
             sent_at=time.time(),
         )
         await workers.send(key=worker_id.encode(), value=encode_record(status))

@@ -86,6 +86,7 @@ def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings,
         assert (status["model_name"], status["model_version"]) == ("nanodet-m", "1.0.0")
         assert "CPUExecutionProvider" in status["providers"]
         assert sorted(status["partitions"]) == [0, 1, 2]
+        assert 0 <= status["lag_s"] < 120  # how far behind its newest frame was, s
         models = {m["name"]: m for m in client.get("/api/v1/models").json()}
         assert models["nanodet-m"]["workers"] == [status["worker_id"]]
 
