@@ -64,8 +64,11 @@ class BatchResult:
     metrics: list[FrameMetrics] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    states: dict[str, dict] = field(default_factory=dict)  # camera id -> CameraMonitor state
+    # camera id -> CameraMonitor state, serialised only when read: the worker saves it every few frames,
+    # and a full state (the reference view as PNG) costs about a millisecond to write out.
+    states: Mapping[str, dict] = field(default_factory=dict)
     essential: dict[str, dict] = field(default_factory=dict)  # camera id -> the part that changes on events
+    frames_seen: dict[str, int] = field(default_factory=dict)  # camera id -> frames its monitor has seen
 
 
 class FrameProcessor:
@@ -210,7 +213,8 @@ class FrameProcessor:
                 black=s.black,
                 over_exposed=s.over_exposed,
             )
-        out.states = {cam: mon.to_dict() for cam, mon in monitors.items()}
+        out.states = _States(monitors)
+        out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
         out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
         return out
 
@@ -261,6 +265,22 @@ class FrameProcessor:
         for monitor in list(self._monitors.values()):
             out += monitor.check_silence(now, self.detector.name, self.detector.version)
         return out
+
+
+class _States(Mapping):
+    """Camera id -> monitor state, each written out when it is read."""
+
+    def __init__(self, monitors: dict[str, CameraMonitor]):
+        self._monitors = monitors
+
+    def __getitem__(self, camera_id: str) -> dict:
+        return self._monitors[camera_id].to_dict()
+
+    def __iter__(self):
+        return iter(self._monitors)
+
+    def __len__(self) -> int:
+        return len(self._monitors)
 
 
 def _ms(t0: float) -> float:

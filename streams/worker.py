@@ -154,14 +154,15 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             sends = []
             for future in prepared:
                 result = await loop.run_in_executor(infer_pool, processor.finish, await future, states)
-                for camera_id, state in result.states.items():
+                for camera_id, essential in result.essential.items():
                     # Events (a reference learned, an alert) are saved at once; the windows every few frames.
-                    essential = result.essential[camera_id]
-                    stale = state["frames"] - saved_at.get(camera_id, 0) >= checkpoint
+                    frames_seen = result.frames_seen[camera_id]
+                    stale = frames_seen - saved_at.get(camera_id, 0) >= checkpoint
                     if essential != saved_essential.get(camera_id) or stale:
+                        state = result.states[camera_id]  # written out only now (no inference runs meanwhile)
                         health[camera_id.encode()] = state
                         states[camera_id] = state
-                        saved_essential[camera_id], saved_at[camera_id] = essential, state["frames"]
+                        saved_essential[camera_id], saved_at[camera_id] = essential, frames_seen
                 sends += await _publish(result)
                 stats["frames"] += len(result.predictions)
                 stats["dead_letters"] += len(result.dead_letters)
