@@ -53,7 +53,13 @@ def test_worker_killed_mid_stream_loses_nothing_and_keeps_its_state(fault_settin
 
         with cvops(s, "worker", w2_log) as again:
             procs = [(api, api_log), (again, w2_log)]
-            done = wait_for(lambda: (c := counts(client)) and c["metric_rows"] >= 300 and c, "300 metric rows", procs)
+
+            # Metrics and predictions are separate inserts: wait for both before comparing.
+            def all_stored():
+                c = counts(client)
+                return c if c and c["metric_rows"] >= 300 and c["prediction_rows"] >= 300 else None
+
+            done = wait_for(all_stored, "300 metric and prediction rows", procs)
             assert done["metric_rows"] == 300  # one logical row per frame, replays folded
             assert done["prediction_rows"] == 300
             assert done["predictions"] >= 300  # the topic may hold replays

@@ -66,7 +66,13 @@ def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings,
         assert sent == 300
 
         final = wait_for(
-            lambda: (c := counts(client)) and c["metric_rows"] >= 300 and c["dead_letter_rows"] >= 2 and c,
+            lambda: (
+                (c := counts(client))
+                and c["metric_rows"] >= 300
+                and c["prediction_rows"] >= 300  # a separate insert from the metrics': wait for both
+                and c["dead_letter_rows"] >= 2
+                and c
+            ),
             "300 metric rows and 2 dead letters in ClickHouse",
             procs,
         )
