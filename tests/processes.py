@@ -50,9 +50,9 @@ def cvops(settings: Settings, command: str, log: Path):
         stop(proc)
 
 
-def wait_for(check, what: str, procs, timeout_s: float = 240.0):
-    """Poll ``check`` until it returns a truthy value; fail with ``what`` and the logs otherwise.
-    ``procs`` are (process, log) pairs that must stay alive meanwhile."""
+def wait_for(check, what: str, procs, timeout_s: float = 240.0, fail: bool = True):
+    """Poll ``check`` until it returns a truthy value; fail with ``what`` and the logs otherwise (or, with
+    ``fail=False``, return None). ``procs`` are (process, log) pairs that must stay alive meanwhile."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc, log in procs:
@@ -62,6 +62,8 @@ def wait_for(check, what: str, procs, timeout_s: float = 240.0):
         if value:
             return value
         time.sleep(0.5)
+    if not fail:
+        return None
     logs = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for _, log in procs)
     pytest.fail(f"timed out waiting for {what}\n{logs}")
 
