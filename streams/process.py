@@ -85,7 +85,6 @@ class FrameProcessor:
             warmup=settings.rule_warmup_frames,
             tolerance=settings.rule_tolerance,
             consecutive=settings.rule_consecutive,
-            cooldown_s=settings.rule_cooldown_s,
             expected_fps=settings.monitor_expected_fps,
             no_frames_s=settings.monitor_no_frames_s,
             motion_every=settings.monitor_motion_every,

@@ -37,7 +37,6 @@ class MonitorSettings:
     warmup: int = 60
     tolerance: float = 1.0
     consecutive: int = 3
-    cooldown_s: float = 60.0
     expected_fps: float = 5.0
     no_frames_s: float = 10.0
     motion_every: int = 10  # 0 turns the moved-camera check off
