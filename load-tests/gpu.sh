@@ -5,6 +5,8 @@
 #                                            the GPU machine; --split downloads it and cuts it into parts
 #   load-tests/gpu.sh [gpu.py options]       ON THE GPU MACHINE (no network): install onnxruntime-gpu into a
 #                                            fresh environment, run gpu.py, results under $OUT
+#   load-tests/gpu.sh --processor [opts]     the same, then load-tests/processor.py (the worker's decode,
+#                                            batch, infer and monitor path) on CUDA
 #
 # Why --prepare exists. The GPU machine reaches no registry; its image has python3 3.12 with CUDA 13 wheels
 # (nvidia-cublas, -cuda-runtime, -cudnn-cu13, -cufft, -curand, -nvjitlink...) and onnxruntime 1.30 (CPU
@@ -182,11 +184,19 @@ main() {
       exit 3
     fi
   fi
-  PYTHONUNBUFFERED=1 timeout 280 "$py" load-tests/gpu.py "${args[@]}"
+  if [[ "${CVOPS_GPU_BENCH:-gpu}" == processor ]]; then
+    PYTHONUNBUFFERED=1 timeout 280 "$py" load-tests/processor.py --video "${CVOPS_GPU_VIDEO:-$WHL/bikes.mp4}" \
+      --providers CUDAExecutionProvider,CPUExecutionProvider "${args[@]}"
+  else
+    PYTHONUNBUFFERED=1 timeout 280 "$py" load-tests/gpu.py "${args[@]}"
+  fi
 }
 
 case "${1:-}" in
   --prepare) shift; prepare "$@" ;;
+  --processor)  # the worker's processing path (load-tests/processor.py) on CUDA instead of gpu.py; needs the
+    # project's pure dependencies (pydantic, pydantic-settings...) and bikes.mp4 carried in .whl/
+    shift; CVOPS_GPU_BENCH=processor main "$@" ;;
   --receive)  # a call that only brings a part: say what has arrived
     ls -d "$PARTS"/p* 2>/dev/null | xargs -rn1 basename | tr '\n' ' '; echo; find_wheel >/dev/null && say "wheel complete" ;;
   -h|--help) sed -n '2,20p' "$0" ;;

@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     preferred_batch_sizes: str = Field("", pattern=r"^[0-9, ]*$", description="batch sizes to cut first, e.g. 4,8")
     score_threshold: float = Field(0.35, ge=0.0, le=1.0)
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per core")
+    decode_threads: int = Field(
+        0, ge=0, le=64, description="threads decoding and pre-processing frames; 0 = one per core (at most 16)"
+    )
     max_pixels: int = Field(40_000_000, ge=1, description="frames claiming more pixels are rejected")
 
     # Per-camera health rule (brightness and blur leaving the camera's own recent range).
@@ -101,6 +104,11 @@ class Settings(BaseSettings):
     @property
     def preferred_sizes(self) -> tuple[int, ...]:
         return tuple(int(p) for p in self.preferred_batch_sizes.replace(" ", "").split(",") if p)
+
+    @property
+    def decode_workers(self) -> int:
+        """Threads that decode frames: ``decode_threads``, or one per core (at most 16) when it is 0."""
+        return self.decode_threads or min(16, os.cpu_count() or 1)
 
     @property
     def app_id(self) -> str:

@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
+
 from streams.config import Settings
 from streams.contracts import (
     Alert,
@@ -52,7 +54,8 @@ class Prepared:
     """A batch decoded and pre-processed, ready for inference."""
 
     started: float  # unix s, when the batch's processing began
-    frames: list[tuple[DecodedFrame, float, float | None]] = field(default_factory=list)  # frame, ms, broker time
+    # frame, decode ms, broker time, its image signals (all but the difference from the previous frame)
+    frames: list[tuple[DecodedFrame, float, float | None, image_signals.ImageSignals]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     batch: object = None  # the detector's input tensor
     preprocess_ms: float = 0.0  # per frame
@@ -93,7 +96,12 @@ class FrameProcessor:
     def close(self) -> None:
         self._pool.shutdown(wait=False)
 
-    def _decode(self, msg: RawMessage) -> tuple[DecodedFrame | None, Exception | None, float]:
+    def _decode(
+        self, msg: RawMessage, slot: np.ndarray | None = None
+    ) -> tuple[DecodedFrame | None, Exception | None, float, image_signals.ImageSignals | None, float]:
+        """Decode one message, measure its image and, given its ``slot`` in the batch, pre-process it there:
+        all in a decode thread (OpenCV and numpy release the GIL). Returns the frame or the error, the
+        decode ms, the signals and the pre-process ms."""
         t0 = time.perf_counter()
         try:
             decoded = decode_frame(msg.value, self.settings.max_pixels)
@@ -102,28 +110,71 @@ class FrameProcessor:
                 raise ContractError(
                     "key_mismatch", f"message key {key!r} is not the frame's camera_id {decoded.header.camera_id!r}"
                 )
-            return decoded, None, _ms(t0)
+            decode_ms = _ms(t0)
+            measured = image_signals.measure(decoded.image)
         except ContractError as exc:
-            return None, exc, _ms(t0)
+            return None, exc, _ms(t0), None, 0.0
         except Exception as exc:  # a decoder bug must not stop the stream either
-            return None, ContractError("decode_failed", f"{type(exc).__name__}: {exc}"), _ms(t0)
+            return None, ContractError("decode_failed", f"{type(exc).__name__}: {exc}"), _ms(t0), None, 0.0
+        if slot is None:
+            return decoded, None, decode_ms, measured, 0.0
+        t1 = time.perf_counter()
+        try:
+            self.detector.preprocess_into(decoded.image, slot)
+        except Exception as exc:  # an image the model cannot take: this frame's dead letter, not the batch's
+            return None, ContractError("preprocess_failed", f"{type(exc).__name__}: {exc}"), decode_ms, None, 0.0
+        return decoded, None, decode_ms, measured, _ms(t1)
 
     def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
-        """Decode (in parallel) and pre-process one batch; frames that fail become dead letters."""
+        """Decode, measure and pre-process one batch, frames in parallel; frames that fail become dead letters.
+
+        A detector that offers ``new_batch(n)`` and ``preprocess_into(image, slot)`` has its input batch
+        filled by the decode threads, each frame into its own slot; any other gets ``preprocess(images)``.
+        """
         started = time.time()
         prepared = Prepared(started=started)
-        for msg, (decoded, err, decode_ms) in zip(messages, self._pool.map(self._decode, messages), strict=True):
+        det = self.detector
+        batch = det.new_batch(len(messages)) if hasattr(det, "preprocess_into") and hasattr(det, "new_batch") else None
+        slots = list(batch) if batch is not None else [None] * len(messages)
+        kept, pre_ms = [], 0.0
+        for i, (msg, (decoded, err, decode_ms, measured, ms)) in enumerate(
+            zip(messages, self._pool.map(self._decode, messages, slots), strict=True)
+        ):
             if decoded is None:
                 prepared.dead_letters.append(
                     DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err)
                 )
             else:
-                prepared.frames.append((decoded, decode_ms, msg.timestamp))
-        if prepared.frames:
+                prepared.frames.append((decoded, decode_ms, msg.timestamp, measured))
+                kept.append(i)
+                pre_ms += ms
+        if not prepared.frames:
+            return prepared
+        if batch is not None:
+            prepared.batch = batch if len(kept) == len(messages) else batch[kept]
+            prepared.preprocess_ms = pre_ms / len(kept)
+        else:
             t0 = time.perf_counter()
-            prepared.batch = self.detector.preprocess([d.image for d, _, _ in prepared.frames])
+            prepared.batch = det.preprocess([f[0].image for f in prepared.frames])
             prepared.preprocess_ms = _ms(t0) / len(prepared.frames)
         return prepared
+
+    def _postprocess(self, raw: object, sizes: list[tuple[int, int]]) -> list[list]:
+        """The detector's post-processing, one frame per decode thread when its outputs are batch-first
+        arrays (as NanoDet's are): on a GPU it would otherwise be the slowest step of a batch."""
+        n = len(sizes)
+        split = (
+            n > 1
+            and isinstance(raw, list | tuple)
+            and all(isinstance(o, np.ndarray) and o.shape[:1] == (n,) for o in raw)
+        )
+        if not split:
+            return self.detector.postprocess(raw, sizes)
+
+        def one(k: int) -> list:
+            return self.detector.postprocess([o[k : k + 1] for o in raw], [sizes[k]])[0]
+
+        return list(self._pool.map(one, range(n)))
 
     def finish(self, prepared: Prepared, states: Mapping[str, dict | None]) -> BatchResult:
         """Infer, post-process, measure and judge a prepared batch. ``states`` holds the saved
@@ -132,11 +183,11 @@ class FrameProcessor:
         if not prepared.frames:
             return out
         det = self.detector
-        images = [d.image for d, _, _ in prepared.frames]
+        images = [f[0].image for f in prepared.frames]
         t1 = time.perf_counter()
         raw = det.infer(prepared.batch)
         t2 = time.perf_counter()
-        found = det.postprocess(raw, [im.shape[:2] for im in images])
+        found = self._postprocess(raw, [im.shape[:2] for im in images])
         t3 = time.perf_counter()
         n = len(images)
         inf_ms, post_ms = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
@@ -144,7 +195,9 @@ class FrameProcessor:
 
         embeddings = self._embed(prepared)
         monitors: dict[str, CameraMonitor] = {}
-        for k, ((decoded, decode_ms, arrived_at), dets) in enumerate(zip(prepared.frames, found, strict=True)):
+        for k, ((decoded, decode_ms, arrived_at, measured), dets) in enumerate(
+            zip(prepared.frames, found, strict=True)
+        ):
             h = decoded.header
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
@@ -174,7 +227,7 @@ class FrameProcessor:
             monitor = monitors.get(h.camera_id)
             if monitor is None:
                 monitor = monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id))
-            s = image_signals.measure(decoded.image, monitor.previous_small)
+            s = image_signals.with_previous(measured, monitor.previous_small)
             m = FrameMetrics(
                 frame_id=h.frame_id,
                 camera_id=h.camera_id,
@@ -229,7 +282,7 @@ class FrameProcessor:
         if self.embedder is None:
             return {}
         picked = []
-        for k, (decoded, _, _) in enumerate(prepared.frames):
+        for k, (decoded, *_) in enumerate(prepared.frames):
             cam = decoded.header.camera_id
             n = self._seen.get(cam, 0)
             self._seen[cam] = n + 1

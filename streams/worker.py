@@ -111,7 +111,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         key_type=bytes,
         schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
     )
-    processor = FrameProcessor(settings, detector, embedder=load_embedder(settings))
+    processor = FrameProcessor(
+        settings, detector, decode_threads=settings.decode_workers, embedder=load_embedder(settings)
+    )
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.preferred_sizes)
     prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="prepare")
     saved_essential: dict[str, dict] = {}  # camera id -> the essential state last saved

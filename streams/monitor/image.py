@@ -9,7 +9,7 @@ The small grey copy is returned, so that the next frame of the same camera can b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -77,10 +77,7 @@ def measure(image_bgr: np.ndarray, previous_small: np.ndarray | None = None) -> 
         saturation = float(cv2.mean(hsv)[1])
     else:
         saturation = 0.0
-    diff = None
-    if previous_small is not None and previous_small.shape == grey.shape:
-        diff = float(cv2.mean(cv2.absdiff(grey, previous_small))[0])
-    return ImageSignals(
+    measured = ImageSignals(
         width=w,
         height=h,
         aspect_ratio=w / h,
@@ -90,7 +87,19 @@ def measure(image_bgr: np.ndarray, previous_small: np.ndarray | None = None) -> 
         saturation=saturation,
         under_exposed=under,
         over_exposed=over,
-        frame_diff=diff,
+        frame_diff=None,
         black=brightness < BLACK_BRIGHTNESS and contrast < BLACK_CONTRAST,
         small=grey if grey is not image_bgr else grey.copy(),
     )
+    return with_previous(measured, previous_small)
+
+
+def with_previous(measured: ImageSignals, previous_small: np.ndarray | None) -> ImageSignals:
+    """``measured`` with its ``frame_diff`` against the camera's previous ``small`` copy.
+
+    The worker measures frames in parallel, before it knows their order within a camera, and takes the
+    difference (microseconds on the small copy) afterwards, in camera order.
+    """
+    if previous_small is None or previous_small.shape != measured.small.shape:
+        return measured
+    return replace(measured, frame_diff=float(cv2.mean(cv2.absdiff(measured.small, previous_small))[0]))

@@ -121,3 +121,14 @@ def test_empty_and_threshold(detector: NanoDet) -> None:
     strict = NanoDet(intra_op_threads=1, score_threshold=0.99, max_detections=1)
     assert strict.providers == strict.session.get_providers()
     assert strict.detect([bgr(skimage.data.astronaut())]) == [[]]
+
+
+def test_filling_a_batch_slot_by_slot_equals_preprocess(detector: NanoDet, street_frames) -> None:
+    det = detector
+    images = [street_frames[0], street_frames[5][:200, :300]]
+    batch = det.new_batch(len(images))
+    for image, slot in zip(images, batch, strict=True):
+        det.preprocess_into(image, slot)
+    assert np.array_equal(batch, det.preprocess(images))
+    with pytest.raises(ValueError, match="image 1: expected HxWx3"):
+        det.preprocess([images[0], images[0][:, :, 0]])

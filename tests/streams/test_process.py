@@ -92,3 +92,41 @@ def test_sampled_frames_carry_an_embedding(detector, street_frames):
     assert len(m.embedding) == 1280 and m.embedding_model == "efficientnet-lite0@1.0.0"
     assert all(x.embedding_model == "" for x in out.metrics if x.embedding is None)
     p.close()
+
+
+class _BatchOnly:
+    """The detector without its slot-filling methods: the processor falls back to ``preprocess(images)``."""
+
+    def __init__(self, detector):
+        self._d = detector
+        self.name, self.version = detector.name, detector.version
+
+    def preprocess(self, images):
+        return self._d.preprocess(images)
+
+    def infer(self, batch):
+        return self._d.infer(batch)
+
+    def postprocess(self, outputs, sizes):
+        return self._d.postprocess(outputs, sizes)
+
+
+@pytest.mark.parametrize("slots", [True, False], ids=["slots-filled-by-decode-threads", "batch-preprocess"])
+def test_a_bad_frame_inside_a_batch_leaves_the_others_detections_unchanged(detector, street_frames, slots):
+    p = FrameProcessor(Settings(_env_file=None), detector if slots else _BatchOnly(detector), decode_threads=3)
+    try:
+        frames = [street_frames[i] for i in (3, 13, 23, 33)]
+        msgs = [message(f, "cam-5", i, offset=i) for i, f in enumerate(frames)]
+        msgs.insert(2, RawMessage("frames", 0, 99, b"cam-5", b"CVF1 not a frame"))
+        out = p.process(msgs, {})
+    finally:
+        p.close()
+    assert [d.offset for d in out.dead_letters] == [99]
+    assert [pr.seq for pr in out.predictions] == [0, 1, 2, 3]
+    for frame, pred in zip(frames, out.predictions, strict=True):
+        decoded = cv2.imdecode(np.frombuffer(encode(frame, 90), np.uint8), cv2.IMREAD_COLOR)
+        expected = detector.detect([decoded])[0]
+        assert [(d.label, round(d.score, 3)) for d in pred.detections] == [
+            (e.label, round(e.score, 3)) for e in expected
+        ]
+        assert pred.timings.preprocess_ms > 0
