@@ -166,6 +166,8 @@ main() {
   local py=$PY
   if has_cuda_ort "$py"; then
     say "$py already has a CUDA build of onnxruntime"
+  elif [[ -x "$site/bin/python" ]] && has_cuda_ort "$site/bin/python"; then
+    py=$site/bin/python  # installed by an earlier run on this machine: several runs may share it
   else
     local whl
     if whl=$(find_wheel) || { timeout 120 "$PY" -m pip download -q --retries 0 --timeout 5 --no-deps -d /tmp/ortgpu \

@@ -150,6 +150,13 @@ def main() -> int:
     ap.add_argument("--decode-threads", type=int, default=None, help="default: CVOPS_DECODE_THREADS")
     ap.add_argument("--video", default=None, help="footage to cut frames from (default: bikes.mp4)")
     ap.add_argument("--embedding", action="store_true", help="also run the embedding model on sampled frames")
+    ap.add_argument(
+        "--start-at",
+        type=float,
+        default=0.0,
+        help="unix time to start measuring at, so that several processes "
+        "(workers sharing one GPU) measure over the same seconds",
+    )
     args = ap.parse_args()
     if args.quick:
         args.batches, args.seconds = "1,8", 3.0
@@ -183,6 +190,8 @@ def main() -> int:
         file=sys.stderr,
     )
 
+    if args.start_at:
+        time.sleep(max(0.0, args.start_at - time.time()))
     rows = []
     for b in batches:
         processor = FrameProcessor(settings, detector, decode_threads=settings.decode_workers, embedder=embedder)
