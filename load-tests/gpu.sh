@@ -155,8 +155,10 @@ main() {
   # The whole log comes back under $OUT even if the call is cut off at its limit.
   [[ -n "${OUT:-}" && -d "${OUT:-}" ]] && exec > >(tee -a "$OUT/gpu-sh.log") 2>&1
   if ls "$WHL"/*.whl >/dev/null 2>&1; then  # small carried wheels (onnx2torch): image's python3 + PYTHONPATH
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/cvops-site \
-      "$WHL"/*.whl && export PYTHONPATH=/tmp/cvops-site${PYTHONPATH:+:$PYTHONPATH} || say "could not install $WHL/*.whl"
+    # flock: several runs started together (workers sharing the GPU) must not install over each other
+    flock /tmp/cvops-site.lock "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/cvops-site "$WHL"/*.whl && export PYTHONPATH=/tmp/cvops-site${PYTHONPATH:+:$PYTHONPATH} ||
+      say "could not install $WHL/*.whl"
   fi
   local fallback=1 args=()
   for a in "$@"; do [[ "$a" == "--no-cpu-fallback" ]] && fallback=0 || args+=("$a"); done
@@ -172,7 +174,7 @@ main() {
     local whl
     if whl=$(find_wheel) || { timeout 120 "$PY" -m pip download -q --retries 0 --timeout 5 --no-deps -d /tmp/ortgpu \
         "onnxruntime-gpu==$ORT_VERSION" >/dev/null 2>&1 && whl=$(ls /tmp/ortgpu/onnxruntime_gpu-*.whl | head -1); }; then
-      install_wheel "$whl" "$site" || exit 2
+      flock /tmp/cvops-ortgpu.lock bash -c "$(declare -f install_wheel say); PY=$PY install_wheel '$whl' '$site'" || exit 2
       py=$site/bin/python
       if ! has_cuda_ort "$py"; then say "the installed onnxruntime-gpu offers no CUDA provider"; exit 2; fi
     else
