@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     rule_tolerance: float = Field(1.0, gt=0, description="range = reference 5-95% widened by this many spreads")
     rule_consecutive: int = Field(3, ge=1, description="frames out of range in a row before alerting")
     rule_cooldown_s: float = Field(60.0, ge=0)
+    monitoring: bool = Field(
+        True,
+        description="measure frames and watch cameras (metrics, drift, faults); false = inference only, for "
+        "measuring what monitoring costs",
+    )
     monitor_expected_fps: float = Field(5.0, gt=0, description="frame rate cameras should deliver (low_fps below half)")
     monitor_motion_every: int = Field(10, ge=0, description="compare with the reference view every N frames; 0 = off")
     monitor_no_frames_s: float = Field(10.0, gt=0, description="silence after which a camera is reported")

@@ -111,7 +111,7 @@ class FrameProcessor:
                     "key_mismatch", f"message key {key!r} is not the frame's camera_id {decoded.header.camera_id!r}"
                 )
             decode_ms = _ms(t0)
-            measured = image_signals.measure(decoded.image)
+            measured = image_signals.measure(decoded.image) if self.settings.monitoring else None
         except ContractError as exc:
             return None, exc, _ms(t0), None, 0.0
         except Exception as exc:  # a decoder bug must not stop the stream either
@@ -193,7 +193,7 @@ class FrameProcessor:
         inf_ms, post_ms = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
         processed_at = time.time()
 
-        embeddings = self._embed(prepared)
+        embeddings = self._embed(prepared) if self.settings.monitoring else {}
         monitors: dict[str, CameraMonitor] = {}
         for k, ((decoded, decode_ms, arrived_at, measured), dets) in enumerate(
             zip(prepared.frames, found, strict=True)
@@ -224,6 +224,8 @@ class FrameProcessor:
                     ),
                 )
             )
+            if not self.settings.monitoring:
+                continue
             monitor = monitors.get(h.camera_id)
             if monitor is None:
                 monitor = monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id))

@@ -130,3 +130,13 @@ def test_a_bad_frame_inside_a_batch_leaves_the_others_detections_unchanged(detec
             (e.label, round(e.score, 3)) for e in expected
         ]
         assert pred.timings.preprocess_ms > 0
+
+
+def test_with_monitoring_off_only_predictions_come_out(detector, street_frames):
+    p = FrameProcessor(Settings(_env_file=None, monitoring=False), detector)
+    try:
+        out = p.process([message(street_frames[i], "cam-7", i) for i in range(3)], {})
+    finally:
+        p.close()
+    assert [pr.seq for pr in out.predictions] == [0, 1, 2]
+    assert out.metrics == [] and out.alerts == [] and dict(out.states) == {}
