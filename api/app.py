@@ -1,5 +1,6 @@
-"""The HTTP API: health, cameras, alerts (stored and live), analysts' SQL, workers, models and pipeline counts.
-FastAPI; the OpenAPI schema is at /docs. Routes live by subject in :mod:`api.cameras`, :mod:`api.alerts`,
+"""The HTTP API: health, cameras, alerts (stored and live), analysts' SQL, workers, models and pipeline counts,
+and the dashboard that shows them (``/dashboard/``, static files in ``api/dashboard``). FastAPI; the OpenAPI
+schema is at /docs. Routes live by subject in :mod:`api.cameras`, :mod:`api.alerts`,
 :mod:`api.sql`; who may call what in :mod:`api.auth`; the API's own settings in :mod:`api.settings`.
 
 With the embedded store (a chdb DSN) this process also runs the store writer, since one process owns a
@@ -14,11 +15,13 @@ import contextlib
 import logging
 import time
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from api import alerts, cameras, sql
@@ -34,6 +37,8 @@ from streams.contracts import ContractError, WorkerStatus, decode_record
 from streams.kafka_security import client_options
 
 log = logging.getLogger("cvops.api")
+
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 
 
 class Health(BaseModel):
@@ -253,6 +258,13 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     app.include_router(cameras.router)
     app.include_router(alerts.router)
     app.include_router(sql.router)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> RedirectResponse:
+        return RedirectResponse("dashboard/", status_code=307)
+
+    # The dashboard: static files only (vanilla JS and a vendored uPlot), reading the JSON routes above.
+    app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
     return app
 
 

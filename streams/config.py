@@ -89,6 +89,20 @@ class Settings(BaseSettings):
     )
     monitor_expected_fps: float = Field(5.0, gt=0, description="frame rate cameras should deliver (low_fps below half)")
     monitor_motion_every: int = Field(10, ge=0, description="compare with the reference view every N frames; 0 = off")
+    monitor_ks_reference: int = Field(
+        200, ge=0, description="frames in a camera's reference window for the KS tests of its image signals; 0 = off"
+    )
+    monitor_ks_window: int = Field(100, ge=10, description="frames in the sliding window tested against it")
+    monitor_ks_alpha: float = Field(
+        0.001, gt=0, lt=1, description="chance of any false data_drift alert per test round (Holm-corrected)"
+    )
+    monitor_prediction_reference: int = Field(
+        500, ge=0, description="detections in a camera's reference for class-mix and confidence drift; 0 = off"
+    )
+    monitor_prediction_window: int = Field(200, ge=10, description="recent detections tested against it")
+    monitor_embedding_reference: int = Field(
+        50, ge=0, description="sampled embeddings an outlier autoencoder is fitted on, per camera; 0 = off"
+    )
     monitor_no_frames_s: float = Field(10.0, gt=0, description="silence after which a camera is reported")
     state_checkpoint_frames: int = Field(25, ge=1, description="save a camera's full monitor state every N frames")
 

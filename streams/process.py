@@ -6,6 +6,8 @@ here can be called and tested with plain bytes and a detector.
 
 from __future__ import annotations
 
+import importlib
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -91,7 +93,18 @@ class FrameProcessor:
             expected_fps=settings.monitor_expected_fps,
             no_frames_s=settings.monitor_no_frames_s,
             motion_every=settings.monitor_motion_every,
+            ks_reference=settings.monitor_ks_reference,
+            ks_window=settings.monitor_ks_window,
+            ks_alpha=settings.monitor_ks_alpha,
+            prediction_reference=settings.monitor_prediction_reference,
+            prediction_window=settings.monitor_prediction_window,
+            embedding_reference=settings.monitor_embedding_reference if settings.embedding_model else 0,
         )
+
+        if self.monitor_settings.embedding_reference:
+            # The first camera's autoencoder fit would otherwise pay scikit-learn's import (seconds) on the
+            # inference thread; import it now, beside start-up.
+            threading.Thread(target=importlib.import_module, args=("sklearn.neural_network",), daemon=True).start()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
@@ -266,6 +279,8 @@ class FrameProcessor:
                 frame_diff=s.frame_diff,
                 black=s.black,
                 over_exposed=s.over_exposed,
+                labels=[d.label for d in detections],
+                scores=[d.score for d in detections],
             )
         out.states = _States(monitors)
         out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
@@ -303,7 +318,7 @@ class FrameProcessor:
         if live is not None:
             return live
         if state and "feed" in state:
-            monitor = CameraMonitor.from_dict(state)
+            monitor = CameraMonitor.from_dict(state, self.monitor_settings)
         else:
             monitor = CameraMonitor.new(camera_id, self.monitor_settings)
         self._monitors[camera_id] = monitor

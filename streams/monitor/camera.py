@@ -7,7 +7,16 @@
 - :class:`streams.monitor.upstream.UpstreamDrift`: a gateway that changed resolution, aspect ratio,
   encoding, frame rate or compression (``upstream_drift``);
 - :class:`streams.monitor.motion.CameraMoved`: the camera turned or shifted against its reference view
-  (``domain_drift``), checked every ``motion_every`` frames.
+  (``domain_drift``), checked every ``motion_every`` frames;
+- :class:`streams.monitor.windows.MultiKS`: the distributions of brightness, contrast, blur and saturation
+  against the camera's reference window, Kolmogorov-Smirnov with Holm's correction (``data_drift``, signals
+  ``<name>_distribution``): slower, subtler changes than the range rule's;
+- :class:`streams.monitor.prediction.ClassDistributionDrift` and
+  :class:`~streams.monitor.prediction.ConfidenceDrift`: what the model says (``prediction_drift``, signals
+  ``class_mix`` and ``confidence``);
+- :class:`streams.monitor.embedding.EmbeddingDrift`: the sampled image embeddings, through an autoencoder
+  fitted on the camera's first ones (``outlier`` for runs of outlying frames, ``embedding_drift`` when the
+  score distribution moves).
 
 Each raise has a deterministic alert id (camera, signal, frame), so a frame replayed after a crash raises
 the same alert, which the store folds into one row; a resolve record carries the id of its raise.
@@ -26,9 +35,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streams.contracts import Alert, FrameMetrics
+from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
 from streams.monitor.motion import CameraMoved
+from streams.monitor.prediction import ClassDistributionDrift, ConfidenceDrift
 from streams.monitor.upstream import UpstreamDrift
+from streams.monitor.windows import MultiKS
 from streams.rules import CameraHealth, alert_id
 
 
@@ -42,6 +54,21 @@ class MonitorSettings:
     motion_every: int = 10  # 0 turns the moved-camera check off
     motion_threshold_deg: float = 2.0
     motion_threshold_px: float = 8.0
+    # Distribution tests (KS with Holm's correction) of the image signals: values, not seconds.
+    ks_reference: int = 200  # 0 turns them off
+    ks_window: int = 100
+    ks_every: int = 10
+    ks_alpha: float = 0.001
+    # Prediction drift: detections, not frames.
+    prediction_reference: int = 500  # 0 turns it off
+    prediction_window: int = 200
+    prediction_alpha: float = 0.001
+    # Embedding drift and outliers: sampled embeddings (one frame in CVOPS_EMBEDDING_EVERY).
+    embedding_reference: int = 50  # 0 turns it off
+
+
+# The image signals whose distributions are tested (data_drift, "<name>_distribution").
+DISTRIBUTION_SIGNALS = ("brightness", "contrast", "blur", "saturation")
 
 
 @dataclass
@@ -51,6 +78,10 @@ class CameraMonitor:
     feed: FeedHealth
     upstream: UpstreamDrift
     moved: CameraMoved | None
+    distributions: MultiKS | None = None
+    classes: ClassDistributionDrift | None = None
+    confidence: ConfidenceDrift | None = None
+    embedding: EmbeddingDrift | None = None
     active: dict[str, str] = field(default_factory=dict)  # "kind:signal" -> alert id of the raise
     frames: int = 0
     previous_small: np.ndarray | None = field(default=None, repr=False)  # for frame_diff; not persisted
@@ -71,7 +102,25 @@ class CameraMonitor:
             )
             if s.motion_every
             else None,
+            **cls.drift_detectors(s),
         )
+
+    @staticmethod
+    def drift_detectors(s: MonitorSettings) -> dict:
+        """The distribution, prediction and embedding detectors ``s`` turns on, new."""
+        out: dict = {}
+        if s.ks_reference:
+            out["distributions"] = MultiKS(
+                DISTRIBUTION_SIGNALS, reference=s.ks_reference, window=s.ks_window, every=s.ks_every, alpha=s.ks_alpha
+            )
+        if s.prediction_reference:
+            out["classes"] = ClassDistributionDrift(
+                reference=s.prediction_reference, window=s.prediction_window, alpha=s.prediction_alpha
+            )
+            out["confidence"] = ConfidenceDrift(reference=s.prediction_reference, window=s.prediction_window)
+        if s.embedding_reference:
+            out["embedding"] = EmbeddingDrift(reference=s.embedding_reference)
+        return out
 
     def observe(
         self,
@@ -82,8 +131,11 @@ class CameraMonitor:
         frame_diff: float | None,
         black: bool,
         over_exposed: float,
+        labels: Sequence[str] = (),
+        scores: Sequence[float] = (),
     ) -> list[Alert]:
-        """Feed one frame; the alerts it raises or resolves, of every type."""
+        """Feed one frame (its metrics and its detections' labels and scores); the alerts it raises or
+        resolves, of every type."""
         self.frames += 1
         self.previous_small = small
         alerts = self.health.observe(m, cooldown_s)
@@ -107,6 +159,36 @@ class CameraMonitor:
             if now != was:
                 alerts += self._changes(m, "domain_drift", [("camera_moved", "raised" if now else "resolved")],
                                         self._motion_value)  # fmt: skip
+        alerts += self._drift(m, labels, scores)
+        return alerts
+
+    def _drift(self, m: FrameMetrics, labels: Sequence[str], scores: Sequence[float]) -> list[Alert]:
+        alerts = []
+        if self.distributions is not None:
+            before = set(self.distributions.drifted)
+            # Rounded: the windows travel through the changelog as JSON, and 3 decimals are plenty for a test.
+            self.distributions.update({name: round(float(getattr(m, name)), 3) for name in DISTRIBUTION_SIGNALS})
+            after = set(self.distributions.drifted)
+            changes = [(f"{k}_distribution", "raised") for k in sorted(after - before)]
+            changes += [(f"{k}_distribution", "resolved") for k in sorted(before - after)]
+            alerts += self._changes(m, "data_drift", changes, self._distribution_value)
+        if self.classes is not None:
+            for name, det, feed in (("class_mix", self.classes, labels), ("confidence", self.confidence, scores)):
+                was = det.drift_detected
+                det.update([round(float(v), 4) for v in feed] if name == "confidence" else feed)
+                if det.drift_detected != was:
+                    status = "raised" if det.drift_detected else "resolved"
+                    alerts += self._changes(m, "prediction_drift", [(name, status)], self._prediction_value)
+        if self.embedding is not None and m.embedding:
+            e = self.embedding
+            was_outlier, was_drift = e.outlier, e.drift_detected
+            e.update(m.embedding)
+            if e.outlier != was_outlier:
+                status = "raised" if e.outlier else "resolved"
+                alerts += self._changes(m, "outlier", [("embedding_outlier", status)], self._embedding_value)
+            if e.drift_detected != was_drift:
+                status = "raised" if e.drift_detected else "resolved"
+                alerts += self._changes(m, "embedding_drift", [("embedding_score", status)], self._embedding_value)
         return alerts
 
     def check_silence(self, now: float, model_name: str = "", model_version: str = "") -> list[Alert]:
@@ -200,6 +282,34 @@ class CameraMonitor:
         text = f"turned {last.angle_deg:.1f} degrees and shifted {shift:.0f} px against its reference view"
         return last.angle_deg, self.moved.threshold_deg, text
 
+    def _distribution_value(self, signal: str) -> tuple[float, float, str]:
+        w = self.distributions.windows[signal.removesuffix("_distribution")]
+        text = (
+            f"{signal.removesuffix('_distribution')} distribution of the last {w.window_size} frames differs from "
+            f"the reference's {w.reference_size} (KS D={w.statistic:.2f}, p={w.p_value:.1e})"
+        )
+        return w.p_value, self.distributions.alpha, text
+
+    def _prediction_value(self, signal: str) -> tuple[float, float, str]:
+        if signal == "class_mix":
+            c = self.classes
+            text = (
+                f"classes detected in the last {c.window_size} detections differ from the reference (p={c.p_value:.1e})"
+            )
+            return c.p_value, c.alpha, text
+        c = self.confidence
+        text = f"mean detection score {c.window_mean:.2f}, reference {c.reference_mean:.2f} (z={c.z_score:.1f})"
+        return c.window_mean, c.reference_mean, text
+
+    def _embedding_value(self, signal: str) -> tuple[float, float, str]:
+        e = self.embedding
+        if signal == "embedding_outlier":
+            text = f"{e.consecutive} sampled frames in a row look unlike the reference (score {e.score:.2f})"
+            return e.score, e.threshold, text
+        w = e.scores
+        text = f"embedding outlier scores shifted against the reference (KS D={w.statistic:.2f}, p={w.p_value:.1e})"
+        return w.p_value, w.alpha, text
+
     # -- state --------------------------------------------------------------------------------------------
 
     def essential(self) -> dict:
@@ -210,6 +320,11 @@ class CameraMonitor:
             "faults": sorted(self.feed.faults),
             "upstream": sorted(self.upstream.drifted),
             "moved": self.moved.drift_detected if self.moved else False,
+            "distributions": sorted(self.distributions.drifted) if self.distributions else [],
+            "predictions": [self.classes.drift_detected, self.confidence.drift_detected] if self.classes else [],
+            "embedding": [self.embedding.fitted, self.embedding.outlier, self.embedding.drift_detected]
+            if self.embedding
+            else [],
         }
 
     def to_dict(self) -> dict:
@@ -219,13 +334,30 @@ class CameraMonitor:
             "feed": self.feed.to_dict(),
             "upstream": self.upstream.to_dict(),
             "moved": self.moved.to_dict() if self.moved else None,
+            "distributions": self.distributions.to_dict() if self.distributions else None,
+            "classes": self.classes.to_dict() if self.classes else None,
+            "confidence": self.confidence.to_dict() if self.confidence else None,
+            "embedding": self.embedding.to_dict() if self.embedding else None,
             "active": dict(self.active),
             "frames": self.frames,
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> CameraMonitor:
+    def from_dict(cls, d: dict, settings: MonitorSettings | None = None) -> CameraMonitor:
+        """The monitor ``d`` describes. A state saved before a detector existed gets that detector new, as
+        ``settings`` (the fleet's) configure it."""
+        fresh = cls.drift_detectors(settings or MonitorSettings())
+        parts = {
+            name: kind.from_dict(d[name]) if d.get(name) else fresh.get(name)
+            for name, kind in (
+                ("distributions", MultiKS),
+                ("classes", ClassDistributionDrift),
+                ("confidence", ConfidenceDrift),
+                ("embedding", EmbeddingDrift),
+            )
+        }
         return cls(
+            **parts,
             camera_id=d["camera_id"],
             health=CameraHealth.from_dict(d["health"]),
             feed=FeedHealth.from_dict(d["feed"]),
