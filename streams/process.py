@@ -354,3 +354,22 @@ class _States(Mapping):
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
+
+
+def silence_clock(wall: float, newest_arrival: float, since_last_batch_s: float, no_frames_s: float) -> float:
+    """The time against which a worker judges its cameras' silence (unix s, the broker's clock of arrival).
+
+    While the worker works through a backlog, that is the arrival time of the newest frame it has reached,
+    not the wall clock: a camera is silent when the other cameras' frames of that time have come and its own
+    have not, however far behind the worker is. Once the worker is idle (no batch for 2 s: it has caught up)
+    or close behind, the wall clock decides, so that a whole gateway going quiet is seen too.
+
+    >>> silence_clock(wall=1000.0, newest_arrival=965.0, since_last_batch_s=0.1, no_frames_s=10)  # 35 s behind
+    965.0
+    >>> silence_clock(wall=1000.0, newest_arrival=965.0, since_last_batch_s=30.0, no_frames_s=10)  # idle
+    1000.0
+    >>> silence_clock(wall=1000.0, newest_arrival=999.5, since_last_batch_s=0.1, no_frames_s=10)  # keeping up
+    1000.0
+    """
+    behind = since_last_batch_s < 2.0 and wall - newest_arrival > no_frames_s / 2
+    return newest_arrival if behind else wall

@@ -32,7 +32,7 @@ from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import WorkerStatus, encode_record
 from streams.kafka_security import faust_credentials
-from streams.process import BatchResult, FrameProcessor, RawMessage
+from streams.process import BatchResult, FrameProcessor, RawMessage, silence_clock
 
 log = logging.getLogger("cvops.worker")
 
@@ -121,7 +121,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     checkpoint = settings.state_checkpoint_frames
     infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
-    stats |= {"newest_arrival": 0.0, "busy": False, "last_batch": 0.0, "batch_wall": 0.0}
+    stats |= {"newest_arrival": 0.0, "last_batch": 0.0, "batch_wall": 0.0}
     log.info(
         "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
@@ -149,7 +149,6 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
             stats["newest_arrival"] = max([m.timestamp or 0.0 for m in msgs] + [stats["newest_arrival"]])
-            stats["busy"] = len(msgs) >= policy.queue_limit  # a full queue: frames are waiting
             stats["last_batch"], stats["batch_wall"] = time.monotonic(), time.time()
             # Decode and pre-process batch k+1 while batch k is inferred.
             prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
@@ -206,12 +205,10 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 
     @app.timer(max(1.0, settings.monitor_no_frames_s / 4))
     async def watch_silence():
-        # Silence is judged on the broker's clock of arrival; while this worker works through a backlog,
-        # every camera would look silent, so wait until it has caught up.
-        working_through_backlog = stats["busy"] and time.monotonic() - stats["last_batch"] < 2.0
-        if working_through_backlog and time.time() - stats["newest_arrival"] > settings.monitor_no_frames_s / 2:
-            return
-        sends = await _publish(BatchResult(alerts=processor.check_silence(time.time())))
+        now = silence_clock(
+            time.time(), stats["newest_arrival"], time.monotonic() - stats["last_batch"], settings.monitor_no_frames_s
+        )
+        sends = await _publish(BatchResult(alerts=processor.check_silence(now)))
         await asyncio.gather(*sends)
 
     @app.timer(10.0)

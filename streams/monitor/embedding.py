@@ -37,7 +37,8 @@ class EmbeddingDrift:
     """Outlier score, outlier runs and score drift of one camera's embeddings.
 
     Parameters: reference (embeddings to fit on), dim (projected dimensions), bottleneck (autoencoder
-    units), false_alarm_rate (per embedding, 0-1), consecutive (outliers in a row for a verdict),
+    units), false_alarm_rate (per embedding, 0-1), consecutive (outliers in a row to raise the verdict,
+    ordinary embeddings in a row to clear it),
     score_reference / score_window (scores in the KS reference and sliding window), every (scores between
     KS tests), alpha (KS p-value).
 
@@ -80,6 +81,7 @@ class EmbeddingDrift:
         self.source_dim = 0
         self.score = 0.0
         self.run = 0  # outliers in a row
+        self.calm = 0  # ordinary embeddings in a row
         self.outlier = False
 
     @property
@@ -113,10 +115,12 @@ class EmbeddingDrift:
             return self
         self.detector.update(z)
         self.score = self.detector.last_score
-        self.run = self.run + 1 if self.detector.is_outlier else 0
+        odd = self.detector.is_outlier
+        self.run, self.calm = (self.run + 1, 0) if odd else (0, self.calm + 1)
+        # Raised after `consecutive` outliers in a row, cleared after as many ordinary frames in a row.
         if self.run >= self.consecutive:
             self.outlier = True
-        elif self.run == 0:
+        elif self.calm >= self.consecutive:
             self.outlier = False
         self.scores.update(self.score)
         return self
@@ -132,6 +136,7 @@ class EmbeddingDrift:
             "source_dim": self.source_dim,
             "score": self.score,
             "run": self.run,
+            "calm": self.calm,
             "outlier": self.outlier,
         }
 
@@ -142,5 +147,5 @@ class EmbeddingDrift:
         obj.scores = KSWindow.from_dict(d["scores"])
         obj.collected = [list(v) for v in d["collected"]]
         obj.source_dim = int(d["source_dim"])
-        obj.score, obj.run, obj.outlier = float(d["score"]), int(d["run"]), bool(d["outlier"])
+        obj.score, obj.run, obj.calm, obj.outlier = float(d["score"]), int(d["run"]), int(d["calm"]), bool(d["outlier"])
         return obj
