@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     rule_tolerance: float = Field(1.0, gt=0, description="range = reference 5-95% widened by this many spreads")
     rule_consecutive: int = Field(3, ge=1, description="frames out of range in a row before alerting")
     rule_cooldown_s: float = Field(60.0, ge=0)
+    evidence_width: int = Field(
+        320, ge=0, le=1920, description="px wide of the thumbnails kept as evidence for alerts; 0 = none"
+    )
     monitoring: bool = Field(
         True,
         description="measure frames and watch cameras (metrics, drift, faults); false = inference only, for "

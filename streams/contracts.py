@@ -197,6 +197,30 @@ class Alert(_Record):
     message: str
 
 
+class Evidence(_Record):
+    """A thumbnail of a frame that proves an alert, or of the reference view the frame was compared with.
+
+    Published by the worker on the evidence topic when it raises an alert: one record per evidence frame it
+    still holds (the alert's ``evidence_frame_ids``, newest last) and, for a moved camera, its reference view.
+    Boxes are not drawn in: the predictions topic has them, in ``source_width`` x ``source_height`` pixels.
+    """
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    alert_id: str
+    camera_id: str
+    frame_id: str = Field(description="the frame's id; for a reference view, 'reference:<alert_id>'")
+    role: Literal["evidence", "reference"] = "evidence"
+    captured_at: float = Field(description="unix seconds")
+    width: int = Field(gt=0, le=4096, description="thumbnail px")
+    height: int = Field(gt=0, le=4096, description="thumbnail px")
+    source_width: int = Field(gt=0, description="px of the frame the thumbnail was made from")
+    source_height: int = Field(gt=0)
+    image_b64: str = Field(max_length=400_000, description="the thumbnail, JPEG, base64")
+
+    def image(self) -> bytes:
+        return base64.b64decode(self.image_b64)
+
+
 class DeadLetter(_Record):
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
     source_topic: str

@@ -7,7 +7,8 @@ Dataflow, top to bottom::
         ──▶ FrameProcessor.prepare (decode, pre-process; thread) ──▶ FrameProcessor.finish (infer; thread)
         ├──▶ predictions    one per decoded frame
         ├──▶ metrics        one per decoded frame
-        ├──▶ alerts         when a camera's health rule fires or clears
+        ├──▶ alerts         when one of a camera's detectors raises or clears
+        ├──▶ evidence       thumbnails of the frames that prove each raised alert
         ├──▶ deadletters    one per frame that cannot be decoded, with the reason and the payload
         └──▶ camera-health  per-camera rule state (a faust Table, changelog in Kafka)
 
@@ -94,8 +95,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     def topic(name: str) -> faust.TopicT:
         return app.topic(settings.topic(name), partitions=n, key_serializer="raw", value_serializer="raw")
 
-    frames, predictions, metrics, alerts, dead = (
-        topic(t) for t in ("frames", "predictions", "metrics", "alerts", "deadletters")
+    frames, predictions, metrics, alerts, evidence, dead = (
+        topic(t) for t in ("frames", "predictions", "metrics", "alerts", "evidence", "deadletters")
     )
     workers = app.topic(settings.topic("workers"), partitions=1, key_serializer="raw", value_serializer="raw")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -186,6 +187,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             (predictions, result.predictions),
             (metrics, result.metrics),
             (alerts, result.alerts),
+            (evidence, result.evidence),
         ):
             for r in records:
                 sends.append(await out_topic.send(key=r.camera_id.encode(), value=encode_record(r)))

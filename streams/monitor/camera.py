@@ -28,20 +28,23 @@ once, the rest being written every few frames.
 
 from __future__ import annotations
 
+import base64
 import math
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-from streams.contracts import Alert, FrameMetrics
+from streams.contracts import Alert, Evidence, FrameMetrics
 from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
 from streams.monitor.motion import CameraMoved
 from streams.monitor.prediction import ClassDistributionDrift, ConfidenceDrift
 from streams.monitor.upstream import UpstreamDrift
 from streams.monitor.windows import MultiKS
-from streams.rules import CameraHealth, alert_id
+from streams.rules import EVIDENCE_FRAMES, CameraHealth, alert_id
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,8 @@ class CameraMonitor:
     active: dict[str, str] = field(default_factory=dict)  # "kind:signal" -> alert id of the raise
     frames: int = 0
     previous_small: np.ndarray | None = field(default=None, repr=False)  # for frame_diff; not persisted
+    # (frame id, captured at, JPEG, (w, h), (source w, source h)) of the last frames, as evidence; not persisted
+    thumbnails: deque = field(default_factory=lambda: deque(maxlen=EVIDENCE_FRAMES), repr=False)
 
     @classmethod
     def new(cls, camera_id: str, s: MonitorSettings) -> CameraMonitor:
@@ -190,6 +195,52 @@ class CameraMonitor:
                 status = "raised" if e.drift_detected else "resolved"
                 alerts += self._changes(m, "embedding_drift", [("embedding_score", status)], self._embedding_value)
         return alerts
+
+    def keep_thumbnail(
+        self, frame_id: str, captured_at: float, jpeg: bytes, size: tuple[int, int], source: tuple[int, int]
+    ) -> None:
+        """Hold a frame's thumbnail while it is among the last few: an alert raised now shows them."""
+        self.thumbnails.append((frame_id, captured_at, jpeg, size, source))
+
+    def evidence(self, alert: Alert) -> list[Evidence]:
+        """Thumbnails of the alert's evidence frames still held, oldest first; for a moved camera, its
+        reference view too (what the frames were compared with)."""
+        wanted = set(alert.evidence_frame_ids)
+        out = [
+            Evidence(
+                alert_id=alert.alert_id,
+                camera_id=self.camera_id,
+                frame_id=fid,
+                captured_at=at,
+                width=size[0],
+                height=size[1],
+                source_width=src[0],
+                source_height=src[1],
+                image_b64=base64.b64encode(jpeg).decode(),
+            )
+            for fid, at, jpeg, size, src in self.thumbnails
+            if fid in wanted
+        ]
+        if alert.type == "domain_drift" and self.moved is not None and self.moved.reference is not None and out:
+            ref = self.moved.reference
+            ok, jpg = cv2.imencode(".jpg", ref, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            if ok:
+                last = out[-1]
+                out.append(
+                    Evidence(
+                        alert_id=alert.alert_id,
+                        camera_id=self.camera_id,
+                        frame_id=f"reference:{alert.alert_id}",
+                        role="reference",
+                        captured_at=last.captured_at,
+                        width=ref.shape[1],
+                        height=ref.shape[0],
+                        source_width=last.source_width,
+                        source_height=last.source_height,
+                        image_b64=base64.b64encode(jpg.tobytes()).decode(),
+                    )
+                )
+        return out
 
     def check_silence(self, now: float, model_name: str = "", model_version: str = "") -> list[Alert]:
         """The worker's timer: has the feed gone silent? ``now`` is unix s."""

@@ -140,3 +140,23 @@ def test_with_monitoring_off_only_predictions_come_out(detector, street_frames):
         p.close()
     assert [pr.seq for pr in out.predictions] == [0, 1, 2]
     assert out.metrics == [] and out.alerts == [] and dict(out.states) == {}
+
+
+def test_a_raised_alert_comes_with_thumbnails_of_its_evidence_frames(detector, street_frames):
+    settings = Settings(_env_file=None, rule_warmup_frames=5, rule_consecutive=2, evidence_width=160)
+    p = FrameProcessor(settings, detector)
+    try:
+        for i in range(8):
+            p.process([message(street_frames[i], "cam-3", i)], {})
+        blurred = [cv2.GaussianBlur(street_frames[8 + i], (0, 0), 8) for i in range(3)]
+        out = [p.process([message(f, "cam-3", 8 + i)], {}) for i, f in enumerate(blurred)]
+    finally:
+        p.close()
+    raised = [a for r in out for a in r.alerts if a.status == "raised" and a.signal == "blur"]
+    evidence = [e for r in out for e in r.evidence]
+    assert len(raised) == 1 and evidence
+    assert {e.alert_id for e in evidence} == {raised[0].alert_id}
+    assert [e.frame_id for e in evidence] == raised[0].evidence_frame_ids  # every one still held, in order
+    thumb = cv2.imdecode(np.frombuffer(evidence[-1].image(), np.uint8), cv2.IMREAD_COLOR)
+    assert thumb.shape[:2] == (evidence[-1].height, evidence[-1].width) and thumb.shape[1] == 160
+    assert (evidence[-1].source_width, evidence[-1].source_height) == (640, 272)
