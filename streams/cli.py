@@ -81,6 +81,44 @@ def _cmd_gateway(args, settings: Settings) -> int:
     return 0
 
 
+def _cmd_feedback(args, settings: Settings) -> int:
+    """Publish labels (Feedback records, one JSON object per line) on the feedback topic, keyed by camera."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.contracts import ContractError, Feedback, decode_record, encode_record
+    from streams.kafka_security import client_options
+
+    records, bad = [], 0
+    with open(args.file) if args.file != "-" else sys.stdin as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+                if isinstance(raw, dict):
+                    raw.setdefault("schema_version", 1)
+                records.append(decode_record(Feedback, json.dumps(raw)))
+            except (ContractError, json.JSONDecodeError) as exc:
+                bad += 1
+                print(f"line {n}: {exc}", file=sys.stderr)
+    if bad:
+        print(f"{bad} line(s) are not Feedback records: nothing sent", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        producer = AIOKafkaProducer(**client_options(settings), acks="all")
+        await producer.start()
+        try:
+            for r in records:
+                await producer.send_and_wait(settings.topic("feedback"), encode_record(r), key=r.camera_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(main())
+    print(json.dumps({"feedback_published": len(records)}))
+    return 0
+
+
 def _cmd_worker(args, settings: Settings) -> int:
     from streams.worker import run_worker
 
@@ -163,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.set_defaults(func=_cmd_gateway)
 
+    fb = sub.add_parser("feedback", help="publish labels for frames (JSON lines: frame_id, camera_id, objects)")
+    fb.add_argument("file", help="JSON-lines file of Feedback records, or - for standard input")
+    fb.set_defaults(func=_cmd_feedback)
     sub.add_parser("worker", help="run the stream worker (inference, metrics, alerts)").set_defaults(func=_cmd_worker)
     sub.add_parser("api", help="run the HTTP API (and the store writer)").set_defaults(func=_cmd_api)
     sub.add_parser("store-writer", help="run the store writer on its own").set_defaults(func=_cmd_store_writer)

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         500, ge=0, description="detections in a camera's reference for class-mix and confidence drift; 0 = off"
     )
     monitor_prediction_window: int = Field(200, ge=10, description="recent detections tested against it")
+    monitor_concept_reference: int = Field(
+        100, ge=0, description="labelled frames (feedback topic) in a camera's reference error; 0 = off"
+    )
+    feedback_horizon: int = Field(
+        1000, ge=1, description="predictions per camera a worker keeps to score late labels against"
+    )
     monitor_embedding_reference: int = Field(
         50, ge=0, description="sampled embeddings an outlier autoencoder is fitted on, per camera; 0 = off"
     )

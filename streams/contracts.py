@@ -197,6 +197,24 @@ class Alert(_Record):
     message: str
 
 
+class TrueObject(_Record):
+    label: str = Field(min_length=1, max_length=100)
+    box: tuple[float, float, float, float] | None = Field(
+        None, description="x1, y1, x2, y2 in the frame's pixels; none for an image-level label"
+    )
+
+
+class Feedback(_Record):
+    """Ground truth for one frame, sent back by people or a better model; keyed by camera id."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    frame_id: str = Field(min_length=1, max_length=200)
+    camera_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    objects: list[TrueObject] = Field(max_length=1000, description="every object in the frame; empty: none")
+    labelled_at: float = Field(default_factory=time.time, description="unix seconds")
+    source: str = Field("", max_length=100, description="who labelled it, e.g. a labelling tool's name")
+
+
 class Evidence(_Record):
     """A thumbnail of a frame that proves an alert, or of the reference view the frame was compared with.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,13 +25,16 @@ from streams.contracts import (
     DeadLetter,
     Detection,
     Evidence,
+    Feedback,
     FrameMetrics,
     Prediction,
     Timings,
+    decode_record,
 )
 from streams.decode import DecodedFrame, decode_frame
 from streams.monitor import image as image_signals
 from streams.monitor.camera import CameraMonitor, MonitorSettings
+from streams.monitor.concept import frame_error
 
 
 class Detector(Protocol):
@@ -98,6 +102,8 @@ class FrameProcessor:
         self.detector = detector
         self.embedder = embedder  # an ImageNet-style model with an embedding output, or None
         self._seen: dict[str, int] = {}  # camera id -> frames seen, to sample the ones to embed
+        # camera id -> frame id -> predicted (label, box): what late labels (the feedback topic) are scored against
+        self._recent: dict[str, OrderedDict[str, list]] = {}
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._monitors: dict[str, CameraMonitor] = {}
         self.monitor_settings = MonitorSettings(
@@ -113,6 +119,7 @@ class FrameProcessor:
             prediction_reference=settings.monitor_prediction_reference,
             prediction_window=settings.monitor_prediction_window,
             embedding_reference=settings.monitor_embedding_reference if settings.embedding_model else 0,
+            concept_reference=settings.monitor_concept_reference,
         )
 
         if self.monitor_settings.embedding_reference:
@@ -231,6 +238,7 @@ class FrameProcessor:
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
             ]
+            self._remember(h.camera_id, h.frame_id, detections)
             out.predictions.append(
                 Prediction(
                     frame_id=h.frame_id,
@@ -347,8 +355,50 @@ class FrameProcessor:
         return monitor
 
     def forget(self) -> None:
-        """Drop the live monitors: after a rebalance, the saved states are the truth."""
+        """Drop the live monitors (after a rebalance the saved states are the truth) and the predictions kept
+        for late labels (a camera that moved away is scored by its new worker)."""
         self._monitors.clear()
+        self._recent.clear()
+
+    def _remember(self, camera_id: str, frame_id: str, detections: Sequence[Detection]) -> None:
+        recent = self._recent.setdefault(camera_id, OrderedDict())
+        recent[frame_id] = [(d.label, d.box) for d in detections]
+        while len(recent) > self.settings.feedback_horizon:
+            recent.popitem(last=False)
+
+    def feedback(self, messages: Sequence[RawMessage], states: Mapping[str, dict | None]) -> BatchResult:
+        """Score labelled frames (feedback-topic messages) against the predictions this worker made for them
+        and feed each camera's concept-drift detector. A label for a frame this worker no longer holds (older
+        than ``feedback_horizon`` frames of its camera, or predicted before a restart or a rebalance) is a
+        dead letter with reason ``unknown_frame``, as is any message that breaks the contract."""
+        out = BatchResult()
+        monitors: dict[str, CameraMonitor] = {}
+        for msg in messages:
+            try:
+                fb = decode_record(Feedback, msg.value or b"")
+                key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
+                if key != fb.camera_id:
+                    raise ContractError("key_mismatch", f"message key {key!r} is not the camera_id {fb.camera_id!r}")
+                predicted = self._recent.get(fb.camera_id, {}).get(fb.frame_id)
+                if predicted is None:
+                    raise ContractError(
+                        "unknown_frame",
+                        f"frame {fb.frame_id!r} is not among the last {self.settings.feedback_horizon} predictions "
+                        f"this worker made for camera {fb.camera_id!r} (too late, or predicted before a restart)",
+                    )
+            except ContractError as err:
+                out.dead_letters.append(DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err))
+                continue
+            monitor = monitors.get(fb.camera_id) or self._monitor(fb.camera_id, states.get(fb.camera_id))
+            monitors[fb.camera_id] = monitor
+            error = frame_error(predicted, [(o.label, o.box) for o in fb.objects])
+            out.alerts += monitor.observe_feedback(
+                fb.frame_id, error, time.time(), self.detector.name, self.detector.version
+            )
+        out.states = _States(monitors)
+        out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
+        out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
+        return out
 
     def check_silence(self, now: float) -> list[Alert]:
         """Silence alerts of the cameras this worker watches (the worker's timer calls it)."""

@@ -45,6 +45,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec("metrics", "FrameMetrics v1", n, rec),
         TopicSpec("alerts", "Alert v1", n, 7 * 24 * 3600_000),
         TopicSpec("evidence", "Evidence v1", n, 7 * 24 * 3600_000),
+        TopicSpec("feedback", "Feedback v1", n, 7 * 24 * 3600_000),
         TopicSpec("deadletters", "DeadLetter v1", n, 7 * 24 * 3600_000, settings.max_message_bytes * 2),
         TopicSpec("workers", "WorkerStatus v1", 1, 3600_000),
     ]

@@ -12,6 +12,8 @@ Dataflow, top to bottom::
         ├──▶ deadletters    one per frame that cannot be decoded, with the reason and the payload
         └──▶ camera-health  per-camera rule state (a faust Table, changelog in Kafka)
 
+    feedback (labels for frames) ──▶ FrameProcessor.feedback (score; same thread) ──▶ alerts (concept_drift)
+
 Delivery: faust acks a batch's events only after this agent's loop body returns, and the body returns
 only after every output record is acknowledged by the broker; faust flushes its producer (table
 changelog included) before it commits offsets. So a crash replays frames whose outputs may already be
@@ -95,8 +97,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     def topic(name: str) -> faust.TopicT:
         return app.topic(settings.topic(name), partitions=n, key_serializer="raw", value_serializer="raw")
 
-    frames, predictions, metrics, alerts, evidence, dead = (
-        topic(t) for t in ("frames", "predictions", "metrics", "alerts", "evidence", "deadletters")
+    frames, predictions, metrics, alerts, evidence, dead, feedback = (
+        topic(t) for t in ("frames", "predictions", "metrics", "alerts", "evidence", "deadletters", "feedback")
     )
     workers = app.topic(settings.topic("workers"), partitions=1, key_serializer="raw", value_serializer="raw")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -155,31 +157,68 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
             sends = []
             for future in prepared:
-                result = await loop.run_in_executor(infer_pool, processor.finish, await future, states)
-                for camera_id, essential in result.essential.items():
-                    # Events (a reference learned, an alert) are saved at once; the windows every few frames.
-                    frames_seen = result.frames_seen[camera_id]
-                    stale = frames_seen - saved_at.get(camera_id, 0) >= checkpoint
-                    if essential != saved_essential.get(camera_id) or stale:
-                        state = result.states[camera_id]  # written out only now (no inference runs meanwhile)
-                        health[camera_id.encode()] = state
-                        states[camera_id] = state
-                        saved_essential[camera_id], saved_at[camera_id] = essential, frames_seen
+                result, snapshots = await loop.run_in_executor(infer_pool, finish_and_snapshot, await future, states)
+                save(result, snapshots, states)
                 sends += await _publish(result)
                 stats["frames"] += len(result.predictions)
                 stats["dead_letters"] += len(result.dead_letters)
                 stats["alerts"] += len(result.alerts)
                 stats["batches"] += 1 if result.predictions else 0
             await asyncio.gather(*sends)
-            # Table writes wait in faust's producer buffer, whose flush at commit time gives up after 0.1 s
-            # without progress: drain it here, so that no offset is committed ahead of the camera state
-            # it produced (measured: a SIGKILL otherwise lost state that the committed offsets covered).
-            deadline = time.monotonic() + 30.0
-            while app.producer.buffer.size and time.monotonic() < deadline:
-                await app.producer.buffer.flush()
-            if app.producer.buffer.size:
-                log.warning("%d camera state writes still pending after 30 s", app.producer.buffer.size)
+            await drain_table_writes()
             # The events are acked when this body returns, and committed after faust flushes the producer.
+
+    def snapshot(result: BatchResult) -> dict[str, dict]:
+        """The states to save now: a camera's events (a reference learned, an alert) at once, its windows
+        every ``checkpoint`` frames. Runs on the inference thread, the only one that changes monitors."""
+        out = {}
+        for camera_id, essential in result.essential.items():
+            stale = result.frames_seen[camera_id] - saved_at.get(camera_id, 0) >= checkpoint
+            if essential != saved_essential.get(camera_id) or stale:
+                out[camera_id] = result.states[camera_id]  # written out only now
+        return out
+
+    def finish_and_snapshot(prepared, states) -> tuple[BatchResult, dict[str, dict]]:
+        result = processor.finish(prepared, states)
+        return result, snapshot(result)
+
+    def feedback_and_snapshot(msgs, states) -> tuple[BatchResult, dict[str, dict]]:
+        result = processor.feedback(msgs, states)
+        return result, snapshot(result)
+
+    def save(result: BatchResult, snapshots: dict[str, dict], states: dict) -> None:
+        for camera_id, state in snapshots.items():
+            health[camera_id.encode()] = state
+            states[camera_id] = state
+            saved_essential[camera_id] = result.essential[camera_id]
+            saved_at[camera_id] = result.frames_seen[camera_id]
+
+    async def drain_table_writes() -> None:
+        # Table writes wait in faust's producer buffer, whose flush at commit time gives up after 0.1 s
+        # without progress: drain it here, so that no offset is committed ahead of the camera state
+        # it produced (measured: a SIGKILL otherwise lost state that the committed offsets covered).
+        deadline = time.monotonic() + 30.0
+        while app.producer.buffer.size and time.monotonic() < deadline:
+            await app.producer.buffer.flush()
+        if app.producer.buffer.size:
+            log.warning("%d camera state writes still pending after 30 s", app.producer.buffer.size)
+
+    @app.agent(feedback, name="feedback")
+    async def on_feedback(stream):
+        """Labels for frames: scored against this worker's predictions, for each camera's concept drift."""
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(200, within=1.0):
+            msgs = [
+                RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+                for e in events
+            ]
+            states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
+            result, snapshots = await loop.run_in_executor(infer_pool, feedback_and_snapshot, msgs, states)
+            save(result, snapshots, states)
+            await asyncio.gather(*await _publish(result))
+            stats["dead_letters"] += len(result.dead_letters)
+            stats["alerts"] += len(result.alerts)
+            await drain_table_writes()
 
     async def _publish(result) -> list:
         sends = []

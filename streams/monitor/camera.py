@@ -33,11 +33,13 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
 from streams.contracts import Alert, Evidence, FrameMetrics
+from streams.monitor.concept import ConceptDrift
 from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
 from streams.monitor.motion import CameraMoved
@@ -68,6 +70,8 @@ class MonitorSettings:
     prediction_alpha: float = 0.001
     # Embedding drift and outliers: sampled embeddings (one frame in CVOPS_EMBEDDING_EVERY).
     embedding_reference: int = 50  # 0 turns it off
+    # Concept drift: labelled frames that came back on the feedback topic.
+    concept_reference: int = 100  # 0 turns it off
 
 
 # The image signals whose distributions are tested (data_drift, "<name>_distribution").
@@ -85,6 +89,7 @@ class CameraMonitor:
     classes: ClassDistributionDrift | None = None
     confidence: ConfidenceDrift | None = None
     embedding: EmbeddingDrift | None = None
+    concept: ConceptDrift | None = None
     active: dict[str, str] = field(default_factory=dict)  # "kind:signal" -> alert id of the raise
     frames: int = 0
     previous_small: np.ndarray | None = field(default=None, repr=False)  # for frame_diff; not persisted
@@ -125,6 +130,8 @@ class CameraMonitor:
             out["confidence"] = ConfidenceDrift(reference=s.prediction_reference, window=s.prediction_window)
         if s.embedding_reference:
             out["embedding"] = EmbeddingDrift(reference=s.embedding_reference)
+        if s.concept_reference:
+            out["concept"] = ConceptDrift(reference=s.concept_reference)
         return out
 
     def observe(
@@ -195,6 +202,23 @@ class CameraMonitor:
                 status = "raised" if e.drift_detected else "resolved"
                 alerts += self._changes(m, "embedding_drift", [("embedding_score", status)], self._embedding_value)
         return alerts
+
+    def observe_feedback(
+        self, frame_id: str, error: float, at: float, model_name: str, model_version: str
+    ) -> list[Alert]:
+        """Feed the model's error on one labelled frame (0-1, see :func:`streams.monitor.concept.frame_error`)."""
+        if self.concept is None:
+            return []
+        was = self.concept.drift_detected
+        self.concept.update(error)
+        if self.concept.drift_detected == was:
+            return []
+        status = "raised" if self.concept.drift_detected else "resolved"
+        where = SimpleNamespace(
+            camera_id=self.camera_id, frame_id=frame_id, model_name=model_name, model_version=model_version,
+            processed_at=at,
+        )  # fmt: skip
+        return self._changes(where, "concept_drift", [("label_error", status)], self._concept_value)
 
     def keep_thumbnail(
         self, frame_id: str, captured_at: float, jpeg: bytes, size: tuple[int, int], source: tuple[int, int]
@@ -361,6 +385,15 @@ class CameraMonitor:
         text = f"embedding outlier scores shifted against the reference (KS D={w.statistic:.2f}, p={w.p_value:.1e})"
         return w.p_value, w.alpha, text
 
+    def _concept_value(self, signal: str) -> tuple[float, float, str]:
+        c = self.concept
+        text = (
+            f"the model's error on labelled frames rose to {c.recent_mean:.2f} (reference {c.reference_mean:.2f})"
+            if c.drift_detected
+            else f"the model's error on labelled frames is back to {c.recent_mean:.2f}"
+        )
+        return c.recent_mean, c.reference_mean + c.min_increase, text
+
     # -- state --------------------------------------------------------------------------------------------
 
     def essential(self) -> dict:
@@ -376,6 +409,7 @@ class CameraMonitor:
             "embedding": [self.embedding.fitted, self.embedding.outlier, self.embedding.drift_detected]
             if self.embedding
             else [],
+            "concept": self.concept.drift_detected if self.concept else False,
         }
 
     def to_dict(self) -> dict:
@@ -389,6 +423,7 @@ class CameraMonitor:
             "classes": self.classes.to_dict() if self.classes else None,
             "confidence": self.confidence.to_dict() if self.confidence else None,
             "embedding": self.embedding.to_dict() if self.embedding else None,
+            "concept": self.concept.to_dict() if self.concept else None,
             "active": dict(self.active),
             "frames": self.frames,
         }
@@ -405,6 +440,7 @@ class CameraMonitor:
                 ("classes", ClassDistributionDrift),
                 ("confidence", ConfidenceDrift),
                 ("embedding", EmbeddingDrift),
+                ("concept", ConceptDrift),
             )
         }
         return cls(

@@ -1,5 +1,6 @@
 """The worker's batch step with the real detector, no Kafka."""
 
+import json
 import time
 
 import cv2
@@ -160,3 +161,28 @@ def test_a_raised_alert_comes_with_thumbnails_of_its_evidence_frames(detector, s
     thumb = cv2.imdecode(np.frombuffer(evidence[-1].image(), np.uint8), cv2.IMREAD_COLOR)
     assert thumb.shape[:2] == (evidence[-1].height, evidence[-1].width) and thumb.shape[1] == 160
     assert (evidence[-1].source_width, evidence[-1].source_height) == (640, 272)
+
+
+def feedback(frame_id: str, camera: str, objects: list[dict], key: str | None = None, offset: int = 0) -> RawMessage:
+    value = json.dumps({"schema_version": 1, "frame_id": frame_id, "camera_id": camera, "objects": objects})
+    return RawMessage("feedback", 0, offset, (key or camera).encode(), value.encode())
+
+
+def test_labels_that_stop_agreeing_with_the_model_raise_concept_drift(detector, street_frames):
+    settings = Settings(_env_file=None, monitor_concept_reference=20, monitor_ks_reference=0)
+    p = FrameProcessor(settings, detector)
+    try:
+        predictions = [p.process([message(street_frames[i % 40], "cam-8", i)], {}).predictions[0] for i in range(70)]
+        agree = [
+            feedback(pr.frame_id, "cam-8", [{"label": d.label, "box": list(d.box)} for d in pr.detections], offset=i)
+            for i, pr in enumerate(predictions[:30])
+        ]
+        assert p.feedback(agree, {}).alerts == []
+        disagree = [feedback(pr.frame_id, "cam-8", [{"label": "giraffe"}]) for pr in predictions[30:]]
+        alerts = p.feedback(disagree, {}).alerts
+        late = p.feedback([feedback("cam-8:1:999", "cam-8", []), feedback("cam-8:1:0", "cam-8", [], key="cam-9")], {})
+    finally:
+        p.close()
+    assert [(a.type, a.signal, a.status) for a in alerts] == [("concept_drift", "label_error", "raised")]
+    assert alerts[0].value > alerts[0].threshold
+    assert [d.reason for d in late.dead_letters] == ["unknown_frame", "key_mismatch"]

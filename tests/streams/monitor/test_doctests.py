@@ -17,6 +17,7 @@ MODULES = {
     "faults": [],
     "upstream": [],
     "embedding": ["sklearn"],
+    "concept": ["river"],
     "streams.process": [],
 }
 
