@@ -13,16 +13,27 @@ the dead-letter topic with the reason; nothing is clamped or coerced.
 [('non_finite', 'value is nan')]
 >>> problems(a.model_copy(update={"value": 2.0, "raised_at": 1e9 + 86400}), now=1e9)
 [('bad_timestamp', 'raised_at=1000086400.0 is 86400 s in the future')]
+
+The writer checks a whole batch at once with :func:`suspects`: the same tests column by column, which name
+the rows that may have a problem; only those go through :func:`problems`, for the exact codes and details.
+
+>>> ok = a.model_copy(update={"value": 2.0})
+>>> batch = [ok, a, ok.model_copy(update={"window": -1})]
+>>> sorted(suspects(Alert, lambda name: [getattr(r, name) for r in batch], now=1e9))
+[1, 2]
 """
 
 from __future__ import annotations
 
 import math
+import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from pydantic import BaseModel
 
-from streams.contracts import Alert, ContractError, DeadLetter, FrameMetrics, Prediction
+from streams.contracts import Alert, ContractError, DeadLetter, FrameMetrics, Prediction, Timings
 
 U16, U32, U64 = 2**16 - 1, 2**32 - 1, 2**64 - 1
 HOUR_MS = 3_600_000.0
@@ -133,14 +144,108 @@ def _prediction_problems(p: Prediction) -> list[tuple[str, str]]:
         if value > HOUR_MS:
             found.append(("out_of_range", f"timings.{name}={value} ms is over an hour"))
     slack = 1.0  # px: boxes are clipped to the frame by the detector, rounding may overshoot
+    try:
+        right, bottom = p.width + slack, p.height + slack
+    except OverflowError:  # a size beyond any float, already out_of_range: no box can be placed in it
+        return found
     for i, d in enumerate(p.detections):
         x1, y1, x2, y2 = d.box
-        if not (-slack <= x1 <= x2 <= p.width + slack and -slack <= y1 <= y2 <= p.height + slack):
+        if not (-slack <= x1 <= x2 <= right and -slack <= y1 <= y2 <= bottom):
             found.append(("out_of_range", f"detections[{i}].box {d.box} not inside {p.width}x{p.height}"))
             break
         if d.class_id > U16:
             found.append(("out_of_range", f"detections[{i}].class_id={d.class_id}"))
             break
+    return found
+
+
+def suspects(kind: type, column: Callable[[str], Sequence], now: float, limits: Limits = Limits()) -> set[int]:
+    """Positions, in a batch of ``kind`` records, of those :func:`problems` might refuse; it accepts the others.
+
+    ``column(name)`` gives field ``name`` (dotted inside a nested model: ``timings.queue_ms``) of every record
+    of the batch, in order. Each test of :func:`problems` runs on a whole column (``sum``, ``min``, ``max``,
+    ``all`` in C; numpy for the aspect ratio), and a column that fails one is looked at row by row. The set may
+    hold rows that turn out fine; it never misses one that is not: the writer re-checks each with :func:`check`,
+    which gives the codes and details.
+    """
+    found: set[int] = set()
+
+    def scan(values: Sequence, bad: Callable) -> None:
+        found.update(i for i, v in enumerate(values) if bad(v))
+
+    for name in _FLAT_FLOATS.get(kind) or _flat_floats(kind):
+        values = column(name)
+        if not math.isfinite(sum(values)):  # NaN and infinity survive a sum (an overflow only adds suspects)
+            scan(values, _not_finite)
+    for name, low, high in _RANGE_LIST.get(kind, ()):
+        values = column(name)
+        # min() and max() skip a NaN unless it comes first, and then fail the test: NaN is caught either way
+        if values and not (low <= min(values) and max(values) <= high):
+            scan(values, lambda v, low=low, high=high: not low <= v <= high)
+    latest, earliest = now + limits.max_future_s, now - limits.max_age_s
+    for name in _TIMESTAMPS.get(kind, ()):
+        values = column(name)
+        if values and (max(values) > latest or min(values) < earliest):
+            scan(values, lambda t: t > latest or t < earliest)
+    identity = _IDENTITY.get(kind)
+    if identity and not all(values := column(identity)):
+        scan(values, operator.not_)
+    if kind is FrameMetrics:
+        found |= _ratio_suspects(column("width"), column("height"), column("aspect_ratio"))
+    elif kind is Prediction:
+        found |= _prediction_suspects(column)
+    return found
+
+
+def _not_finite(value) -> bool:
+    return not math.isfinite(value)
+
+
+def _ratio_suspects(width: Sequence, height: Sequence, aspect_ratio: Sequence) -> set[int]:
+    """Rows whose aspect ratio may contradict width / height: the test of :func:`problems`, in numpy. Sizes
+    below 2**53 convert to float exactly, so the division and comparison are those of Python; larger ones are
+    out of range and suspects already."""
+    n = len(width)
+    try:
+        w = np.fromiter(width, np.float64, n)
+        h = np.fromiter(height, np.float64, n)
+    except OverflowError:  # a size beyond any float: let problems() look at every row
+        return set(range(n))
+    a = np.fromiter(aspect_ratio, np.float64, n)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = w / h
+        bad = (h > 0) & ~(np.abs(a - ratio) <= 0.01 * ratio)
+    return set(np.flatnonzero(bad).tolist())
+
+
+_TIMING_FIELDS = tuple(Timings.model_fields)
+
+
+def _prediction_suspects(column: Callable[[str], Sequence]) -> set[int]:
+    """Rows of a prediction batch that :func:`_prediction_problems` (or a non-finite nested number) may refuse."""
+    found: set[int] = set()
+    for name in _TIMING_FIELDS:
+        values = column(f"timings.{name}")
+        if not (math.isfinite(sum(values)) and max(values, default=0.0) <= HOUR_MS):
+            found.update(i for i, v in enumerate(values) if not (math.isfinite(v) and v <= HOUR_MS))
+    slack = 1.0
+    sizes = zip(column("detections"), column("width"), column("height"), strict=True)
+    for i, (dets, width, height) in enumerate(sizes):
+        if not dets:
+            continue
+        if len(dets) > U16 or not (0 < width <= U32 and 0 < height <= U32):
+            found.add(i)
+            continue
+        right, bottom = width + slack, height + slack
+        for d in dets:
+            x1, y1, x2, y2 = d.box
+            if (
+                not (-slack <= x1 <= x2 <= right and -slack <= y1 <= y2 <= bottom)
+                or d.class_id > U16
+                or not math.isfinite(d.score + x1 + y1 + x2 + y2)
+            ):
+                found.add(i)
+                break
     return found
 
 

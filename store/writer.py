@@ -15,6 +15,13 @@ key of a ReplacingMergeTree table and collapses into one row (see :mod:`store.sc
 A record that breaks its contract, or that the store cannot hold as it is (NaN, negative sizes,
 timestamps far from now: :mod:`store.validate`), goes to the dead-letter topic with the reason, never
 coerced.
+
+Parsing is the writer's own cost, so a batch takes a fast path that reaches the same verdicts: each record is
+decoded by msgspec into a struct derived from its pydantic contract (same fields, types, bounds and defaults;
+stricter, never laxer: no NaN, no "5" for 5), then the batch is checked column by column
+(:func:`store.validate.suspects`) and its columns are built straight from the structs. A record msgspec
+refuses, or that the column checks name, goes through the contract and :func:`store.validate.check` one by
+one, which decide and give the reason; the others are exactly the records those would accept.
 """
 
 from __future__ import annotations
@@ -23,18 +30,24 @@ import asyncio
 import contextlib
 import logging
 import time
+import types
+import typing
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
+import annotated_types
+import msgspec
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from store.client import Store
 from store.settings import StoreSettings
-from store.validate import Limits, check
+from store.validate import Limits, check, suspects
 from streams.config import Settings
 from streams.contracts import (
     Alert,
@@ -89,12 +102,167 @@ def dead_letter_row(d: DeadLetter) -> tuple:
     )  # fmt: skip
 
 
+def _ts_column(unix_s: Sequence[float]) -> list[int]:
+    """:func:`_ts` of a whole column: numpy rounds half to even on the same products, as ``round`` does."""
+    ms = np.rint(np.fromiter(unix_s, np.float64, len(unix_s)) * 1000)
+    if len(ms) and not np.abs(ms).max() < 2**53:  # beyond exact float integers (or not finite): one by one
+        return [_ts(t) for t in unix_s]
+    return ms.astype(np.int64).tolist()
+
+
+class Fields:
+    """A batch's records (contract models or their fast structs) read field by field: ``fields["seq"]`` is
+    the list of every record's ``seq``, dotted names reach nested models (``fields["timings.queue_ms"]``).
+    Each field is read once, for the checks and the columns alike."""
+
+    def __init__(self, items: list):
+        self.items = items
+        self._columns: dict[str, list] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, name: str) -> list:
+        column = self._columns.get(name)
+        if column is None:
+            column = self._columns[name] = list(map(attrgetter(name), self.items))
+        return column
+
+
+def metrics_columns(f: Fields) -> list[list]:
+    """The columns of ``frame_metrics``, in ``SINKS["metrics"].columns`` order (:func:`metrics_row`, transposed)."""
+    return [
+        f["frame_id"], f["camera_id"], f["seq"], _ts_column(f["captured_at"]), _ts_column(f["processed_at"]),
+        f["model_name"], f["model_version"], f["encoding"], f["bytes"], f["width"], f["height"], f["aspect_ratio"],
+        f["brightness"], f["blur"], f["inference_ms"], f["detections"], f["contrast"], f["saturation"],
+        f["under_exposed"], f["over_exposed"], f["frame_diff"], f["black"], f["mean_confidence"],
+    ]  # fmt: skip
+
+
+def prediction_columns(f: Fields) -> list[list]:
+    dets = f["detections"]
+    return [
+        f["frame_id"], f["camera_id"], f["seq"], _ts_column(f["captured_at"]), _ts_column(f["processed_at"]),
+        f["model_name"], f["model_version"], f["width"], f["height"], f["batch_size"], f["timings.queue_ms"],
+        f["timings.decode_ms"], f["timings.preprocess_ms"], f["timings.inference_ms"], f["timings.postprocess_ms"],
+        [[x.label for x in d] for d in dets], [[x.class_id for x in d] for d in dets],
+        [[x.score for x in d] for d in dets], [[x.box[0] for x in d] for d in dets],
+        [[x.box[1] for x in d] for d in dets], [[x.box[2] for x in d] for d in dets],
+        [[x.box[3] for x in d] for d in dets],
+    ]  # fmt: skip
+
+
+def alert_columns(f: Fields) -> list[list]:
+    return [
+        f["alert_id"], f["status"], f["type"], f["severity"], f["camera_id"], f["signal"], f["value"],
+        f["threshold"], f["window"], f["model_name"], f["model_version"], f["evidence_frame_ids"],
+        _ts_column(f["raised_at"]), f["message"],
+    ]  # fmt: skip
+
+
+def dead_letter_columns(f: Fields) -> list[list]:
+    return [
+        f["source_topic"], f["partition"], f["offset"], [k or "" for k in f["key"]], f["reason"], f["detail"],
+        [len(p) * 3 // 4 for p in f["payload_b64"]], _ts_column(f["received_at"]),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Columns:
+    """One table's rows as columns, in its sink's column order, ready for a columnar insert."""
+
+    data: list[list]
+    rows: int
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def as_rows(self) -> list[tuple]:
+        return list(zip(*self.data, strict=True))
+
+
+class _Unsupported(Exception):
+    pass
+
+
+_CONSTRAINTS = {
+    annotated_types.Gt: "gt",
+    annotated_types.Ge: "ge",
+    annotated_types.Lt: "lt",
+    annotated_types.Le: "le",
+    annotated_types.MinLen: "min_length",
+    annotated_types.MaxLen: "max_length",
+}
+
+
+def _fast_type(annotation, metadata=()):
+    """The msgspec type of a pydantic field: same type, same bounds; _Unsupported for anything else."""
+    meta = {}
+    for m in metadata:
+        if type(m) not in _CONSTRAINTS:
+            raise _Unsupported(f"constraint {m!r}")
+        key = _CONSTRAINTS[type(m)]
+        meta[key] = getattr(m, key)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    plain = annotation in (int, float, str, bool)
+    if plain or (origin is typing.Literal and all(type(a) in (int, str) for a in args)):
+        fast = annotation
+    elif origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        inner = args[0] if args[1] is type(None) else args[1]
+        return typing.Optional[_fast_type(inner, metadata)]  # noqa: UP045 (built at run time)
+    elif origin is list and len(args) == 1:
+        fast = list[_fast_type(args[0])]
+    elif origin is tuple and args and Ellipsis not in args:
+        fast = tuple.__class_getitem__(tuple(_fast_type(a) for a in args))
+    elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fast = _fast_struct(annotation)
+    else:
+        raise _Unsupported(f"type {annotation!r}")
+    return typing.Annotated[fast, msgspec.Meta(**meta)] if meta else fast
+
+
+def _fast_struct(model: type[BaseModel]) -> type[msgspec.Struct]:
+    """A msgspec struct with the fields, types, bounds and defaults of ``model``, which must forbid extra fields
+    and have no validators. Its ``schema_version`` (if any) has no default: a record that leaves it out takes
+    the contract's path, as :func:`_decode` wants."""
+    config = dict(model.model_config)
+    decorators = model.__pydantic_decorators__
+    if config.pop("extra", None) != "forbid" or set(config) - {"frozen"}:
+        raise _Unsupported(f"{model.__name__} config {model.model_config}")
+    if any((decorators.validators, decorators.field_validators, decorators.root_validators,
+            decorators.model_validators)):  # fmt: skip
+        raise _Unsupported(f"{model.__name__} has validators")
+    fields = []
+    for name, info in model.model_fields.items():
+        fast = _fast_type(info.annotation, info.metadata)
+        if info.is_required() or name == "schema_version":
+            fields.append((name, fast))
+        elif info.default_factory is not None:
+            fields.append((name, fast, msgspec.field(default_factory=info.default_factory)))
+        else:
+            fields.append((name, fast, info.default))
+    # gc=False: a decoded record holds no reference cycle, and thousands of untracked structs per batch spare
+    # the garbage collector's passes.
+    return msgspec.defstruct(f"Fast{model.__name__}", fields, kw_only=True, forbid_unknown_fields=True, gc=False)
+
+
+def fast_decoder(contract: type[BaseModel]) -> Callable[[bytes], object] | None:
+    """``decode(value)``: the record as a struct with the contract's fields, or an exception when msgspec refuses
+    it (the contract then decides); None when the contract has something msgspec cannot mirror."""
+    try:
+        return msgspec.json.Decoder(_fast_struct(contract)).decode
+    except _Unsupported as exc:
+        log.warning("no fast decoder for %s (%s): records take the contract's path", contract.__name__, exc)
+        return None
+
+
 @dataclass(frozen=True)
 class Sink:
     table: str
     contract: type
     row: Callable
     columns: tuple[str, ...]
+    columns_of: Callable[[Fields], list[list]]
 
 
 SINKS = {
@@ -103,6 +271,7 @@ SINKS = {
         ("frame_id", "camera_id", "seq", "captured_at", "processed_at", "model_name", "model_version", "encoding",
          "bytes", "width", "height", "aspect_ratio", "brightness", "blur", "inference_ms", "detections",
          "contrast", "saturation", "under_exposed", "over_exposed", "frame_diff", "black", "mean_confidence"),
+        metrics_columns,
     ),
     "predictions": Sink(
         "predictions", Prediction, prediction_row,
@@ -110,17 +279,21 @@ SINKS = {
          "height", "batch_size", "queue_ms", "decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms",
          "detections.label", "detections.class_id", "detections.score", "detections.x1", "detections.y1",
          "detections.x2", "detections.y2"),
+        prediction_columns,
     ),
     "alerts": Sink(
         "alerts", Alert, alert_row,
         ("alert_id", "status", "type", "severity", "camera_id", "signal", "value", "threshold", "window",
          "model_name", "model_version", "evidence_frame_ids", "raised_at", "message"),
+        alert_columns,
     ),
     "deadletters": Sink(
         "dead_letters", DeadLetter, dead_letter_row,
         ("source_topic", "partition", "offset", "key", "reason", "detail", "payload_bytes", "received_at"),
+        dead_letter_columns,
     ),
 }  # fmt: skip
+_FAST = {sink.contract: fast_decoder(sink.contract) for sink in SINKS.values()}
 
 
 class StoreWriter:
@@ -137,34 +310,88 @@ class StoreWriter:
         self.last_commit: float | None = None
         self._held: list = []  # records fetched while paused for backpressure, processed next
 
-    def to_rows(self, records, now: float | None = None) -> tuple[dict[str, list[tuple]], list[DeadLetter]]:
-        """Group consumed records into rows per table; records that break their contract, or that the store
-        cannot hold (:func:`store.validate.check`), become dead letters."""
-        now = time.time() if now is None else now
-        rows: dict[str, list[tuple]] = defaultdict(list)
-        dead = []
-        for r in records:
-            sink = self.topics[r.topic]
-            try:
-                record = check(_decode(sink.contract, r.value), now, self.limits)
-                rows[sink.table].append(sink.row(record))
-            except ContractError as exc:
-                dead.append(DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, exc))
-        return rows, dead
+    def to_columns(self, records, now: float | None = None) -> tuple[dict[str, Columns], list[DeadLetter]]:
+        """Group consumed records into columns per table; records that break their contract, or that the store
+        cannot hold (:func:`store.validate.check`), become dead letters, in the order of ``records``.
 
-    def tokens(self, records, dead: list[DeadLetter] = ()) -> dict[str, str]:
+        The fast path (see the module docstring): msgspec decodes each record, :func:`store.validate.suspects`
+        checks the batch column by column, and only the records either refuses go through the contract and
+        :func:`store.validate.check`, which accept them or give the reason.
+        """
+        now = time.time() if now is None else now
+        topics = list(map(_TOPIC, records))
+        by_topic: dict[str, list[int]] = defaultdict(list)
+        if len(set(topics)) == 1:
+            by_topic[topics[0]] = list(range(len(records)))
+        else:
+            for i, topic in enumerate(topics):
+                by_topic[topic].append(i)
+        tables: dict[str, Columns] = {}
+        dead: list[tuple[int, DeadLetter]] = []
+
+        def checked(sink: Sink, i: int):
+            """The record at ``i`` through its contract and the store check: the model, or None (dead letter)."""
+            r = records[i]
+            try:
+                return check(_decode(sink.contract, r.value), now, self.limits)
+            except ContractError as exc:
+                dead.append((i, DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, exc)))
+                return None
+
+        for topic, where in by_topic.items():
+            sink = self.topics[topic]
+            decode = _FAST[sink.contract]
+            items: list = []
+            try:
+                if decode is None:
+                    raise _Unsupported(sink.contract.__name__)
+                items = list(map(decode, map(_VALUE, map(records.__getitem__, where))))
+            except Exception:  # anything msgspec refuses: record by record, the contract decides the rest
+                items, kept = [], []
+                for i in where:
+                    try:
+                        item = decode(records[i].value) if decode is not None else checked(sink, i)
+                    except Exception:
+                        item = checked(sink, i)
+                    if item is not None:
+                        items.append(item)
+                        kept.append(i)
+                where = kept
+            fields = Fields(items)
+            suspect = suspects(sink.contract, fields.__getitem__, now, self.limits) if items else ()
+            if suspect:
+                items, kept = [], []
+                for j, (item, i) in enumerate(zip(fields.items, where, strict=True)):
+                    if j in suspect:
+                        item = checked(sink, i)
+                    if item is not None:
+                        items.append(item)
+                        kept.append(i)
+                where, fields = kept, Fields(items)
+            if items:
+                tables[sink.table] = Columns(sink.columns_of(fields), len(items))
+        dead.sort(key=lambda d: d[0])
+        return tables, [d for _, d in dead]
+
+    def to_rows(self, records, now: float | None = None) -> tuple[dict[str, list[tuple]], list[DeadLetter]]:
+        """:meth:`to_columns` as rows: per table, one tuple per record in its sink's column order."""
+        tables, dead = self.to_columns(records, now)
+        return {table: columns.as_rows() for table, columns in tables.items()}, dead
+
+    def tokens(self, records, dead: list[DeadLetter] = (), offsets: dict | None = None) -> dict[str, str]:
         """Per table, an insert deduplication token naming the Kafka offsets its rows come from.
 
         The same records give the same token, so ClickHouse drops a replayed batch (see :mod:`store.schema`).
+        ``offsets``: ``_offsets_by_partition(records)`` when the caller has it already.
         """
         rejected = {(d.source_topic, d.partition, d.offset) for d in dead}
-        spans: dict[str, dict[int, list[int]]] = defaultdict(dict)
-        for r in records:
-            if (r.topic, r.partition, r.offset) in rejected:
-                continue
-            table = self.topics[r.topic].table
-            span = spans[table].setdefault(r.partition, [r.offset, r.offset, 0])
-            span[0], span[1], span[2] = min(span[0], r.offset), max(span[1], r.offset), span[2] + 1
+        offsets = _offsets_by_partition(records) if offsets is None else offsets
+        spans: dict[str, dict[int, tuple[int, int, int]]] = defaultdict(dict)
+        for (topic, partition), kept in offsets.items():
+            if rejected:
+                kept = [o for o in kept if (topic, partition, o) not in rejected]
+            if kept:
+                spans[self.topics[topic].table][partition] = (min(kept), max(kept), len(kept))
         topic_of = {s.table: t for t, s in self.topics.items()}
         return {
             table: f"{topic_of[table]}|" + ",".join(f"{p}:{lo}-{hi}#{n}" for p, (lo, hi, n) in sorted(parts.items()))
@@ -173,12 +400,13 @@ class StoreWriter:
 
     async def insert(
         self,
-        rows: dict[str, list[tuple]],
+        rows: dict[str, Columns | list[tuple]],
         stop: asyncio.Event,
         tokens: dict[str, str] | None = None,
         idle: Callable | None = None,
     ) -> bool:
-        """Insert every table's rows, retrying with backoff until it works; False if stopped first.
+        """Insert every table's rows (:class:`Columns`, or tuples), retrying with backoff until it works; False if
+        stopped first.
 
         Between tries it awaits ``idle(seconds)`` (default: sleep), which the consumer loop uses to keep its
         group membership while its partitions are paused.
@@ -213,8 +441,11 @@ class StoreWriter:
             del pending[table]
         return True
 
-    def _insert_columns(self, table: str, rows: list[tuple], columns: tuple[str, ...], settings: dict | None) -> None:
-        self.store.insert(table, list(zip(*rows, strict=True)), columns, column_oriented=True, settings=settings)
+    def _insert_columns(
+        self, table: str, rows: Columns | list[tuple], columns: tuple[str, ...], settings: dict | None
+    ) -> None:
+        data = rows.data if isinstance(rows, Columns) else list(zip(*rows, strict=True))
+        self.store.insert(table, data, columns, column_oriented=True, settings=settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -262,9 +493,10 @@ class StoreWriter:
                     for batch in (await consumer.getmany(timeout_ms=wait_ms)).values():
                         self._held.extend(batch)
 
-        async def store(records: list, rows: dict[str, list[tuple]], dead: list[DeadLetter]) -> bool:
+        async def store(records: list, rows: dict[str, Columns], dead: list[DeadLetter]) -> bool:
+            offsets = _offsets_by_partition(records)
             try:
-                stored = await self.insert(rows, stop, self.tokens(records, dead), idle)
+                stored = await self.insert(rows, stop, self.tokens(records, dead, offsets), idle)
             finally:
                 consumer.resume(*consumer.assignment())
             if not stored:
@@ -274,7 +506,7 @@ class StoreWriter:
                 sends = [await producer.send(s.topic("deadletters"), encode_record(d), key=r_key(d)) for d in dead]
                 await asyncio.gather(*sends)
             try:
-                await consumer.commit(next_offsets(records))
+                await consumer.commit(next_offsets(records, offsets))
                 self.last_commit = time.time()
             except CommitFailedError as exc:  # a rebalance took the partitions: they will be replayed
                 log.warning("commit failed after a rebalance, records will be replayed: %s", exc)
@@ -284,13 +516,16 @@ class StoreWriter:
         try:
             while not stop.is_set():
                 records = await self._next_batch(consumer, stop, polling)
-                parsed = self.to_rows(records) if records else None  # meanwhile the previous batch inserts
+                parsed = self.to_columns(records) if records else None  # meanwhile the previous batch inserts
                 if inflight is not None:
                     task, inflight = inflight, None
                     if not await task:
                         break
                 if parsed is not None and not stop.is_set():
                     inflight = asyncio.create_task(store(records, *parsed))
+                    # Let it reach its insert (handed to a thread) before this loop parses the next batch: a
+                    # consumer with records at hand returns them without yielding to the event loop.
+                    await asyncio.sleep(0)
         finally:
             if inflight is not None:
                 await inflight
@@ -314,12 +549,28 @@ class StoreWriter:
         return records
 
 
-def next_offsets(records) -> dict[TopicPartition, int]:
-    """The offsets to commit once ``records`` are stored: one past the last record of each partition."""
-    out: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        out[tp] = max(out.get(tp, 0), r.offset + 1)
+def next_offsets(records, offsets: dict | None = None) -> dict[TopicPartition, int]:
+    """The offsets to commit once ``records`` are stored: one past the last record of each partition.
+    ``offsets``: ``_offsets_by_partition(records)`` when the caller has it already."""
+    offsets = _offsets_by_partition(records) if offsets is None else offsets
+    return {TopicPartition(t, p): max(group) + 1 for (t, p), group in offsets.items()}
+
+
+_TOPIC = attrgetter("topic")
+_VALUE = attrgetter("value")
+_POSITION = attrgetter("topic", "partition", "offset")
+
+
+def _offsets_by_partition(records) -> dict[tuple[str, int], list[int]]:
+    """The offsets of ``records`` per (topic, partition), in the order they come."""
+    out: dict[tuple[str, int], list[int]] = {}
+    for topic, partition, offset in map(_POSITION, records):
+        key = (topic, partition)
+        group = out.get(key)
+        if group is None:
+            out[key] = [offset]
+        else:
+            group.append(offset)
     return out
 
 
