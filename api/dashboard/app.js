@@ -1,0 +1,887 @@
+// cvops dashboard: the fleet, one camera's signals over time, and the live alert feed with each alert's evidence.
+// Plain JavaScript on the API's JSON routes (/api/v1/...) and its Server-Sent Events stream; charts by the
+// vendored uPlot. Views are picked by the URL's hash: #/ (fleet), #/camera/ID, #/alert/CAMERA/ALERT_ID/STATUS.
+'use strict';
+
+(() => {
+  // The dashboard lives at <root>/dashboard/, the API at <root>/api/v1/: relative, so a path prefix works too.
+  const API = new URL('../api/v1/', document.baseURI);
+  const TOKEN_KEY = 'cvops.apiToken';
+  const SORT_KEY = 'cvops.fleetSort';
+  const FLEET_REFRESH_MS = 5000;
+  const CAMERA_REFRESH_MS = 15000;
+  const FEED_MAX = 200;
+  const STORED_ALERTS = 50;
+  const STATUS_RANK = { alert: 0, warning: 1, offline: 2, ok: 3 };
+  // Signals plotted first, in this order; any other signal the series route offers follows.
+  const PREFERRED = ['brightness', 'blur', 'frames', 'inference_ms', 'detections'];
+  const SIGNAL_LABELS = {
+    brightness: 'brightness (mean luma, 0-255)',
+    blur: 'blur (variance of the Laplacian; lower is blurrier)',
+    frames: 'frames per second',
+    inference_ms: 'inference (ms per frame)',
+    detections: 'detections per frame',
+    bytes: 'frame size (KB)',
+  };
+  const RANGES = [
+    { label: '15 min', s: 900, step: 60 },
+    { label: '1 h', s: 3600, step: 60 },
+    { label: '6 h', s: 21600, step: 300 },
+    { label: '24 h', s: 86400, step: 1200 },
+  ];
+
+  const $ = (sel, root = document) => root.querySelector(sel);
+  const view = $('#view');
+
+  // ---------------------------------------------------------------- formatting
+
+  const ESC = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+  const esc = (v) => String(v ?? '').replace(/[&<>"']/g, (c) => ESC[c]);
+  const enc = encodeURIComponent;
+
+  function fmtNum(v, digits = 1) {
+    if (v === null || v === undefined || !Number.isFinite(v)) return '–';
+    if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString();
+    return Number(v.toFixed(digits)).toString();
+  }
+  function fmtFps(v) {
+    return v > 0 && v < 0.1 ? '<0.1' : fmtNum(v);
+  }
+  function fmtTime(unix) {
+    if (!unix) return '–';
+    const d = new Date(unix * 1000);
+    const today = new Date().toDateString() === d.toDateString();
+    const time = d.toLocaleTimeString([], { hour12: false });
+    return today ? time : `${d.toLocaleDateString()} ${time}`;
+  }
+  function fmtAgo(unix) {
+    if (!unix) return '–';
+    const s = Math.max(0, Date.now() / 1000 - unix);
+    if (s < 90) return `${Math.round(s)} s ago`;
+    if (s < 5400) return `${Math.round(s / 60)} min ago`;
+    if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+    return `${Math.round(s / 86400)} d ago`;
+  }
+  const naturally = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+
+  // ---------------------------------------------------------------- the API
+
+  class ApiError extends Error {
+    constructor(status, detail) {
+      super(`${status}: ${detail}`);
+      this.status = status;
+      this.detail = detail;
+    }
+  }
+
+  function token() {
+    return localStorage.getItem(TOKEN_KEY) || '';
+  }
+  function headers(extra = {}) {
+    const t = token();
+    return t ? { ...extra, Authorization: `Bearer ${t}` } : extra;
+  }
+  function apiUrl(path, params = {}) {
+    const url = new URL(path, API);
+    for (const [k, v] of Object.entries(params)) {
+      if (v !== null && v !== undefined && v !== '') url.searchParams.set(k, v);
+    }
+    return url;
+  }
+  async function api(path, params = {}, init = {}) {
+    const r = await fetch(apiUrl(path, params), { ...init, headers: headers({ Accept: 'application/json' }) });
+    if (!r.ok) {
+      let detail = r.statusText;
+      try {
+        const body = await r.json();
+        detail = typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail);
+      } catch (_) {
+        /* not JSON: keep the status text */
+      }
+      const err = new ApiError(r.status, detail);
+      if (r.status === 401 || (r.status === 503 && /token/i.test(detail))) showAuthProblem(err);
+      throw err;
+    }
+    hideBanner('auth');
+    return r.json();
+  }
+
+  // ---------------------------------------------------------------- banner and token
+
+  const banner = $('#banner');
+  function showBanner(kind, text) {
+    banner.dataset.kind = kind;
+    banner.textContent = text;
+    banner.hidden = false;
+  }
+  function hideBanner(kind) {
+    if (banner.dataset.kind === kind) banner.hidden = true;
+  }
+  function showAuthProblem(err) {
+    const what = token() ? 'The API refused the token' : 'The API needs a token for reads';
+    showBanner('auth', `${what} (${err.status}: ${err.detail}). Paste a token in "API token" and press Save.`);
+  }
+
+  const tokenInput = $('#token');
+  tokenInput.value = token();
+  $('#token-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const t = tokenInput.value.trim();
+    if (t) localStorage.setItem(TOKEN_KEY, t);
+    else localStorage.removeItem(TOKEN_KEY);
+    restartEverything();
+  });
+  $('#token-clear').addEventListener('click', () => {
+    tokenInput.value = '';
+    localStorage.removeItem(TOKEN_KEY);
+    restartEverything();
+  });
+
+  // ---------------------------------------------------------------- shared state
+
+  const state = {
+    cameras: [], // the latest /cameras answer
+    camerasAt: 0,
+    fleetError: null,
+    filter: '',
+    sort: localStorage.getItem(SORT_KEY) || 'status',
+    feed: new Map(), // alert_id:status -> {alert, source: 'live' | 'stored', seen: arrival order}
+    arrivals: 0,
+    signals: null, // the series route's signal names, once known
+  };
+  const alertKey = (a) => `${a.alert_id}:${a.status}`;
+  const alertHref = (a) => `#/alert/${enc(a.camera_id)}/${enc(a.alert_id)}/${enc(a.status)}`;
+
+  // ---------------------------------------------------------------- the fleet (polled for every view)
+
+  let fleetTimer = null;
+  let fleetInFlight = null;
+  function refreshFleet() {
+    if (fleetInFlight) return fleetInFlight;
+    clearTimeout(fleetTimer);
+    fleetInFlight = api('cameras')
+      .then((cams) => {
+        state.cameras = cams;
+        state.camerasAt = Date.now() / 1000;
+        state.fleetError = null;
+      })
+      .catch((err) => {
+        state.fleetError = err;
+      })
+      .finally(() => {
+        fleetInFlight = null;
+        currentView?.onFleet?.();
+        fleetTimer = setTimeout(refreshFleet, document.hidden ? FLEET_REFRESH_MS * 4 : FLEET_REFRESH_MS);
+      });
+    return fleetInFlight;
+  }
+  let fleetSoon = null;
+  function refreshFleetSoon() {
+    clearTimeout(fleetSoon);
+    fleetSoon = setTimeout(refreshFleet, 1000); // a burst of alerts costs one request
+  }
+
+  // ---------------------------------------------------------------- views
+
+  let currentView = null;
+
+  function route() {
+    const parts = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+    currentView?.unmount?.();
+    currentView = null;
+    view.replaceChildren();
+    if (parts[0] === 'camera' && parts[1]) currentView = cameraView(parts[1]);
+    else if (parts[0] === 'alert' && parts[3]) currentView = evidenceView(parts[1], parts[2], parts[3]);
+    else currentView = fleetView();
+    renderFeed();
+  }
+
+  function crumbs(items) {
+    $('#crumbs').innerHTML = items
+      .map(([label, href]) => (href ? `<a href="${esc(href)}">${esc(label)}</a>` : `<span>${esc(label)}</span>`))
+      .join(' › ');
+  }
+
+  // ------------------------------------------------ fleet view: a tile per camera, filtered and sorted
+
+  function fleetView() {
+    crumbs([['Fleet']]);
+    view.innerHTML = `
+      <section id="fleet" class="fleet">
+        <div class="toolbar">
+          <input id="filter" type="search" placeholder="Filter: camera id or status" aria-label="filter cameras"
+                 spellcheck="false">
+          <label>Sort
+            <select id="sort" aria-label="sort cameras">
+              <option value="status">status (worst first)</option>
+              <option value="name">name</option>
+              <option value="fps">fps (lowest first)</option>
+              <option value="fps-desc">fps (highest first)</option>
+              <option value="alerts">active alerts (most first)</option>
+            </select>
+          </label>
+          <span id="fleet-summary" class="summary"></span>
+        </div>
+        <div id="tiles" class="tiles"></div>
+      </section>`;
+    const filter = $('#filter');
+    const sort = $('#sort');
+    filter.value = state.filter;
+    sort.value = state.sort;
+    let pending = 0;
+    filter.addEventListener('input', () => {
+      cancelAnimationFrame(pending);
+      pending = requestAnimationFrame(() => {
+        state.filter = filter.value;
+        render();
+      });
+    });
+    sort.addEventListener('change', () => {
+      state.sort = sort.value;
+      localStorage.setItem(SORT_KEY, state.sort);
+      render();
+    });
+    let lastHtml = '';
+    function render() {
+      const tiles = $('#tiles');
+      if (!tiles) return;
+      const words = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
+      const shown = state.cameras.filter((c) => {
+        const hay = `${c.camera_id} ${c.status}`.toLowerCase();
+        return words.every((w) => hay.includes(w));
+      });
+      shown.sort(comparator(state.sort));
+      const counts = { ok: 0, warning: 0, alert: 0, offline: 0 };
+      for (const c of state.cameras) counts[c.status] = (counts[c.status] || 0) + 1;
+      $('#fleet-summary').innerHTML =
+        `<b>${shown.length}</b> of ${state.cameras.length} cameras · ` +
+        Object.entries(counts)
+          .map(([s, n]) => `<span class="dot status-${s}"></span>${n} ${s}`)
+          .join(' · ') +
+        (state.fleetError ? ` · <span class="error">${esc(state.fleetError.message)}</span>` : '');
+      // One string, one innerHTML assignment for the whole grid (500 tiles render in a few ms).
+      const html = shown.length
+        ? shown.map(tileHtml).join('')
+        : `<p class="empty">${state.cameras.length ? 'No camera matches the filter.' : emptyFleetText()}</p>`;
+      if (html !== lastHtml) {
+        tiles.innerHTML = html;
+        lastHtml = html;
+      }
+    }
+    render();
+    return { onFleet: render };
+  }
+
+  function emptyFleetText() {
+    if (state.fleetError) return `Cameras could not be read: ${esc(state.fleetError.message)}`;
+    return state.camerasAt ? 'No camera has sent a frame yet.' : 'Loading cameras…';
+  }
+
+  function comparator(sort) {
+    const byName = (a, b) => naturally.compare(a.camera_id, b.camera_id);
+    switch (sort) {
+      case 'name':
+        return byName;
+      case 'fps':
+        return (a, b) => a.fps - b.fps || byName(a, b);
+      case 'fps-desc':
+        return (a, b) => b.fps - a.fps || byName(a, b);
+      case 'alerts':
+        return (a, b) => b.active_alerts - a.active_alerts || STATUS_RANK[a.status] - STATUS_RANK[b.status] || byName(a, b);
+      default:
+        return (a, b) => STATUS_RANK[a.status] - STATUS_RANK[b.status] || b.active_alerts - a.active_alerts || byName(a, b);
+    }
+  }
+
+  function tileHtml(c) {
+    return `<a class="tile status-${esc(c.status)}" href="#/camera/${enc(c.camera_id)}" data-camera="${esc(c.camera_id)}"
+      data-status="${esc(c.status)}"><span class="tile-name">${esc(c.camera_id)}</span><span class="badge status-${esc(
+        c.status,
+      )}">${esc(c.status)}</span><span class="tile-fps"><b>${fmtFps(c.fps)}</b> fps</span><span class="tile-last"
+      title="last frame ${esc(fmtTime(c.last_frame_at))}">${esc(fmtAgo(c.last_frame_at))}</span><span
+      class="tile-alerts${c.active_alerts ? ' has-alerts' : ''}">${c.active_alerts} active alert${
+        c.active_alerts === 1 ? '' : 's'
+      }</span></a>`;
+  }
+
+  // ------------------------------------------------ camera view: summary, plots, active and recent alerts
+
+  function cameraView(cameraId) {
+    crumbs([['Fleet', '#/'], [cameraId]]);
+    let range = RANGES[1];
+    view.innerHTML = `
+      <section id="camera" class="camera" data-camera="${esc(cameraId)}">
+        <div class="heading"><h1>${esc(cameraId)}</h1><span id="cam-status"></span></div>
+        <div id="cam-facts" class="facts"></div>
+        <div class="toolbar">
+          <span>Signals over the last</span>
+          <span class="ranges">${RANGES.map(
+            (r, i) => `<button type="button" data-range="${i}"${r === range ? ' aria-pressed="true"' : ''}>${r.label}</button>`,
+          ).join('')}</span>
+          <span id="plots-note" class="muted"></span>
+        </div>
+        <div id="plots" class="plots"></div>
+        <div class="columns">
+          <section><h2>Active alerts</h2><ol id="cam-active" class="alerts"><li class="muted">Loading…</li></ol></section>
+          <section><h2>Recent alerts</h2><ol id="cam-recent" class="alerts"><li class="muted">Loading…</li></ol></section>
+        </div>
+      </section>`;
+    const plots = new PlotSet($('#plots'), cameraId);
+    let timer = null;
+    let gone = false;
+    let detail = null;
+
+    view.querySelector('.ranges').addEventListener('click', (ev) => {
+      const b = ev.target.closest('button[data-range]');
+      if (!b) return;
+      range = RANGES[Number(b.dataset.range)];
+      for (const other of view.querySelectorAll('.ranges button')) other.removeAttribute('aria-pressed');
+      b.setAttribute('aria-pressed', 'true');
+      refresh();
+    });
+
+    async function refresh() {
+      clearTimeout(timer);
+      try {
+        detail = await api(`cameras/${enc(cameraId)}`);
+        if (gone) return;
+        renderDetail(detail);
+        const until = Math.ceil(Date.now() / 1000 / 60) * 60;
+        const since = Math.max(until - range.s, Math.floor(detail.first_seen_at / 60) * 60 - 60);
+        const alerts = await api('alerts', { camera_id: cameraId, since, until, limit: 1000 }).catch(() => []);
+        if (gone) return;
+        await plots.show({ since, until: Math.max(until, since + 300), step: range.step, alerts, firstSeen: detail.first_seen_at });
+        $('#plots-note').textContent = `${range.step / 60}-minute points; lines mark alerts (red raised, green resolved)`;
+      } catch (err) {
+        if (gone) return;
+        $('#cam-facts').innerHTML = `<p class="error">${esc(err.status === 404 ? `Unknown camera ${cameraId}.` : err.message)}</p>`;
+      }
+      if (!gone) timer = setTimeout(refresh, CAMERA_REFRESH_MS);
+    }
+
+    function renderDetail(d) {
+      const lf = d.last_frame;
+      $('#cam-status').innerHTML = `<span class="badge status-${esc(d.status)}" data-status="${esc(d.status)}">${esc(d.status)}</span>`;
+      $('#cam-facts').innerHTML = `<dl>
+        ${fact('fps', fmtFps(d.fps))}
+        ${fact('last frame', `${fmtTime(d.last_frame_at)} (${fmtAgo(d.last_frame_at)})`)}
+        ${fact('frames stored', d.frames.toLocaleString())}
+        ${fact('first seen', fmtTime(d.first_seen_at))}
+        ${fact('model', lf.model_version)}
+        ${fact('resolution', `${lf.width}×${lf.height}`)}
+        ${fact('brightness', fmtNum(lf.brightness))}
+        ${fact('blur', fmtNum(lf.blur))}
+        ${fact('inference', `${fmtNum(lf.inference_ms)} ms`)}
+        ${fact('detections', lf.detections)}
+      </dl>`;
+      $('#cam-active').innerHTML = alertListHtml(d.active, 'No active alert.');
+      $('#cam-recent').innerHTML = alertListHtml(d.recent_alerts, 'No alert yet.');
+    }
+
+    refresh();
+    return {
+      unmount() {
+        gone = true;
+        clearTimeout(timer);
+        plots.destroy();
+      },
+      onLiveAlert(a) {
+        if (a.camera_id === cameraId) refresh();
+      },
+    };
+  }
+
+  function fact(label, value) {
+    return `<div><dt>${esc(label)}</dt><dd>${esc(value)}</dd></div>`;
+  }
+
+  function alertListHtml(alerts, empty) {
+    if (!alerts.length) return `<li class="muted">${esc(empty)}</li>`;
+    return alerts
+      .map(
+        (a) => `<li><a class="alert-row sev-${esc(a.severity)} st-${esc(a.status)}" href="${alertHref(a)}">
+          <span class="when" title="${esc(fmtTime(a.raised_at))}">${esc(fmtTime(a.raised_at))}</span>
+          <span class="kind">${esc(a.type)} · ${esc(a.signal)}</span><span class="badge st-${esc(a.status)}">${esc(
+            a.status,
+          )}</span><span class="msg">${esc(a.message)}</span></a></li>`,
+      )
+      .join('');
+  }
+
+  // ------------------------------------------------ evidence view: what one alert carries, and the plots around it
+
+  function evidenceView(cameraId, alertId, status) {
+    crumbs([['Fleet', '#/'], [cameraId, `#/camera/${enc(cameraId)}`], [`alert ${alertId.slice(0, 8)}`]]);
+    view.innerHTML = `
+      <section id="evidence" class="evidence" data-alert-id="${esc(alertId)}" data-status="${esc(status)}">
+        <div class="heading"><h1>Alert evidence</h1></div>
+        <div id="evidence-details"><p class="muted">Loading the alert…</p></div>
+        <h2>${esc(cameraId)} around the alert <span id="plots-note" class="muted"></span></h2>
+        <div id="plots" class="plots"></div>
+      </section>`;
+    const plots = new PlotSet($('#plots'), cameraId);
+    let gone = false;
+
+    async function load() {
+      let alert = state.feed.get(`${alertId}:${status}`)?.alert;
+      let records = [];
+      try {
+        records = (await api('alerts', { camera_id: cameraId, limit: 1000 })).filter((a) => a.alert_id === alertId);
+      } catch (err) {
+        if (!alert) throw err;
+      }
+      alert = alert || records.find((a) => a.status === status);
+      if (gone) return;
+      if (!alert) {
+        $('#evidence-details').innerHTML = `<p class="error">No ${esc(status)} record of alert ${esc(alertId)} on ${esc(
+          cameraId,
+        )} is stored (yet).</p>`;
+        return;
+      }
+      const other = records.find((a) => a.status !== alert.status);
+      $('#evidence-details').innerHTML = detailsHtml(alert, other);
+      const detail = await api(`cameras/${enc(cameraId)}`).catch(() => null);
+      if (gone) return;
+      const now = Date.now() / 1000;
+      const first = detail ? Math.floor(detail.first_seen_at / 60) * 60 - 60 : alert.raised_at - 1800;
+      const until = Math.ceil(Math.min(alert.raised_at + 1800, now + 60) / 60) * 60;
+      let since = Math.max(alert.raised_at - 1800, first);
+      if (until - since < 600) since = until - 600;
+      const around = await api('alerts', { camera_id: cameraId, since, until, limit: 1000 }).catch(() => []);
+      if (gone) return;
+      const markers = around.some((a) => alertKey(a) === alertKey(alert)) ? around : [alert, ...around];
+      await plots.show({ since, until, step: 60, alerts: markers, focus: alert, firstSeen: detail?.first_seen_at });
+      $('#plots-note').textContent = `(${fmtTime(since)} to ${fmtTime(until)}; the thick line is this alert${
+        plots.signals.includes(alert.signal) ? `, the dashed line its threshold on ${alert.signal}` : ''
+      })`;
+    }
+
+    // Read again while the view is open: the store catches up with a fresh alert, and its "after" fills in.
+    let timer = null;
+    function refresh() {
+      load()
+        .catch((err) => {
+          if (!gone) $('#evidence-details').innerHTML = `<p class="error">${esc(err.message)}</p>`;
+        })
+        .finally(() => {
+          if (!gone) timer = setTimeout(refresh, CAMERA_REFRESH_MS);
+        });
+    }
+    refresh();
+    return {
+      unmount() {
+        gone = true;
+        clearTimeout(timer);
+        plots.destroy();
+      },
+    };
+  }
+
+  function detailsHtml(a, other) {
+    const side = a.value < a.threshold ? 'below' : a.value > a.threshold ? 'above' : 'at';
+    const frames = a.evidence_frame_ids.length
+      ? `<ol class="frame-ids">${a.evidence_frame_ids.map((f) => `<li><code>${esc(f)}</code></li>`).join('')}</ol>`
+      : '<span class="muted">none carried by this alert</span>';
+    const pair = other
+      ? `<a href="${alertHref(other)}">${esc(other.status)} at ${esc(fmtTime(other.raised_at))}</a>`
+      : `<span class="muted">${a.status === 'raised' ? 'not resolved yet' : 'not stored'}</span>`;
+    return `<p class="message sev-${esc(a.severity)}">${esc(a.message)}</p>
+      <dl class="details">
+        ${fact('type', a.type)}
+        ${fact('severity', a.severity)}
+        <div><dt>status</dt><dd><span class="badge st-${esc(a.status)}">${esc(a.status)}</span></dd></div>
+        <div><dt>camera</dt><dd><a href="#/camera/${enc(a.camera_id)}">${esc(a.camera_id)}</a></dd></div>
+        ${fact('signal', a.signal)}
+        <div><dt>value</dt><dd class="value" data-value="${esc(a.value)}">${esc(fmtNum(a.value, 3))} <span
+          class="muted">${side} the threshold</span></dd></div>
+        <div><dt>threshold</dt><dd data-threshold="${esc(a.threshold)}">${esc(fmtNum(a.threshold, 3))} <span
+          class="muted">(the edge of the expected range it crossed)</span></dd></div>
+        ${fact('window', `${a.window} frames`)}
+        ${fact('model', a.model_name ? `${a.model_name}@${a.model_version}` : '–')}
+        ${fact('raised at', `${fmtTime(a.raised_at)} (${fmtAgo(a.raised_at)})`)}
+        <div><dt>${a.status === 'raised' ? 'resolved' : 'raised'}</dt><dd>${pair}</dd></div>
+        <div><dt>alert id</dt><dd><code>${esc(a.alert_id)}</code></dd></div>
+        <div class="wide"><dt>evidence frames</dt><dd id="evidence-frames">${frames}</dd></div>
+      </dl>`;
+  }
+
+  // ---------------------------------------------------------------- plots (uPlot), shared by camera and evidence
+
+  async function seriesSignals(cameraId) {
+    if (state.signals) return state.signals;
+    // The series route names its signals when asked for one it does not know (400 "... known: a, b, c").
+    let known = null;
+    try {
+      await api(`cameras/${enc(cameraId)}/series`, { signal: '?' });
+    } catch (err) {
+      const m = err.status === 400 && /known: (.+)$/.exec(err.detail);
+      if (m) known = m[1].split(',').map((s) => s.trim()).filter(Boolean);
+    }
+    const names = known || PREFERRED;
+    const ordered = [...PREFERRED.filter((s) => names.includes(s)), ...names.filter((s) => !PREFERRED.includes(s)).sort()];
+    if (known) state.signals = ordered;
+    return ordered;
+  }
+
+  class PlotSet {
+    constructor(container, cameraId) {
+      this.container = container;
+      this.cameraId = cameraId;
+      this.plots = new Map(); // signal -> {u, box}
+      this.signals = [];
+      this.sync = uPlot.sync(`cvops-${cameraId}`);
+      this.resize = new ResizeObserver(() => this.fit());
+      this.resize.observe(container);
+    }
+
+    async show({ since, until, step, alerts, focus = null, firstSeen = null }) {
+      this.signals = await seriesSignals(this.cameraId);
+      const answers = await Promise.all(
+        this.signals.map((signal) =>
+          api(`cameras/${enc(this.cameraId)}/series`, { signal, since, until, step }).catch((err) => ({ err })),
+        ),
+      );
+      if (this.destroyed) return; // the view was left meanwhile
+      this.signals.forEach((signal, i) => {
+        const answer = answers[i];
+        const data = answer.err ? [[], []] : toColumns(signal, answer, { until, step, firstSeen });
+        this.draw(signal, data, { since, until, alerts, focus, error: answer.err });
+      });
+    }
+
+    draw(signal, data, opts) {
+      let entry = this.plots.get(signal);
+      let old = null;
+      if (entry && entry.columns !== data.length) {
+        // a signal's shape (with or without min and max) is only known once it has points
+        entry.u.destroy();
+        old = entry.box;
+        entry = null;
+      }
+      if (!entry) {
+        const box = document.createElement('figure');
+        box.className = 'plot';
+        box.dataset.signal = signal;
+        box.innerHTML = `<figcaption>${esc(SIGNAL_LABELS[signal] || signal)}</figcaption>`;
+        if (old) old.replaceWith(box);
+        else this.container.append(box);
+        entry = { box, opts, columns: data.length };
+        entry.u = new uPlot(this.options(signal, entry), data, box);
+        this.plots.set(signal, entry);
+      } else {
+        entry.opts = opts; // read by the scales' range functions and the marker hook while setData redraws
+        entry.u.setData(data);
+      }
+      const inRange = opts.alerts.filter((a) => a.raised_at >= opts.since && a.raised_at <= opts.until);
+      entry.box.dataset.points = String(data[0].filter((_, i) => data[1][i] !== null).length);
+      entry.box.dataset.markers = String(inRange.length);
+      entry.box.classList.toggle('failed', Boolean(opts.error));
+      entry.box.title = opts.error ? `could not read ${signal}: ${opts.error.message}` : '';
+    }
+
+    options(signal, entry) {
+      const width = this.width();
+      const threshold = () => {
+        const f = entry.opts.focus;
+        return f && f.signal === signal && Number.isFinite(f.threshold) ? f : null;
+      };
+      return {
+        width,
+        height: 150,
+        cursor: { sync: { key: this.sync.key }, drag: { x: false, y: false } },
+        legend: { show: true, live: true },
+        scales: {
+          x: { time: true, range: () => [entry.opts.since, entry.opts.until] },
+          y: {
+            range: (u, min, max) => {
+              const f = threshold();
+              let lo = min ?? 0;
+              let hi = max ?? 1;
+              if (f) {
+                lo = Math.min(lo, f.threshold, f.value);
+                hi = Math.max(hi, f.threshold, f.value);
+              }
+              return uPlot.rangeNum(lo, hi === lo ? lo + 1 : hi, 0.1, true);
+            },
+          },
+        },
+        axes: [{}, { size: 56 }],
+        series: [
+          {},
+          {
+            label: entry.columns > 2 ? 'mean' : 'value',
+            stroke: '#2563eb',
+            width: 1.5,
+            points: { show: true, size: 5 },
+            value: (u, v) => fmtNum(v, 2),
+          },
+          ...(entry.columns > 2 ? ['min', 'max'] : []).map((label) => ({
+            label,
+            stroke: 'rgba(37,99,235,0.35)',
+            width: 1,
+            dash: [3, 3],
+            value: (u, v) => fmtNum(v, 2),
+          })),
+        ],
+        hooks: { draw: [(u) => drawMarkers(u, entry.opts, threshold())] },
+      };
+    }
+
+    width() {
+      // two plots a row where there is room (the container is a grid of one or two columns, 16 px apart)
+      const w = this.container.clientWidth;
+      const two = w >= 760;
+      this.container.classList.toggle('two', two);
+      return Math.max(240, Math.floor(two ? (w - 16) / 2 : w) - 14); // less the figure's padding and border
+    }
+
+    fit() {
+      const width = this.width();
+      for (const { u } of this.plots.values()) if (Math.abs(u.width - width) > 4) u.setSize({ width, height: 150 });
+    }
+
+    destroy() {
+      this.destroyed = true;
+      this.resize.disconnect();
+      for (const { u } of this.plots.values()) u.destroy();
+      this.plots.clear();
+    }
+  }
+
+  // One point per step that holds frames, with a gap where a step has none, at the middle of the part of
+  // the step that can hold frames (the camera's first step and the current one are partial).
+  // Totals (frames, detections, bytes) become rates: frames per second, and detections or KB per frame.
+  // Columns: [x, value] or, for a mean that has them, [x, mean, min, max].
+  function toColumns(signal, series, { until, step, firstSeen }) {
+    const xs = [];
+    const cols = [[], [], []];
+    let prev = null;
+    for (const p of series.points) {
+      if (prev !== null && p.t - prev > step) {
+        xs.push(prev + step);
+        for (const c of cols) c.push(null);
+      }
+      prev = p.t;
+      const from = Math.max(p.t, firstSeen || p.t);
+      const to = Math.max(from, Math.min(p.t + step, until, Date.now() / 1000));
+      let { value, min, max } = p;
+      if (series.kind === 'total' && value !== null) {
+        if (signal === 'frames') value /= Math.max(to - from, 1);
+        else value = p.frames ? value / p.frames : null;
+        if (signal === 'bytes' && value !== null) value /= 1024;
+        min = max = null;
+      }
+      xs.push((from + to) / 2);
+      cols[0].push(value);
+      cols[1].push(min);
+      cols[2].push(max);
+    }
+    const ranged = series.kind === 'mean' && series.points.some((p) => p.min !== null || p.max !== null);
+    return ranged ? [xs, ...cols] : [xs, cols[0]];
+  }
+
+  function drawMarkers(u, opts, focus) {
+    const { ctx } = u;
+    const { top, height, left, width } = u.bbox;
+    const dpr = window.devicePixelRatio || 1;
+    ctx.save();
+    for (const a of opts.alerts) {
+      if (a.raised_at < opts.since || a.raised_at > opts.until) continue;
+      const x = Math.round(u.valToPos(a.raised_at, 'x', true));
+      if (x < left || x > left + width) continue;
+      const isFocus = opts.focus && alertKey(a) === alertKey(opts.focus);
+      ctx.strokeStyle = a.status === 'resolved' ? '#16a34a' : '#dc2626';
+      ctx.lineWidth = (isFocus ? 3 : 1.5) * dpr;
+      ctx.setLineDash(a.status === 'resolved' ? [4 * dpr, 3 * dpr] : []);
+      ctx.beginPath();
+      ctx.moveTo(x, top);
+      ctx.lineTo(x, top + height);
+      ctx.stroke();
+      ctx.fillStyle = ctx.strokeStyle;
+      ctx.beginPath();
+      ctx.moveTo(x - 5 * dpr, top);
+      ctx.lineTo(x + 5 * dpr, top);
+      ctx.lineTo(x, top + 7 * dpr);
+      ctx.fill();
+    }
+    if (focus) {
+      const y = Math.round(u.valToPos(focus.threshold, 'y', true));
+      ctx.strokeStyle = '#b45309';
+      ctx.lineWidth = 1.5 * dpr;
+      ctx.setLineDash([6 * dpr, 4 * dpr]);
+      ctx.beginPath();
+      ctx.moveTo(left, y);
+      ctx.lineTo(left + width, y);
+      ctx.stroke();
+      const x = u.valToPos(focus.raised_at, 'x', true);
+      const vy = u.valToPos(focus.value, 'y', true);
+      ctx.setLineDash([]);
+      ctx.fillStyle = '#dc2626';
+      ctx.beginPath();
+      ctx.arc(x, vy, 4.5 * dpr, 0, 2 * Math.PI);
+      ctx.fill();
+    }
+    ctx.restore();
+  }
+
+  // ---------------------------------------------------------------- the alert feed: stored, then live (SSE)
+
+  function addAlert(alert, source) {
+    const key = alertKey(alert);
+    if (state.feed.has(key)) return false;
+    state.feed.set(key, { alert, source, seen: ++state.arrivals });
+    if (state.feed.size > FEED_MAX) {
+      const oldest = [...state.feed.entries()].sort((a, b) => a[1].alert.raised_at - b[1].alert.raised_at);
+      for (const [k] of oldest.slice(0, state.feed.size - FEED_MAX)) state.feed.delete(k);
+    }
+    return true;
+  }
+
+  async function loadStoredAlerts() {
+    try {
+      const stored = await api('alerts', { limit: STORED_ALERTS });
+      for (const a of stored) addAlert(a, 'stored');
+      renderFeed();
+    } catch (err) {
+      $('#feed-note').textContent = `(stored alerts: ${err.message})`;
+    }
+  }
+
+  let feedFrame = 0;
+  function renderFeed() {
+    cancelAnimationFrame(feedFrame);
+    feedFrame = requestAnimationFrame(() => {
+      const selected = location.hash.startsWith('#/alert/') ? location.hash : '';
+      const items = [...state.feed.values()].sort((a, b) => b.alert.raised_at - a.alert.raised_at || b.seen - a.seen);
+      $('#feed').innerHTML = items.length
+        ? items.map((item) => feedItemHtml(item, selected)).join('')
+        : '<li class="muted">No alert yet. New ones appear here as they are raised.</li>';
+    });
+  }
+
+  function feedItemHtml({ alert: a, source }, selected) {
+    const href = alertHref(a);
+    return `<li><a class="feed-item sev-${esc(a.severity)} st-${esc(a.status)}${source === 'live' ? ' fresh' : ''}${
+      href === selected ? ' selected' : ''
+    }" href="${href}" data-alert-id="${esc(a.alert_id)}" data-status="${esc(a.status)}" data-source="${source}"
+      data-camera="${esc(a.camera_id)}" data-type="${esc(a.type)}" data-signal="${esc(a.signal)}">
+      <span class="feed-top"><span class="when">${esc(fmtTime(a.raised_at))}</span><b>${esc(a.camera_id)}</b><span
+        class="badge st-${esc(a.status)}">${esc(a.status)}</span>${source === 'live' ? '<span class="badge new">live</span>' : ''}</span>
+      <span class="kind">${esc(a.type)} · ${esc(a.signal)} ${esc(fmtNum(a.value, 2))} (threshold ${esc(
+        fmtNum(a.threshold, 2),
+      )})</span></a></li>`;
+  }
+
+  // The stream is read with fetch, not EventSource, so that it can carry the Authorization header.
+  const live = $('#live');
+  let liveAbort = null;
+  function setLive(s, text) {
+    live.dataset.state = s;
+    live.textContent = `live: ${text}`;
+  }
+
+  async function runLiveFeed() {
+    liveAbort?.abort();
+    const abort = new AbortController();
+    liveAbort = abort;
+    let delay = 1000;
+    while (!abort.signal.aborted) {
+      try {
+        setLive('connecting', 'connecting');
+        const r = await fetch(apiUrl('alerts/stream'), {
+          headers: headers({ Accept: 'text/event-stream' }),
+          signal: abort.signal,
+          cache: 'no-store',
+        });
+        if (!r.ok) {
+          let detail = r.statusText;
+          try {
+            detail = (await r.json()).detail;
+          } catch (_) {
+            /* keep the status text */
+          }
+          const err = new ApiError(r.status, detail);
+          if (r.status === 401 || (r.status === 503 && /token/i.test(detail))) {
+            showAuthProblem(err);
+            setLive('auth', 'needs a token');
+            return; // saving a token starts it again
+          }
+          throw err;
+        }
+        setLive('open', 'connected');
+        delay = 1000;
+        // Subscribed from here on: what was stored before now is read once, so nothing falls in between.
+        loadStoredAlerts();
+        await readEvents(r.body, abort.signal);
+        if (!abort.signal.aborted) throw new Error('the stream ended');
+      } catch (err) {
+        if (abort.signal.aborted) return;
+        setLive('error', `reconnecting (${err.message})`);
+        await new Promise((ok) => setTimeout(ok, delay));
+        delay = Math.min(delay * 2, 30000);
+      }
+    }
+  }
+
+  async function readEvents(body, signal) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\r\n?/g, '\n');
+      let cut;
+      while ((cut = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let event = 'message';
+        const data = [];
+        for (const line of block.split('\n')) {
+          if (!line || line.startsWith(':')) continue; // comments: subscribed, keepalive
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const val = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'event') event = val;
+          else if (field === 'data') data.push(val);
+        }
+        if (data.length) onEvent(event, data.join('\n'));
+      }
+    }
+  }
+
+  function onEvent(event, data) {
+    if (event === 'alert') {
+      const a = JSON.parse(data);
+      if (addAlert(a, 'live')) {
+        renderFeed();
+        refreshFleetSoon();
+        currentView?.onLiveAlert?.(a);
+      }
+    } else if (event === 'dropped') {
+      const { count } = JSON.parse(data);
+      $('#feed-note').textContent = `(${count} live alert${count === 1 ? '' : 's'} dropped; reloaded from the store)`;
+      loadStoredAlerts();
+    }
+  }
+
+  // ---------------------------------------------------------------- start
+
+  function restartEverything() {
+    hideBanner('auth');
+    state.feed.clear();
+    state.signals = null;
+    renderFeed();
+    runLiveFeed();
+    refreshFleet();
+    route();
+  }
+
+  window.addEventListener('hashchange', route);
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden) refreshFleet();
+  });
+  route();
+  refreshFleet();
+  runLiveFeed();
+})();
