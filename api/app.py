@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from api import alerts, cameras, sql
+from api import alerts, cameras, config, sql
 from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import StoreDep
 from api.live import AlertFeed
@@ -155,10 +155,12 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         app.state.writer = None
         app.state.workers = WorkerDirectory(settings)
         app.state.alert_feed = AlertFeed(settings, api_settings.api_sse_queue, api_settings.api_sse_max_subscribers)
+        app.state.config = config.ConfigState(settings)
         stop = asyncio.Event()
         task = None
         directory = asyncio.create_task(_keep_running(app.state.workers.run, stop, "worker directory"))
         feed = asyncio.create_task(_keep_running(app.state.alert_feed.run, stop, "live alert feed"))
+        follower = asyncio.create_task(_keep_running(app.state.config.run, stop, "config follower"))
         if settings.api_store_writer:
             app.state.writer = StoreWriter(settings, store)
             task = asyncio.create_task(_keep_running(app.state.writer.run, stop, "store writer"), name="store-writer")
@@ -170,6 +172,8 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
                 await asyncio.wait_for(directory, 10)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(feed, 10)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(follower, 10)
             if task is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(task, 30)
@@ -258,6 +262,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     app.include_router(cameras.router)
     app.include_router(alerts.router)
     app.include_router(sql.router)
+    app.include_router(config.router)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:

@@ -46,7 +46,8 @@ def _cmd_topics(args, settings: Settings) -> int:
     print(f"{'topic':<28} {'partitions':>10} {'retention':>12}  contract")
     for t in topology(settings):
         mark = " (created)" if settings.topic(t.name) in created else ""
-        print(f"{settings.topic(t.name):<28} {t.partitions:>10} {t.retention_ms / 1000:>10.0f} s  {t.contract}{mark}")
+        keep = "compacted" if t.compact else f"{t.retention_ms / 1000:.0f} s"
+        print(f"{settings.topic(t.name):<28} {t.partitions:>10} {keep:>12}  {t.contract}{mark}")
     return 0
 
 

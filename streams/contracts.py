@@ -197,6 +197,45 @@ class Alert(_Record):
     message: str
 
 
+class MonitorOverrides(_Record):
+    """Monitor settings for the fleet or one camera; a field left out keeps the level below (camera over
+    fleet over the workers' CVOPS_ settings). See :mod:`streams.fleetconfig` for which apply at once and
+    which when the camera's references are next learned."""
+
+    rule_warmup_frames: int | None = Field(None, ge=5, le=100_000)
+    rule_tolerance: float | None = Field(None, gt=0, le=100)
+    rule_consecutive: int | None = Field(None, ge=1, le=10_000)
+    expected_fps: float | None = Field(None, gt=0, le=1000)
+    no_frames_s: float | None = Field(None, gt=0, le=86_400)
+    motion_every: int | None = Field(None, ge=0, le=100_000)
+    motion_threshold_deg: float | None = Field(None, gt=0, le=180)
+    motion_threshold_px: float | None = Field(None, gt=0, le=10_000)
+    ks_reference: int | None = Field(None, ge=0, le=100_000)
+    ks_window: int | None = Field(None, ge=10, le=100_000)
+    ks_alpha: float | None = Field(None, gt=0, lt=1)
+    prediction_reference: int | None = Field(None, ge=0, le=1_000_000)
+    prediction_window: int | None = Field(None, ge=10, le=1_000_000)
+    prediction_alpha: float | None = Field(None, gt=0, lt=1)
+    embedding_reference: int | None = Field(None, ge=0, le=100_000)
+    concept_reference: int | None = Field(None, ge=0, le=1_000_000)
+
+
+class CameraConfig(_Record):
+    """Monitor settings of the fleet (``scope`` "fleet") or of one camera, on the compacted config topic,
+    keyed by the scope. A tombstone (no value) removes a camera's overrides."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    scope: str = Field(
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$", description="'fleet' or a camera id"
+    )
+    overrides: MonitorOverrides = Field(default_factory=MonitorOverrides)
+    relearn_after: float | None = Field(
+        None, description="unix s: learn the camera's references again from its frames after this time"
+    )
+    updated_at: float = Field(default_factory=time.time, description="unix seconds")
+    updated_by: str = Field("", max_length=200)
+
+
 class TrueObject(_Record):
     label: str = Field(min_length=1, max_length=100)
     box: tuple[float, float, float, float] | None = Field(
@@ -283,6 +322,7 @@ class WorkerStatus(_Record):
     dead_letters: int = Field(description="since the previous status")
     alerts: int = Field(description="since the previous status")
     lag_s: float = Field(0.0, ge=0, description="age of the newest frame in the last batch, s: how far behind it is")
+    config_updated_at: float = Field(0.0, ge=0, description="unix s of the newest config record it has applied")
     sent_at: float = Field(description="unix seconds")
 
 

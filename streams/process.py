@@ -21,6 +21,7 @@ import numpy as np
 from streams.config import Settings
 from streams.contracts import (
     Alert,
+    CameraConfig,
     ContractError,
     DeadLetter,
     Detection,
@@ -32,6 +33,7 @@ from streams.contracts import (
     decode_record,
 )
 from streams.decode import DecodedFrame, decode_frame
+from streams.fleetconfig import FLEET, base_settings, effective
 from streams.monitor import image as image_signals
 from streams.monitor.camera import CameraMonitor, MonitorSettings
 from streams.monitor.concept import frame_error
@@ -104,23 +106,10 @@ class FrameProcessor:
         self._seen: dict[str, int] = {}  # camera id -> frames seen, to sample the ones to embed
         # camera id -> frame id -> predicted (label, box): what late labels (the feedback topic) are scored against
         self._recent: dict[str, OrderedDict[str, list]] = {}
+        self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._monitors: dict[str, CameraMonitor] = {}
-        self.monitor_settings = MonitorSettings(
-            warmup=settings.rule_warmup_frames,
-            tolerance=settings.rule_tolerance,
-            consecutive=settings.rule_consecutive,
-            expected_fps=settings.monitor_expected_fps,
-            no_frames_s=settings.monitor_no_frames_s,
-            motion_every=settings.monitor_motion_every,
-            ks_reference=settings.monitor_ks_reference,
-            ks_window=settings.monitor_ks_window,
-            ks_alpha=settings.monitor_ks_alpha,
-            prediction_reference=settings.monitor_prediction_reference,
-            prediction_window=settings.monitor_prediction_window,
-            embedding_reference=settings.monitor_embedding_reference if settings.embedding_model else 0,
-            concept_reference=settings.monitor_concept_reference,
-        )
+        self.monitor_settings = base_settings(settings)
 
         if self.monitor_settings.embedding_reference:
             # The first camera's autoencoder fit would otherwise pay scikit-learn's import (seconds) on the
@@ -265,7 +254,7 @@ class FrameProcessor:
                 continue
             monitor = monitors.get(h.camera_id)
             if monitor is None:
-                monitor = monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id))
+                monitor = monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id), out.alerts)
             s = image_signals.with_previous(frame.signals, monitor.previous_small)
             m = FrameMetrics(
                 frame_id=h.frame_id,
@@ -341,18 +330,66 @@ class FrameProcessor:
         outputs = self.embedder.postprocess(self.embedder.infer(self.embedder.preprocess(images)))
         return {k: [round(float(x), 5) for x in c.embedding] for k, c in zip(picked, outputs, strict=True)}
 
-    def _monitor(self, camera_id: str, state: dict | None) -> CameraMonitor:
+    def settings_for(self, camera_id: str) -> MonitorSettings:
+        """The camera's monitor settings: the worker's, then the fleet's overrides, then the camera's."""
+        levels = [self.configs.get(scope) for scope in (FLEET, camera_id)]
+        return effective(self.monitor_settings, *(c.overrides if c else None for c in levels))
+
+    def _relearn_after(self, camera_id: str) -> float:
+        return max((c.relearn_after or 0.0 for c in (self.configs.get(FLEET), self.configs.get(camera_id)) if c),
+                   default=0.0)  # fmt: skip
+
+    def _monitor(self, camera_id: str, state: dict | None, pending: list[Alert] | None = None) -> CameraMonitor:
         """The camera's live monitor (it keeps what is not persisted: the previous frame, evidence ids),
-        else one rebuilt from the saved state (after a restart or when the camera moved here), else new."""
+        else one rebuilt from the saved state (after a restart or when the camera moved here), else new.
+        An operator's relearn request newer than the monitor starts it over; the alerts that resolves go
+        to ``pending``."""
         live = self._monitors.get(camera_id)
         if live is not None:
             return live
+        settings = self.settings_for(camera_id)
         if state and "feed" in state:
-            monitor = CameraMonitor.from_dict(state, self.monitor_settings)
+            monitor = CameraMonitor.from_dict(state, settings)
+            monitor.apply(settings)
         else:
-            monitor = CameraMonitor.new(camera_id, self.monitor_settings)
+            monitor = CameraMonitor.new(camera_id, settings)
+        if self._relearn_after(camera_id) > monitor.relearned_at:
+            monitor, resolved = self._relearn(monitor)
+            if pending is not None:
+                pending += resolved
         self._monitors[camera_id] = monitor
         return monitor
+
+    def _relearn(self, monitor: CameraMonitor) -> tuple[CameraMonitor, list[Alert]]:
+        cam = monitor.camera_id
+        resolved = monitor.resolve_all(
+            time.time(), self.detector.name, self.detector.version, "its references are being learned again"
+        )
+        fresh = CameraMonitor.new(cam, self.settings_for(cam))
+        fresh.relearned_at = self._relearn_after(cam)
+        fresh.frames, fresh.thumbnails = monitor.frames, monitor.thumbnails
+        return fresh, resolved
+
+    def configure(self, scope: str, config: CameraConfig | None) -> BatchResult:
+        """Take a config record (``None``: its scope's overrides removed) and apply it to the live cameras
+        it covers: thresholds at once, a relearn request by starting their monitors over."""
+        if config is None:
+            self.configs.pop(scope, None)
+        else:
+            self.configs[scope] = config
+        out = BatchResult()
+        cameras = list(self._monitors) if scope == FLEET else [scope] if scope in self._monitors else []
+        for cam in cameras:
+            monitor = self._monitors[cam]
+            monitor.apply(self.settings_for(cam))
+            if self._relearn_after(cam) > monitor.relearned_at:
+                self._monitors[cam], resolved = self._relearn(monitor)
+                out.alerts += resolved
+        monitors = {cam: self._monitors[cam] for cam in cameras}
+        out.states = _States(monitors)
+        out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
+        out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
+        return out
 
     def forget(self) -> None:
         """Drop the live monitors (after a rebalance the saved states are the truth) and the predictions kept
@@ -389,7 +426,7 @@ class FrameProcessor:
             except ContractError as err:
                 out.dead_letters.append(DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err))
                 continue
-            monitor = monitors.get(fb.camera_id) or self._monitor(fb.camera_id, states.get(fb.camera_id))
+            monitor = monitors.get(fb.camera_id) or self._monitor(fb.camera_id, states.get(fb.camera_id), out.alerts)
             monitors[fb.camera_id] = monitor
             error = frame_error(predicted, [(o.label, o.box) for o in fb.objects])
             out.alerts += monitor.observe_feedback(

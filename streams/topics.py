@@ -28,6 +28,7 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     max_message_bytes: int = 1024 * 1024
+    compact: bool = False  # keep the last record per key (and drop tombstones) instead of expiring by time
 
 
 def topology(settings: Settings) -> list[TopicSpec]:
@@ -46,6 +47,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec("alerts", "Alert v1", n, 7 * 24 * 3600_000),
         TopicSpec("evidence", "Evidence v1", n, 7 * 24 * 3600_000),
         TopicSpec("feedback", "Feedback v1", n, 7 * 24 * 3600_000),
+        TopicSpec("config", "CameraConfig v1 (compacted)", 1, -1, compact=True),
         TopicSpec("deadletters", "DeadLetter v1", n, 7 * 24 * 3600_000, settings.max_message_bytes * 2),
         TopicSpec("workers", "WorkerStatus v1", 1, 3600_000),
     ]
@@ -87,7 +89,9 @@ async def create_topics(settings: Settings) -> list[str]:
                 settings.topic(t.name),
                 t.partitions,
                 settings.replication_factor,
-                topic_configs={
+                topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(t.max_message_bytes)}
+                if t.compact
+                else {
                     "retention.ms": str(t.retention_ms),
                     # Retention drops whole segments and never the open one: roll segments often enough
                     # that old data can go (a 7-day default segment would keep a 1-minute topic for a week).

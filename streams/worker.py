@@ -13,6 +13,7 @@ Dataflow, top to bottom::
         └──▶ camera-health  per-camera rule state (a faust Table, changelog in Kafka)
 
     feedback (labels for frames) ──▶ FrameProcessor.feedback (score; same thread) ──▶ alerts (concept_drift)
+    config (fleet and camera settings, compacted; read whole by every worker) ──▶ FrameProcessor.configure
 
 Delivery: faust acks a batch's events only after this agent's loop body returns, and the body returns
 only after every output record is acknowledged by the broker; faust flushes its producer (table
@@ -34,6 +35,7 @@ import faust
 from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import WorkerStatus, encode_record
+from streams.fleetconfig import ConfigFollower
 from streams.kafka_security import faust_credentials
 from streams.process import BatchResult, FrameProcessor, RawMessage, silence_clock
 
@@ -124,7 +126,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     checkpoint = settings.state_checkpoint_frames
     infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
-    stats |= {"newest_arrival": 0.0, "last_batch": 0.0, "batch_wall": 0.0}
+    stats |= {"newest_arrival": 0.0, "last_batch": 0.0, "batch_wall": 0.0, "config_updated_at": 0.0}
     log.info(
         "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
@@ -137,6 +139,10 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     @app.agent(frames, name="infer")
     async def infer(stream):
         loop = asyncio.get_running_loop()
+        # The fleet's and cameras' settings before the first frame (a restarted worker must not judge with
+        # defaults); a config topic that cannot be read within 30 s is logged and followed later.
+        if not await config.wait_loaded(30.0):
+            log.warning("the config topic was not read within 30 s: starting with the CVOPS_ settings")
         async for events in stream.take_events(policy.queue_limit, within=policy.max_queue_delay_ms / 1000):
             msgs = [
                 RawMessage(
@@ -252,6 +258,33 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         sends = await _publish(BatchResult(alerts=processor.check_silence(now)))
         await asyncio.gather(*sends)
 
+    def configure_and_snapshot(scope, record) -> tuple[BatchResult, dict[str, dict]]:
+        result = processor.configure(scope, record)
+        return result, snapshot(result)
+
+    async def apply_config(scope: str, record) -> None:
+        loop = asyncio.get_running_loop()
+        result, snapshots = await loop.run_in_executor(infer_pool, configure_and_snapshot, scope, record)
+        save(result, snapshots, {})
+        await asyncio.gather(*await _publish(result))
+        stats["config_updated_at"] = max(stats["config_updated_at"], record.updated_at if record else time.time())
+        log.info("config %s %s", scope, record.overrides.model_dump(exclude_none=True) if record else "removed")
+
+    config = ConfigFollower(settings, apply_config)
+
+    @app.task
+    async def follow_config():
+        delay = 1.0
+        while True:  # the broker gone for a while must not stop the worker: read the topic again later
+            try:
+                await config.run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("config follower failed (%s: %s); again in %.0f s", type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 30.0)
+
     @app.timer(10.0)
     async def report():
         elapsed = time.monotonic() - stats["since"]
@@ -276,6 +309,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             dead_letters=stats["dead_letters"],
             alerts=stats["alerts"],
             lag_s=round(lag_s, 2),
+            config_updated_at=stats["config_updated_at"],
             sent_at=time.time(),
         )
         await workers.send(key=worker_id.encode(), value=encode_record(status))

@@ -92,6 +92,7 @@ class CameraMonitor:
     concept: ConceptDrift | None = None
     active: dict[str, str] = field(default_factory=dict)  # "kind:signal" -> alert id of the raise
     frames: int = 0
+    relearned_at: float = 0.0  # unix s of the operator's last relearn request this monitor honoured
     previous_small: np.ndarray | None = field(default=None, repr=False)  # for frame_diff; not persisted
     # (frame id, captured at, JPEG, (w, h), (source w, source h)) of the last frames, as evidence; not persisted
     thumbnails: deque = field(default_factory=lambda: deque(maxlen=EVIDENCE_FRAMES), repr=False)
@@ -202,6 +203,44 @@ class CameraMonitor:
                 status = "raised" if e.drift_detected else "resolved"
                 alerts += self._changes(m, "embedding_drift", [("embedding_score", status)], self._embedding_value)
         return alerts
+
+    def apply(self, s: MonitorSettings) -> None:
+        """Take the thresholds of ``s`` at once (see :data:`streams.fleetconfig.LIVE`); sizes and the
+        range rule's tolerance shape what is learned, and apply when the references are learned again."""
+        for rule in self.health.detectors.values():
+            rule.consecutive = s.consecutive
+        self.feed.expected_fps, self.feed.no_frames_s = s.expected_fps, s.no_frames_s
+        if self.moved is not None:
+            self.moved.threshold_deg, self.moved.threshold_px = s.motion_threshold_deg, s.motion_threshold_px
+        if self.distributions is not None:
+            self.distributions.alpha = s.ks_alpha
+        if self.classes is not None:
+            self.classes.alpha = s.prediction_alpha
+
+    def resolve_all(self, now: float, model_name: str, model_version: str, why: str) -> list[Alert]:
+        """Resolve every open alert of this camera (its references are about to be learned again)."""
+        open_alerts = [(k.split(":", 1)[0], k.split(":", 1)[1], aid) for k, aid in self.active.items()]
+        open_alerts += [("data_drift", signal, aid) for signal, aid in self.health.active.items()]
+        self.active.clear()
+        self.health.active.clear()
+        return [
+            Alert(
+                alert_id=aid,
+                type=kind,
+                status="resolved",
+                severity="info",
+                camera_id=self.camera_id,
+                signal=signal,
+                value=0.0,
+                threshold=0.0,
+                window=self.frames,
+                model_name=model_name,
+                model_version=model_version,
+                raised_at=now,
+                message=f"{kind.replace('_', ' ')} cleared on camera {self.camera_id}: {why}",
+            )
+            for kind, signal, aid in open_alerts
+        ]
 
     def observe_feedback(
         self, frame_id: str, error: float, at: float, model_name: str, model_version: str
@@ -410,6 +449,7 @@ class CameraMonitor:
             if self.embedding
             else [],
             "concept": self.concept.drift_detected if self.concept else False,
+            "relearned_at": self.relearned_at,
         }
 
     def to_dict(self) -> dict:
@@ -426,6 +466,7 @@ class CameraMonitor:
             "concept": self.concept.to_dict() if self.concept else None,
             "active": dict(self.active),
             "frames": self.frames,
+            "relearned_at": self.relearned_at,
         }
 
     @classmethod
@@ -452,4 +493,5 @@ class CameraMonitor:
             moved=CameraMoved.from_dict(d["moved"]) if d.get("moved") else None,
             active=dict(d["active"]),
             frames=int(d["frames"]),
+            relearned_at=float(d.get("relearned_at", 0.0)),
         )

@@ -186,3 +186,36 @@ def test_labels_that_stop_agreeing_with_the_model_raise_concept_drift(detector, 
     assert [(a.type, a.signal, a.status) for a in alerts] == [("concept_drift", "label_error", "raised")]
     assert alerts[0].value > alerts[0].threshold
     assert [d.reason for d in late.dead_letters] == ["unknown_frame", "key_mismatch"]
+
+
+def test_config_records_change_a_running_cameras_thresholds_and_relearn_resolves_its_alerts(detector, street_frames):
+    from streams.contracts import CameraConfig, MonitorOverrides
+
+    p = FrameProcessor(Settings(_env_file=None, rule_warmup_frames=5, rule_consecutive=2), detector)
+    try:
+        for i in range(8):
+            p.process([message(street_frames[i], "cam-4", i)], {})
+        blurred = [cv2.GaussianBlur(street_frames[8 + i], (0, 0), 8) for i in range(3)]
+        raised = [a for i, f in enumerate(blurred) for a in p.process([message(f, "cam-4", 8 + i)], {}).alerts]
+        assert [a.signal for a in raised if a.status == "raised"] == ["blur"]
+
+        out = p.configure("fleet", CameraConfig(scope="fleet", overrides=MonitorOverrides(expected_fps=9.0)))
+        out = p.configure("cam-4", CameraConfig(scope="cam-4", overrides=MonitorOverrides(rule_consecutive=7)))
+        monitor = p._monitors["cam-4"]
+        assert monitor.feed.expected_fps == 9.0 and {r.consecutive for r in monitor.health.detectors.values()} == {7}
+        assert out.alerts == [] and "cam-4" in out.essential
+
+        out = p.configure(
+            "cam-4", CameraConfig(scope="cam-4", overrides=MonitorOverrides(rule_consecutive=7), relearn_after=1.0)
+        )
+        again = p.configure(
+            "cam-4", CameraConfig(scope="cam-4", overrides=MonitorOverrides(rule_consecutive=7), relearn_after=1.0)
+        )
+    finally:
+        p.close()
+    blur = next(a for a in raised if a.signal == "blur")
+    assert [(a.alert_id, a.status) for a in out.alerts] == [(blur.alert_id, "resolved")]
+    assert again.alerts == []  # the same request, read again (a restart replays the topic): nothing to do
+    fresh = p._monitors["cam-4"]
+    assert fresh.relearned_at == 1.0 and not fresh.health.detectors["blur"].ready
+    assert fresh.frames == 11 and {r.consecutive for r in fresh.health.detectors.values()} == {7}

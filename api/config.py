@@ -1,0 +1,192 @@
+"""Fleet defaults and per-camera overrides of the monitor settings, changed without restarting anything.
+
+A change is a :class:`~streams.contracts.CameraConfig` record on the compacted config topic (see
+:mod:`streams.fleetconfig`): every worker follows that topic and applies it to the cameras it watches
+within about a second; ``GET /api/v1/workers`` shows, per worker, the time of the newest record applied.
+Reads follow the read access of the other routes; changes need an API token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Annotated
+
+from aiokafka import AIOKafkaProducer
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
+from pydantic import BaseModel, Field
+
+from api.auth import TOKEN_RESPONSES, read_access, require_token
+from streams.config import Settings
+from streams.contracts import CameraConfig, MonitorOverrides, encode_record
+from streams.fleetconfig import FLEET, LIVE, ConfigFollower, base_settings, effective
+from streams.kafka_security import client_options
+from streams.topics import create_topics
+
+CameraId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$", description="a camera id")]
+
+
+class ConfigState:
+    """The config topic as this API process has read it, and a producer to change it."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.records: dict[str, CameraConfig] = {}
+        self.follower = ConfigFollower(settings, self._apply)
+        self._producer: AIOKafkaProducer | None = None
+        self._topics_ready = False
+        self._lock = asyncio.Lock()
+
+    def _apply(self, scope: str, record: CameraConfig | None) -> None:
+        current = self.records.get(scope)
+        if record is None:
+            self.records.pop(scope, None)
+        elif current is None or record.updated_at >= current.updated_at:
+            self.records[scope] = record
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow the topic until ``stop``; a failure (broker gone) is raised, for the caller to retry."""
+        follow, stopped = asyncio.create_task(self.follower.run()), asyncio.create_task(stop.wait())
+        try:
+            done, _ = await asyncio.wait({follow, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if follow in done:
+                follow.result()
+        finally:
+            for task in (follow, stopped):
+                task.cancel()
+            await asyncio.gather(follow, stopped, return_exceptions=True)
+            if stop.is_set() and self._producer is not None:
+                await self._producer.stop()
+
+    async def publish(self, scope: str, record: CameraConfig | None) -> None:
+        async with self._lock:
+            if not self._topics_ready:
+                await create_topics(self.settings)
+                self._topics_ready = True
+            if self._producer is None:
+                self._producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
+                await self._producer.start()
+        value = encode_record(record) if record is not None else None
+        await self._producer.send_and_wait(self.settings.topic("config"), value, key=scope.encode())
+        self._apply(scope, record)  # read-your-writes here; the follower confirms it shortly
+
+
+def _state(request: Request) -> ConfigState:
+    return request.app.state.config
+
+
+StateDep = Annotated[ConfigState, Depends(_state)]
+
+
+class MonitorSettingsView(BaseModel):
+    """Monitor settings as a camera sees them."""
+
+    values: dict[str, float | int] = Field(description="every monitor setting, by MonitorSettings name")
+    live: list[str] = Field(description="settings applied to a running camera at once; the others apply when "
+                            "its references are next learned (POST .../relearn)")  # fmt: skip
+
+
+class FleetConfigView(BaseModel):
+    defaults: MonitorSettingsView = Field(description="the workers' CVOPS_ settings, under every override")
+    fleet: CameraConfig | None
+    cameras: dict[str, CameraConfig]
+
+
+class CameraConfigView(BaseModel):
+    camera_id: str
+    effective: MonitorSettingsView
+    fleet: MonitorOverrides | None
+    camera: CameraConfig | None
+
+
+def _view(values) -> MonitorSettingsView:
+    return MonitorSettingsView(values=dataclasses.asdict(values), live=sorted(LIVE))
+
+
+def _who(request: Request) -> str:
+    return f"api token via {request.client.host if request.client else 'unknown'}"
+
+
+router = APIRouter(prefix="/api/v1/config", tags=["config"], responses=TOKEN_RESPONSES)
+
+
+@router.get("", response_model=FleetConfigView, dependencies=[Depends(read_access)])
+async def get_config(request: Request, state: StateDep) -> FleetConfigView:
+    """The fleet's defaults and overrides, and every camera's overrides."""
+    return FleetConfigView(
+        defaults=_view(base_settings(state.settings)),
+        fleet=state.records.get(FLEET),
+        cameras={k: v for k, v in sorted(state.records.items()) if k != FLEET},
+    )
+
+
+@router.get("/cameras/{camera_id}", response_model=CameraConfigView, dependencies=[Depends(read_access)])
+async def get_camera_config(camera_id: CameraId, state: StateDep) -> CameraConfigView:
+    """The settings one camera is watched with, and where they come from."""
+    fleet, camera = state.records.get(FLEET), state.records.get(camera_id)
+    values = effective(base_settings(state.settings), fleet.overrides if fleet else None,
+                       camera.overrides if camera else None)  # fmt: skip
+    return CameraConfigView(
+        camera_id=camera_id, effective=_view(values), fleet=fleet.overrides if fleet else None, camera=camera
+    )
+
+
+@router.put("/fleet", response_model=CameraConfig, status_code=status.HTTP_202_ACCEPTED,
+            dependencies=[Depends(require_token)])  # fmt: skip
+async def put_fleet_config(overrides: MonitorOverrides, request: Request, state: StateDep) -> CameraConfig:
+    """Replace the fleet's overrides (fields left out fall back to the workers' settings). Accepted: the
+    workers apply it within about a second."""
+    current = state.records.get(FLEET)
+    record = CameraConfig(
+        scope=FLEET, overrides=overrides, relearn_after=current.relearn_after if current else None,
+        updated_by=_who(request),
+    )  # fmt: skip
+    await state.publish(FLEET, record)
+    return record
+
+
+def _not_fleet(camera_id: str) -> None:
+    if camera_id == FLEET:
+        raise HTTPException(status_code=422, detail=f"'{FLEET}' names the fleet's settings, not a camera")
+
+
+@router.put("/cameras/{camera_id}", response_model=CameraConfig, status_code=status.HTTP_202_ACCEPTED,
+            dependencies=[Depends(require_token)])  # fmt: skip
+async def put_camera_config(
+    camera_id: CameraId, overrides: MonitorOverrides, request: Request, state: StateDep
+) -> CameraConfig:
+    """Replace one camera's overrides (fields left out fall back to the fleet's)."""
+    _not_fleet(camera_id)
+    current = state.records.get(camera_id)
+    record = CameraConfig(
+        scope=camera_id, overrides=overrides, relearn_after=current.relearn_after if current else None,
+        updated_by=_who(request),
+    )  # fmt: skip
+    await state.publish(camera_id, record)
+    return record
+
+
+@router.delete("/cameras/{camera_id}", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_token)])
+async def delete_camera_config(camera_id: CameraId, state: StateDep) -> dict:
+    """Remove one camera's overrides: it follows the fleet's settings again."""
+    _not_fleet(camera_id)
+    if camera_id not in state.records:
+        raise HTTPException(status_code=404, detail=f"camera {camera_id!r} has no overrides")
+    await state.publish(camera_id, None)
+    return {"camera_id": camera_id, "removed": True}
+
+
+@router.post("/cameras/{camera_id}/relearn", response_model=CameraConfig, status_code=status.HTTP_202_ACCEPTED,
+             dependencies=[Depends(require_token)])  # fmt: skip
+async def relearn_camera(camera_id: CameraId, request: Request, state: StateDep) -> CameraConfig:
+    """Learn the camera's references again from its next frames (after a planned change of view, say): its
+    open alerts are resolved, and settings that shape what is learned take effect."""
+    _not_fleet(camera_id)
+    current = state.records.get(camera_id)
+    record = CameraConfig(
+        scope=camera_id, overrides=current.overrides if current else MonitorOverrides(), relearn_after=time.time(),
+        updated_by=_who(request),
+    )  # fmt: skip
+    await state.publish(camera_id, record)
+    return record

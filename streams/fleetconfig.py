@@ -1,0 +1,163 @@
+"""Fleet defaults and per-camera overrides of the monitor settings, changed at run time.
+
+The API writes :class:`~streams.contracts.CameraConfig` records on the compacted ``config`` topic, keyed by
+scope ("fleet" or a camera id); every worker (and the API) reads the whole topic from its start and then
+follows it (:class:`ConfigFollower`), so a restarted worker has the current settings before its first frame
+and a change reaches every worker within a second, without a restart. Compaction keeps the last record per
+key; a tombstone removes a camera's overrides.
+
+A camera's settings are the worker's ``CVOPS_`` settings, overridden by the fleet record, overridden by the
+camera's record (:func:`effective`). Thresholds apply to a live camera at once (:data:`LIVE`); sizes and
+the range rule's tolerance shape what a camera learns, so they apply when its references are learned
+again: set ``relearn_after`` (``POST /api/v1/config/cameras/{id}/relearn``) to do that now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from streams.config import Settings
+from streams.contracts import CameraConfig, ContractError, MonitorOverrides, decode_record
+from streams.kafka_security import client_options
+from streams.monitor.camera import MonitorSettings
+
+log = logging.getLogger(__name__)
+
+FLEET = "fleet"
+
+# MonitorOverrides field -> MonitorSettings field
+FIELDS = {
+    "rule_warmup_frames": "warmup",
+    "rule_tolerance": "tolerance",
+    "rule_consecutive": "consecutive",
+    "expected_fps": "expected_fps",
+    "no_frames_s": "no_frames_s",
+    "motion_every": "motion_every",
+    "motion_threshold_deg": "motion_threshold_deg",
+    "motion_threshold_px": "motion_threshold_px",
+    "ks_reference": "ks_reference",
+    "ks_window": "ks_window",
+    "ks_alpha": "ks_alpha",
+    "prediction_reference": "prediction_reference",
+    "prediction_window": "prediction_window",
+    "prediction_alpha": "prediction_alpha",
+    "embedding_reference": "embedding_reference",
+    "concept_reference": "concept_reference",
+}
+# Applied to a live camera at once; the others when its references are next learned.
+LIVE = frozenset(
+    {"consecutive", "expected_fps", "no_frames_s", "motion_threshold_deg", "motion_threshold_px", "ks_alpha",
+     "prediction_alpha"}
+)  # fmt: skip
+
+
+def base_settings(settings: Settings) -> MonitorSettings:
+    """The monitor settings of the workers' ``CVOPS_`` configuration: the level under the fleet's."""
+    return MonitorSettings(
+        warmup=settings.rule_warmup_frames,
+        tolerance=settings.rule_tolerance,
+        consecutive=settings.rule_consecutive,
+        expected_fps=settings.monitor_expected_fps,
+        no_frames_s=settings.monitor_no_frames_s,
+        motion_every=settings.monitor_motion_every,
+        ks_reference=settings.monitor_ks_reference,
+        ks_window=settings.monitor_ks_window,
+        ks_alpha=settings.monitor_ks_alpha,
+        prediction_reference=settings.monitor_prediction_reference,
+        prediction_window=settings.monitor_prediction_window,
+        embedding_reference=settings.monitor_embedding_reference if settings.embedding_model else 0,
+        concept_reference=settings.monitor_concept_reference,
+    )
+
+
+def effective(base: MonitorSettings, *levels: MonitorOverrides | None) -> MonitorSettings:
+    """``base`` with each level's set fields over it, later levels winning.
+
+    >>> fleet = MonitorOverrides(expected_fps=10, rule_consecutive=5)
+    >>> cam = MonitorOverrides(rule_consecutive=2)
+    >>> s = effective(MonitorSettings(), fleet, cam)
+    >>> (s.expected_fps, s.consecutive, s.warmup)
+    (10.0, 2, 60)
+    """
+    changes = {}
+    for level in levels:
+        if level is not None:
+            changes |= {FIELDS[k]: v for k, v in level.model_dump(exclude_none=True).items()}
+    return replace(base, **changes)
+
+
+class ConfigFollower:
+    """Reads the config topic from its start, then follows it; calls ``apply(scope, record or None)`` for
+    each record in order. :meth:`wait_loaded` returns once everything present at start has been applied."""
+
+    def __init__(self, settings: Settings, apply: Callable[[str, CameraConfig | None], Awaitable[None] | None]):
+        self.settings = settings
+        self.apply = apply
+        self.loaded = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="config-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def wait_loaded(self, timeout_s: float = 30.0) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.loaded.wait(), timeout_s)
+        return self.loaded.is_set()
+
+    async def run(self) -> None:
+        """Read and follow the topic until cancelled."""
+        topic = self.settings.topic("config")
+        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)  # no group
+        await consumer.start()
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            while not parts:  # not created yet: ``cvops topics`` (or the worker) creates it
+                await asyncio.sleep(1.0)
+                await consumer.topics()  # a fresh metadata request
+                parts = consumer.partitions_for_topic(topic) or set()
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            if all(ends[tp] == 0 for tp in tps):
+                self.loaded.set()
+            while True:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    for r in records:
+                        await self._apply(r)
+                if not self.loaded.is_set():
+                    positions = [await consumer.position(tp) for tp in tps]
+                    if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
+                        self.loaded.set()
+        finally:
+            await consumer.stop()
+
+    async def _apply(self, record) -> None:
+        scope = (record.key or b"").decode("utf-8", "replace")
+        if record.value is None:
+            config = None
+        else:
+            try:
+                config = decode_record(CameraConfig, record.value)
+            except ContractError as exc:
+                log.warning("config record %s@%d ignored: %s", scope, record.offset, exc)
+                return
+            if config.scope != scope:
+                log.warning("config record %s@%d ignored: its scope is %r", scope, record.offset, config.scope)
+                return
+        done = self.apply(scope, config)
+        if asyncio.iscoroutine(done):
+            await done
