@@ -85,6 +85,8 @@ class Settings(BaseSettings):
     evidence_width: int = Field(
         320, ge=0, le=1920, description="px wide of the thumbnails kept as evidence for alerts; 0 = none"
     )
+    metrics_port: int = Field(0, ge=0, le=65535, description="a worker's Prometheus endpoint port; 0 = none")
+    metrics_host: str = Field("127.0.0.1", description="address a worker's Prometheus endpoint listens on")
     monitoring: bool = Field(
         True,
         description="measure frames and watch cameras (metrics, drift, faults); false = inference only, for "

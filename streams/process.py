@@ -330,6 +330,11 @@ class FrameProcessor:
         outputs = self.embedder.postprocess(self.embedder.infer(self.embedder.preprocess(images)))
         return {k: [round(float(x), 5) for x in c.embedding] for k, c in zip(picked, outputs, strict=True)}
 
+    @property
+    def cameras(self) -> list[str]:
+        """The cameras this processor holds a live monitor for."""
+        return list(self._monitors)
+
     def settings_for(self, camera_id: str) -> MonitorSettings:
         """The camera's monitor settings: the worker's, then the fleet's overrides, then the camera's."""
         levels = [self.configs.get(scope) for scope in (FLEET, camera_id)]
