@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -119,7 +119,10 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
     if identity and not getattr(record, identity):
         found.append(("missing_identity", f"{identity} is empty"))
     if kind is FrameMetrics and record.height > 0:
-        ratio = record.width / record.height
+        try:
+            ratio = record.width / record.height
+        except OverflowError:  # a width beyond any float, already out_of_range
+            ratio = record.aspect_ratio
         if abs(record.aspect_ratio - ratio) > 0.01 * ratio:
             found.append(("inconsistent", f"aspect_ratio {record.aspect_ratio} but width/height is {ratio:.4f}"))
     if kind is Prediction:
@@ -159,14 +162,26 @@ def _prediction_problems(p: Prediction) -> list[tuple[str, str]]:
     return found
 
 
-def suspects(kind: type, column: Callable[[str], Sequence], now: float, limits: Limits = Limits()) -> set[int]:
+def ranges(kind: type) -> dict[str, tuple[float, float]]:
+    """Numeric field of ``kind`` -> (least, greatest) the store accepts, for a decoder that checks while parsing."""
+    return dict(_RANGES.get(kind, {}))
+
+
+def suspects(
+    kind: type,
+    column: Callable[[str], Sequence],
+    now: float,
+    limits: Limits = Limits(),
+    in_range: Collection[str] = (),
+) -> set[int]:
     """Positions, in a batch of ``kind`` records, of those :func:`problems` might refuse; it accepts the others.
 
     ``column(name)`` gives field ``name`` (dotted inside a nested model: ``timings.queue_ms``) of every record
     of the batch, in order. Each test of :func:`problems` runs on a whole column (``sum``, ``min``, ``max``,
     ``all`` in C; numpy for the aspect ratio), and a column that fails one is looked at row by row. The set may
     hold rows that turn out fine; it never misses one that is not: the writer re-checks each with :func:`check`,
-    which gives the codes and details.
+    which gives the codes and details. ``in_range``: fields whose :func:`ranges` every record is known to hold
+    (the writer's decoder checked them), not scanned again.
     """
     found: set[int] = set()
 
@@ -178,6 +193,8 @@ def suspects(kind: type, column: Callable[[str], Sequence], now: float, limits: 
         if not math.isfinite(sum(values)):  # NaN and infinity survive a sum (an overflow only adds suspects)
             scan(values, _not_finite)
     for name, low, high in _RANGE_LIST.get(kind, ()):
+        if name in in_range:
+            continue
         values = column(name)
         # min() and max() skip a NaN unless it comes first, and then fail the test: NaN is caught either way
         if values and not (low <= min(values) and max(values) <= high):
@@ -222,31 +239,40 @@ _TIMING_FIELDS = tuple(Timings.model_fields)
 
 
 def _prediction_suspects(column: Callable[[str], Sequence]) -> set[int]:
-    """Rows of a prediction batch that :func:`_prediction_problems` (or a non-finite nested number) may refuse."""
+    """Rows of a prediction batch that :func:`_prediction_problems` (or a non-finite nested number) may refuse.
+    The detections of the whole batch are checked at once in numpy, with the comparisons of
+    :func:`_prediction_problems` (``width + 1.0`` is the same float in both)."""
     found: set[int] = set()
     for name in _TIMING_FIELDS:
         values = column(f"timings.{name}")
         if not (math.isfinite(sum(values)) and max(values, default=0.0) <= HOUR_MS):
             found.update(i for i, v in enumerate(values) if not (math.isfinite(v) and v <= HOUR_MS))
-    slack = 1.0
-    sizes = zip(column("detections"), column("width"), column("height"), strict=True)
-    for i, (dets, width, height) in enumerate(sizes):
-        if not dets:
-            continue
-        if len(dets) > U16 or not (0 < width <= U32 and 0 < height <= U32):
-            found.add(i)
-            continue
-        right, bottom = width + slack, height + slack
-        for d in dets:
-            x1, y1, x2, y2 = d.box
-            if (
-                not (-slack <= x1 <= x2 <= right and -slack <= y1 <= y2 <= bottom)
-                or d.class_id > U16
-                or not math.isfinite(d.score + x1 + y1 + x2 + y2)
-            ):
-                found.add(i)
-                break
+    dets = column("detections")
+    counts = list(map(len, dets))
+    found.update(i for i, n in enumerate(counts) if n > U16)
+    flat = [d for row in dets for d in row]
+    if not flat:
+        return found
+    try:
+        box = np.array(list(map(_BOX, flat)), np.float64).reshape(len(flat), 4)
+        score = np.fromiter(map(_SCORE, flat), np.float64, len(flat))
+        class_id = np.fromiter(map(_CLASS_ID, flat), np.int64, len(flat))
+        right = np.repeat(np.fromiter(column("width"), np.float64, len(dets)), counts) + 1.0
+        bottom = np.repeat(np.fromiter(column("height"), np.float64, len(dets)), counts) + 1.0
+    except (OverflowError, ValueError, TypeError):  # a number beyond float or int64: problems() decides
+        return found | {i for i, n in enumerate(counts) if n}
+    x1, y1, x2, y2 = box.T
+    with np.errstate(invalid="ignore", over="ignore"):
+        fine = (
+            (x1 >= -1.0) & (x1 <= x2) & (x2 <= right) & (y1 >= -1.0) & (y1 <= y2) & (y2 <= bottom)
+            & (class_id <= U16) & np.isfinite(score + x1 + y1 + x2 + y2)
+        )  # fmt: skip
+    if not fine.all():
+        found.update(np.unique(np.repeat(np.arange(len(dets)), counts)[~fine]).tolist())
     return found
+
+
+_BOX, _SCORE, _CLASS_ID = operator.attrgetter("box"), operator.attrgetter("score"), operator.attrgetter("class_id")
 
 
 def _numbers(record, prefix: str = ""):
