@@ -166,7 +166,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             for future in prepared:
                 result, snapshots = await loop.run_in_executor(infer_pool, finish_and_snapshot, await future, states)
                 save(result, snapshots, states)
-                metrics.observe(result)
+                prometheus.observe(result)
                 sends += await _publish(result)
                 stats["frames"] += len(result.predictions)
                 stats["dead_letters"] += len(result.dead_letters)
@@ -223,7 +223,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
             result, snapshots = await loop.run_in_executor(infer_pool, feedback_and_snapshot, msgs, states)
             save(result, snapshots, states)
-            metrics.observe(result)
+            prometheus.observe(result)
             await asyncio.gather(*await _publish(result))
             stats["dead_letters"] += len(result.dead_letters)
             stats["alerts"] += len(result.alerts)
@@ -274,9 +274,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         log.info("config %s %s", scope, record.overrides.model_dump(exclude_none=True) if record else "removed")
 
     config = ConfigFollower(settings, apply_config)
-    metrics = WorkerMetrics()
+    prometheus = WorkerMetrics()  # not "metrics": that is the metrics topic
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port, settings.metrics_host)
+        prometheus.serve(settings.metrics_port, settings.metrics_host)
 
     @app.task
     async def follow_config():
@@ -295,8 +295,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     async def report():
         elapsed = time.monotonic() - stats["since"]
         lag_s = max(0.0, stats["batch_wall"] - stats["newest_arrival"]) if stats["newest_arrival"] else 0.0
-        metrics.lag_s.set(lag_s)
-        metrics.cameras.set(len(processor.cameras))
+        prometheus.lag_s.set(lag_s)
+        prometheus.cameras.set(len(processor.cameras))
         if lag_s > settings.frames_retention_ms / 2000:
             log.warning(
                 "%.0f s behind: frames older than the frames topic's retention (%.0f s) expire unprocessed; "

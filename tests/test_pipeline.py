@@ -10,11 +10,13 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config import Settings
 from streams.contracts import DeadLetter, FrameHeader, Prediction, decode_record, pack_frame
 from streams.gateway import publish
 from streams.topics import create_topics
+from tests.conftest import free_port
 from tests.processes import counts, cvops, wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,6 +56,7 @@ async def publish_corrupt(settings: Settings) -> list[bytes]:
 
 
 def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings, tmp_path: Path):
+    settings = settings.model_copy(update={"metrics_port": free_port()})  # the worker's own Prometheus endpoint
     asyncio.run(create_topics(settings))
     worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
     with cvops(settings, "worker", worker_log) as worker, cvops(settings, "api", api_log) as api:
@@ -95,6 +98,11 @@ def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings,
         assert 0 <= status["lag_s"] < 120  # how far behind its newest frame was, s
         models = {m["name"]: m for m in client.get("/api/v1/models").json()}
         assert models["nanodet-m"]["workers"] == [status["worker_id"]]
+
+        scraped = httpx.get(f"http://127.0.0.1:{settings.metrics_port}/metrics").text
+        own = {s.name: s.value for f in text_string_to_metric_families(scraped) for s in f.samples if not s.labels}
+        assert own["cvops_worker_frames_total"] == 300
+        assert own["cvops_worker_batch_size_sum"] == 300
 
     predictions = [decode_record(Prediction, r.value) for r in asyncio.run(read_topic(settings, "predictions", 300))]
     assert len(predictions) >= 300
