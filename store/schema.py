@@ -47,6 +47,7 @@ DEDUP_TABLES = (
     "drift_stats",
     "device_health",
     "edge_cases",
+    "evidence_frames",
 )
 
 
@@ -166,6 +167,28 @@ ALTER TABLE frame_metrics
     ADD COLUMN IF NOT EXISTS frame_diff Nullable(Float32),
     ADD COLUMN IF NOT EXISTS black Bool,
     ADD COLUMN IF NOT EXISTS mean_confidence Float32""",
+            ),
+        ),
+        Migration(
+            4,
+            "evidence frames: thumbnails of the frames that prove each alert",
+            (
+                f"""
+CREATE TABLE IF NOT EXISTS evidence_frames (
+    alert_id String,
+    camera_id LowCardinality(String),
+    frame_id String,
+    role LowCardinality(String),
+    captured_at DateTime64(3, 'UTC') CODEC(Delta, ZSTD),
+    width UInt16,
+    height UInt16,
+    source_width UInt32,
+    source_height UInt32,
+    image String CODEC(NONE)
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(captured_at)
+ORDER BY (camera_id, alert_id, frame_id)
+TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY""",
             ),
         ),
     ]

@@ -25,6 +25,8 @@ the rows that may have a problem; only those go through :func:`problems`, for th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import operator
 from collections.abc import Callable, Collection, Sequence
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
-from streams.contracts import Alert, ContractError, DeadLetter, FrameMetrics, Prediction, Timings
+from streams.contracts import Alert, ContractError, DeadLetter, Evidence, FrameMetrics, Prediction, Timings
 
 U16, U32, U64 = 2**16 - 1, 2**32 - 1, 2**64 - 1
 HOUR_MS = 3_600_000.0
@@ -68,14 +70,16 @@ _RANGES: dict[type, dict[str, tuple[float, float]]] = {
     Prediction: {"seq": (0, U64), "width": (1, U32), "height": (1, U32), "batch_size": (1, U16)},
     Alert: {"window": (0, U32)},
     DeadLetter: {"partition": (0, U32), "offset": (0, U64)},
+    Evidence: {"width": (1, 4096), "height": (1, 4096), "source_width": (1, U32), "source_height": (1, U32)},
 }
 _TIMESTAMPS = {
     FrameMetrics: ("captured_at", "processed_at"),
     Prediction: ("captured_at", "processed_at"),
     Alert: ("raised_at",),
     DeadLetter: ("received_at",),
+    Evidence: ("captured_at",),
 }
-_IDENTITY = {FrameMetrics: "frame_id", Prediction: "frame_id", Alert: "alert_id"}
+_IDENTITY = {FrameMetrics: "frame_id", Prediction: "frame_id", Alert: "alert_id", Evidence: "alert_id"}
 _RANGE_LIST = {kind: tuple((name, low, high) for name, (low, high) in r.items()) for kind, r in _RANGES.items()}
 _FLAT_FLOATS: dict[type, tuple[str, ...]] = {}
 
@@ -92,7 +96,8 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
 
     Codes: ``non_finite`` (NaN or infinity anywhere), ``out_of_range`` (negative size, beyond the column
     type or beyond sanity), ``bad_timestamp`` (later than ``now + max_future_s`` or earlier than
-    ``now - max_age_s``), ``inconsistent`` (fields that contradict each other), ``missing_identity``.
+    ``now - max_age_s``), ``inconsistent`` (fields that contradict each other), ``missing_identity``,
+    ``bad_image`` (evidence that is not a base64 JPEG).
     """
     kind = type(record)
     found: list[tuple[str, str]] = []
@@ -127,6 +132,8 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
             found.append(("inconsistent", f"aspect_ratio {record.aspect_ratio} but width/height is {ratio:.4f}"))
     if kind is Prediction:
         found += _prediction_problems(record)
+    if kind is Evidence and (why := _image_problem(record.image_b64)) is not None:
+        found.append(("bad_image", why))
     return found
 
 
@@ -211,7 +218,20 @@ def suspects(
         found |= _ratio_suspects(column("width"), column("height"), column("aspect_ratio"))
     elif kind is Prediction:
         found |= _prediction_suspects(column)
+    elif kind is Evidence:  # rare records: each image is checked
+        scan(column("image_b64"), lambda b: _image_problem(b) is not None)
     return found
+
+
+def _image_problem(image_b64: str) -> str | None:
+    """Why ``image_b64`` is not a base64 JPEG, or None."""
+    try:
+        image = base64.b64decode(image_b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        return f"image_b64 is not base64: {exc}"
+    if not image.startswith(b"\xff\xd8"):
+        return "image_b64 is not a JPEG"
+    return None
 
 
 def _not_finite(value) -> bool:

@@ -27,6 +27,7 @@ one, which decide and give the reason; the others are exactly the records those 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import time
@@ -54,6 +55,7 @@ from streams.contracts import (
     Alert,
     ContractError,
     DeadLetter,
+    Evidence,
     FrameMetrics,
     Prediction,
     decode_record,
@@ -100,6 +102,13 @@ def dead_letter_row(d: DeadLetter) -> tuple:
     return (
         d.source_topic, d.partition, d.offset, d.key or "", d.reason, d.detail,
         len(d.payload_b64) * 3 // 4, _ts(d.received_at),
+    )  # fmt: skip
+
+
+def evidence_row(e: Evidence) -> tuple:
+    return (
+        e.alert_id, e.camera_id, e.frame_id, e.role, _ts(e.captured_at), e.width, e.height, e.source_width,
+        e.source_height, e.image(),
     )  # fmt: skip
 
 
@@ -174,6 +183,13 @@ def dead_letter_columns(f: Fields) -> list[list]:
     return [
         f["source_topic"], f["partition"], f["offset"], [k or "" for k in f["key"]], f["reason"], f["detail"],
         [len(p) * 3 // 4 for p in f["payload_b64"]], _ts_column(f["received_at"]),
+    ]  # fmt: skip
+
+
+def evidence_columns(f: Fields) -> list[list]:
+    return [
+        f["alert_id"], f["camera_id"], f["frame_id"], f["role"], _ts_column(f["captured_at"]), f["width"],
+        f["height"], f["source_width"], f["source_height"], [base64.b64decode(b) for b in f["image_b64"]],
     ]  # fmt: skip
 
 
@@ -334,6 +350,12 @@ SINKS = {
         ("alert_id", "status", "type", "severity", "camera_id", "signal", "value", "threshold", "window",
          "model_name", "model_version", "evidence_frame_ids", "raised_at", "message"),
         alert_columns,
+    ),
+    "evidence": Sink(
+        "evidence_frames", Evidence, evidence_row,
+        ("alert_id", "camera_id", "frame_id", "role", "captured_at", "width", "height", "source_width",
+         "source_height", "image"),
+        evidence_columns,
     ),
     "deadletters": Sink(
         "dead_letters", DeadLetter, dead_letter_row,

@@ -31,6 +31,7 @@ from streams.contracts import (
     ContractError,
     DeadLetter,
     Detection,
+    Evidence,
     FrameHeader,
     FrameMetrics,
     Prediction,
@@ -42,6 +43,13 @@ from tests.store.records import LIMITS, SETTINGS, T0, Record, alert, metrics, pr
 # Derandomized: CI runs the same examples every time; raise max_examples locally to explore more.
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True)
 STRICT = Limits()  # 300 s ahead, 400 days back: the production limits, so that timestamps can fail too
+
+
+def evidence(n: int = 0, **changes) -> Evidence:
+    fields = dict(alert_id=f"a{n}", camera_id="cam-1", frame_id=f"cam-1:0:{n}", captured_at=T0, width=320,
+                  height=180, source_width=1280, source_height=720, image_b64="/9j/2w==")  # fmt: skip
+    fields.update(changes)
+    return Evidence(**fields)
 
 
 def dead_letter(n: int = 0, **changes) -> DeadLetter:
@@ -208,6 +216,7 @@ VALID = {
     "predictions": json.loads(encode_record(prediction(labels=("person", "car")))),
     "alerts": json.loads(encode_record(alert())),
     "deadletters": json.loads(encode_record(dead_letter())),
+    "evidence": json.loads(encode_record(evidence())),
 }
 PATHS = {
     topic: [*raw, "extra", *(["timings.queue_ms", "timings.inference_ms", "timings.extra", "detections.0.box",

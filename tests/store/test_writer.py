@@ -239,3 +239,32 @@ def test_sink_tables_keep_their_columns(store, table):
                                          f"AND table = '{table}'")}  # fmt: skip
     sink = next(s for s in SINKS.values() if s.table == table)
     assert {c.split(".")[0] if c.startswith("detections.") else c for c in sink.columns} <= columns | {"detections"}
+
+
+def test_evidence_thumbnails_are_stored_as_jpeg_bytes_and_a_bad_image_is_refused(store):
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from store.writer import StoreWriter
+    from streams.contracts import Evidence, encode_record
+    from tests.store.records import SETTINGS, T0, Record
+
+    jpeg = cv2.imencode(".jpg", np.full((90, 160, 3), 120, np.uint8))[1].tobytes()
+    good = Evidence(alert_id="ev-1", camera_id="cam-e", frame_id="cam-e:0:7", captured_at=T0, width=160,
+                    height=90, source_width=1280, source_height=720,
+                    image_b64=base64.b64encode(jpeg).decode())  # fmt: skip
+    bad = good.model_copy(update={"frame_id": "cam-e:0:8", "image_b64": base64.b64encode(b"GIF89a").decode()})
+    w = StoreWriter(SETTINGS, store)
+    records = [Record(SETTINGS.topic("evidence"), 0, i, b"cam-e", encode_record(e)) for i, e in enumerate([good, bad])]
+    tables, dead = w.to_columns(records, now=T0)
+    assert [(d.offset, d.reason) for d in dead] == [(1, "bad_image")]
+    import asyncio
+
+    assert asyncio.run(w.insert(tables, asyncio.Event(), w.tokens(records, dead)))
+    stored = store.query(
+        "SELECT frame_id, role, width, source_width, length(image), base64Encode(image) FROM evidence_frames FINAL"
+    )
+    assert [row[:5] for row in stored] == [("cam-e:0:7", "evidence", 160, 1280, len(jpeg))]
+    assert base64.b64decode(stored[0][5]) == jpeg  # the raw JPEG bytes, not their base64
