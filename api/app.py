@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from api import alerts, cameras, config, metrics, sql
+from api import alerts, cameras, config, evidence, metrics, sql
 from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import StoreDep
 from api.live import AlertFeed
@@ -263,6 +263,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     app.include_router(alerts.router)
     app.include_router(sql.router)
     app.include_router(config.router)
+    app.include_router(evidence.router)
     metrics.install(app)
 
     @app.get("/", include_in_schema=False)

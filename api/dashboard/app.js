@@ -421,6 +421,7 @@
       </section>`;
     const plots = new PlotSet($('#plots'), cameraId);
     let gone = false;
+    let images = null; // the evidence thumbnails, fetched once (with the token, hence as blobs)
 
     async function load() {
       let alert = state.feed.get(`${alertId}:${status}`)?.alert;
@@ -440,6 +441,16 @@
       }
       const other = records.find((a) => a.status !== alert.status);
       $('#evidence-details').innerHTML = detailsHtml(alert, other);
+      if (!images || !images.length) images = await evidenceImages(alertId).catch(() => null);
+      if (gone) return;
+      if (images && images.length) {
+        $('#evidence-frames').innerHTML = `<div class="thumbs">${images
+          .map((e) => `<figure class="thumb ${esc(e.role)}"><img src="${e.src}" width="${esc(e.width)}"
+            height="${esc(e.height)}" alt="${esc(e.frame_id)}"><figcaption>${
+              e.role === 'reference' ? 'reference view' : `<code>${esc(e.frame_id)}</code>`
+            }</figcaption></figure>`)
+          .join('')}</div>`;
+      }
       const detail = await api(`cameras/${enc(cameraId)}`).catch(() => null);
       if (gone) return;
       const now = Date.now() / 1000;
@@ -473,8 +484,22 @@
         gone = true;
         clearTimeout(timer);
         plots.destroy();
+        for (const e of images || []) URL.revokeObjectURL(e.src);
       },
     };
+  }
+
+  // The alert's evidence thumbnails (boxes drawn in by the API) as object URLs: an <img src> cannot send the
+  // bearer token that a private dashboard needs.
+  async function evidenceImages(alertId) {
+    const frames = await api(`alerts/${enc(alertId)}/evidence`);
+    return Promise.all(
+      frames.map(async (f) => {
+        const r = await fetch(new URL(f.url.replace(/^\/api\/v1\//, ''), API), { headers: headers() });
+        if (!r.ok) throw new ApiError(r.status, r.statusText);
+        return { ...f, src: URL.createObjectURL(await r.blob()) };
+      }),
+    );
   }
 
   function detailsHtml(a, other) {

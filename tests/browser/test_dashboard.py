@@ -231,6 +231,18 @@ def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, b
             _js(browser, "return document.querySelector('#evidence-details [data-threshold]').dataset.threshold")
         )
         assert value < threshold, "a blurred lens lowers the blur statistic below its reference range"
+        # The frames themselves: the worker's thumbnails of them, stored and served with the boxes drawn in.
+        thumbs = wait_for(
+            lambda: _js(
+                browser,
+                "return [...document.querySelectorAll('#evidence-frames .thumb img')]"
+                ".filter(i => i.complete && i.naturalWidth > 0).map(i => i.alt)",
+            ),
+            "the evidence thumbnails, loaded",
+            procs,
+            timeout_s=60,
+        )
+        assert all(t.startswith(f"{blurred}:") for t in thumbs), thumbs
 
         plots = wait_for(
             lambda: (p := _js(browser, PLOTS)) and all(x["points"] >= 1 for x in p) and p,

@@ -1,0 +1,63 @@
+"""Evidence frames of an alert: listed in order, served as JPEG with the model's boxes drawn in, or without."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import cv2
+import httpx
+import numpy as np
+
+from store import Store
+from store.writer import SINKS, evidence_row, prediction_row
+from streams.contracts import Detection, Evidence, Prediction, Timings
+
+
+def thumbnail(value: int) -> str:
+    return base64.b64encode(cv2.imencode(".jpg", np.full((90, 160, 3), value, np.uint8))[1].tobytes()).decode()
+
+
+def test_an_alerts_evidence_is_listed_and_served_with_boxes(client: httpx.Client, store: Store, camera: str):
+    t = time.time()
+    frames = [f"{camera}:0:{i}" for i in range(2)]
+    records = [
+        Evidence(alert_id=f"{camera}-a", camera_id=camera, frame_id=f, captured_at=t + i, width=160, height=90,
+                 source_width=1280, source_height=720, image_b64=thumbnail(40))
+        for i, f in enumerate(frames)
+    ] + [
+        Evidence(alert_id=f"{camera}-a", camera_id=camera, frame_id=f"reference:{camera}-a", role="reference",
+                 captured_at=t - 100, width=160, height=90, source_width=1280, source_height=720,
+                 image_b64=thumbnail(200)),
+    ]  # fmt: skip
+    store.insert("evidence_frames", [evidence_row(e) for e in records], SINKS["evidence"].columns)
+    box = Detection(label="car", class_id=2, score=0.9, box=(320.0, 180.0, 960.0, 540.0))
+    pred = Prediction(
+        frame_id=frames[1], camera_id=camera, seq=1, captured_at=t + 1, processed_at=t + 1, model_name="m",
+        model_version="1", width=1280, height=720, batch_size=1, detections=[box],
+        timings=Timings(queue_ms=1, decode_ms=1, preprocess_ms=1, inference_ms=1, postprocess_ms=1),
+    )  # fmt: skip
+    store.insert("predictions", [prediction_row(pred)], SINKS["predictions"].columns)
+
+    listed = client.get(f"/api/v1/alerts/{camera}-a/evidence").json()
+    assert [(e["frame_id"], e["role"]) for e in listed] == [
+        (frames[0], "evidence"), (frames[1], "evidence"), (f"reference:{camera}-a", "reference"),
+    ]  # fmt: skip
+    with_boxes = client.get(listed[1]["url"])
+    plain = client.get(listed[1]["url"], params={"boxes": "false"})
+    assert with_boxes.headers["content-type"] == "image/jpeg" and plain.headers["content-type"] == "image/jpeg"
+    drawn = cv2.imdecode(np.frombuffer(with_boxes.content, np.uint8), cv2.IMREAD_COLOR)
+    bare = cv2.imdecode(np.frombuffer(plain.content, np.uint8), cv2.IMREAD_COLOR)
+    assert drawn.shape == bare.shape == (90, 160, 3)
+    # The box (320,180)-(960,540) of 1280x720 is (40,22)-(120,67) of the thumbnail: its edge is drawn, the
+    # middle is not.
+    assert np.abs(drawn[45, 40].astype(int) - bare[45, 40].astype(int)).sum() > 100
+    assert np.abs(drawn[45, 80].astype(int) - bare[45, 80].astype(int)).sum() < 30
+
+
+def test_unknown_or_malformed_evidence_is_a_clear_4xx(client: httpx.Client, camera: str):
+    assert client.get(f"/api/v1/alerts/{camera}-none/evidence").json() == []
+    r = client.get(f"/api/v1/evidence/{camera}-none/{camera}:0:1.jpg")
+    assert r.status_code == 404 and "no evidence frame" in r.json()["detail"]
+    assert client.get("/api/v1/evidence/x/..%2F..%2Fetc%2Fpasswd.jpg").status_code in (404, 422)
+    assert client.get("/api/v1/evidence/x/a b.jpg").status_code == 422
