@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -36,6 +35,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import children_cpu, free_port, percentile, start_worker
+
 from models import load_detector
 from streams import fetch_pacing
 from streams.config import Settings
@@ -50,33 +51,6 @@ from streams.contracts import (
 from streams.gateway import fixed_cameras, publish
 from streams.localbroker import EmbeddedBroker
 from streams.topics import create_topics
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu(pid: int) -> float:
-    """CPU seconds of a process and its descendants that are still alive."""
-    total = 0.0
-    for p in [pid, *_descendants(pid)]:
-        with contextlib.suppress(OSError):  # it ended meanwhile
-            total += cpu_seconds(p)
-    return total
-
-
-def _descendants(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            if ppid == pid:
-                out += [int(entry), *_descendants(int(entry))]
-    return out
 
 
 def bare(detector, batch: int, seconds: float) -> dict[str, float]:
@@ -159,23 +133,6 @@ async def read_predictions(settings: Settings, want: int, timeout_s: float, late
     return seen, first, last
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CVOPS_")}
-    env.update({f"CVOPS_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
-
-
 async def pipeline(settings: Settings, cameras: int, frames: int, latency_s: float, log: Path, broker_pid: int):
     await create_topics(settings)
     sent = await publish(settings, cameras=cameras, max_frames=frames // cameras, fps=10_000.0)
@@ -228,7 +185,7 @@ def main() -> int:
 
     fetch_pacing.install(20)
     work = Path(tempfile.mkdtemp(prefix="cvops-bench-"))
-    broker = EmbeddedBroker(work / "broker", port=_free_port(), log_path=work / "broker.log").start()
+    broker = EmbeddedBroker(work / "broker", port=free_port(), log_path=work / "broker.log").start()
     base = dict(
         _env_file=None,
         kafka_bootstrap=broker.bootstrap,
@@ -296,14 +253,6 @@ def main() -> int:
         print(f"{name:<{width}}  {value}")
     print(json.dumps(result))
     return 0
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":
