@@ -1,11 +1,16 @@
 """The frames that prove an alert: thumbnails the worker kept of a camera's last frames when it raised the
-alert (and, for a moved camera, the reference view it compared them with), with the model's boxes drawn in.
+alert (and, for a moved camera, the reference view it compared them with), with the model's boxes drawn in;
+and edge cases, frames worth a human look, listed and exported as a labelling set (COCO JSON and images).
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Annotated
+import datetime as dt
+import io
+import json
+import zipfile
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
@@ -15,6 +20,7 @@ from pydantic import BaseModel
 
 from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import StoreDep
+from api.instants import END_OF_TIME_MS, Instant, unix_ms
 from store import Store
 
 router = APIRouter(tags=["alerts"], dependencies=[Depends(read_access)], responses=TOKEN_RESPONSES)
@@ -102,8 +108,124 @@ async def evidence_image(
         raise HTTPException(status_code=404, detail=f"alert {alert_id!r} has no evidence frame {frame_id!r}")
     image_b64, width, height, source_width, source_height, role = rows[0]
     jpeg = base64.b64decode(image_b64)
-    if boxes and role == "evidence":
+    if boxes and role != "reference":
         found = _boxes(store, frame_id)
         if found:
             jpeg = draw(jpeg, found, width / source_width, height / source_height)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
+class EdgeCase(BaseModel):
+    edge_case_id: str
+    camera_id: str
+    frame_id: str
+    reason: str
+    score: float
+    captured_at: float
+    width: int
+    height: int
+    url: str
+
+
+def query_edge_cases(
+    store: Store,
+    camera_id: str | None,
+    reason: str | None,
+    since: dt.datetime | None,
+    until: dt.datetime | None,
+    limit: int,
+    with_images: bool = False,
+) -> list[dict]:
+    image = ", base64Encode(image) AS image_b64, source_width, source_height" if with_images else ""
+    return store.query_dicts(
+        f"""
+        SELECT alert_id AS edge_case_id, camera_id, frame_id, reason, score,
+               toUnixTimestamp64Milli(captured_at) / 1000 AS captured_at, width, height{image}
+        FROM evidence_frames FINAL
+        WHERE role = 'edge_case'
+          AND ({{camera:Nullable(String)}} IS NULL OR camera_id = {{camera:Nullable(String)}})
+          AND ({{reason:Nullable(String)}} IS NULL OR reason = {{reason:Nullable(String)}})
+          AND captured_at >= fromUnixTimestamp64Milli({{since:Int64}})
+          AND captured_at < fromUnixTimestamp64Milli({{until:Int64}})
+        ORDER BY captured_at DESC, frame_id
+        LIMIT {{limit:UInt32}}
+        """,
+        {
+            "camera": camera_id,
+            "reason": reason,
+            "since": unix_ms(since) if since else 0,
+            "until": unix_ms(until) if until else END_OF_TIME_MS,
+            "limit": limit,
+        },
+    )
+
+
+Reason = Literal["outlier", "low_confidence"]
+CameraFilter = Annotated[str | None, Query(min_length=1, max_length=200)]
+
+
+@router.get("/api/v1/edge-cases", response_model=list[EdgeCase])
+async def edge_cases(
+    store: StoreDep,
+    camera_id: CameraFilter = None,
+    reason: Reason | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[EdgeCase]:
+    """Frames worth a human look, newest first: embeddings the camera's autoencoder finds outlying
+    (``outlier``), detections the model is unsure of (``low_confidence``). At most
+    ``CVOPS_EDGE_CASES_PER_HOUR`` per camera and hour are kept."""
+    rows = query_edge_cases(store, camera_id, reason, since, until, limit)
+    return [EdgeCase(**r, url=f"/api/v1/evidence/{r['edge_case_id']}/{r['frame_id']}.jpg") for r in rows]
+
+
+@router.get(
+    "/api/v1/edge-cases/export",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def export_edge_cases(
+    store: StoreDep,
+    camera_id: CameraFilter = None,
+    reason: Reason | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> Response:
+    """The edge cases as a labelling set: a ZIP of ``images/*.jpg`` and ``annotations.json`` in COCO format,
+    the model's detections as pre-annotations (boxes in the thumbnails' pixels, ``score`` kept) for people to
+    correct."""
+    rows = query_edge_cases(store, camera_id, reason, since, until, limit, with_images=True)
+    categories: dict[str, int] = {}
+    images, annotations = [], []
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:  # JPEGs do not compress further
+        for image_id, r in enumerate(rows, 1):
+            name = f"images/{image_id:06d}.jpg"
+            z.writestr(name, base64.b64decode(r["image_b64"]))
+            images.append(
+                {"id": image_id, "file_name": name, "width": r["width"], "height": r["height"],
+                 "cvops": {k: r[k] for k in ("frame_id", "camera_id", "reason", "score", "captured_at")}}
+            )  # fmt: skip
+            sx, sy = r["width"] / r["source_width"], r["height"] / r["source_height"]
+            for label, score, x1, y1, x2, y2 in _boxes(store, r["frame_id"]):
+                category = categories.setdefault(label, len(categories) + 1)
+                w, h = (x2 - x1) * sx, (y2 - y1) * sy
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                     "bbox": [round(x1 * sx, 1), round(y1 * sy, 1), round(w, 1), round(h, 1)],
+                     "area": round(w * h, 1), "iscrowd": 0, "score": round(float(score), 4)}
+                )  # fmt: skip
+        coco = {
+            "info": {"description": "cvops edge cases", "date_created": dt.datetime.now(dt.UTC).isoformat()},
+            "images": images,
+            "annotations": annotations,
+            "categories": [{"id": i, "name": n} for n, i in sorted(categories.items(), key=lambda kv: kv[1])],
+        }
+        z.writestr("annotations.json", json.dumps(coco, indent=1))
+    return Response(
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="cvops-edge-cases.zip"'},
+    )

@@ -191,6 +191,16 @@ ORDER BY (camera_id, alert_id, frame_id)
 TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY""",
             ),
         ),
+        Migration(
+            5,
+            "evidence frames: edge cases (reason and score)",
+            (
+                """
+ALTER TABLE evidence_frames
+    ADD COLUMN IF NOT EXISTS reason LowCardinality(String),
+    ADD COLUMN IF NOT EXISTS score Float64""",
+            ),
+        ),
     ]
 
 

@@ -108,7 +108,7 @@ def dead_letter_row(d: DeadLetter) -> tuple:
 def evidence_row(e: Evidence) -> tuple:
     return (
         e.alert_id, e.camera_id, e.frame_id, e.role, _ts(e.captured_at), e.width, e.height, e.source_width,
-        e.source_height, e.image(),
+        e.source_height, e.image(), e.reason, e.score,
     )  # fmt: skip
 
 
@@ -190,6 +190,7 @@ def evidence_columns(f: Fields) -> list[list]:
     return [
         f["alert_id"], f["camera_id"], f["frame_id"], f["role"], _ts_column(f["captured_at"]), f["width"],
         f["height"], f["source_width"], f["source_height"], [base64.b64decode(b) for b in f["image_b64"]],
+        f["reason"], f["score"],
     ]  # fmt: skip
 
 
@@ -354,7 +355,7 @@ SINKS = {
     "evidence": Sink(
         "evidence_frames", Evidence, evidence_row,
         ("alert_id", "camera_id", "frame_id", "role", "captured_at", "width", "height", "source_width",
-         "source_height", "image"),
+         "source_height", "image", "reason", "score"),
         evidence_columns,
     ),
     "deadletters": Sink(

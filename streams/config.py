@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     rule_tolerance: float = Field(1.0, gt=0, description="range = reference 5-95% widened by this many spreads")
     rule_consecutive: int = Field(3, ge=1, description="frames out of range in a row before alerting")
     rule_cooldown_s: float = Field(60.0, ge=0)
+    edge_cases_per_hour: int = Field(
+        20, ge=0, description="edge cases (outlying or ambiguous frames) kept per camera and hour; 0 = none"
+    )
+    edge_case_confidence: float = Field(
+        0.5, ge=0, le=1, description="frames whose detections' mean score is below this are ambiguous edge cases"
+    )
     evidence_width: int = Field(
         320, ge=0, le=1920, description="px wide of the thumbnails kept as evidence for alerts; 0 = none"
     )

@@ -255,10 +255,13 @@ class Feedback(_Record):
 
 
 class Evidence(_Record):
-    """A thumbnail of a frame that proves an alert, or of the reference view the frame was compared with.
+    """A thumbnail of a frame that proves an alert, of the reference view the frame was compared with, or of
+    an edge case: a frame worth a human look (an outlying image, ambiguous detections).
 
     Published by the worker on the evidence topic when it raises an alert: one record per evidence frame it
-    still holds (the alert's ``evidence_frame_ids``, newest last) and, for a moved camera, its reference view.
+    still holds (the alert's ``evidence_frame_ids``, newest last) and, for a moved camera, its reference view;
+    and for each edge case, at most ``CVOPS_EDGE_CASES_PER_HOUR`` per camera (``alert_id`` is then the edge
+    case's own id).
     Boxes are not drawn in: the predictions topic has them, in ``source_width`` x ``source_height`` pixels.
     """
 
@@ -266,7 +269,11 @@ class Evidence(_Record):
     alert_id: str
     camera_id: str
     frame_id: str = Field(description="the frame's id; for a reference view, 'reference:<alert_id>'")
-    role: Literal["evidence", "reference"] = "evidence"
+    role: Literal["evidence", "reference", "edge_case"] = "evidence"
+    reason: str = Field(
+        "", max_length=50, description="why an edge case was kept: outlier, low_confidence; empty for evidence"
+    )
+    score: float = Field(0.0, description="the edge case's score: outlier score, or mean detection confidence")
     captured_at: float = Field(description="unix seconds")
     width: int = Field(gt=0, le=4096, description="thumbnail px")
     height: int = Field(gt=0, le=4096, description="thumbnail px")

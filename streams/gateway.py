@@ -12,6 +12,7 @@ import contextlib
 import importlib.util
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -303,3 +304,71 @@ async def publish(
         await producer.stop()
     log.info("gateway published %d frames from %d cameras", sent, cameras)
     return sent
+
+
+# Scenario events: a change injected into one camera's frames from a frame index on, with a magnitude
+# (load-tests/scenarios.py plays them; load-tests/scenarios/README.md documents the files).
+IMAGE_EVENTS = ("rotate", "shift", "blur", "brightness", "contrast", "resolution", "black")
+STREAM_EVENTS = ("freeze", "fps", "scene")  # the player handles these: they change which frames are sent
+EVENT_KINDS = IMAGE_EVENTS + STREAM_EVENTS
+
+
+@dataclass(frozen=True)
+class Event:
+    """``kind`` on ``camera_id`` from frame ``at_frame`` (the gateway's ``seq``) for ``duration_frames``
+    frames (None: to the end). ``magnitude``: degrees counter-clockwise (rotate), px to the right (shift),
+    Gaussian sigma in px (blur), grey levels added (brightness), factor on the spread about the mean
+    (contrast), factor on width and height (resolution), factor on the frame rate (fps), a source
+    (scene); none for black and freeze."""
+
+    camera_id: str
+    at_frame: int
+    kind: str
+    magnitude: float | str | None = None
+    duration_frames: int | None = None
+
+    def active(self, seq: int) -> bool:
+        end = None if self.duration_frames is None else self.at_frame + self.duration_frames
+        return seq >= self.at_frame and (end is None or seq < end)
+
+
+def apply_event(image: np.ndarray, event: Event) -> np.ndarray:
+    """``image`` (BGR uint8) as the camera sends it while ``event`` (one of :data:`IMAGE_EVENTS`) lasts.
+
+    A pure function: the input is not modified. Rotation and shift fill the uncovered border by reflection,
+    as a turned camera sees more of the scene rather than black corners.
+    """
+    kind, m = event.kind, event.magnitude
+    h, w = image.shape[:2]
+    if kind == "rotate":
+        turn = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), float(m), 1.0)
+        return cv2.warpAffine(image, turn, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    if kind == "shift":
+        move = np.float32([[1, 0, float(m)], [0, 1, 0]])
+        return cv2.warpAffine(image, move, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    if kind == "blur":
+        return cv2.GaussianBlur(image, (0, 0), sigmaX=float(m))
+    if kind == "brightness":
+        return np.clip(image.astype(np.int16) + round(float(m)), 0, 255).astype(np.uint8)
+    if kind == "contrast":
+        mean = image.reshape(-1, image.shape[2] if image.ndim == 3 else 1).mean(axis=0)
+        out = (image.astype(np.float32) - mean) * float(m) + mean
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if kind == "resolution":
+        size = (max(1, round(w * float(m))), max(1, round(h * float(m))))
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA if float(m) < 1 else cv2.INTER_LINEAR)
+    if kind == "black":
+        return np.zeros_like(image)
+    if kind in STREAM_EVENTS:
+        raise ValueError(f"event {kind!r} changes which frames are sent, not a frame: the player applies it")
+    raise ValueError(f"unknown event {kind!r}: choose one of {', '.join(EVENT_KINDS)}")
+
+
+def frame_kept(seq: int, event: Event) -> bool:
+    """Whether frame ``seq`` is sent under an ``fps`` event (factor < 1 keeps that share of the frames,
+    evenly spaced); always True outside the event or for other kinds."""
+    if event.kind != "fps" or not event.active(seq):
+        return True
+    k = seq - event.at_frame
+    f = float(event.magnitude)
+    return math.floor(k * f) != math.floor((k - 1) * f)

@@ -301,10 +301,26 @@ class FrameProcessor:
             )
             out.alerts += raised
             out.evidence += [e for a in raised if a.status == "raised" for e in monitor.evidence(a)]
+            if frame.thumbnail is not None and self.settings.edge_cases_per_hour:
+                edge = self._edge_case(monitor, m)
+                if edge is not None:
+                    out.evidence.append(edge)
         out.states = _States(monitors)
         out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
         out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
         return out
+
+    def _edge_case(self, monitor: CameraMonitor, m: FrameMetrics) -> Evidence | None:
+        """This frame as an edge case, if it is one: an embedding its camera's autoencoder finds outlying, or
+        detections whose mean score is below ``edge_case_confidence`` (the model unsure what it sees)."""
+        e = monitor.embedding
+        if m.embedding and e is not None and e.fitted and e.score > e.threshold:
+            reason, score = "outlier", e.score
+        elif m.detections and m.mean_confidence < self.settings.edge_case_confidence:
+            reason, score = "low_confidence", m.mean_confidence
+        else:
+            return None
+        return monitor.edge_case(m.frame_id, m.captured_at, reason, score, self.settings.edge_cases_per_hour)
 
     def process(self, messages: Sequence[RawMessage], states: Mapping[str, dict | None]) -> BatchResult:
         """Both steps at once, for one batch."""

@@ -96,6 +96,8 @@ class CameraMonitor:
     previous_small: np.ndarray | None = field(default=None, repr=False)  # for frame_diff; not persisted
     # (frame id, captured at, JPEG, (w, h), (source w, source h)) of the last frames, as evidence; not persisted
     thumbnails: deque = field(default_factory=lambda: deque(maxlen=EVIDENCE_FRAMES), repr=False)
+    edge_hour: int = field(default=0, repr=False)  # the hour (unix s // 3600) edge cases are counted in; not persisted
+    edge_count: int = field(default=0, repr=False)
 
     @classmethod
     def new(cls, camera_id: str, s: MonitorSettings) -> CameraMonitor:
@@ -264,6 +266,35 @@ class CameraMonitor:
     ) -> None:
         """Hold a frame's thumbnail while it is among the last few: an alert raised now shows them."""
         self.thumbnails.append((frame_id, captured_at, jpeg, size, source))
+
+    def edge_case(self, frame_id: str, captured_at: float, reason: str, score: float, per_hour: int) -> Evidence | None:
+        """The frame's thumbnail as an edge case (``reason``: outlier, low_confidence), unless this camera has
+        kept ``per_hour`` of them in the frame's hour already or no longer holds the thumbnail. Its id is derived
+        from the camera, the reason and the frame, so a replayed frame gives the same record."""
+        hour = int(captured_at // 3600)
+        if hour != self.edge_hour:
+            self.edge_hour, self.edge_count = hour, 0
+        if self.edge_count >= per_hour:
+            return None
+        held = next((t for t in reversed(self.thumbnails) if t[0] == frame_id), None)
+        if held is None:
+            return None
+        self.edge_count += 1
+        _, at, jpeg, size, src = held
+        return Evidence(
+            alert_id=alert_id(self.camera_id, f"edge/{reason}", frame_id),
+            camera_id=self.camera_id,
+            frame_id=frame_id,
+            role="edge_case",
+            reason=reason,
+            score=round(float(score), 4),
+            captured_at=at,
+            width=size[0],
+            height=size[1],
+            source_width=src[0],
+            source_height=src[1],
+            image_b64=base64.b64encode(jpeg).decode(),
+        )
 
     def evidence(self, alert: Alert) -> list[Evidence]:
         """Thumbnails of the alert's evidence frames still held, oldest first; for a moved camera, its

@@ -61,3 +61,43 @@ def test_unknown_or_malformed_evidence_is_a_clear_4xx(client: httpx.Client, came
     assert r.status_code == 404 and "no evidence frame" in r.json()["detail"]
     assert client.get("/api/v1/evidence/x/..%2F..%2Fetc%2Fpasswd.jpg").status_code in (404, 422)
     assert client.get("/api/v1/evidence/x/a b.jpg").status_code == 422
+
+
+def test_edge_cases_are_listed_and_exported_as_a_coco_labelling_set(client: httpx.Client, store: Store, camera: str):
+    import io
+    import json
+    import zipfile
+
+    t = time.time()
+    edges = [
+        Evidence(alert_id=f"{camera}-e{i}", camera_id=camera, frame_id=f"{camera}:0:{i}", role="edge_case",
+                 reason=reason, score=score, captured_at=t + i, width=160, height=90, source_width=1280,
+                 source_height=720, image_b64=thumbnail(60 + i))
+        for i, (reason, score) in enumerate([("low_confidence", 0.41), ("outlier", 3.2)])
+    ]  # fmt: skip
+    store.insert("evidence_frames", [evidence_row(e) for e in edges], SINKS["evidence"].columns)
+    box = Detection(label="person", class_id=0, score=0.41, box=(128.0, 72.0, 256.0, 360.0))
+    pred = Prediction(
+        frame_id=edges[0].frame_id, camera_id=camera, seq=0, captured_at=t, processed_at=t, model_name="m",
+        model_version="1", width=1280, height=720, batch_size=1, detections=[box],
+        timings=Timings(queue_ms=1, decode_ms=1, preprocess_ms=1, inference_ms=1, postprocess_ms=1),
+    )  # fmt: skip
+    store.insert("predictions", [prediction_row(pred)], SINKS["predictions"].columns)
+
+    listed = client.get("/api/v1/edge-cases", params={"camera_id": camera}).json()
+    assert [(e["frame_id"], e["reason"]) for e in listed] == [(f"{camera}:0:1", "outlier"),
+                                                             (f"{camera}:0:0", "low_confidence")]  # fmt: skip
+    only = client.get("/api/v1/edge-cases", params={"camera_id": camera, "reason": "outlier"}).json()
+    assert [e["score"] for e in only] == [3.2]
+    assert client.get(listed[1]["url"]).headers["content-type"] == "image/jpeg"
+    assert client.get("/api/v1/edge-cases", params={"reason": "nope"}).status_code == 422
+
+    r = client.get("/api/v1/edge-cases/export", params={"camera_id": camera})
+    assert r.headers["content-type"] == "application/zip"
+    z = zipfile.ZipFile(io.BytesIO(r.content))
+    coco = json.loads(z.read("annotations.json"))
+    assert len(coco["images"]) == 2 and all(z.read(i["file_name"])[:2] == b"\xff\xd8" for i in coco["images"])
+    assert coco["categories"] == [{"id": 1, "name": "person"}]
+    [ann] = coco["annotations"]
+    unsure = next(i for i in coco["images"] if i["cvops"]["frame_id"] == f"{camera}:0:0")
+    assert ann["image_id"] == unsure["id"] and ann["bbox"] == [16.0, 9.0, 16.0, 36.0]  # 1280x720 -> 160x90

@@ -219,3 +219,18 @@ def test_config_records_change_a_running_cameras_thresholds_and_relearn_resolves
     fresh = p._monitors["cam-4"]
     assert fresh.relearned_at == 1.0 and not fresh.health.detectors["blur"].ready
     assert fresh.frames == 11 and {r.consecutive for r in fresh.health.detectors.values()} == {7}
+
+
+def test_edge_cases_are_kept_as_thumbnails_at_most_so_many_per_camera_and_hour(detector, street_frames):
+    settings = Settings(_env_file=None, edge_case_confidence=1.0, edge_cases_per_hour=2, evidence_width=160)
+    p = FrameProcessor(settings, detector)
+    try:
+        outs = [p.process([message(street_frames[i], "cam-6", i)], {}) for i in range(12)]
+    finally:
+        p.close()
+    with_detections = [o.predictions[0].frame_id for o in outs if o.predictions[0].detections]
+    edges = [e for o in outs for e in o.evidence if e.role == "edge_case"]
+    assert len(with_detections) > 2, "the footage should give more candidate frames than the hourly cap"
+    assert [e.frame_id for e in edges] == with_detections[:2]  # every frame is unsure below 1.0: the first two
+    assert {e.reason for e in edges} == {"low_confidence"} and all(0 < e.score < 1 for e in edges)
+    assert len({e.alert_id for e in edges}) == 2 and all(e.width == 160 for e in edges)
