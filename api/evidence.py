@@ -135,6 +135,7 @@ def query_edge_cases(
     until: dt.datetime | None,
     limit: int,
     with_images: bool = False,
+    ids: list[str] | None = None,
 ) -> list[dict]:
     image = ", base64Encode(image) AS image_b64, source_width, source_height" if with_images else ""
     return store.query_dicts(
@@ -147,6 +148,7 @@ def query_edge_cases(
           AND ({{reason:Nullable(String)}} IS NULL OR reason = {{reason:Nullable(String)}})
           AND captured_at >= fromUnixTimestamp64Milli({{since:Int64}})
           AND captured_at < fromUnixTimestamp64Milli({{until:Int64}})
+          AND (empty({{ids:Array(String)}}) OR has({{ids:Array(String)}}, alert_id))
         ORDER BY captured_at DESC, frame_id
         LIMIT {{limit:UInt32}}
         """,
@@ -156,6 +158,7 @@ def query_edge_cases(
             "since": unix_ms(since) if since else 0,
             "until": unix_ms(until) if until else END_OF_TIME_MS,
             "limit": limit,
+            "ids": ids or [],
         },
     )
 
@@ -192,11 +195,15 @@ async def export_edge_cases(
     since: Instant | None = None,
     until: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    edge_case_id: Annotated[
+        list[Annotated[str, Query(max_length=200)]] | None,
+        Query(max_length=5000, description="export only these (repeat the parameter); default: all that match"),
+    ] = None,
 ) -> Response:
     """The edge cases as a labelling set: a ZIP of ``images/*.jpg`` and ``annotations.json`` in COCO format,
     the model's detections as pre-annotations (boxes in the thumbnails' pixels, ``score`` kept) for people to
     correct."""
-    rows = query_edge_cases(store, camera_id, reason, since, until, limit, with_images=True)
+    rows = query_edge_cases(store, camera_id, reason, since, until, limit, with_images=True, ids=edge_case_id)
     categories: dict[str, int] = {}
     images, annotations = [], []
     buffer = io.BytesIO()

@@ -192,6 +192,7 @@
     view.replaceChildren();
     if (parts[0] === 'camera' && parts[1]) currentView = cameraView(parts[1]);
     else if (parts[0] === 'alert' && parts[3]) currentView = evidenceView(parts[1], parts[2], parts[3]);
+    else if (parts[0] === 'edge-cases') currentView = edgeCasesView();
     else currentView = fleetView();
     renderFeed();
   }
@@ -485,6 +486,89 @@
         clearTimeout(timer);
         plots.destroy();
         for (const e of images || []) URL.revokeObjectURL(e.src);
+      },
+    };
+  }
+
+  // ------------------------------------------------ edge cases: frames worth a human look, selected and exported
+
+  function edgeCasesView() {
+    crumbs([['Fleet', '#/'], ['Edge cases']]);
+    view.innerHTML = `
+      <section id="edge-cases" class="edge-cases">
+        <div class="toolbar">
+          <input id="edge-camera" type="search" placeholder="camera id (all when empty)" aria-label="camera"
+                 spellcheck="false">
+          <label>Reason
+            <select id="edge-reason" aria-label="reason">
+              <option value="">any</option><option value="outlier">outlier</option>
+              <option value="low_confidence">low confidence</option>
+            </select>
+          </label>
+          <button type="button" id="edge-export">Export selected</button>
+          <button type="button" id="edge-export-all">Export all shown</button>
+          <span id="edge-summary" class="summary"></span>
+        </div>
+        <div id="edge-grid" class="thumbs"></div>
+      </section>`;
+    let gone = false;
+    let shown = [];
+    const urls = [];
+
+    async function load() {
+      const params = { camera_id: $('#edge-camera').value.trim(), reason: $('#edge-reason').value, limit: 200 };
+      const list = await api('edge-cases', params);
+      if (gone) return;
+      shown = list;
+      $('#edge-summary').textContent = `${list.length} edge case${list.length === 1 ? '' : 's'}`;
+      $('#edge-grid').innerHTML = list
+        .map(
+          (e) => `<figure class="thumb edge" data-id="${esc(e.edge_case_id)}"><label><input type="checkbox"
+            class="pick" value="${esc(e.edge_case_id)}"> <img width="${esc(e.width)}" height="${esc(e.height)}"
+            alt="${esc(e.frame_id)}"></label><figcaption>${esc(e.reason)} ${esc(fmtNum(e.score, 2))} ·
+            <a href="#/camera/${enc(e.camera_id)}">${esc(e.camera_id)}</a> · ${esc(fmtTime(e.captured_at))}
+            </figcaption></figure>`,
+        )
+        .join('');
+      for (const e of list) {
+        const r = await fetch(new URL(e.url.replace(/^\/api\/v1\//, ''), API), { headers: headers() });
+        if (gone) return;
+        if (!r.ok) continue;
+        const src = URL.createObjectURL(await r.blob());
+        urls.push(src);
+        const img = document.querySelector(`#edge-grid [data-id="${CSS.escape(e.edge_case_id)}"] img`);
+        if (img) img.src = src;
+      }
+    }
+
+    async function exportSet(ids) {
+      const params = new URLSearchParams();
+      const camera = $('#edge-camera').value.trim();
+      if (camera) params.set('camera_id', camera);
+      if ($('#edge-reason').value) params.set('reason', $('#edge-reason').value);
+      for (const id of ids) params.append('edge_case_id', id);
+      const r = await fetch(new URL(`edge-cases/export?${params}`, API), { headers: headers() });
+      if (!r.ok) throw new ApiError(r.status, r.statusText);
+      const a = document.createElement('a');
+      a.href = URL.createObjectURL(await r.blob());
+      a.download = 'cvops-edge-cases.zip';
+      a.click();
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+    }
+
+    const reload = () => load().catch((err) => !gone && ($('#edge-grid').innerHTML = `<p class="error">${esc(err.message)}</p>`));
+    $('#edge-camera').addEventListener('change', reload);
+    $('#edge-reason').addEventListener('change', reload);
+    $('#edge-export').addEventListener('click', () => {
+      const ids = [...document.querySelectorAll('#edge-grid .pick:checked')].map((c) => c.value);
+      if (ids.length) exportSet(ids).catch((err) => alert(err.message));
+    });
+    $('#edge-export-all').addEventListener('click', () => exportSet(shown.map((e) => e.edge_case_id)).catch((err) => alert(err.message)));
+    reload();
+    return {
+      unmount() {
+        gone = true;
+        for (const u of urls) URL.revokeObjectURL(u);
       },
     };
   }

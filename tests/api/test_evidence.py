@@ -101,3 +101,6 @@ def test_edge_cases_are_listed_and_exported_as_a_coco_labelling_set(client: http
     [ann] = coco["annotations"]
     unsure = next(i for i in coco["images"] if i["cvops"]["frame_id"] == f"{camera}:0:0")
     assert ann["image_id"] == unsure["id"] and ann["bbox"] == [16.0, 9.0, 16.0, 36.0]  # 1280x720 -> 160x90
+    picked = client.get("/api/v1/edge-cases/export", params={"camera_id": camera, "edge_case_id": [edges[1].alert_id]})
+    coco = json.loads(zipfile.ZipFile(io.BytesIO(picked.content)).read("annotations.json"))
+    assert [i["cvops"]["frame_id"] for i in coco["images"]] == [edges[1].frame_id] and coco["annotations"] == []

@@ -458,3 +458,81 @@ def test_fleet_of_500_cameras_renders_in_one_pass(settings: Settings, tmp_path: 
     finally:
         for proc, _ in procs:
             stop(proc)
+
+
+async def _publish_edge_cases(settings: Settings, n: int) -> list[str]:
+    """``n`` edge cases on the evidence topic, as a worker publishes them; their ids."""
+    import base64
+
+    import cv2
+    import numpy as np
+    from aiokafka import AIOKafkaProducer
+
+    from streams.contracts import Evidence, encode_record
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    ids = []
+    try:
+        for i in range(n):
+            image = cv2.imencode(".jpg", np.full((90, 160, 3), 40 + 20 * i, np.uint8))[1].tobytes()
+            e = Evidence(
+                alert_id=f"edge-{i}", camera_id=f"cam-{i % 2 + 1}", frame_id=f"cam-{i % 2 + 1}:0:{i}",
+                role="edge_case", reason="outlier" if i % 2 else "low_confidence", score=0.3 + i / 10,
+                captured_at=time.time() - i, width=160, height=90, source_width=640, source_height=360,
+                image_b64=base64.b64encode(image).decode(),
+            )  # fmt: skip
+            await producer.send_and_wait(settings.topic("evidence"), encode_record(e), key=e.camera_id.encode())
+            ids.append(e.alert_id)
+    finally:
+        await producer.stop()
+    return ids
+
+
+def test_edge_case_gallery_shows_thumbnails_filters_and_exports(settings: Settings, tmp_path: Path, browser):
+    asyncio.run(create_topics(settings))
+    log = tmp_path / "api.log"
+    procs = [(_start(settings, ["api"], log), log)]
+    try:
+        base = f"http://127.0.0.1:{settings.api_port}"
+        client = httpx.Client(base_url=base, timeout=30)
+        wait_for(lambda: counts(client), "the API", procs)
+        ids = asyncio.run(_publish_edge_cases(settings, 6))
+        wait_for(lambda: len(client.get("/api/v1/edge-cases").json()) == 6, "6 edge cases in the store", procs)
+
+        browser.get(f"{base}/dashboard/")
+        browser.find_element("css selector", "#edge-link").click()
+        loaded = (
+            "return [...document.querySelectorAll('#edge-grid figure')]"
+            ".filter(f => { const i = f.querySelector('img'); return i.complete && i.naturalWidth > 0; })"
+            ".map(f => f.dataset.id)"
+        )
+        shown = wait_for(lambda: (s := _js(browser, loaded)) and len(s) == 6 and s, "6 loaded thumbnails", procs, 60)
+        assert sorted(shown) == sorted(ids)
+
+        reason = browser.find_element("css selector", "#edge-reason")
+        browser.execute_script(
+            "arguments[0].value = 'outlier'; arguments[0].dispatchEvent(new Event('change'))", reason
+        )
+        outliers = wait_for(lambda: (s := _js(browser, loaded)) and len(s) == 3 and s, "the 3 outliers", procs, 60)
+        assert sorted(outliers) == sorted(i for n, i in enumerate(ids) if n % 2)
+
+        # Select one and export: the page asks for exactly that one.
+        browser.find_element("css selector", f'#edge-grid .pick[value="{outliers[0]}"]').click()
+        browser.find_element("css selector", "#edge-export").click()
+        asked = wait_for(
+            lambda: [
+                u
+                for u in _js(browser, "return performance.getEntriesByType('resource').map(e => e.name)")
+                if "/edge-cases/export" in u
+            ],
+            "the export request",
+            procs,
+            30,
+        )
+        assert f"edge_case_id={outliers[0]}" in asked[0] and "reason=outlier" in asked[0], asked
+        assert not _page_errors(browser)
+        _screenshot(browser, "dashboard-edge-cases.png")
+    finally:
+        for proc, _ in procs:
+            stop(proc)
