@@ -241,6 +241,47 @@ def camera(camera_id: CameraPath, store: StoreDep, settings: ApiSettingsDep, now
     )
 
 
+class DriftState(BaseModel):
+    """The latest verdict of one drift detector on one signal of a camera."""
+
+    detector: str = Field(description="the alert type: data_drift, embedding_drift, prediction_drift...")
+    signal: str
+    drift: bool = Field(description="drifted now (its last record is a raise)")
+    statistic: float
+    threshold: float
+    window: int
+    at: float = Field(description="unix s of the last raise or resolve")
+    alert_id: str
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/drift",
+    response_model=list[DriftState],
+    responses={404: {"description": "unknown camera"}},
+)
+def drift_state(camera_id: CameraPath, store: StoreDep, settings: ApiSettingsDep, now: NowDep) -> list[DriftState]:
+    """Every drift detector and signal that has raised on this camera, with its latest state (from the
+    ``drift_stats`` table: a row per raise and resolve). Signals never raised are not drifting."""
+    _summary(store, camera_id, settings, now)  # 404 for a camera never seen
+    rows = store.query_dicts(
+        """
+        SELECT detector, signal, latest.1 AS drift, latest.2 AS statistic, latest.3 AS threshold,
+               latest.4 AS window, latest.5 AS alert_id, toUnixTimestamp64Milli(last) / 1000 AS at
+        FROM (
+            SELECT detector, signal, max(computed_at) AS last,
+                   -- the newest record; at the same instant a resolve wins over a raise
+                   argMax((drift, statistic, threshold, window, alert_id), (computed_at, NOT drift)) AS latest
+            FROM drift_stats FINAL
+            WHERE camera_id = {camera:String}
+            GROUP BY detector, signal
+        )
+        ORDER BY drift DESC, detector, signal
+        """,
+        {"camera": camera_id},
+    )
+    return [DriftState(**r) for r in rows]
+
+
 @router.get(
     "/api/v1/cameras/{camera_id}/series",
     response_model=Series,

@@ -142,3 +142,23 @@ def test_series_refuses_bad_input_with_a_message(client, store, now, camera, par
     assert r.json()["detail"]
     if (status == 400 and "signal" in str(params.get("signal", ""))) or params.get("signal", "").startswith("bright"):
         assert "known: " in r.json()["detail"]
+
+
+def test_drift_state_per_detector_and_signal(client, store, now, camera):
+    seed(
+        store,
+        [metrics(camera, 0, now - 5)],
+        [
+            alert(camera, 0, now - 40, type="data_drift", signal="blur_distribution", value=1e-5, threshold=1e-3),
+            alert(camera, 0, now - 20, type="data_drift", signal="blur_distribution", status="resolved", value=0.2),
+            alert(camera, 1, now - 10, type="embedding_drift", signal="embedding_score", value=2e-4, threshold=1e-3),
+            alert(camera, 2, now - 10, type="device_fault", signal="frozen"),  # a fault, not drift
+        ],
+    )
+    r = client.get(f"/api/v1/cameras/{camera}/drift")
+    assert r.status_code == 200, r.text
+    assert [(d["detector"], d["signal"], d["drift"]) for d in r.json()] == [
+        ("embedding_drift", "embedding_score", True),
+        ("data_drift", "blur_distribution", False),
+    ]
+    assert client.get("/api/v1/cameras/no-such-camera-here/drift").status_code == 404
