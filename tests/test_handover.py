@@ -1,0 +1,67 @@
+"""Two workers share the partitions; when one stops, the other takes over its cameras and their learned state.
+
+The worker stopped here leaves the group cleanly (SIGTERM). A worker killed outright is taken over only once
+the broker expires it after the session timeout, which the embedded development broker never does (README);
+on a real Kafka the same path runs after ``CVOPS_KAFKA_SESSION_TIMEOUT_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from streams.config import Settings
+from streams.gateway import Fault, publish
+from streams.topics import create_topics
+from tests.processes import counts, cvops, start, stop, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+
+def test_a_worker_takes_over_the_cameras_and_state_of_one_that_stops(settings: Settings, tmp_path: Path):
+    # Dynamic membership: a static member does not leave the group when it stops (it is expected back).
+    s = settings.model_copy(
+        update={"rule_warmup_frames": 60, "rule_cooldown_s": 0.0, "worker_id": "", "monitor_motion_every": 0}
+    )
+    asyncio.run(create_topics(s))
+    logs = {n: tmp_path / f"{n}.log" for n in ("api", "worker-a", "worker-b")}
+    with cvops(s, "api", logs["api"]) as api, cvops(s, "worker", logs["worker-a"]) as a:
+        client = httpx.Client(base_url=f"http://127.0.0.1:{s.api_port}", timeout=10)
+        procs = [(api, logs["api"]), (a, logs["worker-a"])]
+        wait_for(lambda: counts(client), "the API", procs)
+        b = start(s, "worker", logs["worker-b"])
+        try:
+            procs_b = [*procs, (b, logs["worker-b"])]
+
+            def split():
+                alive = [w["status"] for w in client.get("/api/v1/workers").json() if w["alive"]]
+                held = [sorted(w["partitions"]) for w in alive if w["partitions"]]
+                return len(held) == 2 and sorted(p for h in held for p in h) == [0, 1, 2] and held
+
+            wait_for(split, "both workers holding partitions", procs_b, timeout_s=120)
+            assert asyncio.run(publish(s, cameras=3, max_frames=100, fps=10_000.0)) == 300
+            wait_for(lambda: (c := counts(client)) and c["metric_rows"] >= 300, "300 metric rows", procs_b)
+        finally:
+            stop(b)  # SIGTERM: it commits, leaves the group, and its partitions move to worker a
+
+        def alone():
+            alive = [w["status"] for w in client.get("/api/v1/workers").json() if w["alive"]]
+            return [w for w in alive if sorted(w["partitions"]) == [0, 1, 2]]
+
+        wait_for(alone, "worker a holding every partition", procs, timeout_s=120)
+        # Every camera goes dark: only a worker with the learned ranges (restored from the changelog for the
+        # cameras it took over) flags that within these 6 frames; a fresh monitor would be learning.
+        dark = tuple(Fault(f"cam-{i}", "dark", 0.0) for i in (1, 2, 3))
+        asyncio.run(publish(s, cameras=3, max_frames=6, fps=10_000.0, faults=dark))
+
+        def brightness_raised():
+            alerts = client.get("/api/v1/alerts", params={"type": "data_drift", "status": "raised"}).json()
+            return {a["camera_id"] for a in alerts if a["signal"] == "brightness"} == {"cam-1", "cam-2", "cam-3"}
+
+        wait_for(brightness_raised, "a brightness alert on every camera", procs, timeout_s=120)
+        alerts = client.get("/api/v1/alerts", params={"status": "raised"}).json()
+        ids = [a["alert_id"] for a in alerts]
+        assert len(ids) == len(set(ids)), "an alert raised twice"
