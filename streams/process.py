@@ -503,8 +503,9 @@ def silence_clock(wall: float, newest_arrival: float, since_last_batch_s: float,
 
     While the worker works through a backlog, that is the arrival time of the newest frame it has reached,
     not the wall clock: a camera is silent when the other cameras' frames of that time have come and its own
-    have not, however far behind the worker is. Once the worker is idle (no batch for 2 s: it has caught up)
-    or close behind, the wall clock decides, so that a whole gateway going quiet is seen too.
+    have not, however far behind the worker is. Once the worker is idle (no batch taken or finished for 2 s:
+    it has caught up) or close behind, the wall clock decides, so that a whole gateway going quiet is seen too.
+    ``since_last_batch_s`` is 0 while a batch is being processed.
 
     >>> silence_clock(wall=1000.0, newest_arrival=965.0, since_last_batch_s=0.1, no_frames_s=10)  # 35 s behind
     965.0

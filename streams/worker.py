@@ -128,6 +128,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
     stats = {"frames": 0, "dead_letters": 0, "alerts": 0, "batches": 0, "since": time.monotonic()}
     stats |= {"newest_arrival": 0.0, "last_batch": 0.0, "batch_wall": 0.0, "config_updated_at": 0.0}
+    stats["processing"] = False  # a batch taken and not yet finished
     log.info(
         "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
@@ -160,6 +161,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
             stats["newest_arrival"] = max([m.timestamp or 0.0 for m in msgs] + [stats["newest_arrival"]])
             stats["last_batch"], stats["batch_wall"] = time.monotonic(), time.time()
+            stats["processing"] = True
             # Decode and pre-process batch k+1 while batch k is inferred.
             prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
             sends = []
@@ -174,6 +176,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 stats["batches"] += 1 if result.predictions else 0
             await asyncio.gather(*sends)
             await drain_table_writes()
+            stats["processing"], stats["last_batch"] = False, time.monotonic()
             # The events are acked when this body returns, and committed after faust flushes the producer.
 
     def snapshot(result: BatchResult) -> dict[str, dict]:
@@ -255,9 +258,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 
     @app.timer(max(1.0, settings.monitor_no_frames_s / 4))
     async def watch_silence():
-        now = silence_clock(
-            time.time(), stats["newest_arrival"], time.monotonic() - stats["last_batch"], settings.monitor_no_frames_s
-        )
+        since_batch = 0.0 if stats["processing"] else time.monotonic() - stats["last_batch"]
+        now = silence_clock(time.time(), stats["newest_arrival"], since_batch, settings.monitor_no_frames_s)
         sends = await _publish(BatchResult(alerts=processor.check_silence(now)))
         await asyncio.gather(*sends)
 

@@ -404,6 +404,8 @@ class CameraMonitor:
         f = self.feed
         if fault == "low_fps":
             return f.fps or 0.0, f.expected_fps * (1 - f.fps_tolerance), f"{f.fps or 0:.1f} frames/s"
+        if fault == "no_frames":
+            return 0.0, f.no_frames_s, "frames arrive again"
         if fault == "clock_skew":
             return f.skew or 0.0, f.skew_s, f"capture clock off by {f.skew or 0:.1f} s"
         return float(f.runs.get(fault, 0)), float(f.run_frames), f"{fault.replace('_', ' ')} frames in a row"
