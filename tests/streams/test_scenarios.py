@@ -1,0 +1,202 @@
+"""Scenario events (streams.gateway.apply_event) on crafted inputs, and the scenario files of load-tests/."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from streams.gateway import Event, apply_event, frame_kept
+from streams.monitor.image import measure
+from streams.monitor.motion import estimate_motion
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """load-tests/scenarios.py, imported by path (its folder is not a package)."""
+    folder = ROOT / "load-tests"
+    sys.path.insert(0, str(folder))
+    try:
+        spec = importlib.util.spec_from_file_location("cvops_bench_scenarios", folder / "scenarios.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # pydantic resolves the postponed annotations through it
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("cvops_bench_scenarios", None)
+
+
+@pytest.fixture(scope="module")
+def scene() -> np.ndarray:
+    """A textured BGR view with plenty of ORB corners, 640x360."""
+    rng = np.random.default_rng(0)
+    grey = cv2.GaussianBlur(rng.integers(0, 256, (360, 640), dtype=np.uint8), (7, 7), 0)
+    grey = cv2.normalize(grey, None, 0, 255, cv2.NORM_MINMAX)
+    return cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
+
+
+def ev(kind: str, magnitude=None) -> Event:
+    return Event("cam", 0, kind, magnitude)
+
+
+@pytest.mark.parametrize("degrees", [-5.0, 3.0, 8.0])
+def test_rotation_is_measured_back(scene, degrees):
+    turned = apply_event(scene, ev("rotate", degrees))
+    m = estimate_motion(cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY), cv2.cvtColor(turned, cv2.COLOR_BGR2GRAY))
+    assert m.ok
+    assert abs(m.angle_deg - degrees) < 1.0
+    assert np.hypot(m.dx, m.dy) < 2.0  # about the centre
+
+
+def test_shift_is_measured_back(scene):
+    moved = apply_event(scene, ev("shift", 30))
+    m = estimate_motion(cv2.cvtColor(scene, cv2.COLOR_BGR2GRAY), cv2.cvtColor(moved, cv2.COLOR_BGR2GRAY))
+    assert m.ok and abs(m.dx - 30) < 1.5 and abs(m.dy) < 1.5 and abs(m.angle_deg) < 0.5
+
+
+def test_blur_lowers_sharpness(scene):
+    assert measure(apply_event(scene, ev("blur", 3.0))).blur < 0.5 * measure(scene).blur
+
+
+def test_brightness_and_contrast(scene):
+    base = measure(scene)
+    brighter = measure(apply_event(scene, ev("brightness", 40)))
+    assert brighter.brightness > base.brightness + 30
+    flat = measure(apply_event(scene, ev("contrast", 0.5)))
+    assert flat.contrast == pytest.approx(0.5 * base.contrast, rel=0.05)
+    assert flat.brightness == pytest.approx(base.brightness, abs=1.0)  # mean kept
+
+
+def test_resolution_black_and_purity(scene):
+    copy = scene.copy()
+    assert apply_event(scene, ev("resolution", 0.5)).shape == (180, 320, 3)
+    assert apply_event(scene, ev("resolution", 1.5)).shape == (540, 960, 3)
+    black = apply_event(scene, ev("black"))
+    assert black.shape == scene.shape and not black.any() and measure(black).black
+    assert np.array_equal(scene, copy)  # the input is left alone
+
+
+def test_stream_events_are_not_image_events(scene):
+    for kind in ("freeze", "fps", "scene"):
+        with pytest.raises(ValueError, match="player"):
+            apply_event(scene, ev(kind, 0.5))
+    with pytest.raises(ValueError, match="unknown event"):
+        apply_event(scene, ev("melt", 1))
+
+
+def test_event_span_and_fps_drop():
+    e = Event("cam", 10, "fps", 0.25, duration_frames=40)
+    assert not e.active(9) and e.active(10) and e.active(49) and not e.active(50)
+    kept = [s for s in range(0, 60) if frame_kept(s, e)]
+    assert [s for s in kept if 10 <= s < 50] == [10, 14, 18, 22, 26, 30, 34, 38, 42, 46]
+    assert all(s in kept for s in range(10)) and all(s in kept for s in range(50, 60))
+    assert Event("cam", 5, "blur", 2.0).active(10**6)  # no duration: to the end
+
+
+def test_scenario_files_validate(bench):
+    files = bench.scenario_files()
+    assert 3 <= len(files) <= 6
+    names = [bench.load_scenario(p).name for p in files]
+    assert len(set(names)) == len(names)
+    kinds = {e.kind for p in files for e in bench.load_scenario(p).events}
+    assert kinds == set(bench.EVENT_KINDS)  # every kind of event is played somewhere
+
+
+def test_unknown_key_is_rejected_by_name(bench, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\nseed: 1\ncameras:\n  - {id: a, source: 'bikes:0', frames: 10, colour: red}\nevents: []\n"
+    )
+    with pytest.raises(ValueError, match="colour") as info:
+        bench.load_scenario(path)
+    assert "bad.yaml" in str(info.value) and "Extra inputs are not permitted" in str(info.value)
+    path.write_text("name: bad\nseed: 1\nwhen: now\ncameras:\n  - {id: a, source: 'bikes:0', frames: 10}\n")
+    with pytest.raises(ValueError, match="when"):
+        bench.load_scenario(path)
+
+
+def test_bad_events_are_rejected(bench):
+    cam = {"id": "a", "source": "still:camera", "frames": 100}
+    base = {"name": "x", "cameras": [cam]}
+    bad = [
+        ({"camera": "b", "at_frame": 1, "kind": "black", "expect": ["device_fault"]}, "unknown camera"),
+        ({"camera": "a", "at_frame": 1, "kind": "rotate", "expect": ["domain_drift"]}, "numeric magnitude"),
+        ({"camera": "a", "at_frame": 1, "kind": "scene", "magnitude": "web:x", "expect": ["outlier"]}, "bikes:SHOT"),
+        ({"camera": "a", "at_frame": 1, "kind": "black", "expect": ["nonsense"]}, "expect"),
+        ({"camera": "a", "at_frame": 500, "kind": "black", "expect": ["device_fault"]}, "past camera"),
+    ]
+    for event, message in bad:
+        with pytest.raises(ValueError, match=message):
+            bench.Scenario.model_validate(base | {"events": [event]})
+
+
+def test_player_applies_events(bench):
+    """The player's frames: a freeze re-sends the same bytes, a drop skips frames, resolution shrinks them."""
+    cam = {"source": "still:camera", "size": [160, 90], "frames": 40}
+    s = bench.Scenario.model_validate({
+        "name": "t", "seed": 1,
+        "cameras": [{"id": "a", **cam}, {"id": "b", **cam}, {"id": "c", **cam}],
+        "events": [
+            {"camera": "a", "at_frame": 5, "kind": "freeze", "duration_frames": 5, "expect": ["device_fault"]},
+            {"camera": "b", "at_frame": 20, "kind": "fps", "magnitude": 0.5, "duration_frames": 4,
+             "expect": ["device_fault"]},
+            {"camera": "c", "at_frame": 30, "kind": "resolution", "magnitude": 0.5, "expect": ["upstream_drift"]},
+        ],
+    })  # fmt: skip
+    sources = bench.Sources(seed=1)
+    a, b, c = (list(bench.camera_frames(s, cam, 40, sources, {})) for cam in s.cameras)
+    data = {q: d for q, d, *_ in a}
+    assert len(a) == 40 and len({data[q] for q in range(4, 10)}) == 1  # frozen from 5: frame 4's picture again
+    assert data[10] != data[4] and data[3] != data[4]
+    assert [q for q, *_ in b if 18 <= q < 26] == [18, 19, 20, 22, 24, 25]
+    assert {(w, h) for q, _, w, h in c if q < 30} == {(160, 90)} and {(w, h) for q, _, w, h in c if q >= 30} == {
+        (80, 45)
+    }
+
+
+def test_scoring(bench):
+    """Alerts are placed by their evidence's last seq: inside an event's window they detect it, elsewhere they
+    are false alarms per clean frame; resolves do not count."""
+    s = bench.Scenario.model_validate({
+        "name": "t",
+        "cameras": [{"id": "a", "source": "still:camera", "frames": 400},
+                    {"id": "b", "source": "bikes:0", "frames": 400}],
+        "events": [{"camera": "a", "at_frame": 100, "kind": "blur", "magnitude": 3, "duration_frames": 50,
+                    "expect": ["data_drift"]}],
+    })  # fmt: skip
+    plan = [(s, c, 400) for c in s.cameras]
+    sent = {"t.a": list(range(400)), "t.b": list(range(400))}
+
+    def alert(cam, seq, kind, status="raised"):
+        return bench.Alert(
+            alert_id=f"{cam}{seq}{kind}{status}", type=kind, status=status, camera_id=cam, signal="x", value=1,
+            threshold=0, window=1, raised_at=1.0, message="m",
+            evidence_frame_ids=[f"{cam}:1:{seq - 1}", f"{cam}:1:{seq}"],
+        )  # fmt: skip
+
+    alerts = [
+        alert("t.a", 104, "device_fault"),  # in the window, the wrong type first
+        alert("t.a", 112, "data_drift"),  # the expected type: delay 12
+        alert("t.a", 240, "data_drift"),  # 100 + 50 + recovery 100 = 250: still the event's
+        alert("t.a", 260, "data_drift"),  # after: a false alarm
+        alert("t.b", 30, "outlier"),  # a camera without events: a false alarm
+        alert("t.b", 31, "outlier", status="resolved"),
+    ]
+    scored = bench.score(plan, sent, alerts, recovery=100)
+    (row,) = scored["rows"]
+    assert row["detected"] and row["correct_type"] and row["delay_frames"] == 12
+    assert [(f["camera"], f["seq"]) for f in scored["false_alarms"]] == [("t.a", 260), ("t.b", 30)]
+    assert scored["clean_frames"] == 800 - 150
+    summary = bench.summarise(scored)
+    assert summary["events"] == summary["detected"] == summary["correct_type"] == 1
+    assert summary["false_alarms_per_10k"] == round(2 * 10_000 / 650, 2)
+    assert summary["targets_met"] == {
+        "detected_rate": True, "correct_type_rate": True, "median_delay_frames": True, "false_alarms_per_10k": False
+    }  # fmt: skip
