@@ -21,7 +21,8 @@ def test_migrations_apply_in_order_and_a_second_start_changes_nothing(empty_stor
     assert migrate(empty_store, settings=store_settings) == []
     assert reconcile(empty_store, store_settings) == []
     assert ddl(empty_store) == before
-    assert empty_store.query("SELECT version FROM schema_migrations FINAL ORDER BY version") == [(1,), (2,), (3,), (4,), (5,)]
+    versions = empty_store.query("SELECT version FROM schema_migrations FINAL ORDER BY version")
+    assert versions == [(1,), (2,), (3,), (4,), (5,)]
 
 
 def test_versions_are_unique_and_increasing():
