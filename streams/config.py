@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     rule_consecutive: int = Field(3, ge=1, description="frames out of range in a row before alerting")
     rule_cooldown_s: float = Field(60.0, ge=0)
     edge_cases_per_hour: int = Field(
-        20, ge=0, description="edge cases (outlying or ambiguous frames) kept per camera and hour; 0 = none"
+        5, ge=0, description="edge cases (outlying or ambiguous frames) kept per camera and hour; 0 = none"
     )
     edge_case_confidence: float = Field(
         0.5, ge=0, le=1, description="frames whose detections' mean score is below this are ambiguous edge cases"
