@@ -260,8 +260,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     async def watch_silence():
         since_batch = 0.0 if stats["processing"] else time.monotonic() - stats["last_batch"]
         now = silence_clock(time.time(), stats["newest_arrival"], since_batch, settings.monitor_no_frames_s)
-        sends = await _publish(BatchResult(alerts=processor.check_silence(now)))
-        await asyncio.gather(*sends)
+        # On the inference thread, the only one that changes the cameras' monitors.
+        silent = await asyncio.get_running_loop().run_in_executor(infer_pool, processor.check_silence, now)
+        await asyncio.gather(*await _publish(BatchResult(alerts=silent)))
 
     def configure_and_snapshot(scope, record) -> tuple[BatchResult, dict[str, dict]]:
         result = processor.configure(scope, record)
