@@ -59,6 +59,14 @@ class ConfigState:
             if stop.is_set() and self._producer is not None:
                 await self._producer.stop()
 
+    async def replace(self, scope: str, overrides: MonitorOverrides, who: str, relearn: bool = False) -> CameraConfig:
+        """Publish ``scope``'s new overrides; a relearn request already made is kept, or one is made now."""
+        current = self.records.get(scope)
+        relearn_after = time.time() if relearn else current.relearn_after if current else None
+        record = CameraConfig(scope=scope, overrides=overrides, relearn_after=relearn_after, updated_by=who)
+        await self.publish(scope, record)
+        return record
+
     async def publish(self, scope: str, record: CameraConfig | None) -> None:
         async with self._lock:
             if not self._topics_ready:
@@ -137,13 +145,7 @@ async def get_camera_config(camera_id: CameraId, state: StateDep) -> CameraConfi
 async def put_fleet_config(overrides: MonitorOverrides, request: Request, state: StateDep) -> CameraConfig:
     """Replace the fleet's overrides (fields left out fall back to the workers' settings). Accepted: the
     workers apply it within about a second."""
-    current = state.records.get(FLEET)
-    record = CameraConfig(
-        scope=FLEET, overrides=overrides, relearn_after=current.relearn_after if current else None,
-        updated_by=_who(request),
-    )  # fmt: skip
-    await state.publish(FLEET, record)
-    return record
+    return await state.replace(FLEET, overrides, _who(request))
 
 
 def _not_fleet(camera_id: str) -> None:
@@ -158,13 +160,7 @@ async def put_camera_config(
 ) -> CameraConfig:
     """Replace one camera's overrides (fields left out fall back to the fleet's)."""
     _not_fleet(camera_id)
-    current = state.records.get(camera_id)
-    record = CameraConfig(
-        scope=camera_id, overrides=overrides, relearn_after=current.relearn_after if current else None,
-        updated_by=_who(request),
-    )  # fmt: skip
-    await state.publish(camera_id, record)
-    return record
+    return await state.replace(camera_id, overrides, _who(request))
 
 
 @router.delete("/cameras/{camera_id}", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_token)])
@@ -184,9 +180,5 @@ async def relearn_camera(camera_id: CameraId, request: Request, state: StateDep)
     open alerts are resolved, and settings that shape what is learned take effect."""
     _not_fleet(camera_id)
     current = state.records.get(camera_id)
-    record = CameraConfig(
-        scope=camera_id, overrides=current.overrides if current else MonitorOverrides(), relearn_after=time.time(),
-        updated_by=_who(request),
-    )  # fmt: skip
-    await state.publish(camera_id, record)
-    return record
+    overrides = current.overrides if current else MonitorOverrides()
+    return await state.replace(camera_id, overrides, _who(request), relearn=True)

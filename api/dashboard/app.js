@@ -531,11 +531,10 @@
         )
         .join('');
       for (const e of list) {
-        const r = await fetch(new URL(e.url.replace(/^\/api\/v1\//, ''), API), { headers: headers() });
+        const src = await imageUrl(e.url).catch(() => null);
+        if (src) urls.push(src);
         if (gone) return;
-        if (!r.ok) continue;
-        const src = URL.createObjectURL(await r.blob());
-        urls.push(src);
+        if (!src) continue;
         const img = document.querySelector(`#edge-grid [data-id="${CSS.escape(e.edge_case_id)}"] img`);
         if (img) img.src = src;
       }
@@ -573,17 +572,18 @@
     };
   }
 
-  // The alert's evidence thumbnails (boxes drawn in by the API) as object URLs: an <img src> cannot send the
-  // bearer token that a private dashboard needs.
+  // An image route of the API (a url it gave, /api/v1/...) as an object URL: an <img src> cannot send the
+  // bearer token that a private dashboard needs. The caller revokes it.
+  async function imageUrl(url) {
+    const r = await fetch(new URL(url.replace(/^\/api\/v1\//, ''), API), { headers: headers() });
+    if (!r.ok) throw new ApiError(r.status, r.statusText);
+    return URL.createObjectURL(await r.blob());
+  }
+
+  // The alert's evidence thumbnails, boxes drawn in by the API.
   async function evidenceImages(alertId) {
     const frames = await api(`alerts/${enc(alertId)}/evidence`);
-    return Promise.all(
-      frames.map(async (f) => {
-        const r = await fetch(new URL(f.url.replace(/^\/api\/v1\//, ''), API), { headers: headers() });
-        if (!r.ok) throw new ApiError(r.status, r.statusText);
-        return { ...f, src: URL.createObjectURL(await r.blob()) };
-      }),
-    );
+    return Promise.all(frames.map(async (f) => ({ ...f, src: await imageUrl(f.url) })));
   }
 
   function detailsHtml(a, other) {
