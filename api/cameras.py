@@ -21,7 +21,7 @@ from api.dependencies import ApiSettingsDep, NowDep, StoreDep
 from api.instants import Instant, unix_s
 from store import Store
 from store.cookbook import run as run_recipe
-from streams.contracts import Alert
+from streams.contracts import P_VALUE_DETECTORS, Alert
 
 Status = Literal["ok", "warning", "alert", "offline"]
 FPS_WINDOW_S = 60
@@ -272,7 +272,7 @@ def drift_state(camera_id: CameraPath, store: StoreDep, settings: ApiSettingsDep
                    -- the newest record; at the same instant a resolve wins over a raise
                    argMax((drift, statistic, threshold, window, alert_id), (computed_at, NOT drift)) AS latest
             FROM drift_stats FINAL
-            WHERE camera_id = {camera:String}
+            WHERE camera_id = {camera:String} AND alert_id != ''  -- raises and resolves, not the sampled rows
             GROUP BY detector, signal
         )
         ORDER BY drift DESC, detector, signal
@@ -280,6 +280,82 @@ def drift_state(camera_id: CameraPath, store: StoreDep, settings: ApiSettingsDep
         {"camera": camera_id},
     )
     return [DriftState(**r) for r in rows]
+
+
+class DriftPoint(BaseModel):
+    t: float = Field(description="start of the step, unix s")
+    statistic: float = Field(description="the step's last sample")
+    min: float = Field(description="the step's smallest sample")
+    max: float = Field(description="the step's largest sample")
+    threshold: float = Field(description="the threshold at the step's last sample")
+    drift: bool = Field(description="held as drifted at any sample of the step")
+    samples: int
+
+
+class DriftSeries(BaseModel):
+    detector: str = Field(description="ks_holm, chi_square, z_test, autoencoder, ks, adwin, orb_affine")
+    signal: str
+    drift_when: Literal["below", "above"] = Field(
+        description="below: the statistic is a p-value, drift lies under the threshold; above: a score or measure"
+    )
+    points: list[DriftPoint]
+
+
+class DriftHistory(BaseModel):
+    camera_id: str
+    step_s: int
+    since: float = Field(description="unix s")
+    until: float = Field(description="unix s")
+    series: list[DriftSeries]
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/drift/history",
+    response_model=DriftHistory,
+    responses={400: {"description": "bad range or too many points"}, 404: {"description": "unknown camera"}},
+)
+def drift_history(
+    camera_id: CameraPath,
+    store: StoreDep,
+    now: NowDep,
+    since: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: an hour before until")] = None,
+    until: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: now")] = None,
+    step: Annotated[int, Query(ge=10, le=86_400, description="seconds per point")] = 60,
+) -> DriftHistory:
+    """Every drift statistic the camera's monitors sampled in the range (``CVOPS_MONITOR_STATS_EVERY_S``), one
+    series per detector and signal, with its threshold: the outlier score, the KS p-values of each image
+    signal, class-mix and confidence tests, the embedding score test, the error on labelled frames and the
+    camera's measured turn. One point per ``step`` that holds samples."""
+    end = until.timestamp() if until else now
+    start = since.timestamp() if since else end - 3600
+    if start >= end:
+        raise HTTPException(status_code=400, detail="since must be before until")
+    if (end - start) / step > MAX_POINTS:
+        raise HTTPException(status_code=400, detail=f"more than {MAX_POINTS} points: narrow the range or raise step")
+    _known(store, camera_id)
+    rows = store.query(
+        """
+        SELECT detector, signal, intDiv(toUnixTimestamp(computed_at), {step:UInt32}) * {step:UInt32} AS t,
+               argMax(statistic, computed_at), min(statistic), max(statistic), argMax(threshold, computed_at),
+               max(drift), count()
+        FROM drift_stats FINAL
+        WHERE camera_id = {camera:String} AND alert_id = ''
+          AND computed_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+          AND computed_at < fromUnixTimestamp64Milli({until:Int64}, 'UTC')
+        GROUP BY detector, signal, t ORDER BY detector, signal, t
+        """,
+        {"camera": camera_id, "step": step, "since": round(start * 1000), "until": round(end * 1000)},
+    )
+    series: dict[tuple[str, str], DriftSeries] = {}
+    for detector, signal, t, last, low, high, threshold, drift, n in rows:
+        s = series.get((detector, signal))
+        if s is None:
+            below = "below" if detector in P_VALUE_DETECTORS else "above"
+            s = series[(detector, signal)] = DriftSeries(detector=detector, signal=signal, drift_when=below, points=[])
+        s.points.append(
+            DriftPoint(t=t, statistic=last, min=low, max=high, threshold=threshold, drift=bool(drift), samples=n)
+        )
+    return DriftHistory(camera_id=camera_id, step_s=step, since=start, until=end, series=list(series.values()))
 
 
 @router.get(

@@ -17,7 +17,8 @@ Duplicates (the stream is at-least-once) are absorbed twice over:
 Materialized views (migration 2) keep what the API and dashboard read often small and ready:
 ``detections`` (one row per detection, sorted by camera and class), ``metrics_minute`` (per camera,
 minute and model), ``cameras`` (latest status of each camera), ``model_versions``, and ``drift_stats``,
-``device_health``, ``edge_cases`` fed from alerts until their own topics exist.
+``device_health``, ``edge_cases`` fed from alerts until their own topics exist. Migration 6 feeds
+``drift_stats`` from the metrics too: the statistics the monitors sample every few seconds per camera.
 
 Retention (TTL) and the dedup window are settings, not migrations (:mod:`store.settings`): each start
 compares them with the tables and alters only what differs.
@@ -201,7 +202,35 @@ ALTER TABLE evidence_frames
     ADD COLUMN IF NOT EXISTS score Float64""",
             ),
         ),
+        Migration(
+            6,
+            "frame_metrics: outlier score and the monitors' sampled drift statistics, exploded into drift_stats",
+            (
+                """
+ALTER TABLE frame_metrics
+    ADD COLUMN IF NOT EXISTS outlier_score Nullable(Float32),
+    ADD COLUMN IF NOT EXISTS drift Nested(
+        detector LowCardinality(String),
+        signal LowCardinality(String),
+        statistic Float64,
+        threshold Float64,
+        drifted Bool,
+        window UInt32
+    )""",
+                # One drift_stats row per sampled statistic, keyed by the frame's capture time: a replayed
+                # frame gives the same key, which the table's Replacing engine folds.
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS drift_stats_sampled_mv TO drift_stats AS {SAMPLED_SELECT}",
+            ),
+        ),
     ]
+
+
+SAMPLED_SELECT = """
+SELECT camera_id, signal, detector, captured_at AS computed_at, window, statistic, threshold, drifted AS drift,
+       model_name, model_version, '' AS alert_id
+FROM frame_metrics
+ARRAY JOIN drift.signal AS signal, drift.detector AS detector, drift.window AS window,
+           drift.statistic AS statistic, drift.threshold AS threshold, drift.drifted AS drifted"""
 
 
 def _migration_2(ttl_days: int) -> Migration:

@@ -76,7 +76,15 @@ def metrics_row(m: FrameMetrics) -> tuple:
         m.frame_id, m.camera_id, m.seq, _ts(m.captured_at), _ts(m.processed_at), m.model_name,
         m.model_version, m.encoding, m.bytes, m.width, m.height, m.aspect_ratio, m.brightness, m.blur,
         m.inference_ms, m.detections, m.contrast, m.saturation, m.under_exposed, m.over_exposed, m.frame_diff,
-        m.black, m.mean_confidence,
+        m.black, m.mean_confidence, m.outlier_score, *_drift_arrays(m.drift),
+    )  # fmt: skip
+
+
+def _drift_arrays(stats) -> tuple[list, ...]:
+    """A frame's sampled drift statistics as the arrays of ``frame_metrics``'s ``drift`` Nested column."""
+    return (
+        [d.detector for d in stats], [d.signal for d in stats], [d.statistic for d in stats],
+        [d.threshold for d in stats], [d.drift for d in stats], [d.window for d in stats],
     )  # fmt: skip
 
 
@@ -146,7 +154,12 @@ def metrics_columns(f: Fields) -> list[list]:
         f["model_name"], f["model_version"], f["encoding"], f["bytes"], f["width"], f["height"], f["aspect_ratio"],
         f["brightness"], f["blur"], f["inference_ms"], f["detections"], f["contrast"], f["saturation"],
         f["under_exposed"], f["over_exposed"], f["frame_diff"], f["black"], f["mean_confidence"],
+        f["outlier_score"], *_transpose([_drift_arrays(d) for d in f["drift"]], 6),
     ]  # fmt: skip
+
+
+def _transpose(rows: list[tuple], width: int) -> list[list]:
+    return [[row[i] for row in rows] for i in range(width)]
 
 
 def prediction_columns(f: Fields) -> list[list]:
@@ -335,7 +348,9 @@ SINKS = {
         "frame_metrics", FrameMetrics, metrics_row,
         ("frame_id", "camera_id", "seq", "captured_at", "processed_at", "model_name", "model_version", "encoding",
          "bytes", "width", "height", "aspect_ratio", "brightness", "blur", "inference_ms", "detections",
-         "contrast", "saturation", "under_exposed", "over_exposed", "frame_diff", "black", "mean_confidence"),
+         "contrast", "saturation", "under_exposed", "over_exposed", "frame_diff", "black", "mean_confidence",
+         "outlier_score", "drift.detector", "drift.signal", "drift.statistic", "drift.threshold", "drift.drifted",
+         "drift.window"),
         metrics_columns,
     ),
     "predictions": Sink(

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
         200, ge=0, description="frames in a camera's reference window for the KS tests of its image signals; 0 = off"
     )
     monitor_ks_window: int = Field(100, ge=10, description="frames in the sliding window tested against it")
+    monitor_stats_every_s: float = Field(
+        10.0, ge=0, description="capture seconds between samples of each camera's drift statistics (plots); 0 = off"
+    )
     monitor_ks_alpha: float = Field(
         0.001, gt=0, lt=1, description="chance of any false data_drift alert per test round (Holm-corrected)"
     )

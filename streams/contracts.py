@@ -146,6 +146,22 @@ class Prediction(_Record):
     timings: Timings
 
 
+class DriftStatistic(_Record):
+    """One detector's statistic for one signal of a camera at one instant, with the threshold it is held to:
+    the monitors' state sampled every ``CVOPS_MONITOR_STATS_EVERY_S`` per camera, for plots over time."""
+
+    detector: str = Field(min_length=1, max_length=64, description="e.g. ks_holm, chi_square, autoencoder")
+    signal: str = Field(min_length=1, max_length=64, description="e.g. brightness_distribution, embedding_outlier")
+    statistic: float = Field(ge=-1e12, le=1e12, description="p-value, score or measure; see the docs' table")
+    threshold: float = Field(ge=-1e12, le=1e12)
+    drift: bool = Field(description="whether the detector holds the signal as drifted now")
+    window: int = Field(0, ge=0, le=2**32 - 1, description="values the statistic was computed over")
+
+
+# Detectors whose statistic is a p-value: drift lies below the threshold. Every other one drifts above it.
+P_VALUE_DETECTORS = frozenset({"ks_holm", "chi_square", "ks"})
+
+
 class FrameMetrics(_Record):
     """Health signals of one frame (see :mod:`streams.signals`)."""
 
@@ -177,6 +193,14 @@ class FrameMetrics(_Record):
         None, description="image embedding (sampled frames only, see CVOPS_EMBEDDING_EVERY), for drift monitoring"
     )
     embedding_model: str = Field("", description="name@version of the model that gave the embedding")
+    outlier_score: float | None = Field(
+        None, ge=0, le=1e12, description="the camera's autoencoder outlier score of this frame's embedding"
+    )
+    drift: list[DriftStatistic] = Field(
+        default_factory=list,
+        max_length=256,
+        description="every ready detector's statistic, on one frame per camera every CVOPS_MONITOR_STATS_EVERY_S",
+    )
 
 
 class Alert(_Record):

@@ -300,6 +300,9 @@ class FrameProcessor:
                 scores=[d.score for d in detections],
             )
             out.alerts += raised
+            sampled = monitor.sample(m, self.settings.monitor_stats_every_s)
+            if sampled:
+                out.metrics[-1] = m = m.model_copy(update=sampled)
             out.evidence += [e for a in raised if a.status == "raised" for e in monitor.evidence(a)]
             if frame.thumbnail is not None and self.settings.edge_cases_per_hour:
                 edge = self._edge_case(monitor, m)

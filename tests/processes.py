@@ -50,9 +50,10 @@ def cvops(settings: Settings, command: str, log: Path):
         stop(proc)
 
 
-def wait_for(check, what: str, procs, timeout_s: float = 240.0, fail: bool = True):
+def wait_for(check, what: str, procs, timeout_s: float = 240.0, fail: bool = True, also: list[Path] = ()):
     """Poll ``check`` until it returns a truthy value; fail with ``what`` and the logs otherwise (or, with
-    ``fail=False``, return None). ``procs`` are (process, log) pairs that must stay alive meanwhile."""
+    ``fail=False``, return None). ``procs`` are (process, log) pairs that must stay alive meanwhile; the
+    logs in ``also`` (of processes already gone) are shown too on failure."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc, log in procs:
@@ -64,7 +65,7 @@ def wait_for(check, what: str, procs, timeout_s: float = 240.0, fail: bool = Tru
         time.sleep(0.5)
     if not fail:
         return None
-    logs = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for _, log in procs)
+    logs = "\n".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in [*(log for _, log in procs), *also])
     pytest.fail(f"timed out waiting for {what}\n{logs}")
 
 

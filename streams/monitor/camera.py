@@ -38,14 +38,14 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from streams.contracts import Alert, Evidence, FrameMetrics
+from streams.contracts import Alert, DriftStatistic, Evidence, FrameMetrics
 from streams.monitor.concept import ConceptDrift
 from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
 from streams.monitor.motion import CameraMoved
 from streams.monitor.prediction import ClassDistributionDrift, ConfidenceDrift
 from streams.monitor.upstream import UpstreamDrift
-from streams.monitor.windows import MultiKS
+from streams.monitor.windows import MultiKS, holm_levels
 from streams.rules import EVIDENCE_FRAMES, CameraHealth, alert_id
 
 
@@ -98,6 +98,8 @@ class CameraMonitor:
     thumbnails: deque = field(default_factory=lambda: deque(maxlen=EVIDENCE_FRAMES), repr=False)
     edge_hour: int = field(default=0, repr=False)  # the hour (unix s // 3600) edge cases are counted in; not persisted
     edge_count: int = field(default=0, repr=False)
+    sampled_at: float = field(default=0.0, repr=False)  # capture time of the last sampled statistics; not persisted
+    outlier_peak: float | None = field(default=None, repr=False)  # highest outlier score since then; not persisted
 
     @classmethod
     def new(cls, camera_id: str, s: MonitorSettings) -> CameraMonitor:
@@ -205,6 +207,68 @@ class CameraMonitor:
                 status = "raised" if e.drift_detected else "resolved"
                 alerts += self._changes(m, "embedding_drift", [("embedding_score", status)], self._embedding_value)
         return alerts
+
+    def sample(self, m: FrameMetrics, every_s: float) -> dict:
+        """What to add to frame ``m``'s metrics once :meth:`observe` has seen it: its ``outlier_score`` when
+        its embedding was scored, and every ``every_s`` seconds of capture time (0 = never) the ``drift``
+        statistics of :meth:`statistics`. Empty for most frames."""
+        out: dict = {}
+        e = self.embedding
+        if m.embedding and e is not None and e.fitted:
+            out["outlier_score"] = e.score
+            self.outlier_peak = max(e.score, self.outlier_peak or 0.0)
+        if every_s and m.captured_at - self.sampled_at >= every_s:
+            stats = self.statistics()
+            if stats:
+                out["drift"] = stats
+            self.sampled_at, self.outlier_peak = m.captured_at, None
+        return out
+
+    def statistics(self) -> list[DriftStatistic]:
+        """Every ready detector's statistic now, with the threshold it is held to (detectors still learning
+        their reference give none). Detector, signal and meaning:
+
+        - ``ks_holm``, ``<signal>_distribution``: the KS p-value of the window against the reference, and the
+          level Holm's correction holds it to; drift below it.
+        - ``chi_square``, ``class_mix``: p-value of the classes detected against the reference, and alpha.
+        - ``z_test``, ``confidence``: z-score of the mean detection score against the reference, and the
+          z it must exceed (either way; the shift must also exceed the minimum delta).
+        - ``autoencoder``, ``embedding_outlier``: the highest outlier score since the last sample (or the
+          last score), and the calibrated threshold.
+        - ``ks``, ``embedding_score``: KS p-value of recent outlier scores against the reference's, and alpha.
+        - ``adwin``, ``error``: recent error rate on labelled frames, and the rate that counts as drift.
+        - ``orb_affine``, ``rotation_deg`` and ``shift_px``: the camera's measured turn and shift against its
+          reference view, and their thresholds (when the last comparison found enough matches).
+        """
+        out: list[DriftStatistic] = []
+
+        def add(detector: str, signal: str, statistic: float, threshold: float, drift: bool, window: int) -> None:
+            if math.isfinite(statistic) and math.isfinite(threshold):
+                out.append(DriftStatistic(detector=detector, signal=signal, statistic=statistic,
+                                          threshold=threshold, drift=drift, window=window))  # fmt: skip
+
+        if (d := self.distributions) is not None:
+            full = {n: w for n, w in d.windows.items() if w.ready and len(w.window) == w.window_size}
+            levels = holm_levels({n: w.p_value for n, w in full.items()}, d.alpha)
+            for n, w in full.items():
+                add("ks_holm", f"{n}_distribution", w.p_value, levels[n], n in d.drifted, w.window_size)
+        if (c := self.classes) is not None and c.ready and len(c.window) == c.window_size:
+            add("chi_square", "class_mix", c.p_value, c.alpha, c.drift_detected, c.window_size)
+        if (z := self.confidence) is not None and z.ready and len(z.window) == z.window_size:
+            add("z_test", "confidence", z.z_score, z.z, z.drift_detected, z.window_size)
+        if (e := self.embedding) is not None and e.fitted:
+            peak = self.outlier_peak if self.outlier_peak is not None else e.score
+            add("autoencoder", "embedding_outlier", peak, e.threshold, e.outlier, e.consecutive)
+            w = e.scores
+            if w.ready and len(w.window) == w.window_size:
+                add("ks", "embedding_score", w.p_value, w.alpha, e.drift_detected, w.window_size)
+        if (k := self.concept) is not None and k.ready:
+            recent = sum(k.recent) / len(k.recent) if k.recent else 0.0
+            add("adwin", "error", recent, k.reference_mean + k.min_increase, k.drift_detected, len(k.recent))
+        if (mv := self.moved) is not None and mv.last.ok:
+            add("orb_affine", "rotation_deg", abs(mv.last.angle_deg), mv.threshold_deg, mv.drift_detected, 1)
+            add("orb_affine", "shift_px", math.hypot(mv.last.dx, mv.last.dy), mv.threshold_px, mv.drift_detected, 1)
+        return out
 
     def apply(self, s: MonitorSettings) -> None:
         """Take the thresholds of ``s`` at once (see :data:`streams.fleetconfig.LIVE`); sizes and the

@@ -147,6 +147,18 @@ def holm(p_values: Mapping[str, float], alpha: float) -> set[str]:
     return rejected
 
 
+def holm_levels(p_values: Mapping[str, float], alpha: float) -> dict[str, float]:
+    """The level Holm's procedure holds each p-value to: ``alpha / m`` for the smallest, then
+    ``alpha / (m - 1)``, and so on (a p-value is rejected only if those before it were too).
+
+    >>> holm_levels({"a": 0.001, "b": 0.03, "c": 0.04}, alpha=0.06)
+    {'a': 0.02, 'b': 0.03, 'c': 0.06}
+    """
+    m = len(p_values)
+    ranked = sorted(p_values.items(), key=lambda kv: kv[1])
+    return {name: alpha / (m - i) for i, (name, _) in enumerate(ranked)}
+
+
 class MultiKS:
     """KS tests of several scalar signals at once, with Holm's correction for multiple testing.
 

@@ -162,3 +162,58 @@ def test_drift_state_per_detector_and_signal(client, store, now, camera):
         ("data_drift", "blur_distribution", False),
     ]
     assert client.get("/api/v1/cameras/no-such-camera-here/drift").status_code == 404
+
+
+def test_drift_history_gives_each_sampled_statistic_with_its_threshold_by_step(client, store, now, camera):
+    from streams.contracts import DriftStatistic
+
+    def sampled(p: float, score: float) -> list[DriftStatistic]:
+        return [
+            DriftStatistic(detector="ks_holm", signal="blur_distribution", statistic=p, threshold=1e-4,
+                           drift=p < 1e-4, window=100),
+            DriftStatistic(detector="autoencoder", signal="embedding_outlier", statistic=score, threshold=2.0,
+                           drift=False, window=3),
+        ]  # fmt: skip
+
+    start = now - 30 - 120  # the start of the minute two minutes ago
+    seed(
+        store,
+        [
+            metrics(camera, 0, start + 5, drift=sampled(0.3, 1.0)),
+            metrics(camera, 1, start + 15, drift=sampled(1e-6, 4.0)),  # same minute: min, max, last, drift
+            metrics(camera, 2, start + 25, outlier_score=0.5),  # no sample on this frame
+            metrics(camera, 3, start + 65, drift=sampled(0.2, 0.5)),
+        ],
+        # an alert's row in drift_stats is not a sample
+        [alert(camera, 0, start + 15, type="data_drift", signal="blur_distribution", value=1e-6, threshold=1e-4)],
+    )
+    r = client.get(f"/api/v1/cameras/{camera}/drift/history", params={"since": start, "until": now, "step": 60})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["step_s"] == 60
+    by_key = {(s["detector"], s["signal"]): s for s in body["series"]}
+    assert set(by_key) == {("ks_holm", "blur_distribution"), ("autoencoder", "embedding_outlier")}
+    ks, ae = by_key[("ks_holm", "blur_distribution")], by_key[("autoencoder", "embedding_outlier")]
+    assert (ks["drift_when"], ae["drift_when"]) == ("below", "above")
+
+    def points(series: dict) -> list[tuple]:
+        keys = ("statistic", "min", "max", "threshold", "drift", "samples")
+        return [(p["t"] - start, *(p[k] for k in keys)) for p in series["points"]]
+
+    assert points(ks) == [(0, 1e-6, 1e-6, 0.3, 1e-4, True, 2), (60, 0.2, 0.2, 0.2, 1e-4, False, 1)]
+    assert points(ae) == [(0, 4.0, 1.0, 4.0, 2.0, False, 2), (60, 0.5, 0.5, 0.5, 2.0, False, 1)]
+    # the drift state still reads the alerts only
+    state = client.get(f"/api/v1/cameras/{camera}/drift").json()
+    assert [(d["detector"], d["signal"]) for d in state] == [("data_drift", "blur_distribution")]
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [({"step": 5}, 422), ({"since": 2000, "until": 1000}, 400), ({"since": 0, "until": 1e6, "step": 10}, 400)],
+)
+def test_drift_history_refuses_bad_input_with_a_message(client, store, now, camera, params, status):
+    seed(store, [metrics(camera, 0, now - 5)])
+    r = client.get(f"/api/v1/cameras/{camera}/drift/history", params=params)
+    assert r.status_code == status, r.text
+    assert r.json()["detail"]
+    assert client.get("/api/v1/cameras/no-such-camera-here/drift/history").status_code == 404

@@ -268,3 +268,36 @@ def test_evidence_thumbnails_are_stored_as_jpeg_bytes_and_a_bad_image_is_refused
     )
     assert [row[:5] for row in stored] == [("cam-e:0:7", "evidence", 160, 1280, len(jpeg))]
     assert base64.b64decode(stored[0][5]) == jpeg  # the raw JPEG bytes, not their base64
+
+
+def test_sampled_drift_statistics_become_drift_stats_rows_once_each(store):
+    from streams.contracts import DriftStatistic
+
+    def sampled(seq: int, p: float) -> list[DriftStatistic]:
+        return [
+            DriftStatistic(detector="ks_holm", signal="blur_distribution", statistic=p, threshold=1e-4, drift=p < 1e-4,
+                           window=100),
+            DriftStatistic(detector="autoencoder", signal="embedding_outlier", statistic=0.5 + seq, threshold=2.0,
+                           drift=False, window=3),
+        ]  # fmt: skip
+
+    w = writer(store)
+    items = [metrics(seq=i, at=T0 + i) for i in range(10)]
+    items[3] = metrics(seq=3, at=T0 + 3, outlier_score=1.25, drift=sampled(3, 0.2))
+    items[8] = metrics(seq=8, at=T0 + 8, drift=sampled(8, 1e-6))
+    store_batch(w, records_of("metrics", items[:5], partitions=1))
+    store_batch(w, records_of("metrics", items, partitions=1))  # a replay that covers frame 3 again
+    rows = store.query(
+        """SELECT signal, detector, toUnixTimestamp64Milli(computed_at) / 1000 - {t0:Float64}, statistic, threshold,
+                  drift, window, alert_id
+           FROM drift_stats FINAL ORDER BY computed_at, signal""",
+        {"t0": T0},
+    )
+    assert rows == [
+        ("blur_distribution", "ks_holm", 3.0, 0.2, 1e-4, False, 100, ""),
+        ("embedding_outlier", "autoencoder", 3.0, 3.5, 2.0, False, 3, ""),
+        ("blur_distribution", "ks_holm", 8.0, 1e-6, 1e-4, True, 100, ""),
+        ("embedding_outlier", "autoencoder", 8.0, 8.5, 2.0, False, 3, ""),
+    ]
+    scores = store.query("SELECT seq, outlier_score FROM frame_metrics FINAL WHERE outlier_score IS NOT NULL")
+    assert scores == [(3, 1.25)]

@@ -7,6 +7,7 @@ import json
 import random
 
 import numpy as np
+import pytest
 
 from streams.contracts import FrameMetrics
 from streams.monitor.camera import CameraMonitor, MonitorSettings
@@ -29,6 +30,7 @@ class Camera:
             inference_ms=5.0, detections=len(labels), embedding=embedding,
         )  # fmt: skip
         self.seq += 1
+        self.last = m
         return self.monitor.observe(
             m, SMALL, arrived_at=t + 0.05, cooldown_s=0, frame_diff=5.0, black=False, over_exposed=0.0,
             labels=list(labels), scores=list(scores),
@@ -92,3 +94,58 @@ def test_a_state_saved_before_the_drift_detectors_existed_gets_them_new():
     monitor = CameraMonitor.from_dict(old, s)
     assert monitor.distributions is not None and monitor.classes is not None and monitor.embedding is not None
     assert not monitor.embedding.fitted
+
+
+def test_sampled_statistics_come_every_few_seconds_from_the_ready_detectors_with_their_thresholds():
+    rng = random.Random(4)
+    basis = np.random.default_rng(4).normal(size=(5, 64))
+    s = MonitorSettings(**{**OFF, "ks_reference": 100, "embedding_reference": 30}, warmup=20, ks_window=50, ks_every=5)
+    cam = Camera(CameraMonitor.new("cam-1", s))
+    assert cam.monitor.statistics() == []  # nothing learned yet
+    sampled: dict[int, dict] = {}
+
+    def run(frames: int, low: float, high: float) -> None:
+        for _ in range(frames):
+            v = rng.gauss(0, 1) * basis[0] + rng.gauss(0, 1) * basis[1]
+            cam.send(brightness=rng.uniform(low, high), embedding=[float(x) for x in v])
+            out = cam.monitor.sample(cam.last, every_s=10.0)  # frames are 0.2 s apart: one sample in 50
+            if "drift" in out:
+                sampled[cam.last.seq] = out
+            if cam.monitor.embedding.fitted:  # every embedded frame gets its score once the autoencoder is fitted
+                assert out["outlier_score"] == cam.monitor.embedding.score
+
+    run(200, 90, 110)
+    # The autoencoder is fitted after 30 embeddings; the KS reference holds 100 frames, its window 50 more.
+    assert sorted(sampled) == [50, 100, 150]
+    assert {(d.detector, d.signal) for d in sampled[50]["drift"]} == {("autoencoder", "embedding_outlier")}
+    assert not [d for d in sampled[100]["drift"] if d.detector == "ks_holm"]
+    stats = {d.signal: d for d in sampled[150]["drift"]}
+    ks = {k: d for k, d in stats.items() if d.detector == "ks_holm"}
+    assert "brightness_distribution" in ks and all(d.window == 50 for d in ks.values())
+    # Holm's levels: alpha / m for the smallest p-value, up to alpha for the largest.
+    by_p = sorted(ks.values(), key=lambda d: d.statistic)
+    assert by_p[0].threshold == pytest.approx(s.ks_alpha / len(by_p)) and by_p[-1].threshold == s.ks_alpha
+    ae = stats["embedding_outlier"]
+    assert ae.threshold == cam.monitor.embedding.threshold and ae.statistic >= 0
+    assert not any(d.drift for d in stats.values())
+    # Brightness leaves its reference: the next samples show its p-value under its level, and drift.
+    run(150, 140, 160)
+    last = sampled[max(sampled)]["drift"]
+    (b,) = [d for d in last if d.signal == "brightness_distribution"]
+    assert b.drift and b.statistic < b.threshold
+
+
+def test_the_sampled_outlier_score_is_the_highest_since_the_last_sample():
+    s = MonitorSettings(**{**OFF, "embedding_reference": 20})
+    cam = Camera(CameraMonitor.new("cam-1", s))
+    rng = np.random.default_rng(5)
+    basis = rng.normal(size=(3, 32))
+    for _ in range(60):
+        cam.send(embedding=[float(x) for x in rng.normal(size=3) @ basis])
+        cam.monitor.sample(cam.last, every_s=1000.0)  # the first frame samples; then none for 1000 s
+    scores = []
+    for v in ([0.0] * 32, [float(x) for x in 9 * rng.normal(size=32)], [float(x) for x in rng.normal(size=3) @ basis]):
+        cam.send(embedding=v)
+        scores.append(cam.monitor.sample(cam.last, every_s=1000.0)["outlier_score"])
+    (ae,) = [d for d in cam.monitor.statistics() if d.detector == "autoencoder"]
+    assert ae.statistic == max(scores) > scores[-1]
