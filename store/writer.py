@@ -154,8 +154,11 @@ def metrics_columns(f: Fields) -> list[list]:
         f["model_name"], f["model_version"], f["encoding"], f["bytes"], f["width"], f["height"], f["aspect_ratio"],
         f["brightness"], f["blur"], f["inference_ms"], f["detections"], f["contrast"], f["saturation"],
         f["under_exposed"], f["over_exposed"], f["frame_diff"], f["black"], f["mean_confidence"],
-        f["outlier_score"], *_transpose([_drift_arrays(d) for d in f["drift"]], 6),
+        f["outlier_score"], *_transpose([_drift_arrays(d) if d else _NO_DRIFT for d in f["drift"]], 6),
     ]  # fmt: skip
+
+
+_NO_DRIFT: tuple[list, ...] = ([],) * 6  # most frames carry no sample: shared empty arrays
 
 
 def _transpose(rows: list[tuple], width: int) -> list[list]:

@@ -23,6 +23,16 @@
     detections: 'detections per frame',
     bytes: 'frame size (KB)',
   };
+  // Captions of the sampled drift statistics (/cameras/{id}/drift/history), by detector.
+  const DRIFT_LABELS = {
+    ks_holm: (signal) => `${signal.replace(/_distribution$/, '')} distribution: KS test (−log10 p)`,
+    chi_square: () => 'class mix: chi-square test (−log10 p)',
+    z_test: () => 'mean detection score: |z| against the reference',
+    autoencoder: () => 'outlier score (autoencoder reconstruction error)',
+    ks: () => 'outlier scores: KS test against the reference (−log10 p)',
+    adwin: () => 'error rate on labelled frames',
+    orb_affine: (signal) => (signal === 'rotation_deg' ? 'camera turned against its reference view (°)' : 'camera shifted against its reference view (px)'),
+  };
   const RANGES = [
     { label: '15 min', s: 900, step: 60 },
     { label: '1 h', s: 3600, step: 60 },
@@ -42,6 +52,8 @@
   function fmtNum(v, digits = 1) {
     if (v === null || v === undefined || !Number.isFinite(v)) return '–';
     if (Math.abs(v) >= 1000) return Math.round(v).toLocaleString();
+    // a p-value of 2e-5 is not 0: small numbers keep two significant digits
+    if (v !== 0 && Math.abs(v) < 0.5 * 10 ** -digits) return v.toExponential(1);
     return Number(v.toFixed(digits)).toString();
   }
   function fmtFps(v) {
@@ -322,12 +334,15 @@
           <span id="plots-note" class="muted"></span>
         </div>
         <div id="plots" class="plots"></div>
+        <div class="toolbar"><h2>Drift statistics</h2><span id="drift-note" class="muted"></span></div>
+        <div id="drift-plots" class="plots"></div>
         <div class="columns">
           <section><h2>Active alerts</h2><ol id="cam-active" class="alerts"><li class="muted">Loading…</li></ol></section>
           <section><h2>Recent alerts</h2><ol id="cam-recent" class="alerts"><li class="muted">Loading…</li></ol></section>
         </div>
       </section>`;
     const plots = new PlotSet($('#plots'), cameraId);
+    const driftPlots = new PlotSet($('#drift-plots'), cameraId);
     let timer = null;
     let gone = false;
     let detail = null;
@@ -353,6 +368,13 @@
         if (gone) return;
         await plots.show({ since, until: Math.max(until, since + 300), step: range.step, alerts, firstSeen: detail.first_seen_at });
         $('#plots-note').textContent = `${range.step / 60}-minute points; lines mark alerts (red raised, green resolved)`;
+        const drift = await driftPlots.showDrift({ since, until: Math.max(until, since + 300), step: range.step, alerts });
+        if (gone || !drift) return;
+        $('#drift-note').textContent = drift.err
+          ? `could not read them: ${drift.err.message}`
+          : drift.series.length
+            ? 'each point: the step\'s most drifted sample; dashed red: the threshold; up is toward drift'
+            : 'none sampled in this range yet (the detectors are still learning their references)';
       } catch (err) {
         if (gone) return;
         $('#cam-facts').innerHTML = `<p class="error">${esc(err.status === 404 ? `Unknown camera ${cameraId}.` : err.message)}</p>`;
@@ -385,6 +407,7 @@
         gone = true;
         clearTimeout(timer);
         plots.destroy();
+        driftPlots.destroy();
       },
       onLiveAlert(a) {
         if (a.camera_id === cameraId) refresh();
@@ -658,6 +681,27 @@
       });
     }
 
+    // The camera's sampled drift statistics, a plot per detector and signal; returns the route's answer.
+    async showDrift({ since, until, step, alerts }) {
+      const answer = await api(`cameras/${enc(this.cameraId)}/drift/history`, { since, until, step }).catch((err) => ({ err, series: [] }));
+      if (this.destroyed) return null;
+      const keys = new Set();
+      for (const series of answer.series) {
+        const key = `${series.detector}:${series.signal}`;
+        keys.add(key);
+        const marked = alerts.filter((a) => a.signal === series.signal || (series.detector === 'orb_affine' && a.signal === 'camera_moved'));
+        const caption = (DRIFT_LABELS[series.detector] || (() => `${series.detector}: ${series.signal}`))(series.signal);
+        this.draw(key, driftColumns(series, step), { since, until, alerts: marked, focus: null, drift: series, caption });
+      }
+      for (const [key, entry] of this.plots) {
+        if (keys.has(key)) continue;
+        entry.u.destroy();
+        entry.box.remove();
+        this.plots.delete(key);
+      }
+      return answer;
+    }
+
     draw(signal, data, opts) {
       let entry = this.plots.get(signal);
       let old = null;
@@ -671,7 +715,7 @@
         const box = document.createElement('figure');
         box.className = 'plot';
         box.dataset.signal = signal;
-        box.innerHTML = `<figcaption>${esc(SIGNAL_LABELS[signal] || signal)}</figcaption>`;
+        box.innerHTML = `<figcaption>${esc(opts.caption || SIGNAL_LABELS[signal] || signal)}</figcaption>`;
         if (old) old.replaceWith(box);
         else this.container.append(box);
         entry = { box, opts, columns: data.length };
@@ -689,6 +733,7 @@
     }
 
     options(signal, entry) {
+      if (entry.opts.drift) return this.driftOptions(entry);
       const width = this.width();
       const threshold = () => {
         const f = entry.opts.focus;
@@ -733,6 +778,28 @@
           })),
         ],
         hooks: { draw: [(u) => drawMarkers(u, entry.opts, threshold())] },
+      };
+    }
+
+    driftOptions(entry) {
+      const below = entry.opts.drift.drift_when === 'below';
+      const shown = (u, v) => (v === null || v === undefined ? '–' : below ? `p=${(10 ** -v).toExponential(1)}` : fmtNum(v, 2));
+      return {
+        width: this.width(),
+        height: 150,
+        cursor: { sync: { key: this.sync.key }, drag: { x: false, y: false } },
+        legend: { show: true, live: true },
+        scales: {
+          x: { time: true, range: () => [entry.opts.since, entry.opts.until] },
+          y: { range: (u, min, max) => uPlot.rangeNum(Math.min(min ?? 0, 0), max ?? 1, 0.1, true) },
+        },
+        axes: [{}, { size: 56 }],
+        series: [
+          {},
+          { label: 'statistic', stroke: '#2563eb', width: 1.5, points: { show: true, size: 5 }, value: shown },
+          { label: 'threshold', stroke: '#dc2626', width: 1, dash: [6, 4], value: shown },
+        ],
+        hooks: { draw: [(u) => drawMarkers(u, entry.opts, null)] },
       };
     }
 
@@ -787,6 +854,31 @@
     }
     const ranged = series.kind === 'mean' && series.points.some((p) => p.min !== null || p.max !== null);
     return ranged ? [xs, ...cols] : [xs, cols[0]];
+  }
+
+  // [x, statistic, threshold] of a drift series, a gap where a step has no sample. Up is toward drift on every
+  // plot: p-values as −log10 p (its smallest in the step), |z| for the confidence test, else the step's largest.
+  function driftColumns(series, step) {
+    const below = series.drift_when === 'below';
+    const up = (v) => (below ? -Math.log10(Math.max(v, 1e-300)) : v);
+    const xs = [];
+    const ys = [];
+    const th = [];
+    let prev = null;
+    for (const p of series.points) {
+      if (prev !== null && p.t - prev > step) {
+        xs.push(prev + step);
+        ys.push(null);
+        th.push(null);
+      }
+      prev = p.t;
+      xs.push(p.t + step / 2);
+      if (below) ys.push(up(p.min));
+      else if (series.detector === 'z_test') ys.push(Math.max(Math.abs(p.min), Math.abs(p.max)));
+      else ys.push(p.max);
+      th.push(up(p.threshold));
+    }
+    return [xs, ys, th];
   }
 
   function drawMarkers(u, opts, focus) {

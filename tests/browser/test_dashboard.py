@@ -138,11 +138,19 @@ PLOTS = """return [...document.querySelectorAll('#plots figure.plot')].map(f => 
     signal: f.dataset.signal, points: Number(f.dataset.points), markers: Number(f.dataset.markers),
     canvas: !!f.querySelector('canvas'), failed: f.classList.contains('failed')}))"""
 
+DRIFT_PLOTS = """return [...document.querySelectorAll('#drift-plots figure.plot')].map(f => ({
+    signal: f.dataset.signal, points: Number(f.dataset.points), canvas: !!f.querySelector('canvas'),
+    legend: f.querySelector('.u-legend')?.innerText || ''}))"""
+
 
 def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, browser):
     # A 10-frame reference per camera, so the blurred camera can raise within seconds; the footage is
     # filmed hand-held, so the moved-camera check (meant for fixed cameras) is off, as in the demo.
-    s = settings.model_copy(update={"rule_warmup_frames": 10, "monitor_motion_every": 0, "monitor_expected_fps": FPS})
+    # Short KS windows and a sample of the drift statistics every 2 s, so the camera view has them to plot.
+    s = settings.model_copy(
+        update={"rule_warmup_frames": 10, "monitor_motion_every": 0, "monitor_expected_fps": FPS,
+                "monitor_ks_reference": 20, "monitor_ks_window": 10, "monitor_stats_every_s": 2.0}
+    )  # fmt: skip
     asyncio.run(create_topics(s))
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "api", "gateway")}
     procs: list[tuple[subprocess.Popen, Path]] = []
@@ -270,7 +278,18 @@ def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, b
             timeout_s=60,
         )
         wait_for(lambda: (p := _js(browser, PLOTS)) and len(p) >= 5, "the camera's plots", procs, timeout_s=60)
+        # Its drift statistics over time, each with its threshold: the blur's distribution test among them.
+        drift = wait_for(
+            lambda: (p := _js(browser, DRIFT_PLOTS)) and "ks_holm:blur_distribution" in {x["signal"] for x in p} and p,
+            "the camera's drift statistics plotted",
+            procs,
+            timeout_s=60,
+        )
+        assert all(p["canvas"] and p["points"] >= 1 for p in drift), drift
+        assert all("threshold" in p["legend"] for p in drift), drift
         _screenshot(browser, "dashboard-camera.png")
+        browser.execute_script("document.querySelector('#drift-plots').scrollIntoView()")
+        _screenshot(browser, "dashboard-drift.png")
 
         browser.find_element("css selector", "a.brand").click()
         wait_for(
