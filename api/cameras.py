@@ -72,6 +72,12 @@ class CameraSummary(BaseModel):
     active_alerts: int = Field(description="alerts raised and not resolved")
     recently_resolved_alerts: int = Field(description="alerts resolved within CVOPS_API_WARNING_AFTER_RESOLVED_S")
     last_frame: LastFrame
+    view_at: float | None = Field(
+        None, description="capture time of the camera's latest view (GET .../view.jpg), unix s; none yet: null"
+    )
+    reference_view_at: float | None = Field(
+        None, description="capture time of its moved-camera reference view (GET .../view.jpg?role=reference)"
+    )
 
 
 class CameraDetail(CameraSummary):
@@ -174,6 +180,10 @@ def fleet(store: Store, api_now: float, offline_after_s: float, warning_s: float
             {"recent": round((api_now - warning_s) * 1000)},
         )
     }
+    views = {
+        (camera, role): unix_s(at)
+        for camera, role, at in store.query("SELECT camera_id, role, max(captured_at) FROM camera_views GROUP BY 1, 2")
+    }
     out = []
     for row in latest.rows:
         r = dict(zip(latest.columns, row, strict=True))
@@ -201,6 +211,8 @@ def fleet(store: Store, api_now: float, offline_after_s: float, warning_s: float
                     inference_ms=_finite(r["inference_ms"]),
                     detections=r["detections"],
                 ),
+                view_at=views.get((r["camera_id"], "latest")),
+                reference_view_at=views.get((r["camera_id"], "reference")),
             )
         )
     return out

@@ -115,6 +115,43 @@ async def evidence_image(
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
+VIEW_ROLES = "latest: what the camera sees (every CVOPS_VIEW_EVERY_S); reference: its moved-camera reference view"
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/view.jpg",
+    response_class=Response,
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no view of this camera stored"}},
+    tags=["cameras"],
+)
+async def camera_view(
+    camera_id: Annotated[str, Path(min_length=1, max_length=200)],
+    store: StoreDep,
+    role: Annotated[Literal["latest", "reference"], Query(description=VIEW_ROLES)] = "latest",
+    boxes: Annotated[bool, Query(description="draw the model's detections of the latest view's frame")] = True,
+) -> Response:
+    """The camera's newest view of ``role`` as JPEG (the fleet's tiles, and the camera view beside the
+    reference view). The fleet and camera routes give its capture time (``view_at``): add it to the URL
+    as ``at`` to let the browser cache each one."""
+    rows = store.query(
+        """
+        SELECT base64Encode(image), frame_id, width, height, source_width, source_height
+        FROM camera_views FINAL WHERE camera_id = {camera:String} AND role = {role:String}
+        ORDER BY captured_at DESC LIMIT 1
+        """,
+        {"camera": camera_id, "role": role},
+    )
+    if not rows:
+        raise HTTPException(status_code=404, detail=f"no {role} view of camera {camera_id!r} stored")
+    image_b64, frame_id, width, height, source_width, source_height = rows[0]
+    jpeg = base64.b64decode(image_b64)
+    if boxes and role == "latest":
+        found = _boxes(store, frame_id)
+        if found:
+            jpeg = draw(jpeg, found, width / source_width, height / source_height)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
+
+
 class EdgeCase(BaseModel):
     edge_case_id: str
     camera_id: str

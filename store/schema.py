@@ -49,6 +49,7 @@ DEDUP_TABLES = (
     "device_health",
     "edge_cases",
     "evidence_frames",
+    "camera_views",
 )
 
 
@@ -220,6 +221,27 @@ ALTER TABLE frame_metrics
                 # One drift_stats row per sampled statistic, keyed by the frame's capture time: a replayed
                 # frame gives the same key, which the table's Replacing engine folds.
                 f"CREATE MATERIALIZED VIEW IF NOT EXISTS drift_stats_sampled_mv TO drift_stats AS {SAMPLED_SELECT}",
+            ),
+        ),
+        Migration(
+            7,
+            "camera views: the newest latest and reference view of each camera",
+            (
+                # One row per camera and role once merged (the newest capture wins); read with FINAL.
+                f"""
+CREATE TABLE IF NOT EXISTS camera_views (
+    camera_id LowCardinality(String),
+    role LowCardinality(String),
+    frame_id String,
+    captured_at DateTime64(3, 'UTC'),
+    width UInt16,
+    height UInt16,
+    source_width UInt32,
+    source_height UInt32,
+    image String CODEC(NONE)
+) ENGINE = ReplacingMergeTree(captured_at)
+ORDER BY (camera_id, role)
+TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY""",
             ),
         ),
     ]

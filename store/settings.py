@@ -25,6 +25,7 @@ TTL_COLUMNS = {
     "edge_cases": "flagged_at",
     "metrics_minute": "minute",
     "evidence_frames": "captured_at",
+    "camera_views": "captured_at",
 }
 
 
@@ -46,6 +47,7 @@ class StoreSettings(BaseSettings):
     ttl_days_edge_cases: int | None = Field(None, ge=1)
     ttl_days_metrics_minute: int | None = Field(None, ge=1)
     ttl_days_evidence_frames: int | None = Field(None, ge=1)
+    ttl_days_camera_views: int | None = Field(None, ge=1)
 
     store_dedup_window: int = Field(
         1000, ge=0, description="recent insert blocks each table remembers to drop a replayed one; 0 = off"

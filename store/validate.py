@@ -35,7 +35,16 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
-from streams.contracts import Alert, ContractError, DeadLetter, Evidence, FrameMetrics, Prediction, Timings
+from streams.contracts import (
+    Alert,
+    CameraView,
+    ContractError,
+    DeadLetter,
+    Evidence,
+    FrameMetrics,
+    Prediction,
+    Timings,
+)
 
 U16, U32, U64 = 2**16 - 1, 2**32 - 1, 2**64 - 1
 HOUR_MS = 3_600_000.0
@@ -71,6 +80,7 @@ _RANGES: dict[type, dict[str, tuple[float, float]]] = {
     Alert: {"window": (0, U32)},
     DeadLetter: {"partition": (0, U32), "offset": (0, U64)},
     Evidence: {"width": (1, 4096), "height": (1, 4096), "source_width": (1, U32), "source_height": (1, U32)},
+    CameraView: {"width": (1, 4096), "height": (1, 4096), "source_width": (1, U32), "source_height": (1, U32)},
 }
 _TIMESTAMPS = {
     FrameMetrics: ("captured_at", "processed_at"),
@@ -78,8 +88,15 @@ _TIMESTAMPS = {
     Alert: ("raised_at",),
     DeadLetter: ("received_at",),
     Evidence: ("captured_at",),
+    CameraView: ("captured_at",),
 }
-_IDENTITY = {FrameMetrics: "frame_id", Prediction: "frame_id", Alert: "alert_id", Evidence: "alert_id"}
+_IDENTITY = {
+    FrameMetrics: "frame_id",
+    Prediction: "frame_id",
+    Alert: "alert_id",
+    Evidence: "alert_id",
+    CameraView: "camera_id",
+}
 _RANGE_LIST = {kind: tuple((name, low, high) for name, (low, high) in r.items()) for kind, r in _RANGES.items()}
 _FLAT_FLOATS: dict[type, tuple[str, ...]] = {}
 
@@ -132,7 +149,7 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
             found.append(("inconsistent", f"aspect_ratio {record.aspect_ratio} but width/height is {ratio:.4f}"))
     if kind is Prediction:
         found += _prediction_problems(record)
-    if kind is Evidence and (why := _image_problem(record.image_b64)) is not None:
+    if kind in (Evidence, CameraView) and (why := _image_problem(record.image_b64)) is not None:
         found.append(("bad_image", why))
     return found
 
@@ -218,7 +235,7 @@ def suspects(
         found |= _ratio_suspects(column("width"), column("height"), column("aspect_ratio"))
     elif kind is Prediction:
         found |= _prediction_suspects(column)
-    elif kind is Evidence:  # rare records: each image is checked
+    elif kind in (Evidence, CameraView):  # rare records: each image is checked
         scan(column("image_b64"), lambda b: _image_problem(b) is not None)
     return found
 

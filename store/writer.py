@@ -53,6 +53,7 @@ from store.validate import Limits, check, ranges, suspects
 from streams.config import Settings
 from streams.contracts import (
     Alert,
+    CameraView,
     ContractError,
     DeadLetter,
     Evidence,
@@ -117,6 +118,13 @@ def evidence_row(e: Evidence) -> tuple:
     return (
         e.alert_id, e.camera_id, e.frame_id, e.role, _ts(e.captured_at), e.width, e.height, e.source_width,
         e.source_height, e.image(), e.reason, e.score,
+    )  # fmt: skip
+
+
+def view_row(v: CameraView) -> tuple:
+    return (
+        v.camera_id, v.role, v.frame_id, _ts(v.captured_at), v.width, v.height, v.source_width, v.source_height,
+        v.image(),
     )  # fmt: skip
 
 
@@ -207,6 +215,13 @@ def evidence_columns(f: Fields) -> list[list]:
         f["alert_id"], f["camera_id"], f["frame_id"], f["role"], _ts_column(f["captured_at"]), f["width"],
         f["height"], f["source_width"], f["source_height"], [base64.b64decode(b) for b in f["image_b64"]],
         f["reason"], f["score"],
+    ]  # fmt: skip
+
+
+def view_columns(f: Fields) -> list[list]:
+    return [
+        f["camera_id"], f["role"], f["frame_id"], _ts_column(f["captured_at"]), f["width"], f["height"],
+        f["source_width"], f["source_height"], [base64.b64decode(b) for b in f["image_b64"]],
     ]  # fmt: skip
 
 
@@ -375,6 +390,11 @@ SINKS = {
         ("alert_id", "camera_id", "frame_id", "role", "captured_at", "width", "height", "source_width",
          "source_height", "image", "reason", "score"),
         evidence_columns,
+    ),
+    "views": Sink(
+        "camera_views", CameraView, view_row,
+        ("camera_id", "role", "frame_id", "captured_at", "width", "height", "source_width", "source_height", "image"),
+        view_columns,
     ),
     "deadletters": Sink(
         "dead_letters", DeadLetter, dead_letter_row,

@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     evidence_width: int = Field(
         320, ge=0, le=1920, description="px wide of the thumbnails kept as evidence for alerts; 0 = none"
     )
+    view_every_s: float = Field(
+        30.0, ge=0, description="capture seconds between a camera's latest-view thumbnails (fleet tiles); 0 = none"
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="a worker's Prometheus endpoint port; 0 = none")
     metrics_host: str = Field("127.0.0.1", description="address a worker's Prometheus endpoint listens on")
     monitoring: bool = Field(

@@ -7,6 +7,8 @@
 | predictions  | camera id     | :class:`Prediction` (JSON)                               |
 | metrics      | camera id     | :class:`FrameMetrics` (JSON)                             |
 | alerts       | camera id     | :class:`Alert` (JSON)                                    |
+| evidence     | camera id     | :class:`Evidence` (JSON)                                 |
+| views        | camera id     | :class:`CameraView` (JSON)                               |
 | deadletters  | source key    | :class:`DeadLetter` (JSON)                               |
 | workers      | worker id     | :class:`WorkerStatus` (JSON)                             |
 +--------------+---------------+----------------------------------------------------------+
@@ -298,6 +300,26 @@ class Evidence(_Record):
         "", max_length=50, description="why an edge case was kept: outlier, low_confidence; empty for evidence"
     )
     score: float = Field(0.0, description="the edge case's score: outlier score, or mean detection confidence")
+    captured_at: float = Field(description="unix seconds")
+    width: int = Field(gt=0, le=4096, description="thumbnail px")
+    height: int = Field(gt=0, le=4096, description="thumbnail px")
+    source_width: int = Field(gt=0, description="px of the frame the thumbnail was made from")
+    source_height: int = Field(gt=0)
+    image_b64: str = Field(max_length=400_000, description="the thumbnail, JPEG, base64")
+
+    def image(self) -> bytes:
+        return base64.b64decode(self.image_b64)
+
+
+class CameraView(_Record):
+    """What a camera sees now (``latest``: a thumbnail of one of its frames, every ``CVOPS_VIEW_EVERY_S``),
+    and the reference view its moved-camera check compares frames with (``reference``, when learned). The
+    store keeps the newest of each per camera: the fleet's tiles and the camera view show them."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    camera_id: str = Field(min_length=1)
+    role: Literal["latest", "reference"]
+    frame_id: str = Field(description="the frame the view was taken from")
     captured_at: float = Field(description="unix seconds")
     width: int = Field(gt=0, le=4096, description="thumbnail px")
     height: int = Field(gt=0, le=4096, description="thumbnail px")

@@ -22,6 +22,7 @@ from streams.config import Settings
 from streams.contracts import (
     Alert,
     CameraConfig,
+    CameraView,
     ContractError,
     DeadLetter,
     Detection,
@@ -89,6 +90,7 @@ class BatchResult:
     alerts: list[Alert] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)  # thumbnails proving the alerts raised
+    views: list[CameraView] = field(default_factory=list)  # the cameras' latest and reference views
     # camera id -> CameraMonitor state, serialised only when read: the worker saves it every few frames,
     # and a full state (the reference view as PNG) costs about a millisecond to write out.
     states: Mapping[str, dict] = field(default_factory=dict)
@@ -304,6 +306,8 @@ class FrameProcessor:
             if sampled:
                 out.metrics[-1] = m = m.model_copy(update=sampled)
             out.evidence += [e for a in raised if a.status == "raised" for e in monitor.evidence(a)]
+            if frame.thumbnail is not None:
+                out.views += monitor.views(self.settings.view_every_s)
             if frame.thumbnail is not None and self.settings.edge_cases_per_hour:
                 edge = self._edge_case(monitor, m)
                 if edge is not None:

@@ -46,6 +46,7 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec("metrics", "FrameMetrics v1", n, rec),
         TopicSpec("alerts", "Alert v1", n, 7 * 24 * 3600_000),
         TopicSpec("evidence", "Evidence v1", n, 7 * 24 * 3600_000),
+        TopicSpec("views", "CameraView v1", n, 3600_000),
         TopicSpec("feedback", "Feedback v1", n, 7 * 24 * 3600_000),
         TopicSpec("config", "CameraConfig v1 (compacted)", 1, -1, compact=True),
         TopicSpec("deadletters", "DeadLetter v1", n, 7 * 24 * 3600_000, settings.max_message_bytes * 2),

@@ -9,6 +9,7 @@ Dataflow, top to bottom::
         ├──▶ metrics        one per decoded frame
         ├──▶ alerts         when one of a camera's detectors raises or clears
         ├──▶ evidence       thumbnails of the frames that prove each raised alert
+        ├──▶ views          each camera's latest view every CVOPS_VIEW_EVERY_S, and its reference view
         ├──▶ deadletters    one per frame that cannot be decoded, with the reason and the payload
         └──▶ camera-health  per-camera rule state (a faust Table, changelog in Kafka)
 
@@ -100,8 +101,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     def topic(name: str) -> faust.TopicT:
         return app.topic(settings.topic(name), partitions=n, key_serializer="raw", value_serializer="raw")
 
-    frames, predictions, metrics, alerts, evidence, dead, feedback = (
-        topic(t) for t in ("frames", "predictions", "metrics", "alerts", "evidence", "deadletters", "feedback")
+    frames, predictions, metrics, alerts, evidence, views, dead, feedback = (
+        topic(t) for t in ("frames", "predictions", "metrics", "alerts", "evidence", "views", "deadletters", "feedback")
     )
     workers = app.topic(settings.topic("workers"), partitions=1, key_serializer="raw", value_serializer="raw")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -239,6 +240,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             (metrics, result.metrics),
             (alerts, result.alerts),
             (evidence, result.evidence),
+            (views, result.views),
         ):
             for r in records:
                 sends.append(await out_topic.send(key=r.camera_id.encode(), value=encode_record(r)))

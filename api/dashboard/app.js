@@ -160,6 +160,7 @@
     feed: new Map(), // alert_id:status -> {alert, source: 'live' | 'stored', seen: arrival order}
     arrivals: 0,
     signals: null, // the series route's signal names, once known
+    views: new Map(), // camera id -> {at, src}: the object URL of its latest view, fetched once per capture
   };
   const alertKey = (a) => `${a.alert_id}:${a.status}`;
   const alertHref = (a) => `#/alert/${enc(a.camera_id)}/${enc(a.alert_id)}/${enc(a.status)}`;
@@ -255,6 +256,31 @@
       render();
     });
     let lastHtml = '';
+    // The tiles' thumbnails: each camera's latest view, fetched (with the token) when its capture time changes,
+    // a few at a time, worst cameras first; a tile shows what has arrived and the grid re-renders as more do.
+    const wanted = [];
+    let fetching = 0;
+    function fetchViews(cams) {
+      for (const c of cams) {
+        const have = state.views.get(c.camera_id);
+        if (c.view_at && (!have || have.at !== c.view_at) && !wanted.includes(c)) wanted.push(c);
+      }
+      while (fetching < 6 && wanted.length) {
+        const c = wanted.shift();
+        fetching += 1;
+        imageUrl(`/api/v1/cameras/${enc(c.camera_id)}/view.jpg?boxes=false&at=${c.view_at}`)
+          .then((src) => {
+            const old = state.views.get(c.camera_id);
+            state.views.set(c.camera_id, { at: c.view_at, src });
+            if (old) URL.revokeObjectURL(old.src);
+          })
+          .catch(() => {}) // the tile keeps its text; the next fleet refresh tries again
+          .finally(() => {
+            fetching -= 1;
+            render();
+          });
+      }
+    }
     function render() {
       const tiles = $('#tiles');
       if (!tiles) return;
@@ -280,6 +306,7 @@
         tiles.innerHTML = html;
         lastHtml = html;
       }
+      fetchViews(shown);
     }
     render();
     return { onFleet: render };
@@ -307,8 +334,10 @@
   }
 
   function tileHtml(c) {
+    const seen = state.views.get(c.camera_id);
+    const img = seen ? `<img class="tile-view" src="${seen.src}" alt="${esc(c.camera_id)} now" title="${esc(fmtTime(seen.at))}">` : '';
     return `<a class="tile status-${esc(c.status)}" href="#/camera/${enc(c.camera_id)}" data-camera="${esc(c.camera_id)}"
-      data-status="${esc(c.status)}"><span class="tile-name">${esc(c.camera_id)}</span><span class="badge status-${esc(
+      data-status="${esc(c.status)}">${img}<span class="tile-name">${esc(c.camera_id)}</span><span class="badge status-${esc(
         c.status,
       )}">${esc(c.status)}</span><span class="tile-fps"><b>${fmtFps(c.fps)}</b> fps</span><span class="tile-last"
       title="last frame ${esc(fmtTime(c.last_frame_at))}">${esc(fmtAgo(c.last_frame_at))}</span><span
@@ -326,6 +355,7 @@
       <section id="camera" class="camera" data-camera="${esc(cameraId)}">
         <div class="heading"><h1>${esc(cameraId)}</h1><span id="cam-status"></span></div>
         <div id="cam-facts" class="facts"></div>
+        <div id="cam-views" class="thumbs"></div>
         <div class="toolbar">
           <span>Signals over the last</span>
           <span class="ranges">${RANGES.map(
@@ -346,6 +376,7 @@
     let timer = null;
     let gone = false;
     let detail = null;
+    const shownViews = new Map(); // role -> {at, src}
 
     view.querySelector('.ranges').addEventListener('click', (ev) => {
       const b = ev.target.closest('button[data-range]');
@@ -362,6 +393,7 @@
         detail = await api(`cameras/${enc(cameraId)}`);
         if (gone) return;
         renderDetail(detail);
+        renderViews(detail);
         const until = Math.ceil(Date.now() / 1000 / 60) * 60;
         const since = Math.max(until - range.s, Math.floor(detail.first_seen_at / 60) * 60 - 60);
         const alerts = await api('alerts', { camera_id: cameraId, since, until, limit: 1000 }).catch(() => []);
@@ -380,6 +412,28 @@
         $('#cam-facts').innerHTML = `<p class="error">${esc(err.status === 404 ? `Unknown camera ${cameraId}.` : err.message)}</p>`;
       }
       if (!gone) timer = setTimeout(refresh, CAMERA_REFRESH_MS);
+    }
+
+    // What the camera sees now, and beside it the reference view its moved-camera check compares with.
+    async function renderViews(d) {
+      const roles = [
+        ['latest', d.view_at, 'now'],
+        ['reference', d.reference_view_at, 'reference view'],
+      ].filter(([, at]) => at);
+      for (const [role, at] of roles) {
+        if (shownViews.get(role)?.at === at) continue;
+        const src = await imageUrl(`/api/v1/cameras/${enc(cameraId)}/view.jpg?role=${role}&at=${at}`).catch(() => null);
+        if (gone || !src) return;
+        const old = shownViews.get(role);
+        shownViews.set(role, { at, src });
+        if (old) URL.revokeObjectURL(old.src);
+      }
+      $('#cam-views').innerHTML = roles
+        .map(([role, , label]) => {
+          const v = shownViews.get(role);
+          return v ? `<figure class="thumb view-${role}" data-role="${role}"><img src="${v.src}" alt="${esc(label)}"><figcaption>${esc(label)}, ${esc(fmtTime(v.at))}</figcaption></figure>` : '';
+        })
+        .join('');
     }
 
     function renderDetail(d) {
@@ -408,6 +462,7 @@
         clearTimeout(timer);
         plots.destroy();
         driftPlots.destroy();
+        for (const v of shownViews.values()) URL.revokeObjectURL(v.src);
       },
       onLiveAlert(a) {
         if (a.camera_id === cameraId) refresh();

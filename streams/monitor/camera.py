@@ -38,7 +38,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from streams.contracts import Alert, DriftStatistic, Evidence, FrameMetrics
+from streams.contracts import Alert, CameraView, DriftStatistic, Evidence, FrameMetrics
 from streams.monitor.concept import ConceptDrift
 from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
@@ -100,6 +100,8 @@ class CameraMonitor:
     edge_count: int = field(default=0, repr=False)
     sampled_at: float = field(default=0.0, repr=False)  # capture time of the last sampled statistics; not persisted
     outlier_peak: float | None = field(default=None, repr=False)  # highest outlier score since then; not persisted
+    viewed_at: float = field(default=0.0, repr=False)  # capture time of the last latest view sent; not persisted
+    reference_sent: object = field(default=None, repr=False)  # the reference view last sent; not persisted
 
     @classmethod
     def new(cls, camera_id: str, s: MonitorSettings) -> CameraMonitor:
@@ -359,6 +361,33 @@ class CameraMonitor:
             source_height=src[1],
             image_b64=base64.b64encode(jpeg).decode(),
         )
+
+    def views(self, every_s: float) -> list[CameraView]:
+        """The camera's latest view (the newest thumbnail held) when ``every_s`` capture seconds have passed
+        since the last one (0 = never), and its moved-camera reference view along with it when that one is
+        new since the last sent."""
+        if not every_s or not self.thumbnails:
+            return []
+        fid, at, jpeg, size, src = self.thumbnails[-1]
+        if at - self.viewed_at < every_s:
+            return []
+        self.viewed_at = at
+        out = [
+            CameraView(camera_id=self.camera_id, role="latest", frame_id=fid, captured_at=at, width=size[0],
+                       height=size[1], source_width=src[0], source_height=src[1],
+                       image_b64=base64.b64encode(jpeg).decode())
+        ]  # fmt: skip
+        ref = self.moved.reference if self.moved is not None else None
+        if ref is not None and ref is not self.reference_sent:
+            ok, jpg = cv2.imencode(".jpg", ref, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            if ok:
+                self.reference_sent = ref
+                out.append(
+                    CameraView(camera_id=self.camera_id, role="reference", frame_id=f"reference:{fid}",
+                               captured_at=at, width=ref.shape[1], height=ref.shape[0], source_width=src[0],
+                               source_height=src[1], image_b64=base64.b64encode(jpg.tobytes()).decode())
+                )  # fmt: skip
+        return out
 
     def evidence(self, alert: Alert) -> list[Evidence]:
         """Thumbnails of the alert's evidence frames still held, oldest first; for a moved camera, its

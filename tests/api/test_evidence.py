@@ -104,3 +104,29 @@ def test_edge_cases_are_listed_and_exported_as_a_coco_labelling_set(client: http
     picked = client.get("/api/v1/edge-cases/export", params={"camera_id": camera, "edge_case_id": [edges[1].alert_id]})
     coco = json.loads(zipfile.ZipFile(io.BytesIO(picked.content)).read("annotations.json"))
     assert [i["cvops"]["frame_id"] for i in coco["images"]] == [edges[1].frame_id] and coco["annotations"] == []
+
+
+def test_a_cameras_latest_and_reference_views_are_served_and_dated_in_the_fleet(client, store, camera, now):
+    from store.writer import view_row
+    from streams.contracts import CameraView
+    from tests.api.conftest import seed
+    from tests.store.records import metrics
+
+    seed(store, [metrics(camera, 0, now - 5)])
+    assert client.get(f"/api/v1/cameras/{camera}/view.jpg").status_code == 404  # no view yet
+    assert next(c for c in client.get("/api/v1/cameras").json() if c["camera_id"] == camera)["view_at"] is None
+
+    def view(role: str, at: float, value: int) -> CameraView:
+        return CameraView(camera_id=camera, role=role, frame_id=f"{camera}:0:{int(at)}", captured_at=at, width=160,
+                          height=90, source_width=1280, source_height=720, image_b64=thumbnail(value))  # fmt: skip
+
+    views = [view("latest", now - 40, 30), view("latest", now - 10, 200), view("reference", now - 100, 90)]
+    store.insert("camera_views", [view_row(v) for v in views], SINKS["views"].columns)
+    summary = next(c for c in client.get("/api/v1/cameras").json() if c["camera_id"] == camera)
+    assert (summary["view_at"], summary["reference_view_at"]) == (now - 10, now - 100)
+    for role, value in (("latest", 200), ("reference", 90)):
+        r = client.get(f"/api/v1/cameras/{camera}/view.jpg", params={"role": role, "boxes": "false"})
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        image = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert abs(float(image.mean()) - value) < 3  # the newest of its role
+    assert client.get(f"/api/v1/cameras/{camera}/view.jpg", params={"role": "sideways"}).status_code == 422

@@ -138,6 +138,9 @@ PLOTS = """return [...document.querySelectorAll('#plots figure.plot')].map(f => 
     signal: f.dataset.signal, points: Number(f.dataset.points), markers: Number(f.dataset.markers),
     canvas: !!f.querySelector('canvas'), failed: f.classList.contains('failed')}))"""
 
+TILE_VIEWS = """return [...document.querySelectorAll('#tiles .tile')]
+    .filter(t => { const i = t.querySelector('img.tile-view'); return i && i.complete && i.naturalWidth > 0; })
+    .map(t => t.dataset.camera)"""
 DRIFT_PLOTS = """return [...document.querySelectorAll('#drift-plots figure.plot')].map(f => ({
     signal: f.dataset.signal, points: Number(f.dataset.points), canvas: !!f.querySelector('canvas'),
     legend: f.querySelector('.u-legend')?.innerText || ''}))"""
@@ -149,7 +152,7 @@ def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, b
     # Short KS windows and a sample of the drift statistics every 2 s, so the camera view has them to plot.
     s = settings.model_copy(
         update={"rule_warmup_frames": 10, "monitor_motion_every": 0, "monitor_expected_fps": FPS,
-                "monitor_ks_reference": 20, "monitor_ks_window": 10, "monitor_stats_every_s": 2.0}
+                "monitor_ks_reference": 20, "monitor_ks_window": 10, "monitor_stats_every_s": 2.0, "view_every_s": 2.0}
     )  # fmt: skip
     asyncio.run(create_topics(s))
     logs = {name: tmp_path / f"{name}.log" for name in ("worker", "api", "gateway")}
@@ -208,6 +211,8 @@ def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, b
         wait_for(lambda: len(_js(browser, TILES) or []) == CAMERAS, "the filter cleared", procs, 10)
         Select(browser.find_element("id", "sort")).select_by_value("name")
         wait_for(lambda: [t["camera"] for t in _js(browser, TILES) or []] == cameras, "sorting by name", procs, 10)
+        # Each tile shows what its camera sees: the latest view the worker sent, loaded in the page.
+        wait_for(lambda: sorted(_js(browser, TILE_VIEWS) or []) == cameras, "a view in every tile", procs, 60)
         _screenshot(browser, "dashboard-fleet.png")
 
         # The alert arrives through the live stream (data-source="live"), not from a stored read.
@@ -278,6 +283,12 @@ def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, b
             timeout_s=60,
         )
         wait_for(lambda: (p := _js(browser, PLOTS)) and len(p) >= 5, "the camera's plots", procs, timeout_s=60)
+        wait_for(
+            lambda: _js(browser, "return document.querySelector('#cam-views .view-latest img')?.naturalWidth"),
+            "the camera's latest view",
+            procs,
+            timeout_s=30,
+        )
         # Its drift statistics over time, each with its threshold: the blur's distribution test among them.
         drift = wait_for(
             lambda: (p := _js(browser, DRIFT_PLOTS)) and "ks_holm:blur_distribution" in {x["signal"] for x in p} and p,

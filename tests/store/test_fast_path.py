@@ -28,6 +28,7 @@ from store.writer import (
 )
 from streams.contracts import (
     Alert,
+    CameraView,
     ContractError,
     DeadLetter,
     Detection,
@@ -50,6 +51,13 @@ def evidence(n: int = 0, **changes) -> Evidence:
                   height=180, source_width=1280, source_height=720, image_b64="/9j/2w==")  # fmt: skip
     fields.update(changes)
     return Evidence(**fields)
+
+
+def view(n: int = 0, **changes) -> CameraView:
+    fields = dict(camera_id="cam-1", role="latest", frame_id=f"cam-1:0:{n}", captured_at=T0, width=320, height=180,
+                  source_width=1280, source_height=720, image_b64="/9j/2w==")  # fmt: skip
+    fields.update(changes)
+    return CameraView(**fields)
 
 
 def dead_letter(n: int = 0, **changes) -> DeadLetter:
@@ -217,6 +225,7 @@ VALID = {
     "alerts": json.loads(encode_record(alert())),
     "deadletters": json.loads(encode_record(dead_letter())),
     "evidence": json.loads(encode_record(evidence())),
+    "views": json.loads(encode_record(view())),
 }
 PATHS = {
     topic: [*raw, "extra", *(["timings.queue_ms", "timings.inference_ms", "timings.extra", "detections.0.box",
@@ -282,6 +291,11 @@ def boundary_cases() -> list[tuple[str, str, object]]:
     cases += [("predictions", "detections.0.box", [30.0, 10.0, 20.0, 30.0])]  # x1 > x2
     cases += [("predictions", "detections.0.class_id", v) for v in _around(U16, True)]
     cases += [("metrics", "frame_diff", None), ("metrics", "embedding", [float(U16), -1.0])]
+    sample = {"detector": "ks_holm", "signal": "blur_distribution", "statistic": 0.5, "threshold": 1e-3, "drift": False}
+    cases += [("metrics", "drift", [{**sample, "window": w}]) for w in _around(2**32 - 1, True)]
+    cases += [("metrics", "drift", [{**sample, "statistic": v}]) for v in _around(1e12, False)]
+    cases += [("metrics", "drift", [{**sample, "detector": ""}]), ("metrics", "outlier_score", -0.5)]
+    cases += [("views", "role", "sideways"), ("views", "camera_id", ""), ("views", "image_b64", "not base64")]
     return cases
 
 

@@ -231,7 +231,7 @@ def test_stopping_while_the_store_is_down_commits_nothing(store):
     assert store.query("SELECT count() FROM frame_metrics") == [(0,)]
 
 
-@pytest.mark.parametrize("table", ["frame_metrics", "predictions", "alerts", "dead_letters"])
+@pytest.mark.parametrize("table", ["frame_metrics", "predictions", "alerts", "dead_letters", "camera_views"])
 def test_sink_tables_keep_their_columns(store, table):
     from store.writer import SINKS
 
@@ -301,3 +301,37 @@ def test_sampled_drift_statistics_become_drift_stats_rows_once_each(store):
     ]
     scores = store.query("SELECT seq, outlier_score FROM frame_metrics FINAL WHERE outlier_score IS NOT NULL")
     assert scores == [(3, 1.25)]
+
+
+def test_the_store_keeps_the_newest_view_of_each_camera_and_role(store):
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from streams.contracts import CameraView
+
+    def view(camera: str, role: str, at: float, grey: int) -> CameraView:
+        jpeg = cv2.imencode(".jpg", np.full((90, 160, 3), grey, np.uint8))[1].tobytes()
+        image = base64.b64encode(jpeg).decode()
+        return CameraView(camera_id=camera, role=role, frame_id=f"{camera}:0:{at}", captured_at=at, width=160,
+                          height=90, source_width=1280, source_height=720, image_b64=image)  # fmt: skip
+
+    w = writer(store)
+    first = [view("cam-v", "latest", T0, 10), view("cam-v", "reference", T0, 20), view("cam-w", "latest", T0, 30)]
+    later = [view("cam-v", "latest", T0 + 30, 40), view("cam-v", "latest", T0 + 60, 50)]
+    store_batch(w, records_of("views", first))
+    store_batch(w, records_of("views", later, start=10))
+    store_batch(w, records_of("views", [view("cam-v", "latest", T0 + 15, 60)], start=20))  # older than the newest
+    rows = store.query(
+        "SELECT camera_id, role, toUnixTimestamp64Milli(captured_at) / 1000 - {t0:Float64}, frame_id "
+        "FROM camera_views FINAL ORDER BY camera_id, role",
+        {"t0": T0},
+    )
+    assert rows == [
+        ("cam-v", "latest", 60.0, f"cam-v:0:{T0 + 60}"),
+        ("cam-v", "reference", 0.0, f"cam-v:0:{T0}"),
+        ("cam-w", "latest", 0.0, f"cam-w:0:{T0}"),
+    ]
+    store.command("OPTIMIZE TABLE camera_views FINAL")
+    assert store.query("SELECT count() FROM camera_views") == [(3,)]  # one row per camera and role, merged

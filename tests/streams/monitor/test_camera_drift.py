@@ -149,3 +149,20 @@ def test_the_sampled_outlier_score_is_the_highest_since_the_last_sample():
         scores.append(cam.monitor.sample(cam.last, every_s=1000.0)["outlier_score"])
     (ae,) = [d for d in cam.monitor.statistics() if d.detector == "autoencoder"]
     assert ae.statistic == max(scores) > scores[-1]
+
+
+def test_views_give_the_latest_thumbnail_every_few_seconds_and_the_reference_view_once():
+    import cv2
+
+    s = MonitorSettings(**{**OFF, "motion_every": 5})
+    monitor = CameraMonitor.new("cam-1", s)
+    grey = np.random.default_rng(6).integers(0, 255, (90, 160), np.uint8)
+    jpeg = cv2.imencode(".jpg", grey)[1].tobytes()
+    sent = []
+    for i in range(40):  # 0.2 s apart: 8 s of capture
+        monitor.keep_thumbnail(f"cam-1:0:{i}", 1000.0 + i / 5, jpeg, (160, 90), (1280, 720))
+        if i == 0:
+            monitor.moved.update(grey)  # the first frame becomes the reference view
+        sent += [(i, v.role) for v in monitor.views(every_s=3.0)]
+    assert sent == [(0, "latest"), (0, "reference"), (15, "latest"), (30, "latest")]
+    assert monitor.views(every_s=0) == []
