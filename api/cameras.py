@@ -370,6 +370,71 @@ def drift_history(
     return DriftHistory(camera_id=camera_id, step_s=step, since=start, until=end, series=list(series.values()))
 
 
+class ClassSeries(BaseModel):
+    label: str
+    total: int = Field(description="detections of this class in the range")
+    points: list[tuple[float, int]] = Field(description="(start of the step in unix s, detections) per step with some")
+
+
+class ClassHistory(BaseModel):
+    camera_id: str
+    step_s: int
+    since: float
+    until: float
+    classes: list[ClassSeries] = Field(description="the most detected classes first")
+    other: int = Field(description="detections of the classes left out by ``top``")
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/classes",
+    response_model=ClassHistory,
+    responses={400: {"description": "bad range or too many points"}, 404: {"description": "unknown camera"}},
+)
+def class_history(
+    camera_id: CameraPath,
+    store: StoreDep,
+    now: NowDep,
+    since: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: an hour before until")] = None,
+    until: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: now")] = None,
+    step: Annotated[int, Query(ge=60, le=86_400, multiple_of=60, description="seconds per point")] = 60,
+    top: Annotated[int, Query(ge=1, le=50, description="classes to return, the most detected first")] = 8,
+) -> ClassHistory:
+    """Detections per class over time, from the ``detections`` table (sorted by camera and class): what the
+    model sees, and how that mix changes (prediction drift, as people look at it)."""
+    end = until.timestamp() if until else now
+    start = since.timestamp() if since else end - 3600
+    if start >= end:
+        raise HTTPException(status_code=400, detail="since must be before until")
+    if (end - start) / step > MAX_POINTS:
+        raise HTTPException(status_code=400, detail=f"more than {MAX_POINTS} points: narrow the range or raise step")
+    _known(store, camera_id)
+    rows = store.query(
+        """
+        SELECT label, intDiv(toUnixTimestamp(captured_at), {step:UInt32}) * {step:UInt32} AS t, count()
+        FROM detections FINAL
+        WHERE camera_id = {camera:String}
+          AND captured_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+          AND captured_at < fromUnixTimestamp64Milli({until:Int64}, 'UTC')
+        GROUP BY label, t ORDER BY label, t
+        """,
+        {"camera": camera_id, "step": step, "since": round(start * 1000), "until": round(end * 1000)},
+    )
+    by_label: dict[str, ClassSeries] = {}
+    for label, t, n in rows:
+        s = by_label.setdefault(label, ClassSeries(label=label, total=0, points=[]))
+        s.points.append((float(t), n))
+        s.total += n
+    ranked = sorted(by_label.values(), key=lambda s: (-s.total, s.label))
+    return ClassHistory(
+        camera_id=camera_id,
+        step_s=step,
+        since=start,
+        until=end,
+        classes=ranked[:top],
+        other=sum(s.total for s in ranked[top:]),
+    )
+
+
 @router.get(
     "/api/v1/cameras/{camera_id}/series",
     response_model=Series,

@@ -400,6 +400,8 @@
         if (gone) return;
         await plots.show({ since, until: Math.max(until, since + 300), step: range.step, alerts, firstSeen: detail.first_seen_at });
         $('#plots-note').textContent = `${range.step / 60}-minute points; lines mark alerts (red raised, green resolved)`;
+        await plots.showClasses({ since, until: Math.max(until, since + 300), step: range.step, alerts });
+        if (gone) return;
         const drift = await driftPlots.showDrift({ since, until: Math.max(until, since + 300), step: range.step, alerts });
         if (gone || !drift) return;
         $('#drift-note').textContent = drift.err
@@ -736,6 +738,31 @@
       });
     }
 
+    // Detections per class and minute (the most detected classes), one line each, in one plot.
+    async showClasses({ since, until, step, alerts }) {
+      const answer = await api(`cameras/${enc(this.cameraId)}/classes`, { since, until, step, top: 6 }).catch((err) => ({ err, classes: [] }));
+      if (this.destroyed) return;
+      const labels = answer.classes.map((c) => c.label);
+      const old = this.plots.get('classes');
+      if (old && old.labels.join('\n') !== labels.join('\n')) {
+        old.u.destroy();
+        old.box.remove();
+        this.plots.delete('classes');
+      }
+      const ts = [...new Set(answer.classes.flatMap((c) => c.points.map(([t]) => t)))].sort((a, b) => a - b);
+      const index = new Map(ts.map((t, i) => [t, i]));
+      const columns = answer.classes.map((c) => {
+        const col = ts.map(() => 0);
+        for (const [t, n] of c.points) col[index.get(t)] = n;
+        return col;
+      });
+      const data = [ts.map((t) => t + step / 2), ...(columns.length ? columns : [[]])];
+      const caption = `detections per class and ${step / 60}-minute step${answer.other ? ` (${answer.other} of other classes left out)` : ''}`;
+      this.draw('classes', data, { since, until, alerts, focus: null, classes: labels, caption, error: answer.err });
+      const entry = this.plots.get('classes');
+      entry.labels = labels;
+    }
+
     // The camera's sampled drift statistics, a plot per detector and signal; returns the route's answer.
     async showDrift({ since, until, step, alerts }) {
       const answer = await api(`cameras/${enc(this.cameraId)}/drift/history`, { since, until, step }).catch((err) => ({ err, series: [] }));
@@ -789,6 +816,7 @@
 
     options(signal, entry) {
       if (entry.opts.drift) return this.driftOptions(entry);
+      if (entry.opts.classes) return this.classOptions(entry);
       const width = this.width();
       const threshold = () => {
         const f = entry.opts.focus;
@@ -833,6 +861,24 @@
           })),
         ],
         hooks: { draw: [(u) => drawMarkers(u, entry.opts, threshold())] },
+      };
+    }
+
+    classOptions(entry) {
+      const colours = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2'];
+      const labels = entry.opts.classes.length ? entry.opts.classes : ['no detections'];
+      return {
+        width: this.width(),
+        height: 150,
+        cursor: { sync: { key: this.sync.key }, drag: { x: false, y: false } },
+        legend: { show: true, live: true },
+        scales: {
+          x: { time: true, range: () => [entry.opts.since, entry.opts.until] },
+          y: { range: (u, min, max) => uPlot.rangeNum(0, max || 1, 0.1, true) },
+        },
+        axes: [{}, { size: 56 }],
+        series: [{}, ...labels.map((label, i) => ({ label, stroke: colours[i % colours.length], width: 1.5, value: (u, v) => fmtNum(v, 0) }))],
+        hooks: { draw: [(u) => drawMarkers(u, entry.opts, null)] },
       };
     }
 

@@ -217,3 +217,27 @@ def test_drift_history_refuses_bad_input_with_a_message(client, store, now, came
     assert r.status_code == status, r.text
     assert r.json()["detail"]
     assert client.get("/api/v1/cameras/no-such-camera-here/drift/history").status_code == 404
+
+
+def test_detections_per_class_by_step_most_detected_first(client, store, now, camera):
+    from store.writer import SINKS, prediction_row
+    from tests.store.records import prediction
+
+    start = now - 30 - 120
+    preds = [
+        prediction(camera, 0, start + 5, labels=("person", "car", "car")),
+        prediction(camera, 1, start + 20, labels=("car",)),
+        prediction(camera, 2, start + 70, labels=("person", "bus")),
+    ]
+    seed(store, [metrics(camera, i, p.captured_at) for i, p in enumerate(preds)])
+    store.insert("predictions", [prediction_row(p) for p in preds], SINKS["predictions"].columns)
+    r = client.get(f"/api/v1/cameras/{camera}/classes", params={"since": start, "until": now, "top": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [(c["label"], c["total"], [(t - start, n) for t, n in c["points"]]) for c in body["classes"]] == [
+        ("car", 3, [(0, 3)]),
+        ("person", 2, [(0, 1), (60, 1)]),
+    ]
+    assert body["other"] == 1  # the bus, beyond the top 2
+    assert client.get(f"/api/v1/cameras/{camera}/classes", params={"step": 90}).status_code == 422
+    assert client.get("/api/v1/cameras/no-such-camera-here/classes").status_code == 404

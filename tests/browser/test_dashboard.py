@@ -289,6 +289,8 @@ def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, b
             procs,
             timeout_s=30,
         )
+        plotted = lambda: {p["signal"] for p in _js(browser, PLOTS) or []}  # noqa: E731
+        wait_for(lambda: "classes" in plotted(), "the detections per class", procs, timeout_s=30)
         # Its drift statistics over time, each with its threshold: the blur's distribution test among them.
         drift = wait_for(
             lambda: (p := _js(browser, DRIFT_PLOTS)) and "ks_holm:blur_distribution" in {x["signal"] for x in p} and p,
