@@ -141,6 +141,7 @@ class ImageNetClassifier:
         *,
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
+        lanes: int = 1,
         top_k: int = 5,
     ) -> None:
         manifest = load_manifest(path)
@@ -165,7 +166,7 @@ class ImageNetClassifier:
         }
         self.top_k = max(1, min(int(top_k), len(self.labels)))
 
-        self.session = open_session(path, providers, intra_op_threads)
+        self.session = open_session(path, providers, intra_op_threads, lanes)
         self.providers: list[str] = self.session.get_providers()
         self._check_session(source)
 

@@ -58,6 +58,7 @@ class NanoDet:
         *,
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
+        lanes: int = 1,
         score_threshold: float = 0.35,
         iou_threshold: float = 0.6,
         max_detections: int = 100,
@@ -82,7 +83,7 @@ class NanoDet:
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
 
-        self.session = open_session(path, providers, intra_op_threads)
+        self.session = open_session(path, providers, intra_op_threads, lanes)
         self.providers: list[str] = self.session.get_providers()
         self._bins = np.arange(self.reg_max + 1, dtype=np.float32)
         # Cell centres per stride, row-major (index = row * W + col), in 416-space pixels: (i + 0.5) * stride.

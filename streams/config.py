@@ -72,6 +72,13 @@ class Settings(BaseSettings):
     preferred_batch_sizes: str = Field("", pattern=r"^[0-9, ]*$", description="batch sizes to cut first, e.g. 4,8")
     score_threshold: float = Field(0.35, ge=0.0, le=1.0)
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per core")
+    inference_lanes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="CPU sessions that share each batch, one thread each (models.session.Lanes); 0 = one per "
+        "core (at most 8) unless CVOPS_INTRA_OP_THREADS is set; 1 = one session of CVOPS_INTRA_OP_THREADS threads",
+    )
     decode_threads: int = Field(
         0, ge=0, le=64, description="threads decoding and pre-processing frames; 0 = one per core (at most 16)"
     )

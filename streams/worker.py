@@ -56,6 +56,7 @@ def load_detector(settings: Settings):
         extra_dirs=settings.model_dirs,
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads or None,
+        lanes=settings.inference_lanes,
         score_threshold=settings.score_threshold,
     )
 
