@@ -217,7 +217,7 @@ class CameraMonitor:
         out: dict = {}
         e = self.embedding
         if m.embedding and e is not None and e.fitted:
-            out["outlier_score"] = e.score
+            out["outlier_score"] = min(max(e.score, 0.0), 1e12)  # the contract's bounds
             self.outlier_peak = max(e.score, self.outlier_peak or 0.0)
         if every_s and m.captured_at - self.sampled_at >= every_s:
             stats = self.statistics()
@@ -246,6 +246,8 @@ class CameraMonitor:
 
         def add(detector: str, signal: str, statistic: float, threshold: float, drift: bool, window: int) -> None:
             if math.isfinite(statistic) and math.isfinite(threshold):
+                # within the contract's bounds: a z-score over a constant reference can be huge, never a crash
+                statistic, threshold = (max(-1e12, min(1e12, v)) for v in (statistic, threshold))
                 out.append(DriftStatistic(detector=detector, signal=signal, statistic=statistic,
                                           threshold=threshold, drift=drift, window=window))  # fmt: skip
 
