@@ -216,7 +216,7 @@ class CameraMonitor:
         statistics of :meth:`statistics`. Empty for most frames."""
         out: dict = {}
         e = self.embedding
-        if m.embedding and e is not None and e.fitted:
+        if m.embedding and e is not None and e.fitted and math.isfinite(e.score):
             out["outlier_score"] = min(max(e.score, 0.0), 1e12)  # the contract's bounds
             self.outlier_peak = max(e.score, self.outlier_peak or 0.0)
         if every_s and m.captured_at - self.sampled_at >= every_s:
