@@ -16,11 +16,32 @@ def gauss(rng: random.Random, n: int, mean: float = 0.0, sd: float = 1.0) -> lis
 
 def test_separated_samples_give_the_maximum_statistic():
     d = KSWindow(reference=10, window=10, every=10, alpha=0.01)
-    for x in list(range(10)) + [100] * 10:
+    for x in [3, 7, 1, 9, 0, 5, 2, 8, 4, 6] + [100] * 10:  # an unordered (independent-looking) reference
         d.update(x)
     assert d.statistic == 1.0
     assert d.p_value < 1e-4
     assert d.drift_detected
+
+
+def test_a_swaying_view_is_not_drift_but_a_shift_beyond_its_sway_is():
+    """A hand-held or wind-rocked view: the signal swings slowly (each value near the last). Windows of it
+    differ by phase alone; counted as independent values they would look drifted at once."""
+    import math
+
+    def sway(start: int, n: int, offset: float = 0.0) -> list[float]:
+        return [100 + offset + 10 * math.sin(i / 40) + rng.gauss(0, 1) for i in range(start, start + n)]
+
+    rng = random.Random(12)
+    d = KSWindow(reference=400, window=200, every=10, alpha=1e-3)
+    for x in sway(0, 400):
+        d.update(x)
+    tested = [d.update(x).p_value for x in sway(400, 800)]
+    assert min(tested) > 1e-3 and not d.drift_detected
+    from scipy import stats
+
+    plain = [stats.ks_2samp(d.reference, sway(start, 200)).pvalue for start in range(400, 1200, 50)]
+    assert min(plain) < 1e-3  # the uncorrected test alarms on the same kind of windows
+    assert any(d.update(x).drift_detected for x in sway(1200, 200, offset=40))  # the whole view brighter
 
 
 def test_a_steady_stream_does_not_alarm_and_a_shift_does():
