@@ -259,24 +259,29 @@
     // The tiles' thumbnails: each camera's latest view, fetched (with the token) when its capture time changes,
     // a few at a time, worst cameras first; a tile shows what has arrived and the grid re-renders as more do.
     const wanted = [];
+    const queued = new Set(); // camera ids waiting or being fetched
     let fetching = 0;
     function fetchViews(cams) {
       for (const c of cams) {
         const have = state.views.get(c.camera_id);
-        if (c.view_at && (!have || have.at !== c.view_at) && !wanted.includes(c)) wanted.push(c);
+        if (c.view_at && (!have || have.at !== c.view_at) && !queued.has(c.camera_id)) {
+          wanted.push(c);
+          queued.add(c.camera_id);
+        }
       }
       while (fetching < 6 && wanted.length) {
         const c = wanted.shift();
         fetching += 1;
         imageUrl(`/api/v1/cameras/${enc(c.camera_id)}/view.jpg?boxes=false&at=${c.view_at}`)
+          .catch(() => null) // the tile keeps its text; tried again when a newer view is stored
           .then((src) => {
             const old = state.views.get(c.camera_id);
-            state.views.set(c.camera_id, { at: c.view_at, src });
-            if (old) URL.revokeObjectURL(old.src);
+            state.views.set(c.camera_id, { at: c.view_at, src: src || old?.src || null });
+            if (src && old?.src) URL.revokeObjectURL(old.src);
           })
-          .catch(() => {}) // the tile keeps its text; the next fleet refresh tries again
           .finally(() => {
             fetching -= 1;
+            queued.delete(c.camera_id);
             render();
           });
       }
@@ -335,7 +340,7 @@
 
   function tileHtml(c) {
     const seen = state.views.get(c.camera_id);
-    const img = seen ? `<img class="tile-view" src="${seen.src}" alt="${esc(c.camera_id)} now" title="${esc(fmtTime(seen.at))}">` : '';
+    const img = seen?.src ? `<img class="tile-view" src="${seen.src}" alt="${esc(c.camera_id)} now" title="${esc(fmtTime(seen.at))}">` : '';
     return `<a class="tile status-${esc(c.status)}" href="#/camera/${enc(c.camera_id)}" data-camera="${esc(c.camera_id)}"
       data-status="${esc(c.status)}">${img}<span class="tile-name">${esc(c.camera_id)}</span><span class="badge status-${esc(
         c.status,
