@@ -7,6 +7,7 @@ camera, through the ``fleet_latest`` recipe), ``metrics_minute`` (per-minute sum
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass
@@ -223,6 +224,19 @@ def _finite(value: float) -> float:
 
 
 CameraPath = Annotated[str, Path(min_length=1, max_length=200)]
+Since = Annotated[Instant | None, Query(description="unix s or ISO 8601; default: an hour before until")]
+Until = Annotated[Instant | None, Query(description="unix s or ISO 8601; default: now")]
+
+
+def _range(since: dt.datetime | None, until: dt.datetime | None, step: int, now: float) -> tuple[float, float]:
+    """The (start, end) unix s of a time-series request, or a 400 that says what is wrong with it."""
+    end = until.timestamp() if until else now
+    start = since.timestamp() if since else end - 3600
+    if start >= end:
+        raise HTTPException(status_code=400, detail="since must be before until")
+    if (end - start) / step > MAX_POINTS:
+        raise HTTPException(status_code=400, detail=f"more than {MAX_POINTS} points: narrow the range or raise step")
+    return start, end
 
 
 @router.get("/api/v1/cameras", response_model=list[CameraSummary])
@@ -330,20 +344,15 @@ def drift_history(
     camera_id: CameraPath,
     store: StoreDep,
     now: NowDep,
-    since: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: an hour before until")] = None,
-    until: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: now")] = None,
+    since: Since = None,
+    until: Until = None,
     step: Annotated[int, Query(ge=10, le=86_400, description="seconds per point")] = 60,
 ) -> DriftHistory:
     """Every drift statistic the camera's monitors sampled in the range (``CVOPS_MONITOR_STATS_EVERY_S``), one
     series per detector and signal, with its threshold: the outlier score, the KS p-values of each image
     signal, class-mix and confidence tests, the embedding score test, the error on labelled frames and the
     camera's measured turn. One point per ``step`` that holds samples."""
-    end = until.timestamp() if until else now
-    start = since.timestamp() if since else end - 3600
-    if start >= end:
-        raise HTTPException(status_code=400, detail="since must be before until")
-    if (end - start) / step > MAX_POINTS:
-        raise HTTPException(status_code=400, detail=f"more than {MAX_POINTS} points: narrow the range or raise step")
+    start, end = _range(since, until, step, now)
     _known(store, camera_id)
     rows = store.query(
         """
@@ -394,19 +403,14 @@ def class_history(
     camera_id: CameraPath,
     store: StoreDep,
     now: NowDep,
-    since: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: an hour before until")] = None,
-    until: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: now")] = None,
+    since: Since = None,
+    until: Until = None,
     step: Annotated[int, Query(ge=60, le=86_400, multiple_of=60, description="seconds per point")] = 60,
     top: Annotated[int, Query(ge=1, le=50, description="classes to return, the most detected first")] = 8,
 ) -> ClassHistory:
     """Detections per class over time, from the ``detections`` table (sorted by camera and class): what the
     model sees, and how that mix changes (prediction drift, as people look at it)."""
-    end = until.timestamp() if until else now
-    start = since.timestamp() if since else end - 3600
-    if start >= end:
-        raise HTTPException(status_code=400, detail="since must be before until")
-    if (end - start) / step > MAX_POINTS:
-        raise HTTPException(status_code=400, detail=f"more than {MAX_POINTS} points: narrow the range or raise step")
+    start, end = _range(since, until, step, now)
     _known(store, camera_id)
     rows = store.query(
         """
@@ -446,8 +450,8 @@ def series(
     store: StoreDep,
     now: NowDep,
     signal: Annotated[str, Query(min_length=1, max_length=64, description="e.g. brightness, blur, frames")],
-    since: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: an hour before until")] = None,
-    until: Annotated[Instant | None, Query(description="unix s or ISO 8601; default: now")] = None,
+    since: Since = None,
+    until: Until = None,
     step: Annotated[int, Query(ge=60, le=86_400, multiple_of=60, description="seconds per point")] = 60,
 ) -> Series:
     """One signal of one camera from the per-minute aggregates, one point per ``step`` seconds that holds frames.
@@ -457,12 +461,7 @@ def series(
     chosen = signals.get(signal)
     if chosen is None:
         raise HTTPException(status_code=400, detail=f"unknown signal {signal!r}; known: {', '.join(sorted(signals))}")
-    end = until.timestamp() if until else now
-    start = since.timestamp() if since else end - 3600
-    if start >= end:
-        raise HTTPException(status_code=400, detail="since must be before until")
-    if (end - start) / step > MAX_POINTS:
-        raise HTTPException(status_code=400, detail=f"more than {MAX_POINTS} points: narrow the range or raise step")
+    start, end = _range(since, until, step, now)
     _known(store, camera_id)
     rows = store.query(
         f"""

@@ -280,7 +280,21 @@ class Feedback(_Record):
     source: str = Field("", max_length=100, description="who labelled it, e.g. a labelling tool's name")
 
 
-class Evidence(_Record):
+class _Thumbnail(_Record):
+    """A small JPEG of a frame (or of a reference view), with the sizes to place the frame's boxes on it."""
+
+    captured_at: float = Field(description="unix seconds")
+    width: int = Field(gt=0, le=4096, description="thumbnail px")
+    height: int = Field(gt=0, le=4096, description="thumbnail px")
+    source_width: int = Field(gt=0, description="px of the frame the thumbnail was made from")
+    source_height: int = Field(gt=0)
+    image_b64: str = Field(max_length=400_000, description="the thumbnail, JPEG, base64")
+
+    def image(self) -> bytes:
+        return base64.b64decode(self.image_b64)
+
+
+class Evidence(_Thumbnail):
     """A thumbnail of a frame that proves an alert, of the reference view the frame was compared with, or of
     an edge case: a frame worth a human look (an outlying image, ambiguous detections).
 
@@ -300,18 +314,9 @@ class Evidence(_Record):
         "", max_length=50, description="why an edge case was kept: outlier, low_confidence; empty for evidence"
     )
     score: float = Field(0.0, description="the edge case's score: outlier score, or mean detection confidence")
-    captured_at: float = Field(description="unix seconds")
-    width: int = Field(gt=0, le=4096, description="thumbnail px")
-    height: int = Field(gt=0, le=4096, description="thumbnail px")
-    source_width: int = Field(gt=0, description="px of the frame the thumbnail was made from")
-    source_height: int = Field(gt=0)
-    image_b64: str = Field(max_length=400_000, description="the thumbnail, JPEG, base64")
-
-    def image(self) -> bytes:
-        return base64.b64decode(self.image_b64)
 
 
-class CameraView(_Record):
+class CameraView(_Thumbnail):
     """What a camera sees now (``latest``: a thumbnail of one of its frames, every ``CVOPS_VIEW_EVERY_S``),
     and the reference view its moved-camera check compares frames with (``reference``, when learned). The
     store keeps the newest of each per camera: the fleet's tiles and the camera view show them."""
@@ -320,15 +325,6 @@ class CameraView(_Record):
     camera_id: str = Field(min_length=1)
     role: Literal["latest", "reference"]
     frame_id: str = Field(description="the frame the view was taken from")
-    captured_at: float = Field(description="unix seconds")
-    width: int = Field(gt=0, le=4096, description="thumbnail px")
-    height: int = Field(gt=0, le=4096, description="thumbnail px")
-    source_width: int = Field(gt=0, description="px of the frame the thumbnail was made from")
-    source_height: int = Field(gt=0)
-    image_b64: str = Field(max_length=400_000, description="the thumbnail, JPEG, base64")
-
-    def image(self) -> bytes:
-        return base64.b64decode(self.image_b64)
 
 
 class DeadLetter(_Record):

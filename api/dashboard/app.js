@@ -822,91 +822,61 @@
     options(signal, entry) {
       if (entry.opts.drift) return this.driftOptions(entry);
       if (entry.opts.classes) return this.classOptions(entry);
-      const width = this.width();
       const threshold = () => {
         const f = entry.opts.focus;
         return f && f.signal === signal && Number.isFinite(f.threshold) ? f : null;
       };
+      const yRange = (u, min, max) => {
+        const f = threshold();
+        let lo = min ?? 0;
+        let hi = max ?? 1;
+        if (f) {
+          lo = Math.min(lo, f.threshold, f.value);
+          hi = Math.max(hi, f.threshold, f.value);
+        }
+        return uPlot.rangeNum(lo, hi === lo ? lo + 1 : hi, 0.1, true);
+      };
+      const series = [
+        { label: entry.columns > 2 ? 'mean' : 'value', stroke: '#2563eb', width: 1.5, points: { show: true, size: 5 }, value: (u, v) => fmtNum(v, 2) },
+        ...(entry.columns > 2 ? ['min', 'max'] : []).map((label) => ({
+          label,
+          stroke: 'rgba(37,99,235,0.35)',
+          width: 1,
+          dash: [3, 3],
+          value: (u, v) => fmtNum(v, 2),
+        })),
+      ];
+      return this.baseOptions(entry, yRange, series, threshold);
+    }
+
+    // What every plot of the set shares: size, the synced cursor, the time axis over the range, alert markers.
+    baseOptions(entry, yRange, series, focus = () => null) {
       return {
-        width,
+        width: this.width(),
         height: 150,
         cursor: { sync: { key: this.sync.key }, drag: { x: false, y: false } },
         legend: { show: true, live: true },
-        scales: {
-          x: { time: true, range: () => [entry.opts.since, entry.opts.until] },
-          y: {
-            range: (u, min, max) => {
-              const f = threshold();
-              let lo = min ?? 0;
-              let hi = max ?? 1;
-              if (f) {
-                lo = Math.min(lo, f.threshold, f.value);
-                hi = Math.max(hi, f.threshold, f.value);
-              }
-              return uPlot.rangeNum(lo, hi === lo ? lo + 1 : hi, 0.1, true);
-            },
-          },
-        },
+        scales: { x: { time: true, range: () => [entry.opts.since, entry.opts.until] }, y: { range: yRange } },
         axes: [{}, { size: 56 }],
-        series: [
-          {},
-          {
-            label: entry.columns > 2 ? 'mean' : 'value',
-            stroke: '#2563eb',
-            width: 1.5,
-            points: { show: true, size: 5 },
-            value: (u, v) => fmtNum(v, 2),
-          },
-          ...(entry.columns > 2 ? ['min', 'max'] : []).map((label) => ({
-            label,
-            stroke: 'rgba(37,99,235,0.35)',
-            width: 1,
-            dash: [3, 3],
-            value: (u, v) => fmtNum(v, 2),
-          })),
-        ],
-        hooks: { draw: [(u) => drawMarkers(u, entry.opts, threshold())] },
+        series: [{}, ...series],
+        hooks: { draw: [(u) => drawMarkers(u, entry.opts, focus())] },
       };
     }
 
     classOptions(entry) {
       const colours = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2'];
       const labels = entry.opts.classes.length ? entry.opts.classes : ['no detections'];
-      return {
-        width: this.width(),
-        height: 150,
-        cursor: { sync: { key: this.sync.key }, drag: { x: false, y: false } },
-        legend: { show: true, live: true },
-        scales: {
-          x: { time: true, range: () => [entry.opts.since, entry.opts.until] },
-          y: { range: (u, min, max) => uPlot.rangeNum(0, max || 1, 0.1, true) },
-        },
-        axes: [{}, { size: 56 }],
-        series: [{}, ...labels.map((label, i) => ({ label, stroke: colours[i % colours.length], width: 1.5, value: (u, v) => fmtNum(v, 0) }))],
-        hooks: { draw: [(u) => drawMarkers(u, entry.opts, null)] },
-      };
+      const series = labels.map((label, i) => ({ label, stroke: colours[i % colours.length], width: 1.5, value: (u, v) => fmtNum(v, 0) }));
+      return this.baseOptions(entry, (u, min, max) => uPlot.rangeNum(0, max || 1, 0.1, true), series);
     }
 
     driftOptions(entry) {
       const below = entry.opts.drift.drift_when === 'below';
       const shown = (u, v) => (v === null || v === undefined ? '–' : below ? `p=${(10 ** -v).toExponential(1)}` : fmtNum(v, 2));
-      return {
-        width: this.width(),
-        height: 150,
-        cursor: { sync: { key: this.sync.key }, drag: { x: false, y: false } },
-        legend: { show: true, live: true },
-        scales: {
-          x: { time: true, range: () => [entry.opts.since, entry.opts.until] },
-          y: { range: (u, min, max) => uPlot.rangeNum(Math.min(min ?? 0, 0), max ?? 1, 0.1, true) },
-        },
-        axes: [{}, { size: 56 }],
-        series: [
-          {},
-          { label: 'statistic', stroke: '#2563eb', width: 1.5, points: { show: true, size: 5 }, value: shown },
-          { label: 'threshold', stroke: '#dc2626', width: 1, dash: [6, 4], value: shown },
-        ],
-        hooks: { draw: [(u) => drawMarkers(u, entry.opts, null)] },
-      };
+      return this.baseOptions(entry, (u, min, max) => uPlot.rangeNum(Math.min(min ?? 0, 0), max ?? 1, 0.1, true), [
+        { label: 'statistic', stroke: '#2563eb', width: 1.5, points: { show: true, size: 5 }, value: shown },
+        { label: 'threshold', stroke: '#dc2626', width: 1, dash: [6, 4], value: shown },
+      ]);
     }
 
     width() {
