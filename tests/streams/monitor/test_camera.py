@@ -107,3 +107,30 @@ def test_state_survives_a_round_trip(frames):
     again = CameraMonitor.from_dict(feed.monitor.to_dict())
     assert again.essential() == feed.monitor.essential()
     assert again.to_dict() == feed.monitor.to_dict()
+
+
+def test_a_moved_cameras_evidence_is_its_last_frames_and_the_reference_view(textured_frames):
+    frames = textured_frames
+    feed = Feed(MonitorSettings(warmup=20, motion_every=1))
+    h, w = frames[0].shape[:2]
+
+    def send(frame: np.ndarray):
+        jpeg = cv2.imencode(".jpg", cv2.resize(frame, (160, 90)))[1].tobytes()
+        feed.monitor.keep_thumbnail(f"cam-1:0:{feed.seq}", 1000.0 + feed.seq / 5, jpeg, (160, 90), (w, h))
+        return feed.send(frame)
+
+    for f in frames[:10]:
+        send(f)
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), 6.0, 1.0)
+    alerts = [a for _ in range(6) for a in send(cv2.warpAffine(frames[0], turn, (w, h)))]
+    (alert,) = raised(alerts, "domain_drift")
+    *shots, reference = feed.monitor.evidence(alert)
+    assert shots and [e.role for e in shots] == ["evidence"] * len(shots)
+    assert [e.frame_id for e in shots] == [f for f in alert.evidence_frame_ids if f in {e.frame_id for e in shots}]
+    assert all((e.width, e.height, e.source_width, e.source_height) == (160, 90, w, h) for e in shots)
+    ref = feed.monitor.moved.reference
+    assert (reference.role, reference.frame_id) == ("reference", f"reference:{alert.alert_id}")
+    assert (reference.width, reference.height) == (ref.shape[1], ref.shape[0])
+    assert (reference.captured_at, reference.source_width) == (shots[-1].captured_at, w)
+    image = cv2.imdecode(np.frombuffer(reference.image(), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert image.shape == ref.shape
