@@ -348,7 +348,6 @@ class CameraMonitor:
         if held is None:
             return None
         self.edge_count += 1
-        _, at, jpeg, size, src = held
         return Evidence(
             alert_id=alert_id(self.camera_id, f"edge/{reason}", frame_id),
             camera_id=self.camera_id,
@@ -356,12 +355,7 @@ class CameraMonitor:
             role="edge_case",
             reason=reason,
             score=round(float(score), 4),
-            captured_at=at,
-            width=size[0],
-            height=size[1],
-            source_width=src[0],
-            source_height=src[1],
-            image_b64=base64.b64encode(jpeg).decode(),
+            **_thumbnail_fields(held),
         )
 
     def views(self, every_s: float) -> list[CameraView]:
@@ -370,65 +364,49 @@ class CameraMonitor:
         new since the last sent."""
         if not every_s or not self.thumbnails:
             return []
-        fid, at, jpeg, size, src = self.thumbnails[-1]
+        newest = self.thumbnails[-1]
+        fid, at = newest[0], newest[1]
         if at - self.viewed_at < every_s:
             return []
         self.viewed_at = at
-        out = [
-            CameraView(camera_id=self.camera_id, role="latest", frame_id=fid, captured_at=at, width=size[0],
-                       height=size[1], source_width=src[0], source_height=src[1],
-                       image_b64=base64.b64encode(jpeg).decode())
-        ]  # fmt: skip
+        latest = _thumbnail_fields(newest)
+        out = [CameraView(camera_id=self.camera_id, role="latest", frame_id=fid, **latest)]
         ref = self.moved.reference if self.moved is not None else None
-        if ref is not None and ref is not self.reference_sent:
-            ok, jpg = cv2.imencode(".jpg", ref, [cv2.IMWRITE_JPEG_QUALITY, 80])
-            if ok:
-                self.reference_sent = ref
-                out.append(
-                    CameraView(camera_id=self.camera_id, role="reference", frame_id=f"reference:{fid}",
-                               captured_at=at, width=ref.shape[1], height=ref.shape[0], source_width=src[0],
-                               source_height=src[1], image_b64=base64.b64encode(jpg.tobytes()).decode())
-                )  # fmt: skip
+        if ref is not None and ref is not self.reference_sent and (view := self._reference_view(latest)):
+            self.reference_sent = ref
+            out.append(CameraView(camera_id=self.camera_id, role="reference", frame_id=f"reference:{fid}", **view))
         return out
+
+    def _reference_view(self, beside: dict) -> dict | None:
+        """The moved-camera check's reference view as thumbnail fields, timed and sized for the source frame
+        of ``beside`` (another thumbnail's fields); None without a reference, or if it cannot be encoded."""
+        ref = self.moved.reference if self.moved is not None else None
+        if ref is None:
+            return None
+        ok, jpg = cv2.imencode(".jpg", ref, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if not ok:
+            return None
+        return {
+            **beside,
+            "width": ref.shape[1],
+            "height": ref.shape[0],
+            "image_b64": base64.b64encode(jpg.tobytes()).decode(),
+        }
 
     def evidence(self, alert: Alert) -> list[Evidence]:
         """Thumbnails of the alert's evidence frames still held, oldest first; for a moved camera, its
         reference view too (what the frames were compared with)."""
         wanted = set(alert.evidence_frame_ids)
+        held = [h for h in self.thumbnails if h[0] in wanted]
         out = [
-            Evidence(
-                alert_id=alert.alert_id,
-                camera_id=self.camera_id,
-                frame_id=fid,
-                captured_at=at,
-                width=size[0],
-                height=size[1],
-                source_width=src[0],
-                source_height=src[1],
-                image_b64=base64.b64encode(jpeg).decode(),
-            )
-            for fid, at, jpeg, size, src in self.thumbnails
-            if fid in wanted
+            Evidence(alert_id=alert.alert_id, camera_id=self.camera_id, frame_id=h[0], **_thumbnail_fields(h))
+            for h in held
         ]
-        if alert.type == "domain_drift" and self.moved is not None and self.moved.reference is not None and out:
-            ref = self.moved.reference
-            ok, jpg = cv2.imencode(".jpg", ref, [cv2.IMWRITE_JPEG_QUALITY, 80])
-            if ok:
-                last = out[-1]
-                out.append(
-                    Evidence(
-                        alert_id=alert.alert_id,
-                        camera_id=self.camera_id,
-                        frame_id=f"reference:{alert.alert_id}",
-                        role="reference",
-                        captured_at=last.captured_at,
-                        width=ref.shape[1],
-                        height=ref.shape[0],
-                        source_width=last.source_width,
-                        source_height=last.source_height,
-                        image_b64=base64.b64encode(jpg.tobytes()).decode(),
-                    )
-                )
+        if alert.type == "domain_drift" and held and (view := self._reference_view(_thumbnail_fields(held[-1]))):
+            out.append(
+                Evidence(alert_id=alert.alert_id, camera_id=self.camera_id, frame_id=f"reference:{alert.alert_id}",
+                         role="reference", **view)
+            )  # fmt: skip
         return out
 
     def check_silence(self, now: float, model_name: str = "", model_version: str = "") -> list[Alert]:
@@ -623,3 +601,17 @@ class CameraMonitor:
             frames=int(d["frames"]),
             relearned_at=float(d.get("relearned_at", 0.0)),
         )
+
+
+def _thumbnail_fields(held: tuple) -> dict:
+    """The thumbnail fields of the contracts (:class:`Evidence`, :class:`CameraView`) for a frame the monitor
+    holds: (frame id, captured at, JPEG, (w, h), (source w, source h))."""
+    _, at, jpeg, size, src = held
+    return {
+        "captured_at": at,
+        "width": size[0],
+        "height": size[1],
+        "source_width": src[0],
+        "source_height": src[1],
+        "image_b64": base64.b64encode(jpeg).decode(),
+    }
