@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -33,8 +32,10 @@ from store import connect
 from store.schema import migrate
 from store.writer import StoreWriter
 from streams.config import Settings, get_settings
-from streams.contracts import ContractError, WorkerStatus, decode_record
+from streams.contracts import WorkerStatus
 from streams.kafka_security import client_options
+from streams.peers import WorkerDirectory
+from streams.supervise import keep_running
 
 log = logging.getLogger("cvops.api")
 
@@ -91,37 +92,6 @@ class TopicOffsets:
             await self.consumer.stop()
 
 
-class WorkerDirectory:
-    """The latest status of every stream worker, read from the workers topic by a background task."""
-
-    ALIVE_S = 60.0
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.latest: dict[str, WorkerStatus] = {}
-
-    def alive(self) -> list[WorkerStatus]:
-        now = time.time()
-        return [w for w in self.latest.values() if now - w.sent_at < self.ALIVE_S]
-
-    async def run(self, stop: asyncio.Event) -> None:
-        topic = self.settings.topic("workers")
-        consumer = AIOKafkaConsumer(topic, **client_options(self.settings), auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        try:
-            while not stop.is_set():
-                for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                    for record in batch:
-                        try:
-                            status = decode_record(WorkerStatus, record.value)
-                        except ContractError as exc:
-                            log.warning("ignoring a bad worker status at offset %d: %s", record.offset, exc)
-                            continue
-                        self.latest[status.worker_id] = status
-        finally:
-            await consumer.stop()
-
-
 class WorkerView(BaseModel):
     alive: bool
     status: WorkerStatus
@@ -158,12 +128,14 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         app.state.config = config.ConfigState(settings)
         stop = asyncio.Event()
         task = None
-        directory = asyncio.create_task(_keep_running(app.state.workers.run, stop, "worker directory"))
-        feed = asyncio.create_task(_keep_running(app.state.alert_feed.run, stop, "live alert feed"))
-        follower = asyncio.create_task(_keep_running(app.state.config.run, stop, "config follower"))
+        directory = asyncio.create_task(keep_running(lambda: app.state.workers.run(stop), "worker directory", stop))
+        feed = asyncio.create_task(keep_running(lambda: app.state.alert_feed.run(stop), "live alert feed", stop))
+        follower = asyncio.create_task(keep_running(lambda: app.state.config.run(stop), "config follower", stop))
         if settings.api_store_writer:
             app.state.writer = StoreWriter(settings, store)
-            task = asyncio.create_task(_keep_running(app.state.writer.run, stop, "store writer"), name="store-writer")
+            task = asyncio.create_task(
+                keep_running(lambda: app.state.writer.run(stop), "store writer", stop), name="store-writer"
+            )
         try:
             yield
         finally:
@@ -273,20 +245,6 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     # The dashboard: static files only (vanilla JS and a vendored uPlot), reading the JSON routes above.
     app.mount("/dashboard", StaticFiles(directory=DASHBOARD_DIR, html=True), name="dashboard")
     return app
-
-
-async def _keep_running(run, stop: asyncio.Event, what: str) -> None:
-    """Run ``run(stop)``; if it fails (broker gone, say), log why and start it again, backing off."""
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            await run(stop)
-            delay = 1.0
-        except Exception as exc:
-            log.error("%s failed (%s: %s); restarting in %.0f s", what, type(exc).__name__, exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 30.0)
 
 
 def run_api(settings: Settings) -> None:

@@ -12,7 +12,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: str = ""
     kafka_session_timeout_s: float = Field(
         10.0, ge=1, description="a worker silent this long leaves the group and its cameras move to the others"
+    )
+    peer_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        description="a worker that has sent no status for this long is presumed dead: the live workers remove it "
+        "from the group if the broker has not (the embedded broker never does) and take its cameras; 0 = never",
     )
     topic_prefix: str = Field("cvops.", description="prefix of every topic name, e.g. cvops.frames")
     frames_partitions: int = Field(8, ge=1, description="partitions of the frames topic; bounds worker count")
@@ -146,6 +152,13 @@ class Settings(BaseSettings):
     gateway_jpeg_quality: int = Field(80, ge=1, le=100)
 
     log_level: str = "INFO"
+
+    @field_validator("peer_timeout_s")
+    @classmethod
+    def _peer_timeout_spans_statuses(cls, value: float) -> float:
+        if 0 < value < 30:
+            raise ValueError("must be 0 (never) or at least 30 s: workers send a status every 10 s")
+        return value
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -372,6 +372,7 @@ class WorkerStatus(_Record):
     alerts: int = Field(description="since the previous status")
     lag_s: float = Field(0.0, ge=0, description="age of the newest frame in the last batch, s: how far behind it is")
     config_updated_at: float = Field(0.0, ge=0, description="unix s of the newest config record it has applied")
+    member_id: str = Field("", description="its member id in the consumer group now (each rejoin changes it)")
     sent_at: float = Field(description="unix seconds")
 
 

@@ -39,7 +39,9 @@ from streams.contracts import WorkerStatus, encode_record
 from streams.fleetconfig import ConfigFollower
 from streams.kafka_security import faust_credentials
 from streams.metrics import WorkerMetrics
+from streams.peers import PeerWatch, WorkerDirectory
 from streams.process import BatchResult, FrameProcessor, RawMessage, silence_clock
+from streams.supervise import keep_running
 
 log = logging.getLogger("cvops.worker")
 
@@ -286,16 +288,24 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 
     @app.task
     async def follow_config():
-        delay = 1.0
-        while True:  # the broker gone for a while must not stop the worker: read the topic again later
-            try:
-                await config.run()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("config follower failed (%s: %s); again in %.0f s", type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 30.0)
+        # The broker gone for a while must not stop the worker: read the topic again later.
+        await keep_running(config.run, "config follower")
+
+    def my_member_id() -> str:
+        # faust keeps its aiokafka consumer private; its own rebalance logging reads the member id this way.
+        try:
+            return app.consumer._thread._ensure_consumer()._coordinator.member_id or ""
+        except Exception:
+            return ""
+
+    peers = WorkerDirectory(settings)
+
+    if settings.peer_timeout_s:
+
+        @app.task
+        async def follow_peers():
+            watch = PeerWatch(settings, peers, my_member_id)
+            await asyncio.gather(keep_running(peers.run, "worker directory"), keep_running(watch.run, "peer watch"))
 
     @app.timer(10.0)
     async def report():
@@ -324,6 +334,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             alerts=stats["alerts"],
             lag_s=round(lag_s, 2),
             config_updated_at=stats["config_updated_at"],
+            member_id=my_member_id(),
             sent_at=time.time(),
         )
         await workers.send(key=worker_id.encode(), value=encode_record(status))

@@ -1,13 +1,16 @@
-"""Two workers share the partitions; when one stops, the other takes over its cameras and their learned state.
+"""Two workers share the partitions; when one stops or dies, the other takes over its cameras and their
+learned state.
 
-The worker stopped here leaves the group cleanly (SIGTERM). A worker killed outright is taken over only once
-the broker expires it after the session timeout, which the embedded development broker never does (README);
-on a real Kafka the same path runs after ``CVOPS_KAFKA_SESSION_TIMEOUT_S``.
+A worker stopped with SIGTERM leaves the group cleanly. A worker killed outright (SIGKILL) stays in the group
+until something removes it: a Kafka broker does after ``CVOPS_KAFKA_SESSION_TIMEOUT_S``; the embedded
+development broker never does, and the live worker removes it once it has sent no status for
+``CVOPS_PEER_TIMEOUT_S`` (:mod:`streams.peers`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 
 import httpx
@@ -21,14 +24,15 @@ from tests.processes import counts, cvops, start, stop, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 
-def test_a_worker_takes_over_the_cameras_and_state_of_one_that_stops(settings: Settings, tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stopped", "killed"])
+def test_a_worker_takes_over_the_cameras_and_state_of_one_that_stops(settings: Settings, tmp_path: Path, sig):
     # Worker b has dynamic membership: a static member does not leave the group when it stops (it is
     # expected back). Worker a is static, as the README asks on the embedded broker: that broker bumps the
     # generation the moment b leaves, so a's next offset commit is refused and aiokafka rejoins under a new
     # member id; a dynamic a would leave its old id behind as a member the broker never expires.
-    s = settings.model_copy(
-        update={"rule_warmup_frames": 60, "rule_cooldown_s": 0.0, "worker_id": "", "monitor_motion_every": 0}
-    )
+    # A killed b is removed by a after 30 s without a status from it (the shortest timeout allowed).
+    update = {"rule_warmup_frames": 60, "rule_cooldown_s": 0.0, "worker_id": "", "monitor_motion_every": 0}
+    s = settings.model_copy(update=update | {"peer_timeout_s": 30.0})
     asyncio.run(create_topics(s))
     logs = {n: tmp_path / f"{n}.log" for n in ("api", "worker-a", "worker-b")}
     s_a = s.model_copy(update={"worker_id": f"{s.app_id}-a"})
@@ -49,13 +53,17 @@ def test_a_worker_takes_over_the_cameras_and_state_of_one_that_stops(settings: S
             assert asyncio.run(publish(s, cameras=3, max_frames=100, fps=10_000.0)) == 300
             wait_for(lambda: (c := counts(client)) and c["metric_rows"] >= 300, "300 metric rows", procs_b)
         finally:
-            stop(b)  # SIGTERM: it commits, leaves the group, and its partitions move to worker a
+            # SIGTERM: b commits, leaves the group, and its partitions move to worker a at once.
+            # SIGKILL: b stays a member until a removes it; frames it processed but had not committed replay.
+            stop(b, sig)
 
         def alone():
             alive = [w["status"] for w in client.get("/api/v1/workers").json() if w["alive"]]
             return [w for w in alive if sorted(w["partitions"]) == [0, 1, 2]]
 
         wait_for(alone, "worker a holding every partition", procs, timeout_s=120, also=[logs["worker-b"]])
+        if sig == signal.SIGKILL:  # the embedded broker never expires b: a removed it
+            assert "removed group member" in logs["worker-a"].read_text()
         # Every camera goes dark: only a worker with the learned ranges (restored from the changelog for the
         # cameras it took over) flags that within these 6 frames; a fresh monitor would be learning.
         dark = tuple(Fault(f"cam-{i}", "dark", 0.0) for i in (1, 2, 3))

@@ -19,6 +19,7 @@ MODULES = {
     "embedding": ["sklearn"],
     "concept": ["river"],
     "streams.process": [],
+    "streams.peers": [],
 }
 
 
