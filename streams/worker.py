@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import faust
 
+from streams import faust_fixes
 from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import WorkerStatus, encode_record
@@ -77,6 +78,7 @@ def load_embedder(settings: Settings):
 
 
 def build_app(settings: Settings, detector=None) -> faust.App:
+    faust_fixes.install()  # before any rebalance: see the module
     detector = detector or load_detector(settings)
     n = settings.frames_partitions
     app = faust.App(

@@ -59,41 +59,25 @@ def test_worker_killed_mid_stream_loses_nothing_and_keeps_its_state(fault_settin
                 c = counts(client)
                 return c if c and c["metric_rows"] >= 300 and c["prediction_rows"] >= 300 else None
 
-            # Known bug, intermittent (2 runs in 6 here): after the SIGKILL, the restarted worker on the
-            # embedded broker sometimes stops receiving frames (after 0 to ~160 of them) while holding its
-            # partitions. Its task dump (SIGUSR1) shows its fetch request held by the broker, unanswered, while
-            # a plain consumer reads the same partition from the committed offset at once; a fresh restart
-            # resumes. Until that is solved, this test restarts a worker that makes no progress, as a
-            # supervisor would (up to 4 times); every assertion below still holds across those restarts,
-            # which replay frames too.
-            try:
-                done = None
-                for _ in range(4):
-                    done = wait_for(all_stored, "300 metric and prediction rows", procs, timeout_s=60, fail=False)
-                    if done is not None:
-                        break
-                    stop(again)
-                    again = start(s, "worker", w2_log)
-                    procs = [(api, api_log), (again, w2_log)]
-                done = done or wait_for(all_stored, "300 metric and prediction rows", procs)
-                assert done["metric_rows"] == 300  # one logical row per frame, replays folded
-                assert done["prediction_rows"] == 300
-                assert done["predictions"] >= 300  # the topic may hold replays
+            # No restart here: a restarted worker used to stall in about 1 restart in 4 (a race in faust's
+            # stream resume after recovery, fixed in streams/faust_fixes.py).
+            done = wait_for(all_stored, "300 metric and prediction rows", procs)
+            assert done["metric_rows"] == 300  # one logical row per frame, replays folded
+            assert done["prediction_rows"] == 300
+            assert done["predictions"] >= 300  # the topic may hold replays
 
-                # cam-1 goes dark after the restart: only a worker that got the learned range back can tell
-                # at once (a fresh one would spend these frames learning a new reference).
-                dark = (Fault("cam-1", "dark", 0.0),)
-                asyncio.run(publish(s, cameras=1, max_frames=6, fps=10_000.0, faults=dark))
+            # cam-1 goes dark after the restart: only a worker that got the learned range back can tell
+            # at once (a fresh one would spend these frames learning a new reference).
+            dark = (Fault("cam-1", "dark", 0.0),)
+            asyncio.run(publish(s, cameras=1, max_frames=6, fps=10_000.0, faults=dark))
 
-                def brightness_alerts():
-                    wanted = ("data_drift", "brightness")
-                    return [a for a in raised(client, "cam-1") if (a["type"], a["signal"]) == wanted]
+            def brightness_alerts():
+                wanted = ("data_drift", "brightness")
+                return [a for a in raised(client, "cam-1") if (a["type"], a["signal"]) == wanted]
 
-                alerts = wait_for(brightness_alerts, "a brightness alert on cam-1", procs, timeout_s=120)
-                assert len(alerts) == 1
-                wait_for(lambda: (c := counts(client)) and c["metric_rows"] >= 306, "306 metric rows", procs)
-                assert len({a["alert_id"] for a in raised(client, "cam-1")}) == len(raised(client, "cam-1"))
-                for camera in ("cam-2", "cam-3"):  # untouched cameras: no data drift
-                    assert [a for a in raised(client, camera) if a["type"] == "data_drift"] == []
-            finally:
-                stop(again)  # a worker restarted here is not the one the with-block stops
+            alerts = wait_for(brightness_alerts, "a brightness alert on cam-1", procs, timeout_s=120)
+            assert len(alerts) == 1
+            wait_for(lambda: (c := counts(client)) and c["metric_rows"] >= 306, "306 metric rows", procs)
+            assert len({a["alert_id"] for a in raised(client, "cam-1")}) == len(raised(client, "cam-1"))
+            for camera in ("cam-2", "cam-3"):  # untouched cameras: no data drift
+                assert [a for a in raised(client, camera) if a["type"] == "data_drift"] == []

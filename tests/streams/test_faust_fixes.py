@@ -1,0 +1,78 @@
+"""The stream-resume fix: the order of the steps, on stand-ins for faust's recovery service (the real thing
+runs in tests/test_faults.py, whose worker is killed and restarted with frames waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from faust.tables.recovery import Recovery
+
+from streams import faust_fixes
+
+CHANGELOG, FRAMES, FEEDBACK = ("w-camera-health-changelog", 0), ("t.frames", 0), ("t.feedback", 0)
+
+
+def recovery(calls: list, generation: int = 3):
+    async def perform_seek():
+        calls.append("seek")
+
+    async def wait(coro, timeout):
+        await coro
+
+    async def nothing(*args, **kwargs):
+        return None
+
+    consumer = SimpleNamespace(
+        assignment=lambda: {CHANGELOG, FRAMES, FEEDBACK},
+        perform_seek=perform_seek,
+        resume_partitions=lambda tps: calls.append(("resume_partitions", sorted(tps))),
+        resume_flow=lambda: calls.append("resume_flow"),
+    )
+    app = SimpleNamespace(
+        consumer=consumer,
+        consumer_generation_id=generation,
+        on_rebalance_complete=SimpleNamespace(send=nothing),
+        conf=SimpleNamespace(broker_request_timeout=90.0),
+        flow_control=SimpleNamespace(resume=lambda: calls.append("flow_control")),
+        _fetcher=SimpleNamespace(maybe_start=nothing),
+        on_rebalance_end=lambda: calls.append("rebalance_end"),
+    )
+    log = SimpleNamespace(info=lambda *a: None, warning=lambda *a: calls.append("warning"))
+    return SimpleNamespace(
+        app=app,
+        log=log,
+        _wait=wait,
+        _is_changelog_tp=lambda tp: tp == CHANGELOG,
+        completed=SimpleNamespace(set=lambda: calls.append("completed")),
+        tables=SimpleNamespace(on_actives_ready=lambda: None, on_standbys_ready=lambda: None),
+    )
+
+
+def test_stream_partitions_resume_only_after_the_seek_and_flow_control():
+    calls: list = []
+    asyncio.run(faust_fixes._resume_streams(recovery(calls), generation_id=3))
+    assert calls == [
+        "seek",
+        "completed",
+        "flow_control",
+        ("resume_partitions", sorted([FEEDBACK, FRAMES])),  # never the changelog
+        "resume_flow",
+        "rebalance_end",
+    ]
+
+
+def test_a_newer_generation_leaves_everything_to_the_next_recovery():
+    calls: list = []
+    asyncio.run(faust_fixes._resume_streams(recovery(calls, generation=4), generation_id=3))
+    assert calls == ["warning"]
+
+
+def test_install_replaces_the_method_on_the_pinned_faust_only(monkeypatch):
+    monkeypatch.setattr(Recovery, "_resume_streams", faust_fixes._original)
+    assert faust_fixes.install() is True
+    assert Recovery._resume_streams is faust_fixes._resume_streams
+    monkeypatch.setattr(Recovery, "_resume_streams", faust_fixes._original)
+    monkeypatch.setattr(faust_fixes.faust, "__version__", "0.16.0")
+    assert faust_fixes.install() is False
+    assert Recovery._resume_streams is faust_fixes._original
