@@ -39,40 +39,65 @@ def recovery(calls: list, generation: int = 3):
         on_rebalance_end=lambda: calls.append("rebalance_end"),
     )
     log = SimpleNamespace(info=lambda *a: None, warning=lambda *a: calls.append("warning"))
+    app.assignor = SimpleNamespace(assigned_standbys=lambda: set())
+
+    class Table:  # hashable, as faust's tables are
+        def on_recovery_completed(self, actives, standbys):
+            calls.append(("table_recovered", sorted(actives)))
+            return nothing()
+
+    table = Table()
+    tables = SimpleNamespace(on_actives_ready=lambda: None, on_standbys_ready=lambda: None, values=lambda: [table])
     return SimpleNamespace(
         app=app,
         log=log,
         _wait=wait,
         _is_changelog_tp=lambda tp: tp == CHANGELOG,
+        _set_recovery_ended=lambda: calls.append("recovery_ended"),
         completed=SimpleNamespace(set=lambda: calls.append("completed")),
-        tables=SimpleNamespace(on_actives_ready=lambda: None, on_standbys_ready=lambda: None),
+        tables=tables,
+        actives_for_table={table: {CHANGELOG}},
+        standbys_for_table={table: set()},
     )
+
+
+AFTER_THE_SEEK = [
+    "seek",
+    "completed",
+    "flow_control",
+    ("resume_partitions", sorted([FEEDBACK, FRAMES])),  # never the changelog
+    "resume_flow",
+    "rebalance_end",
+]
 
 
 def test_stream_partitions_resume_only_after_the_seek_and_flow_control():
     calls: list = []
     asyncio.run(faust_fixes._resume_streams(recovery(calls), generation_id=3))
-    assert calls == [
-        "seek",
-        "completed",
-        "flow_control",
-        ("resume_partitions", sorted([FEEDBACK, FRAMES])),  # never the changelog
-        "resume_flow",
-        "rebalance_end",
-    ]
+    assert calls == AFTER_THE_SEEK
+
+
+def test_after_a_table_recovery_too():
+    calls: list = []
+    asyncio.run(faust_fixes.on_recovery_completed(recovery(calls), generation_id=3))
+    assert calls == ["recovery_ended", ("table_recovered", [CHANGELOG]), *AFTER_THE_SEEK]
 
 
 def test_a_newer_generation_leaves_everything_to_the_next_recovery():
     calls: list = []
     asyncio.run(faust_fixes._resume_streams(recovery(calls, generation=4), generation_id=3))
-    assert calls == ["warning"]
+    asyncio.run(faust_fixes.on_recovery_completed(recovery(calls, generation=4), generation_id=3))
+    assert calls == ["warning", "recovery_ended", ("table_recovered", [CHANGELOG]), "warning"]
 
 
-def test_install_replaces_the_method_on_the_pinned_faust_only(monkeypatch):
-    monkeypatch.setattr(Recovery, "_resume_streams", faust_fixes._original)
+def test_install_replaces_the_methods_on_the_pinned_faust_only(monkeypatch):
+    for name, original in faust_fixes._originals.items():
+        monkeypatch.setattr(Recovery, name, original)
     assert faust_fixes.install() is True
     assert Recovery._resume_streams is faust_fixes._resume_streams
-    monkeypatch.setattr(Recovery, "_resume_streams", faust_fixes._original)
+    assert Recovery.on_recovery_completed is faust_fixes.on_recovery_completed
+    for name, original in faust_fixes._originals.items():
+        monkeypatch.setattr(Recovery, name, original)
     monkeypatch.setattr(faust_fixes.faust, "__version__", "0.16.0")
     assert faust_fixes.install() is False
-    assert Recovery._resume_streams is faust_fixes._original
+    assert Recovery.on_recovery_completed is faust_fixes._originals["on_recovery_completed"]
