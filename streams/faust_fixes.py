@@ -1,27 +1,26 @@
-"""A fix for a race in faust-streaming 0.15.3 that leaves a worker idle with frames waiting after a rebalance.
+"""Two fixes to faust-streaming 0.15.3, which left a worker idle with frames waiting after a rebalance.
 
-Once it has recovered its tables, faust (``Recovery.on_recovery_completed``, and ``Recovery._resume_streams``
-for an app without tables) does, in this order:
+Found with kill-and-restart cycles of one worker (SIGKILL, then a new worker with the same
+``CVOPS_WORKER_ID``, frames waiting): 15 stalls in 64 restarts. A log of every fetch, seek, pause and resume
+showed two ways to lose fetched records. In both, the consumer has already advanced past records that no
+stream ever got, so the worker holds its partitions, reports 0 frames/s, and its committed offsets stop
+until it is restarted.
 
-1. resume the stream partitions (the frames and feedback topics),
-2. seek them to their committed offsets,
-3. resume flow control.
+1. **An empty set of partitions means "all" to aiokafka.** faust hands its live set of active partitions to
+   the consumer thread, whose ``fetched_records`` returns records of every partition when that set is empty.
+   At the end of a table recovery faust pauses the changelog partitions while a fetch is waiting: the set
+   goes empty, the fetch returns the frames of the still-paused stream partitions, and faust's ``getmany``
+   drops them as not active. Fixed by handing aiokafka a view of the live set that is never "empty": a
+   fetch returns only what is active when its records arrive, and nothing while nothing is.
+2. **The stream partitions resume before they are seeked.** After recovering, faust
+   (``Recovery.on_recovery_completed``, or ``Recovery._resume_streams`` for an app without tables) resumes
+   the stream partitions, then seeks them to their committed offsets, then resumes flow control. Records
+   fetched while the seek runs are delivered and move the read offsets past the committed offsets the seek
+   has just set, so the same records fetched again after the seek are dropped as already read. Fixed by
+   the order that cannot lose a record: seek, resume flow control, resume the stream partitions.
 
-Its consumer is already fetching at step 1 (it was resumed to read the changelogs), so records of the stream
-partitions are fetched and delivered while the seek runs. Delivering them moves the consumer's read offsets
-past the committed offsets the seek has just set, and when the same records arrive again after the seek
-they are dropped as already read; those that the stream skipped or had not taken yet are never processed.
-The committed offset then stops at the first of them: the worker holds its partitions, frames wait, and it
-reports 0 frames/s until it is restarted. Measured with kill-and-restart cycles of one worker (SIGKILL, then
-a new worker with the same ``CVOPS_WORKER_ID``): 13 stalls in 49 restarts before this fix. A log of every
-fetch showed the frames fetched during the seek, then fetched again and never delivered.
-
-The fix runs the same steps in the order that cannot lose a record: seek, resume flow control, resume the
-stream partitions. Until then the stream partitions stay paused, so nothing of them is delivered from before
-the seek, and nothing before a stream can take it.
-
-It replaces two private methods, so :func:`install` applies it only to the faust version it was written
-against (the one ``pyproject.toml`` pins) and warns on any other.
+This replaces three private methods, so :func:`install` applies the fixes only to the faust version they
+were written against (the one ``pyproject.toml`` pins) and warns on any other.
 """
 
 from __future__ import annotations
@@ -31,11 +30,55 @@ import logging
 
 import faust
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 log = logging.getLogger(__name__)
 
 FIXED_VERSION = "0.15.3"
-_originals = {"_resume_streams": Recovery._resume_streams, "on_recovery_completed": Recovery.on_recovery_completed}
+_originals = {
+    (AIOKafkaConsumerThread, "_fetch_records"): AIOKafkaConsumerThread._fetch_records,
+    (Recovery, "_resume_streams"): Recovery._resume_streams,
+    (Recovery, "on_recovery_completed"): Recovery.on_recovery_completed,
+}
+
+
+class ActivePartitions:
+    """faust's live set of active partitions as aiokafka's ``fetched_records`` reads it while it waits:
+    membership is read live, and the view is never falsy, so an empty set means no partition, not all.
+
+    >>> live = {"frames/0"}
+    >>> view = ActivePartitions(live)
+    >>> "frames/0" in view, bool(view)
+    (True, True)
+    >>> live.clear()
+    >>> "frames/0" in view, bool(view)
+    (False, True)
+    """
+
+    __slots__ = ("live",)
+
+    def __init__(self, live):
+        self.live = live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp) -> bool:
+        return tp in self.live
+
+    def __iter__(self):
+        return iter(list(self.live))
+
+    def __len__(self) -> int:
+        return len(self.live)
+
+
+async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):
+    """faust 0.15.3's ``_fetch_records``, with the active partitions read through :class:`ActivePartitions`."""
+    asked = None if active_partitions is None else ActivePartitions(active_partitions)
+    return await _originals[AIOKafkaConsumerThread, "_fetch_records"](
+        self, consumer, asked, timeout=timeout, max_records=max_records
+    )
 
 
 async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
@@ -106,12 +149,13 @@ def install() -> bool:
     """Apply the fix (idempotent); False, with a warning, on a faust version it was not written for."""
     if faust.__version__ != FIXED_VERSION:
         log.warning(
-            "faust %s is not %s: the stream-resume fix (streams/faust_fixes.py) is not installed; a worker may "
-            "sit idle with frames waiting after a rebalance",
+            "faust %s is not %s: the fixes in streams/faust_fixes.py are not installed; a worker may sit idle "
+            "with frames waiting after a rebalance",
             faust.__version__,
             FIXED_VERSION,
         )
         return False
+    AIOKafkaConsumerThread._fetch_records = _fetch_records
     Recovery._resume_streams = _resume_streams
     Recovery.on_recovery_completed = on_recovery_completed
     return True

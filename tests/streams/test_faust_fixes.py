@@ -1,5 +1,6 @@
-"""The stream-resume fix: the order of the steps, on stand-ins for faust's recovery service (the real thing
-runs in tests/test_faults.py, whose worker is killed and restarted with frames waiting)."""
+"""The faust fixes, on stand-ins for faust's recovery service and consumer thread: what is asked of aiokafka,
+and the order of the steps after a recovery. The real thing runs in tests/test_faults.py, whose worker is
+killed and restarted with frames waiting."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 from types import SimpleNamespace
 
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams import faust_fixes
 
@@ -90,14 +92,34 @@ def test_a_newer_generation_leaves_everything_to_the_next_recovery():
     assert calls == ["warning", "recovery_ended", ("table_recovered", [CHANGELOG]), "warning"]
 
 
+def test_a_fetch_asks_aiokafka_for_the_live_active_partitions_and_never_for_all(monkeypatch):
+    seen = []
+
+    async def original(self, consumer, active_partitions, timeout=None, max_records=None):
+        live = active_partitions
+        seen.append((bool(live), FRAMES in live))
+        active.clear()  # faust pauses the last active partition while the fetch waits
+        seen.append((bool(live), FRAMES in live))
+        return {}
+
+    monkeypatch.setitem(faust_fixes._originals, (AIOKafkaConsumerThread, "_fetch_records"), original)
+    active = {FRAMES}
+    asyncio.run(faust_fixes._fetch_records(None, None, active, timeout=1.0))
+    # aiokafka reads an empty (falsy) set as "every partition": the view stays truthy and reads membership live
+    assert seen == [(True, True), (True, False)]
+
+
 def test_install_replaces_the_methods_on_the_pinned_faust_only(monkeypatch):
-    for name, original in faust_fixes._originals.items():
-        monkeypatch.setattr(Recovery, name, original)
+    def restore():
+        for (cls, name), original in faust_fixes._originals.items():
+            monkeypatch.setattr(cls, name, original)
+
+    restore()
     assert faust_fixes.install() is True
+    assert AIOKafkaConsumerThread._fetch_records is faust_fixes._fetch_records
     assert Recovery._resume_streams is faust_fixes._resume_streams
     assert Recovery.on_recovery_completed is faust_fixes.on_recovery_completed
-    for name, original in faust_fixes._originals.items():
-        monkeypatch.setattr(Recovery, name, original)
+    restore()
     monkeypatch.setattr(faust_fixes.faust, "__version__", "0.16.0")
     assert faust_fixes.install() is False
-    assert Recovery.on_recovery_completed is faust_fixes._originals["on_recovery_completed"]
+    assert Recovery.on_recovery_completed is faust_fixes._originals[Recovery, "on_recovery_completed"]

@@ -20,6 +20,7 @@ MODULES = {
     "concept": ["river"],
     "streams.process": [],
     "streams.peers": [],
+    "streams.faust_fixes": [],
 }
 
 
