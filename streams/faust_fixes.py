@@ -81,15 +81,10 @@ async def _fetch_records(self, consumer, active_partitions, timeout=None, max_re
     )
 
 
-async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
-    """faust 0.15.3's ``Recovery._resume_streams`` with the seek before the stream partitions resume."""
+async def _seek_then_resume(self: Recovery, assignment) -> None:
+    """Seek the stream partitions to their committed offsets, then resume flow control, then the partitions."""
     app = self.app
     consumer = app.consumer
-    await app.on_rebalance_complete.send()
-    assignment = consumer.assignment()
-    if app.consumer_generation_id != generation_id:
-        self.log.warning("Recovery rebalancing again")
-        return
     streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
     if assignment:
         self.log.info("Seek stream partitions to committed offsets.")
@@ -97,22 +92,30 @@ async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
     else:
         self.log.info("Resuming streams with empty assignment")
     self.completed.set()
-    self.log.info("Resuming flow...")
     app.flow_control.resume()  # streams take records again ...
     if streams:
         consumer.resume_partitions(streams)  # ... before any record of theirs is delivered
     consumer.resume_flow()
     await app._fetcher.maybe_start()
     self.tables.on_actives_ready()
+
+
+async def _resume_streams(self: Recovery, generation_id: int = 0) -> None:
+    """faust 0.15.3's ``Recovery._resume_streams`` (an app without tables), seeking before resuming."""
+    await self.app.on_rebalance_complete.send()
+    assignment = self.app.consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning("Recovery rebalancing again")
+        return
+    await _seek_then_resume(self, assignment)
     self.tables.on_standbys_ready()
-    app.on_rebalance_end()
+    self.app.on_rebalance_end()
     self.log.info("Worker ready")
 
 
 async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
-    """faust 0.15.3's ``Recovery.on_recovery_completed`` with the seek before the stream partitions resume."""
+    """faust 0.15.3's ``Recovery.on_recovery_completed`` (after a table recovery), seeking before resuming."""
     app = self.app
-    consumer = app.consumer
     self.log.info("Restore complete!")
     await app.on_rebalance_complete.send()
     self._set_recovery_ended()
@@ -124,21 +127,11 @@ async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
     ]
     if callbacks:
         await asyncio.wait(callbacks)
-    assignment = consumer.assignment()
+    assignment = app.consumer.assignment()
     if app.consumer_generation_id != generation_id:
         self.log.warning(f"Recovery rebalancing again app id {app.consumer_generation_id} param {generation_id}")
         return
-    streams = {tp for tp in assignment if not self._is_changelog_tp(tp)}
-    if assignment:
-        self.log.info("Seek stream partitions to committed offsets.")
-        await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
-    self.completed.set()
-    app.flow_control.resume()  # streams take records again ...
-    if streams:
-        consumer.resume_partitions(streams)  # ... before any record of theirs is delivered
-    consumer.resume_flow()
-    await app._fetcher.maybe_start()
-    self.tables.on_actives_ready()
+    await _seek_then_resume(self, assignment)
     if not app.assignor.assigned_standbys():
         self.tables.on_standbys_ready()
     app.on_rebalance_end()
