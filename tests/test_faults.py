@@ -59,8 +59,8 @@ def test_worker_killed_mid_stream_loses_nothing_and_keeps_its_state(fault_settin
                 c = counts(client)
                 return c if c and c["metric_rows"] >= 300 and c["prediction_rows"] >= 300 else None
 
-            # No restart here: a restarted worker used to stall in about 1 restart in 4 (a race in faust's
-            # stream resume after recovery, fixed in streams/faust_fixes.py).
+            # No second restart: a restarted worker used to sit idle in about 1 restart in 4, having lost
+            # fetched frames inside faust after its recovery (fixed in streams/faust_fixes.py).
             done = wait_for(all_stored, "300 metric and prediction rows", procs)
             assert done["metric_rows"] == 300  # one logical row per frame, replays folded
             assert done["prediction_rows"] == 300
