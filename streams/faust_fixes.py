@@ -151,4 +151,5 @@ def install() -> bool:
     AIOKafkaConsumerThread._fetch_records = _fetch_records
     Recovery._resume_streams = _resume_streams
     Recovery.on_recovery_completed = on_recovery_completed
+    log.info("faust %s: fixes for lost frames after a rebalance installed (streams/faust_fixes.py)", faust.__version__)
     return True
