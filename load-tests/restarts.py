@@ -145,6 +145,15 @@ def main() -> int:
     for m in modes:
         print(f"{m.name:<10}{m.restarts:>10}{m.stalls:>8}{m.stalls / m.restarts:>8.2f}{m.frames_left:>13}")
     fixed, baseline = modes
+
+    # Which workers ran with the fixes: the worker logs it when it installs them.
+    def logs_with_fixes(name: str) -> int:
+        logs = work.glob(f"{name}-cycle*.log")
+        return sum("fixes for lost frames" in log.read_text(errors="replace") for log in logs)
+
+    installed = {m.name: logs_with_fixes(m.name) for m in modes}
+    if installed["fixed"] < cycles or installed["baseline"]:
+        print(f"warning: cycle logs with the fixes installed: {installed}; expected every fixed one, no baseline one")
     result = {
         "restarts_per_mode": cycles,
         "stalls_fixed": fixed.stalls,
@@ -153,6 +162,8 @@ def main() -> int:
         "stall_rate_baseline": round(baseline.stalls / cycles, 3),
         "frames_left_fixed": fixed.frames_left,
         "frames_left_baseline": baseline.frames_left,
+        "logs_with_fixes_fixed": installed["fixed"],
+        "logs_with_fixes_baseline": installed["baseline"],
         "wall_s": round(time.monotonic() - started, 1),
     }
     print(f"logs in {work}")
