@@ -66,12 +66,6 @@ class ActivePartitions:
     def __contains__(self, tp) -> bool:
         return tp in self.live
 
-    def __iter__(self):
-        return iter(list(self.live))
-
-    def __len__(self) -> int:
-        return len(self.live)
-
 
 async def _fetch_records(self, consumer, active_partitions, timeout=None, max_records=None):
     """faust 0.15.3's ``_fetch_records``, with the active partitions read through :class:`ActivePartitions`."""
