@@ -9,15 +9,23 @@ One run, same machine, same model, same thread settings:
   (``models.session.Lanes``), also given apart as ``bare_fps_bN_one_session``;
 - ``naive_fps``: a plain consumer that decodes, infers and publishes one frame at a time, on one session of
   ``--threads`` threads (what a user writes first);
-- ``pipeline_fps``: gateway -> broker -> ``cvops worker`` -> predictions topic, N cameras, from a backlog;
-  the worker monitors as well (metrics, monitors, thumbnails) unless ``--no-monitoring``, which gives it
-  the naive consumer's work;
+- ``pipeline_fps``: gateway -> broker -> ``cvops worker`` -> predictions topic, N cameras; the worker
+  monitors as well (metrics, monitors, thumbnails) unless ``--no-monitoring``, which gives it the naive
+  consumer's work;
 - ``p50_ms``/``p95_ms``/``p99_ms``: capture to prediction received, at an offered load of 60% of
   ``pipeline_fps``;
-- ``efficiency`` = pipeline_fps / bare_fps_bN; ``broker_cpu_s`` and ``worker_cpu_s`` during the
-  pipeline phase, since the broker shares the cores with the worker here.
+- ``efficiency`` = pipeline_fps / bare_fps_bN; ``broker_cpu_s`` and ``worker_cpu_s`` over the frames
+  timed for ``pipeline_fps`` (and per frame), since the broker shares the cores with the worker here.
 
-Prints a table, then one JSON line. Only 127.0.0.1 is used: the broker is started by this script.
+**How throughput is driven.** The naive consumer and the pipeline are measured the same way: the gateway
+keeps ``--in-flight`` frames (default four batches) published and not yet answered, as Triton's
+perf_analyzer does in its concurrency mode, so the consumer never waits for work and the broker never
+holds a large backlog. Frames/s are counted from the ``--in-flight``-th prediction to the last, which leaves
+out start-up. Each phase has a broker of its own, started empty: the embedded broker's CPU grows with the
+bytes it holds (it rewrites its state file while data changes, README), so one phase must not pay for the
+other's data, and a backlog published up front would measure that rewrite rather than cvops.
+
+Prints a table, then one JSON line. Only 127.0.0.1 is used: the brokers are started by this script.
 """
 
 from __future__ import annotations
@@ -47,13 +55,15 @@ from streams import fetch_pacing
 from streams.config import Settings
 from streams.contracts import (
     Detection,
+    FrameHeader,
     Prediction,
     Timings,
     decode_record,
     encode_record,
+    pack_frame,
     unpack_frame,
 )
-from streams.gateway import fixed_cameras, publish
+from streams.gateway import fixed_cameras, make_producer, publish
 from streams.localbroker import EmbeddedBroker
 from streams.topics import create_topics
 
@@ -73,7 +83,73 @@ def bare(detector, batch: int, seconds: float, sizes=None) -> dict[int, float]:
     return out
 
 
-async def naive(settings: Settings, detector, frames: int) -> float:
+class Saturate:
+    """The gateway in perf_analyzer's concurrency mode: ``cameras`` fixed cameras, round robin, publishing
+    whenever fewer than ``in_flight`` frames are unanswered, until ``frames`` are answered. ``run()`` gives
+    the frames/s from the ``in_flight``-th answer to the last; ``on_start`` is called at that answer (to
+    take CPU readings) and ``on_end`` at the last."""
+
+    def __init__(self, settings: Settings, cameras: int, frames: int, in_flight: int, on_start=None, on_end=None):
+        self.settings, self.frames, self.in_flight = settings, frames, in_flight
+        self.feeds = fixed_cameras(None, cameras, settings.gateway_jpeg_quality)
+        self.camera_ids = [f"cam-{i + 1}" for i in range(cameras)]
+        self.on_start, self.on_end = on_start, on_end
+        self.answered, self.started, self.ended = 0, None, None
+        self.progress = asyncio.Event()
+
+    async def run(self, timeout_s: float = 300.0) -> float:
+        consumer = AIOKafkaConsumer(
+            self.settings.topic("predictions"),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            auto_offset_reset="earliest",
+        )
+        producer = make_producer(self.settings)
+        await consumer.start()
+        await producer.start()
+        reader = asyncio.create_task(self._read(consumer))
+        try:
+            await asyncio.wait_for(self._feed(producer, reader), timeout_s)
+        except TimeoutError:
+            raise RuntimeError(f"{self.answered} of {self.frames} frames answered in {timeout_s:.0f} s") from None
+        finally:
+            reader.cancel()
+            await consumer.stop()
+            await producer.stop()
+        return (self.frames - self.in_flight) / (self.ended - self.started)
+
+    async def _feed(self, producer, reader: asyncio.Task) -> None:
+        topic, session, sent = self.settings.topic("frames"), int(time.time() * 1000), 0
+        while sent < self.frames:
+            while sent - self.answered >= self.in_flight:
+                self.progress.clear()
+                await self.progress.wait()
+            cam = sent % len(self.camera_ids)
+            enc = next(self.feeds[cam])
+            cam_id, seq = self.camera_ids[cam], sent // len(self.camera_ids)
+            header = FrameHeader(
+                frame_id=f"{cam_id}:{session}:{seq}", camera_id=cam_id, seq=seq, captured_at=time.time(),
+                encoding="jpeg", width=enc.width, height=enc.height,
+            )  # fmt: skip
+            await producer.send(topic, value=pack_frame(header, enc.data), key=cam_id.encode())
+            sent += 1
+        await reader
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        while self.answered < self.frames:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                before = self.answered
+                self.answered += len(batch)
+                if before < self.in_flight <= self.answered:
+                    self.started = time.monotonic()
+                    if self.on_start:
+                        self.on_start()
+                self.progress.set()
+        self.ended = time.monotonic()
+        if self.on_end:
+            self.on_end()
+
+
+async def naive(settings: Settings, detector, frames: int, cameras: int, in_flight: int) -> float:
     """What a user writes first: one frame at a time, decode, infer, publish, next."""
     consumer = AIOKafkaConsumer(
         settings.topic("frames"),
@@ -84,11 +160,9 @@ async def naive(settings: Settings, detector, frames: int) -> float:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     await producer.start()
-    done, start = 0, None
-    try:
+
+    async def consume() -> None:
         async for msg in consumer:
-            if start is None:
-                start = time.perf_counter()
             frame = unpack_frame(msg.value)
             image = cv2.imdecode(np.frombuffer(frame.image, np.uint8), cv2.IMREAD_COLOR)
             t0 = time.perf_counter()
@@ -103,13 +177,14 @@ async def naive(settings: Settings, detector, frames: int) -> float:
                 timings=Timings(queue_ms=0, decode_ms=0, preprocess_ms=0, inference_ms=ms, postprocess_ms=0),
             )  # fmt: skip
             await producer.send_and_wait(settings.topic("predictions"), encode_record(p), key=msg.key)
-            done += 1
-            if done >= frames:
-                break
+
+    task = asyncio.create_task(consume())
+    try:
+        return await Saturate(settings, cameras, frames, in_flight).run()
     finally:
+        task.cancel()
         await consumer.stop()
         await producer.stop()
-    return (done - 1) / (time.perf_counter() - start)
 
 
 async def read_predictions(settings: Settings, want: int, timeout_s: float, latencies: list | None = None):
@@ -138,18 +213,22 @@ async def read_predictions(settings: Settings, want: int, timeout_s: float, late
     return seen, first, last
 
 
-async def pipeline(settings: Settings, cameras: int, frames: int, latency_s: float, log: Path, broker_pid: int):
+async def pipeline(
+    settings: Settings, cameras: int, frames: int, in_flight: int, latency_s: float, log: Path, broker_pid: int
+) -> dict:
     await create_topics(settings)
-    sent = await publish(settings, cameras=cameras, max_frames=frames // cameras, fps=10_000.0)
-    broker0 = children_cpu(broker_pid)
     worker = start_worker(settings, log)
+    cpu: dict[str, tuple[float, float]] = {}
+
+    def reading(at: str) -> None:
+        cpu[at] = (children_cpu(worker.pid), children_cpu(broker_pid))
+
     try:
-        seen, first, last = await read_predictions(settings, sent, timeout_s=300)
-        if seen < sent:
-            raise RuntimeError(f"the worker produced {seen} of {sent} predictions; see {log}")
-        worker_cpu = children_cpu(worker.pid)
-        broker_cpu = children_cpu(broker_pid) - broker0
-        fps = (seen - 1) / (last - first)
+        saturate = Saturate(settings, cameras, frames, in_flight, lambda: reading("start"), lambda: reading("end"))
+        try:
+            fps = await saturate.run()
+        except RuntimeError as exc:
+            raise RuntimeError(f"the worker fell short: {exc}; see {log}") from None
         # Latency at a load the worker sustains: 60% of the throughput just measured.
         rate = 0.6 * fps / cameras
         latencies: list[float] = []
@@ -161,9 +240,9 @@ async def pipeline(settings: Settings, cameras: int, frames: int, latency_s: flo
         reader.cancel()
         return {
             "pipeline_fps": fps,
-            "worker_cpu_s": worker_cpu,
-            "broker_cpu_s": broker_cpu,
-            "pipeline_frames": seen,
+            "worker_cpu_s": cpu["end"][0] - cpu["start"][0],
+            "broker_cpu_s": cpu["end"][1] - cpu["start"][1],
+            "pipeline_frames": frames - in_flight,
             "latencies": latencies,
             "offered_fps": rate * cameras,
         }
@@ -192,16 +271,16 @@ def main() -> int:
     ap.add_argument(
         "--embedding", default="", help="embedding model in the worker (default none: see ./dev bench embedding)"
     )
+    ap.add_argument("--in-flight", type=int, default=0, help="frames published and not yet answered (0 = four batches)")
     args = ap.parse_args()
     quick = args.quick
-    bare_s, naive_frames, pipe_frames, latency_s = (3, 100, 400, 8) if quick else (10, 400, 2000, 30)
+    in_flight = args.in_flight or 4 * args.batch
+    bare_s, naive_frames, pipe_frames, latency_s = (3, 160, 480, 8) if quick else (10, 480, 2000, 30)
 
     fetch_pacing.install(20)
     work = Path(tempfile.mkdtemp(prefix="cvops-bench-"))
-    broker = EmbeddedBroker(work / "broker", port=free_port(), log_path=work / "broker.log").start()
     base = dict(
         _env_file=None,
-        kafka_bootstrap=broker.bootstrap,
         frames_partitions=4,
         batch_max_size=args.batch,
         intra_op_threads=args.threads,
@@ -210,29 +289,37 @@ def main() -> int:
         store_dsn=f"chdb://{work / 'store'}",
         embedding_model=args.embedding,
     )
+
+    def phase(name: str) -> tuple[EmbeddedBroker, Settings]:
+        """A broker of the phase's own, started empty, and settings pointing at it."""
+        broker = EmbeddedBroker(work / name, port=free_port(), log_path=work / f"{name}.log").start()
+        return broker, Settings(**base, kafka_bootstrap=broker.bootstrap, topic_prefix=f"{name}.")
+
+    # One session of --threads threads: bare batch 1 and the naive consumer (what a user writes first).
+    detector = load_detector("nanodet-m", intra_op_threads=args.threads or None)
+    providers = detector.providers
+    print(f"model {detector.name}@{detector.version} on {','.join(detector.providers)}", file=sys.stderr)
+    fps = bare(detector, args.batch, bare_s)
+    one_session_bn = fps[args.batch]
+    # The worker's sessions (CVOPS_INFERENCE_LANES): bare batch N, the ceiling the pipeline is held to.
+    worker_detector = load_detector("nanodet-m", intra_op_threads=args.threads or None, lanes=args.lanes)
+    lanes = len(getattr(worker_detector.session, "sessions", [None]))
+    lanes_bn = bare(worker_detector, args.batch, bare_s, sizes=(args.batch,))[args.batch]
+    fps[args.batch] = max(fps[args.batch], lanes_bn)
+    del worker_detector
+
+    broker, settings = phase("naive")
     try:
-        # One session of --threads threads: bare batch 1 and the naive consumer (what a user writes first).
-        detector = load_detector("nanodet-m", intra_op_threads=args.threads or None)
-        providers = detector.providers
-        print(f"model {detector.name}@{detector.version} on {','.join(detector.providers)}", file=sys.stderr)
-        fps = bare(detector, args.batch, bare_s)
-        one_session_bn = fps[args.batch]
-        # The worker's sessions (CVOPS_INFERENCE_LANES): bare batch N, the ceiling the pipeline is held to.
-        worker_detector = load_detector("nanodet-m", intra_op_threads=args.threads or None, lanes=args.lanes)
-        lanes = len(getattr(worker_detector.session, "sessions", [None]))
-        lanes_bn = bare(worker_detector, args.batch, bare_s, sizes=(args.batch,))[args.batch]
-        fps[args.batch] = max(fps[args.batch], lanes_bn)
-        del worker_detector
+        asyncio.run(create_topics(settings))
+        naive_fps = asyncio.run(naive(settings, detector, naive_frames, args.cameras, in_flight))
+    finally:
+        broker.stop()
+    del detector  # the worker process loads its own
 
-        naive_settings = Settings(**base, topic_prefix=f"bn{uuid.uuid4().hex[:6]}.")
-        asyncio.run(create_topics(naive_settings))
-        asyncio.run(publish(naive_settings, cameras=args.cameras, max_frames=naive_frames // args.cameras, fps=10_000))
-        naive_fps = asyncio.run(naive(naive_settings, detector, naive_frames))
-        del detector  # the worker process loads its own
-
-        pipe_settings = Settings(**base, topic_prefix=f"bp{uuid.uuid4().hex[:6]}.")
+    broker, settings = phase("pipeline")
+    try:
         p = asyncio.run(
-            pipeline(pipe_settings, args.cameras, pipe_frames, latency_s, work / "worker.log", broker.proc.pid)
+            pipeline(settings, args.cameras, pipe_frames, in_flight, latency_s, work / "worker.log", broker.proc.pid)
         )
     finally:
         broker.stop()
@@ -260,6 +347,9 @@ def main() -> int:
         "broker_cpu_s": round(p["broker_cpu_s"], 1),
         "worker_cpu_s": round(p["worker_cpu_s"], 1),
         "pipeline_frames": p["pipeline_frames"],
+        "in_flight": in_flight,
+        "broker_cpu_ms_per_frame": round(p["broker_cpu_s"] * 1e3 / p["pipeline_frames"], 2),
+        "worker_cpu_ms_per_frame": round(p["worker_cpu_s"] * 1e3 / p["pipeline_frames"], 2),
         "quick": quick,
     }
     rows = [
@@ -273,7 +363,11 @@ def main() -> int:
             f"latency at {result['latency_offered_fps']} fps offered",
             f"p50 {result['p50_ms']} / p95 {result['p95_ms']} / p99 {result['p99_ms']} ms",
         ),
-        ("CPU during pipeline phase", f"broker {result['broker_cpu_s']} s, worker {result['worker_cpu_s']} s"),
+        (
+            f"CPU over the {result['pipeline_frames']} frames timed",
+            f"broker {result['broker_cpu_s']} s ({result['broker_cpu_ms_per_frame']} ms/frame), "
+            f"worker {result['worker_cpu_s']} s ({result['worker_cpu_ms_per_frame']} ms/frame)",
+        ),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)
     for name, value in rows:

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     topic_prefix: str = Field("cvops.", description="prefix of every topic name, e.g. cvops.frames")
     frames_partitions: int = Field(8, ge=1, description="partitions of the frames topic; bounds worker count")
     frames_retention_ms: int = Field(10 * 60_000, ge=1000, description="how long raw frames stay in the broker")
+    frames_purge_every_s: float = Field(
+        5.0,
+        ge=0,
+        description="this often, delete the frames the worker group has committed past (streams.purge); "
+        "0 = keep them until retention (set 0 if anything else reads the frames topic)",
+    )
     records_retention_ms: int = Field(24 * 3600_000, ge=1000, description="retention of predictions/metrics")
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest frame message accepted")
     empty_fetch_pause_ms: float = Field(

@@ -42,6 +42,7 @@ from streams.kafka_security import faust_credentials
 from streams.metrics import WorkerMetrics
 from streams.peers import PeerWatch, WorkerDirectory
 from streams.process import BatchResult, FrameProcessor, RawMessage, silence_clock
+from streams.purge import FramesPurge
 from streams.supervise import keep_running
 
 log = logging.getLogger("cvops.worker")
@@ -309,6 +310,16 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             watch = PeerWatch(settings, peers, my_member_id)
             await asyncio.gather(keep_running(peers.run, "worker directory"), keep_running(watch.run, "peer watch"))
 
+    if settings.frames_purge_every_s:
+
+        @app.task
+        async def purge_frames():
+            purge = FramesPurge(settings, frames_partitions)
+            await keep_running(purge.run, "frames purge")
+
+    def frames_partitions() -> list[int]:
+        return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == frames.get_topic_name())
+
     @app.timer(10.0)
     async def report():
         elapsed = time.monotonic() - stats["since"]
@@ -322,7 +333,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 lag_s,
                 settings.frames_retention_ms / 1000,
             )
-        assigned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == frames.get_topic_name())
+        assigned = frames_partitions()
         status = WorkerStatus(
             worker_id=worker_id,
             model_name=detector.name,

@@ -1,0 +1,81 @@
+"""Delete the frames the worker group has finished with, instead of keeping them until retention.
+
+Raw frames are nearly all of the broker's bytes, and once the worker group has committed past a frame
+nothing in cvops reads it again: its outputs were durable before the commit (README, "Delivery"). So each
+worker, every ``CVOPS_FRAMES_PURGE_EVERY_S``, asks the broker for the group's committed offsets of the
+frames partitions it holds and deletes the records before them (Kafka's DeleteRecords, which Kafka Streams
+uses the same way for its repartition topics). Frames nobody processed still wait up to
+``CVOPS_FRAMES_RETENTION_MS``, so a worker that is down for a while loses nothing that retention would keep.
+
+Why: the embedded development broker rewrites its whole state file about once a second while data
+changes, so its CPU grows with the bytes it holds (README, "The embedded broker's limits"); 60 s of four
+cameras' frames cost it about a third of a core (measured). Against Kafka the purge only frees disk early.
+Turn it off (0) if anything besides cvops' workers reads the frames topic.
+
+>>> to_purge(committed={0: 120, 1: 40, 2: -1}, purged={0: 100, 1: 40})
+{0: 120}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.records_to_delete import RecordsToDelete
+
+from streams.config import Settings
+from streams.kafka_security import client_options
+
+log = logging.getLogger(__name__)
+
+
+def to_purge(committed: Mapping[int, int], purged: Mapping[int, int]) -> dict[int, int]:
+    """Partition -> offset to delete before, for the partitions whose committed offset moved past what was
+    already deleted. ``-1`` (no offset committed yet) deletes nothing."""
+    return {p: offset for p, offset in committed.items() if offset > max(0, purged.get(p, 0))}
+
+
+class FramesPurge:
+    """A worker's loop: every ``frames_purge_every_s``, delete the frames its group has committed past, in
+    the frames partitions that ``assigned()`` (a callable: assignments change with rebalances) names."""
+
+    def __init__(self, settings: Settings, assigned: Callable[[], Iterable[int]]):
+        self.settings = settings
+        self.assigned = assigned
+        self.topic = settings.topic("frames")
+        self.purged: dict[int, int] = {}  # partition -> offset deleted before, by this worker
+
+    async def run(self) -> None:
+        admin = AIOKafkaAdminClient(**client_options(self.settings))
+        await admin.start()
+        try:
+            while True:
+                await asyncio.sleep(self.settings.frames_purge_every_s)
+                try:
+                    await self.purge(admin)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the broker away for a while: try again next round
+                    log.warning("frames purge: %s: %s", type(exc).__name__, exc)
+        finally:
+            await admin.close()
+
+    async def purge(self, admin: AIOKafkaAdminClient) -> dict[int, int]:
+        """One round; returns partition -> the offset deleted before."""
+        partitions = [TopicPartition(self.topic, p) for p in sorted(self.assigned())]
+        if not partitions:
+            return {}
+        offsets = await admin.list_consumer_group_offsets(self.settings.app_id, partitions=partitions)
+        committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == self.topic}
+        todo = to_purge(committed, self.purged)
+        if not todo:
+            return {}
+        await admin.delete_records({TopicPartition(self.topic, p): RecordsToDelete(o) for p, o in todo.items()})
+        if not self.purged:
+            log.info("deleting processed frames from %s every %.0f s", self.topic, self.settings.frames_purge_every_s)
+        self.purged.update(todo)
+        log.debug("purged frames before %s", todo)
+        return todo
