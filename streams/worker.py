@@ -5,6 +5,7 @@ Dataflow, top to bottom::
 
     frames ──take_events(2 x batch_max_size, batch_max_wait)──▶ BatchPolicy: fair order, batch sizes
         ──▶ FrameProcessor.prepare (decode, pre-process; thread) ──▶ FrameProcessor.finish (infer; thread)
+        ──▶ outputs sent; the chunk's offsets released for commit once they are acknowledged
         ├──▶ predictions    one per decoded frame
         ├──▶ metrics        one per decoded frame
         ├──▶ alerts         when one of a camera's detectors raises or clears
@@ -16,10 +17,13 @@ Dataflow, top to bottom::
     feedback (labels for frames) ──▶ FrameProcessor.feedback (score; same thread) ──▶ alerts (concept_drift)
     config (fleet and camera settings, compacted; read whole by every worker) ──▶ FrameProcessor.configure
 
-Delivery: faust acks a batch's events only after this agent's loop body returns, and the body returns
-only after every output record is acknowledged by the broker; faust flushes its producer (table
-changelog included) before it commits offsets. So a crash replays frames whose outputs may already be
-out (at-least-once); the store absorbs the duplicates by frame id.
+Delivery: the agent takes chunks of frames and hands them to two stages (decode, then infer and send),
+so that decoding, inference and the broker's acknowledgements overlap. Each message carries one extra
+reference from the moment it is taken until every output record of its chunk is acknowledged by the
+broker and the camera-state writes are flushed; only then is it acked, and faust commits only offsets
+below the first message not yet acked. So a crash replays frames whose outputs may already be out
+(at-least-once); the store absorbs the duplicates by frame id. Chunks taken before a rebalance and not
+yet inferred are dropped, not acked: they come again from the committed offset.
 """
 
 from __future__ import annotations
@@ -145,14 +149,32 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         settings.batch_max_wait_ms,
     )
 
+    # Three stages overlap, so that the inference thread never waits for the broker or for decoding: the
+    # agent takes chunks of frames; `prepare_chunks` has their batches decoded in the prepare thread;
+    # `infer_chunks` infers and monitors batch after batch in the inference thread and sends the outputs;
+    # `confirm` waits until those are durable and only then releases the chunk's messages for commit.
+    taken: asyncio.Queue = asyncio.Queue(maxsize=1)  # chunks of events, with the rebalance epoch they came in
+    prepared_chunks: asyncio.Queue = asyncio.Queue(maxsize=1)
+    epoch = [0]  # bumped when partitions are revoked: chunks taken before were not processed, and are replayed
+
     @app.agent(frames, name="infer")
     async def infer(stream):
-        loop = asyncio.get_running_loop()
         # The fleet's and cameras' settings before the first frame (a restarted worker must not judge with
         # defaults); a config topic that cannot be read within 30 s is logged and followed later.
         if not await config.wait_loaded(30.0):
             log.warning("the config topic was not read within 30 s: starting with the CVOPS_ settings")
         async for events in stream.take_events(policy.queue_limit, within=policy.max_queue_delay_ms / 1000):
+            # faust acks the events as soon as the next chunk is taken; one more reference on each message
+            # keeps its offset from being committed until `confirm` has seen its outputs durable.
+            for e in events:
+                e.message.incref()
+            await taken.put((epoch[0], events))
+
+    @app.task
+    async def prepare_chunks():
+        loop = asyncio.get_running_loop()
+        while True:
+            chunk_epoch, events = await taken.get()
             msgs = [
                 RawMessage(
                     e.message.topic,
@@ -164,15 +186,24 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 )
                 for e in events
             ]
+            stats["newest_arrival"] = max([m.timestamp or 0.0 for m in msgs] + [stats["newest_arrival"]])
+            # Decoded in order in the prepare thread, while the inference thread works on earlier batches.
+            batches = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
+            await prepared_chunks.put((chunk_epoch, events, msgs, batches))
+
+    @app.task
+    async def infer_chunks():
+        loop = asyncio.get_running_loop()
+        while True:
+            chunk_epoch, events, msgs, batches = await prepared_chunks.get()
+            if chunk_epoch != epoch[0]:  # taken before a rebalance: its frames come again from the commit
+                continue
             # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
-            stats["newest_arrival"] = max([m.timestamp or 0.0 for m in msgs] + [stats["newest_arrival"]])
             stats["last_batch"], stats["batch_wall"] = time.monotonic(), time.time()
             stats["processing"] = True
-            # Decode and pre-process batch k+1 while batch k is inferred.
-            prepared = [loop.run_in_executor(prepare_pool, processor.prepare, b) for b in policy.batches(msgs, _key)]
             sends = []
-            for future in prepared:
+            for future in batches:
                 result, snapshots = await loop.run_in_executor(infer_pool, finish_and_snapshot, await future, states)
                 save(result, snapshots, states)
                 prometheus.observe(result)
@@ -181,10 +212,26 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 stats["dead_letters"] += len(result.dead_letters)
                 stats["alerts"] += len(result.alerts)
                 stats["batches"] += 1 if result.predictions else 0
+            stats["processing"], stats["last_batch"] = False, time.monotonic()
+            confirming.add(task := asyncio.create_task(confirm(events, sends)))
+            task.add_done_callback(confirming.discard)
+
+    confirming: set[asyncio.Task] = set()
+
+    async def confirm(events, sends: list) -> None:
+        """Release a chunk's messages for commit once every output record is acknowledged by the broker
+        and the camera-state writes are flushed."""
+        try:
             await asyncio.gather(*sends)
             await drain_table_writes()
-            stats["processing"], stats["last_batch"] = False, time.monotonic()
-            # The events are acked when this body returns, and committed after faust flushes the producer.
+        except Exception as exc:
+            # The chunk stays uncommitted and is processed again after a restart: stop rather than go on
+            # with outputs missing.
+            log.error("outputs could not be sent (%s: %s); stopping the worker", type(exc).__name__, exc)
+            await app.crash(exc)
+            return
+        for e in events:
+            e.ack()
 
     def snapshot(result: BatchResult) -> dict[str, dict]:
         """The states to save now: a camera's events (a reference learned, an alert) at once, its windows
@@ -260,6 +307,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 
     @app.on_partitions_revoked.connect
     async def forget_cameras(sender, revoked, **kwargs):
+        epoch[0] += 1
         processor.forget()  # cameras may come back later with states written by another worker
         saved_essential.clear()
         saved_at.clear()

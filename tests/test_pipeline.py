@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from streams.config import Settings
@@ -40,6 +40,18 @@ async def read_topic(settings: Settings, name: str, n: int) -> list:
     return records
 
 
+async def frames_left(settings: Settings) -> int:
+    """Frames still held by the broker: the end offsets minus the beginning offsets of the frames topic."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(settings.topic("frames"), p) for p in range(settings.frames_partitions)]
+        start, end = await consumer.beginning_offsets(parts), await consumer.end_offsets(parts)
+        return sum(end[tp] - start[tp] for tp in parts)
+    finally:
+        await consumer.stop()
+
+
 async def publish_corrupt(settings: Settings) -> list[bytes]:
     good_header = FrameHeader(
         frame_id="cam-1:9:999", camera_id="cam-1", seq=999, captured_at=time.time(), width=640, height=272
@@ -56,7 +68,8 @@ async def publish_corrupt(settings: Settings) -> list[bytes]:
 
 
 def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings, tmp_path: Path):
-    settings = settings.model_copy(update={"metrics_port": free_port()})  # the worker's own Prometheus endpoint
+    # The worker's own Prometheus endpoint; processed frames deleted every second.
+    settings = settings.model_copy(update={"metrics_port": free_port(), "frames_purge_every_s": 1.0})
     asyncio.run(create_topics(settings))
     worker_log, api_log = tmp_path / "worker.log", tmp_path / "api.log"
     with cvops(settings, "worker", worker_log) as worker, cvops(settings, "api", api_log) as api:
@@ -98,6 +111,11 @@ def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings,
         assert 0 <= status["lag_s"] < 120  # how far behind its newest frame was, s
         models = {m["name"]: m for m in client.get("/api/v1/models").json()}
         assert models["nanodet-m"]["workers"] == [status["worker_id"]]
+
+        # Every frame processed and committed, so the worker deletes them all from the frames topic.
+        left = wait_for(lambda: (f := asyncio.run(frames_left(settings))) == 0 and [f], "the frames purged", procs)
+        assert left == [0]
+        assert "deleting processed frames" in worker_log.read_text()
 
         scraped = httpx.get(f"http://127.0.0.1:{settings.metrics_port}/metrics").text
         own = {s.name: s.value for f in text_string_to_metric_families(scraped) for s in f.samples if not s.labels}

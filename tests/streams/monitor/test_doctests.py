@@ -21,6 +21,7 @@ MODULES = {
     "streams.process": [],
     "streams.peers": [],
     "streams.faust_fixes": [],
+    "streams.purge": [],
 }
 
 
