@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.session import open_session
+from models.session import Lanes, open_session, timed
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "nanodet-m"
 DEFAULT_PATH = ZOO_DIR / "nanodet-m.onnx"
@@ -85,6 +86,7 @@ class NanoDet:
 
         self.session = open_session(path, providers, intra_op_threads, lanes)
         self.providers: list[str] = self.session.get_providers()
+        self._runner: ThreadPoolExecutor | None = None  # for submit() on a single session
         self._bins = np.arange(self.reg_max + 1, dtype=np.float32)
         # Cell centres per stride, row-major (index = row * W + col), in 416-space pixels: (i + 0.5) * stride.
         w, h = self.size
@@ -122,6 +124,16 @@ class NanoDet:
     def infer(self, batch: np.ndarray) -> list[np.ndarray]:
         """One session run: [scores_8, boxes_8, scores_16, boxes_16, scores_32, boxes_32]."""
         return self.session.run(self.output_names, {self.input_name: batch})
+
+    def submit(self, batch: np.ndarray) -> Future:
+        """:meth:`infer` without waiting: a future of :class:`models.session.Inferred`. On lanes the frames
+        join the lanes' queue, so a batch submitted before the previous one ends starts on each lane as it
+        frees up; a single session runs it in a thread of its own."""
+        if isinstance(self.session, Lanes):
+            return self.session.submit(self.output_names, {self.input_name: batch})
+        if self._runner is None:
+            self._runner = ThreadPoolExecutor(1, thread_name_prefix="infer_run")
+        return self._runner.submit(timed, self.infer, batch)
 
     def postprocess(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[list[Detection]]:
         """Decode, threshold and class-wise NMS. ``sizes`` are the source images' (height, width)."""

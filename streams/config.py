@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     frames_partitions: int = Field(8, ge=1, description="partitions of the frames topic; bounds worker count")
     frames_retention_ms: int = Field(10 * 60_000, ge=1000, description="how long raw frames stay in the broker")
     frames_purge_every_s: float = Field(
-        5.0,
+        1.0,
         ge=0,
         description="this often, delete the frames the worker group has committed past (streams.purge); "
         "0 = keep them until retention (set 0 if anything else reads the frames topic)",

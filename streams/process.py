@@ -11,13 +11,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import cv2
 import numpy as np
 
+from models.session import Inferred, timed
 from streams.config import Settings
 from streams.contracts import (
     Alert,
@@ -110,6 +111,7 @@ class FrameProcessor:
         self._recent: dict[str, OrderedDict[str, list]] = {}
         self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self._infer: ThreadPoolExecutor | None = None  # start_inference() for a detector without submit()
         self._monitors: dict[str, CameraMonitor] = {}
         self.monitor_settings = base_settings(settings)
 
@@ -120,6 +122,8 @@ class FrameProcessor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
+        if self._infer is not None:
+            self._infer.shutdown(wait=False)
 
     def _decode(
         self, msg: RawMessage, slot: np.ndarray | None = None
@@ -204,21 +208,40 @@ class FrameProcessor:
 
         return list(self._pool.map(one, range(n)))
 
-    def finish(self, prepared: Prepared, states: Mapping[str, dict | None]) -> BatchResult:
-        """Infer, post-process, measure and judge a prepared batch. ``states`` holds the saved
-        monitor state of its cameras; the new ones are in the result's ``states``."""
+    def start_inference(self, prepared: Prepared) -> Future:
+        """Begin inferring a prepared batch without waiting: a future of :class:`models.session.Inferred`
+        (None for a batch with no frame left), for :meth:`finish`. A detector with ``submit`` (NanoDet)
+        queues it on its lanes, so the next batch can start before this one ends; any other runs in a
+        thread of this processor's."""
+        if not prepared.frames:
+            done: Future = Future()
+            done.set_result(None)
+            return done
+        submit = getattr(self.detector, "submit", None)
+        if submit is not None:
+            return submit(prepared.batch)
+        if self._infer is None:
+            self._infer = ThreadPoolExecutor(1, thread_name_prefix="infer_run")
+        return self._infer.submit(timed, self.detector.infer, prepared.batch)
+
+    def finish(
+        self, prepared: Prepared, states: Mapping[str, dict | None], inferred: Inferred | None = None
+    ) -> BatchResult:
+        """Infer (unless ``inferred`` is the result of :meth:`start_inference`), post-process, measure and
+        judge a prepared batch. ``states`` holds the saved monitor state of its cameras; the new ones are
+        in the result's ``states``."""
         out = BatchResult(dead_letters=list(prepared.dead_letters))
         if not prepared.frames:
             return out
         det = self.detector
         images = [f.decoded.image for f in prepared.frames]
-        t1 = time.perf_counter()
-        raw = det.infer(prepared.batch)
+        if inferred is None:
+            inferred = timed(det.infer, prepared.batch)
         t2 = time.perf_counter()
-        found = self._postprocess(raw, [im.shape[:2] for im in images])
+        found = self._postprocess(inferred.outputs, [im.shape[:2] for im in images])
         t3 = time.perf_counter()
         n = len(images)
-        inf_ms, post_ms = (t2 - t1) * 1e3 / n, (t3 - t2) * 1e3 / n
+        inf_ms, post_ms = inferred.seconds * 1e3 / n, (t3 - t2) * 1e3 / n
         processed_at = time.time()
 
         embeddings = self._embed(prepared) if self.settings.monitoring else {}

@@ -33,7 +33,9 @@ import logging
 import os
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import faust
 
@@ -45,11 +47,22 @@ from streams.fleetconfig import ConfigFollower
 from streams.kafka_security import faust_credentials
 from streams.metrics import WorkerMetrics
 from streams.peers import PeerWatch, WorkerDirectory
-from streams.process import BatchResult, FrameProcessor, RawMessage, silence_clock
+from streams.process import BatchResult, FrameProcessor, Prepared, RawMessage, silence_clock
 from streams.purge import FramesPurge
 from streams.supervise import keep_running
 
 log = logging.getLogger("cvops.worker")
+
+
+@dataclass
+class Chunk:
+    """Frames taken together from the stream, on their way through the inference stage."""
+
+    events: list  # faust events, each message holding one extra reference until the outputs are durable
+    batches: deque  # futures of the Prepared batches not started yet
+    left: int  # batches not finished yet
+    states: dict  # camera id -> saved monitor state, read when the chunk came in
+    sends: list = field(default_factory=list)  # futures of the output records sent
 
 
 def _key(m: RawMessage) -> bytes | None:
@@ -194,26 +207,49 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     @app.task
     async def infer_chunks():
         loop = asyncio.get_running_loop()
+        window: deque[tuple[Chunk, Prepared, Future]] = deque()  # batches on the lanes, oldest first
+        chunk: Chunk | None = None  # the chunk whose batches are being started
         while True:
+            stats["processing"] = bool(window) or chunk is not None
+            if chunk is not None and chunk.batches and len(window) < 2:
+                # Start the next batch while the one before is still inferred: the lanes go on with it as
+                # they free up, instead of idling while that one is post-processed and judged.
+                prepared = await chunk.batches.popleft()
+                window.append((chunk, prepared, processor.start_inference(prepared)))
+                continue
+            if chunk is not None and not chunk.batches:
+                chunk = None
+            if window and (chunk is not None or prepared_chunks.empty()):
+                await finish_oldest(loop, window)
+                continue
             chunk_epoch, events, msgs, batches = await prepared_chunks.get()
             if chunk_epoch != epoch[0]:  # taken before a rebalance: its frames come again from the commit
                 continue
             # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
+            chunk = Chunk(events, deque(batches), len(batches), states)
             stats["last_batch"], stats["batch_wall"] = time.monotonic(), time.time()
-            stats["processing"] = True
-            sends = []
-            for future in batches:
-                result, snapshots = await loop.run_in_executor(infer_pool, finish_and_snapshot, await future, states)
-                save(result, snapshots, states)
-                prometheus.observe(result)
-                sends += await _publish(result)
-                stats["frames"] += len(result.predictions)
-                stats["dead_letters"] += len(result.dead_letters)
-                stats["alerts"] += len(result.alerts)
-                stats["batches"] += 1 if result.predictions else 0
-            stats["processing"], stats["last_batch"] = False, time.monotonic()
-            confirming.add(task := asyncio.create_task(confirm(events, sends)))
+
+    async def finish_oldest(loop, window: deque) -> None:
+        """Post-process and judge the oldest batch on the lanes once inferred (in the inference thread, the
+        only one that changes the cameras' monitors) and send its outputs; the chunk's last batch hands
+        the chunk to `confirm`."""
+        chunk, prepared, inferring = window.popleft()
+        inferred = await asyncio.wrap_future(inferring)
+        result, snapshots = await loop.run_in_executor(
+            infer_pool, finish_and_snapshot, prepared, chunk.states, inferred
+        )
+        save(result, snapshots, chunk.states)
+        prometheus.observe(result)
+        chunk.sends += await _publish(result)
+        stats["frames"] += len(result.predictions)
+        stats["dead_letters"] += len(result.dead_letters)
+        stats["alerts"] += len(result.alerts)
+        stats["batches"] += 1 if result.predictions else 0
+        stats["last_batch"] = time.monotonic()
+        chunk.left -= 1
+        if chunk.left == 0:
+            confirming.add(task := asyncio.create_task(confirm(chunk.events, chunk.sends)))
             task.add_done_callback(confirming.discard)
 
     confirming: set[asyncio.Task] = set()
@@ -243,8 +279,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 out[camera_id] = result.states[camera_id]  # written out only now
         return out
 
-    def finish_and_snapshot(prepared, states) -> tuple[BatchResult, dict[str, dict]]:
-        result = processor.finish(prepared, states)
+    def finish_and_snapshot(prepared, states, inferred=None) -> tuple[BatchResult, dict[str, dict]]:
+        result = processor.finish(prepared, states, inferred)
         return result, snapshot(result)
 
     def feedback_and_snapshot(msgs, states) -> tuple[BatchResult, dict[str, dict]]:
