@@ -18,12 +18,13 @@ One run, same machine, same model, same thread settings:
   timed for ``pipeline_fps`` (and per frame), since the broker shares the cores with the worker here.
 
 **How throughput is driven.** The naive consumer and the pipeline are measured the same way: the gateway
-keeps ``--in-flight`` frames (default eight batches: the worker holds a few chunks in its stages) published and not yet answered, as Triton's
-perf_analyzer does in its concurrency mode, so the consumer never waits for work and the broker never
-holds a large backlog. Frames/s are counted from the ``--in-flight``-th prediction to the last, which leaves
-out start-up. Each phase has a broker of its own, started empty: the embedded broker's CPU grows with the
-bytes it holds (it rewrites its state file while data changes, README), so one phase must not pay for the
-other's data, and a backlog published up front would measure that rewrite rather than cvops.
+keeps ``--in-flight`` frames (default eight batches: the worker holds a few chunks in its stages) published
+and not yet answered, as Triton's perf_analyzer does in its concurrency mode, so the consumer never waits
+for work and the broker never holds a large backlog. Frames/s are counted from the ``--in-flight``-th
+prediction to the last, which leaves out start-up. Each phase has a broker of its own, started empty: the
+embedded broker's CPU grows with the bytes it holds (it rewrites its state file while data changes,
+README), so one phase must not pay for the other's data, and a backlog published up front would measure
+that rewrite rather than cvops.
 
 Prints a table, then one JSON line. Only 127.0.0.1 is used: the brokers are started by this script.
 """
@@ -271,7 +272,9 @@ def main() -> int:
     ap.add_argument(
         "--embedding", default="", help="embedding model in the worker (default none: see ./dev bench embedding)"
     )
-    ap.add_argument("--in-flight", type=int, default=0, help="frames published and not yet answered (0 = eight batches)")
+    ap.add_argument(
+        "--in-flight", type=int, default=0, help="frames published and not yet answered (0 = eight batches)"
+    )
     args = ap.parse_args()
     quick = args.quick
     in_flight = args.in_flight or 8 * args.batch
