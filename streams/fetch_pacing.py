@@ -7,6 +7,9 @@ inference on a small machine. After a fetch that brought nothing back sooner tha
 ``CVOPS_EMPTY_FETCH_PAUSE_MS``, the fetch task waits out the rest of that time. Against a real Kafka an
 empty fetch already takes ``fetch_max_wait_ms`` (500 ms by default), so the pause never applies there.
 
+A consumer that follows a slow topic (the config, the workers' statuses) can be paced longer with
+:func:`pace`: it then costs its process less CPU while it waits, and answers later by at most that much.
+
 aiokafka has no setting for this, hence the wrap of one private method, checked at install time.
 """
 
@@ -19,6 +22,7 @@ import time
 from aiokafka.consumer.fetcher import Fetcher
 
 log = logging.getLogger(__name__)
+SLOW_TOPIC_PAUSE_MS = 250  # config records and worker statuses: a quarter of a second late is on time
 _original = Fetcher._proc_fetch_request
 _pause_s = 0.0
 
@@ -27,8 +31,9 @@ async def _paced(self, assignment, node_id, request):
     started = time.monotonic()
     before = sum(1 for _ in self._records)
     result = await _original(self, assignment, node_id, request)
-    if _pause_s and sum(1 for _ in self._records) == before:
-        remaining = _pause_s - (time.monotonic() - started)
+    pause_s = getattr(self, "_cvops_pause_s", _pause_s)
+    if pause_s and sum(1 for _ in self._records) == before:
+        remaining = pause_s - (time.monotonic() - started)
         if remaining > 0:
             try:
                 await asyncio.sleep(remaining)
@@ -45,3 +50,11 @@ def install(pause_ms: float) -> None:
         return
     _pause_s = max(0.0, pause_ms / 1000)
     Fetcher._proc_fetch_request = _paced if _pause_s else _original
+
+
+def pace(consumer, pause_ms: float) -> None:
+    """Pause this started consumer's empty fetches for ``pause_ms`` (when pacing is installed, and never less
+    than the process-wide pause): for consumers of topics where a delay of that much does not matter."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    if fetcher is not None:
+        fetcher._cvops_pause_s = max(_pause_s, pause_ms / 1000) if _pause_s else 0.0

@@ -23,6 +23,7 @@ from dataclasses import replace
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from streams import fetch_pacing
 from streams.config import Settings
 from streams.contracts import CameraConfig, ContractError, MonitorOverrides, decode_record
 from streams.kafka_security import client_options
@@ -122,6 +123,7 @@ class ConfigFollower:
         topic = self.settings.topic("config")
         consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)  # no group
         await consumer.start()
+        fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
         try:
             parts = consumer.partitions_for_topic(topic) or set()
             while not parts:  # not created yet: ``cvops topics`` (or the worker) creates it

@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 
+from streams import fetch_pacing
 from streams.config import Settings
 from streams.contracts import ContractError, WorkerStatus, decode_record
 from streams.kafka_security import client_options
@@ -102,6 +103,7 @@ class WorkerDirectory:
         topic = self.settings.topic("workers")
         consumer = AIOKafkaConsumer(topic, **client_options(self.settings), auto_offset_reset="earliest", group_id=None)
         await consumer.start()
+        fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
         try:
             while stop is None or not stop.is_set():
                 for batch in (await consumer.getmany(timeout_ms=1000)).values():
