@@ -4,8 +4,9 @@ alerts and dead letters. Thin wiring around :class:`streams.process.FrameProcess
 Dataflow, top to bottom::
 
     frames ──take_events(2 x batch_max_size, batch_max_wait)──▶ BatchPolicy: fair order, batch sizes
-        ──▶ FrameProcessor.prepare (decode, pre-process; thread) ──▶ FrameProcessor.finish (infer; thread)
-        ──▶ outputs sent; the chunk's offsets released for commit once they are acknowledged
+        ──▶ FrameProcessor.prepare (decode, pre-process; thread)
+        ──▶ FrameProcessor.start_inference (the detector's lanes: the next batch starts before this one is judged)
+        ──▶ FrameProcessor.finish (post-process, measure, judge; thread)
         ├──▶ predictions    one per decoded frame
         ├──▶ metrics        one per decoded frame
         ├──▶ alerts         when one of a camera's detectors raises or clears
@@ -13,11 +14,12 @@ Dataflow, top to bottom::
         ├──▶ views          each camera's latest view every CVOPS_VIEW_EVERY_S, and its reference view
         ├──▶ deadletters    one per frame that cannot be decoded, with the reason and the payload
         └──▶ camera-health  per-camera rule state (a faust Table, changelog in Kafka)
+        (a chunk's offsets are released for commit once all of these are acknowledged; see Delivery)
 
     feedback (labels for frames) ──▶ FrameProcessor.feedback (score; same thread) ──▶ alerts (concept_drift)
     config (fleet and camera settings, compacted; read whole by every worker) ──▶ FrameProcessor.configure
 
-Delivery: the agent takes chunks of frames and hands them to two stages (decode, then infer and send),
+Delivery: the agent takes chunks of frames and hands them on to stages (decode; infer; judge and send),
 so that decoding, inference and the broker's acknowledgements overlap. Each message carries one extra
 reference from the moment it is taken until every output record of its chunk is acknowledged by the
 broker and the camera-state writes are flushed; only then is it acked, and faust commits only offsets
@@ -162,10 +164,11 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         settings.batch_max_wait_ms,
     )
 
-    # Three stages overlap, so that the inference thread never waits for the broker or for decoding: the
-    # agent takes chunks of frames; `prepare_chunks` has their batches decoded in the prepare thread;
-    # `infer_chunks` infers and monitors batch after batch in the inference thread and sends the outputs;
-    # `confirm` waits until those are durable and only then releases the chunk's messages for commit.
+    # The stages overlap, so that inference never waits for the broker or for decoding: the agent takes
+    # chunks of frames; `prepare_chunks` has their batches decoded in the prepare thread; `infer_chunks`
+    # starts each batch on the detector's lanes before the one before is post-processed and judged (in the
+    # inference thread) and its outputs sent; `confirm` waits until those are durable and only then
+    # releases the chunk's messages for commit.
     taken: asyncio.Queue = asyncio.Queue(maxsize=1)  # chunks of events, with the rebalance epoch they came in
     prepared_chunks: asyncio.Queue = asyncio.Queue(maxsize=1)
     epoch = [0]  # bumped when partitions are revoked: chunks taken before were not processed, and are replayed
