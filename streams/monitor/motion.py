@@ -128,6 +128,7 @@ class CameraMoved:
         self._matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         self.reference: np.ndarray | None = None
         self._ref_features: _Features | None = None
+        self._ref_png: str | None = None  # the reference as saved, encoded once (every state save needs it)
         self.seen = 0
         self.run = 0  # moved comparisons in a row
         self.last = NO_MOTION
@@ -137,6 +138,7 @@ class CameraMoved:
         deliberate move)."""
         self.reference = np.ascontiguousarray(grey)
         self._ref_features = _Features(self.reference, self._orb)
+        self._ref_png = None
         self.run, self.last = 0, NO_MOTION
         return self
 
@@ -164,9 +166,9 @@ class CameraMoved:
         return self.run >= self.consecutive
 
     def to_dict(self) -> dict:
-        ref = None
-        if self.reference is not None:
-            ref = base64.b64encode(cv2.imencode(".png", self.reference)[1].tobytes()).decode()
+        if self.reference is not None and self._ref_png is None:
+            self._ref_png = base64.b64encode(cv2.imencode(".png", self.reference)[1].tobytes()).decode()
+        ref = self._ref_png if self.reference is not None else None
         return {
             "threshold_deg": self.threshold_deg,
             "threshold_px": self.threshold_px,
@@ -188,5 +190,6 @@ class CameraMoved:
         if d["reference_png"] is not None:
             png = np.frombuffer(base64.b64decode(d["reference_png"]), np.uint8)
             obj.set_reference(cv2.imdecode(png, cv2.IMREAD_GRAYSCALE))
+            obj._ref_png = d["reference_png"]  # lossless: the same image, no need to encode it again
         obj.seen, obj.run, obj.last = d["seen"], d["run"], Motion(*d["last"])
         return obj
