@@ -234,3 +234,22 @@ def test_edge_cases_are_kept_as_thumbnails_at_most_so_many_per_camera_and_hour(d
     assert [e.frame_id for e in edges] == with_detections[:2]  # every frame is unsure below 1.0: the first two
     assert {e.reason for e in edges} == {"low_confidence"} and all(0 < e.score < 1 for e in edges)
     assert len({e.alert_id for e in edges}) == 2 and all(e.width == 160 for e in edges)
+
+
+def test_inference_started_ahead_gives_what_finish_alone_gives(detector, street_frames):
+    """The worker starts a batch's inference before the one before is judged, then hands the result to
+    finish(): the outputs are those of finish() inferring by itself."""
+    msgs = [message(street_frames[i], f"cam-{i % 2}", i) for i in (3, 13, 23, 33)]
+    alone = FrameProcessor(Settings(_env_file=None, embedding_model=""), detector)
+    ahead = FrameProcessor(Settings(_env_file=None, embedding_model=""), detector)
+    try:
+        expected = alone.process(msgs, {})
+        prepared = ahead.prepare(msgs)
+        got = ahead.finish(prepared, {}, ahead.start_inference(prepared).result(timeout=60))
+        empty = ahead.prepare([RawMessage("frames", 0, 0, b"cam-1", b"not a frame")])
+        assert ahead.start_inference(empty).result() is None  # nothing left to infer: a dead letter only
+    finally:
+        alone.close()
+        ahead.close()
+    assert [p.detections for p in got.predictions] == [p.detections for p in expected.predictions]
+    assert all(p.timings.inference_ms > 0 for p in got.predictions)
