@@ -145,6 +145,16 @@ class CameraHealth:
             "last_raised": dict(self.last_raised),
         }
 
+    def events(self) -> dict:
+        """The part of :meth:`to_dict` that changes only on events: which signals have learned their range,
+        the alerts raised. The warm-up samples and the out-of-range runs change with every frame; they are
+        saved with the rest of the state every few frames."""
+        return {
+            "ready": sorted(k for k, v in self.detectors.items() if v.ready),
+            "active": dict(self.active),
+            "last_raised": dict(self.last_raised),
+        }
+
     def observe(self, m: FrameMetrics, cooldown_s: float) -> list[Alert]:
         """Feed one frame's metrics; return the alerts raised or resolved by it."""
         self.recent_frames = [*self.recent_frames[-(EVIDENCE_FRAMES - 1) :], m.frame_id]

@@ -544,7 +544,7 @@ class CameraMonitor:
     def essential(self) -> dict:
         """The part of the state that changes only on events (reference learned, alert raised or cleared)."""
         return {
-            "health": self.health.to_dict(),
+            "health": self.health.events(),
             "active": dict(self.active),
             "faults": sorted(self.feed.faults),
             "upstream": sorted(self.upstream.drifted),
