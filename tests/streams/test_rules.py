@@ -95,3 +95,22 @@ def test_a_replayed_frame_raises_the_same_alert_id():
     replayed = stream(CameraHealth.from_dict(saved), dark, start=40)  # a worker restarted from the changelog
     assert [a.alert_id for a in first] == [a.alert_id for a in replayed]
     assert len(first) == 1
+
+
+def test_events_change_when_the_range_is_learned_and_when_an_alert_is_raised_not_with_every_frame():
+    """What the worker writes to its changelog at once: warm-up samples and out-of-range runs are not
+    events (they are saved every few frames with the rest of the state)."""
+    rng = random.Random(5)
+    h = CameraHealth.new("cam-1", warmup=30, tolerance=1.0, consecutive=3)
+    seen, full = [], []
+    for i in range(60):
+        h.observe(metrics(i, 120 + rng.gauss(0, 1), 300 + rng.gauss(0, 10)), cooldown_s=0)
+        seen.append(repr(h.events()))
+        full.append(repr(h.to_dict()))
+    assert len(set(seen)) == 2  # before the range was learned, and after
+    assert len(set(full[:30])) == 30  # while the full state changes with every warm-up sample
+    before = repr(h.events())
+    h.observe(metrics(60, 120, 20), cooldown_s=0)  # one blurry frame: a run of 1, no alert yet
+    assert repr(h.events()) == before
+    raised = [a for i in range(61, 64) for a in h.observe(metrics(i, 120, 20), cooldown_s=0)]
+    assert [a.signal for a in raised] == ["blur"] and repr(h.events()) != before
