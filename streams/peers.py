@@ -46,6 +46,7 @@ from streams import fetch_pacing
 from streams.config import Settings
 from streams.contracts import ContractError, WorkerStatus, decode_record
 from streams.kafka_security import client_options
+from streams.supervise import admin_rounds
 
 log = logging.getLogger(__name__)
 
@@ -149,19 +150,7 @@ class PeerWatch:
         self.stale = StaleMembers(settings.peer_timeout_s)
 
     async def run(self) -> None:
-        admin = AIOKafkaAdminClient(**client_options(self.settings))
-        await admin.start()
-        try:
-            while True:
-                await asyncio.sleep(self.settings.peer_timeout_s / 4)
-                try:
-                    await self.check(admin)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the broker away for a while: try again next round
-                    log.warning("peer watch: %s: %s", type(exc).__name__, exc)
-        finally:
-            await admin.close()
+        await admin_rounds(self.settings, self.settings.peer_timeout_s / 4, self.check, "peer watch")
 
     async def check(self, admin: AIOKafkaAdminClient) -> list[GroupMember]:
         me = self.my_member_id()

@@ -18,7 +18,6 @@ Turn it off (0) if anything besides cvops' workers reads the frames topic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 
@@ -27,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 
 from streams.config import Settings
-from streams.kafka_security import client_options
+from streams.supervise import admin_rounds
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +48,7 @@ class FramesPurge:
         self.purged: dict[int, int] = {}  # partition -> offset deleted before, by this worker
 
     async def run(self) -> None:
-        admin = AIOKafkaAdminClient(**client_options(self.settings))
-        await admin.start()
-        try:
-            while True:
-                await asyncio.sleep(self.settings.frames_purge_every_s)
-                try:
-                    await self.purge(admin)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # the broker away for a while: try again next round
-                    log.warning("frames purge: %s: %s", type(exc).__name__, exc)
-        finally:
-            await admin.close()
+        await admin_rounds(self.settings, self.settings.frames_purge_every_s, self.purge, "frames purge")
 
     async def purge(self, admin: AIOKafkaAdminClient) -> dict[int, int]:
         """One round; returns partition -> the offset deleted before."""

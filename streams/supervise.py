@@ -1,4 +1,5 @@
-"""Keep a long-running loop (a topic follower, the store writer) alive through failures."""
+"""Keep a long-running loop (a topic follower, the store writer) alive through failures; run an admin
+client's round every few seconds."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streams.config import Settings
+from streams.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
@@ -24,3 +30,23 @@ async def keep_running(run: Callable[[], Awaitable[object]], what: str, stop: as
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, 30.0)
+
+
+async def admin_rounds(
+    settings: Settings, every_s: float, step: Callable[[AIOKafkaAdminClient], Awaitable[object]], what: str
+) -> None:
+    """Every ``every_s``, ``await step(admin)`` on one admin client for ``settings``; a round that fails
+    (the broker away for a while) is logged and the next one tried. Cancellation ends it."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                await step(admin)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: %s: %s", what, type(exc).__name__, exc)
+    finally:
+        await admin.close()
