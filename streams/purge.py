@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
+from aiokafka.errors import PolicyViolationError, TopicAuthorizationFailedError
 
 from streams.config import Settings
 from streams.supervise import admin_rounds
@@ -46,6 +47,7 @@ class FramesPurge:
         self.assigned = assigned
         self.topic = settings.topic("frames")
         self.purged: dict[int, int] = {}  # partition -> offset deleted before, by this worker
+        self.refused = False  # the broker refuses deletes here (permissions, policy): no more tries
 
     async def run(self) -> None:
         await admin_rounds(self.settings, self.settings.frames_purge_every_s, self.purge, "frames purge")
@@ -53,16 +55,26 @@ class FramesPurge:
     async def purge(self, admin: AIOKafkaAdminClient) -> dict[int, int]:
         """One round; returns partition -> the offset deleted before."""
         partitions = [TopicPartition(self.topic, p) for p in sorted(self.assigned())]
-        if not partitions:
+        if not partitions or self.refused:
             return {}
         offsets = await admin.list_consumer_group_offsets(self.settings.app_id, partitions=partitions)
         committed = {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == self.topic}
         todo = to_purge(committed, self.purged)
         if not todo:
             return {}
-        await admin.delete_records({TopicPartition(self.topic, p): RecordsToDelete(o) for p, o in todo.items()})
+        try:
+            await admin.delete_records({TopicPartition(self.topic, p): RecordsToDelete(o) for p, o in todo.items()})
+        except (TopicAuthorizationFailedError, PolicyViolationError) as exc:
+            self.refused = True
+            log.error(
+                "the broker refuses to delete records from %s (%s): processed frames stay until retention; "
+                "allow DELETE on the topic, or set CVOPS_FRAMES_PURGE_EVERY_S=0 to stop trying",
+                self.topic,
+                type(exc).__name__,
+            )
+            return {}
         if not self.purged:
-            log.info("deleting processed frames from %s every %.0f s", self.topic, self.settings.frames_purge_every_s)
+            log.info("deleting processed frames from %s every %g s", self.topic, self.settings.frames_purge_every_s)
         self.purged.update(todo)
         log.debug("purged frames before %s", todo)
         return todo

@@ -66,3 +66,23 @@ def test_the_purge_deletes_what_the_group_committed_and_nothing_after(settings: 
     assert first == {0: 6}
     assert again == {}
     assert starts == {tp0: 6, tp1: 0}  # frames 6-9 of partition 0 and all of partition 1 are still there
+
+
+def test_a_broker_that_refuses_deletes_is_told_once_and_not_asked_again(caplog):
+    from aiokafka.errors import TopicAuthorizationFailedError
+
+    class Refusing:  # an admin client of a cluster whose ACLs do not allow DELETE on the topic
+        calls = 0
+
+        async def list_consumer_group_offsets(self, group, partitions):
+            return {tp: OffsetAndMetadata(10, "") for tp in partitions}
+
+        async def delete_records(self, records):
+            Refusing.calls += 1
+            raise TopicAuthorizationFailedError()
+
+    purge = FramesPurge(Settings(_env_file=None), lambda: [0, 1])
+    assert asyncio.run(purge.purge(Refusing())) == {}
+    assert asyncio.run(purge.purge(Refusing())) == {}
+    assert Refusing.calls == 1
+    assert "CVOPS_FRAMES_PURGE_EVERY_S=0" in caplog.text
