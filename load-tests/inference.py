@@ -26,7 +26,8 @@ embedded broker's CPU grows with the bytes it holds (it rewrites its state file 
 README), so one phase must not pay for the other's data, and a backlog published up front would measure
 that rewrite rather than cvops.
 
-Prints a table, then one JSON line. Only 127.0.0.1 is used: the brokers are started by this script.
+Prints a table, then one JSON line. Only 127.0.0.1 is used: the brokers are started by this script. Its
+working folder (the brokers' data, the worker's log) is removed after a run that succeeds.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -376,6 +378,7 @@ def main() -> int:
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
     print(json.dumps(result))
+    shutil.rmtree(work, ignore_errors=True)  # kept after a failure, for the worker's log
     return 0
 
 
