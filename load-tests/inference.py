@@ -93,6 +93,8 @@ class Saturate:
     take CPU readings) and ``on_end`` at the last."""
 
     def __init__(self, settings: Settings, cameras: int, frames: int, in_flight: int, on_start=None, on_end=None):
+        if frames <= in_flight:
+            raise ValueError(f"{frames} frames cannot be timed with {in_flight} in flight: lower --in-flight")
         self.settings, self.frames, self.in_flight = settings, frames, in_flight
         self.feeds = fixed_cameras(None, cameras, settings.gateway_jpeg_quality)
         self.camera_ids = [f"cam-{i + 1}" for i in range(cameras)]
@@ -281,6 +283,8 @@ def main() -> int:
     quick = args.quick
     in_flight = args.in_flight or 8 * args.batch
     bare_s, naive_frames, pipe_frames, latency_s = (3, 160, 480, 8) if quick else (10, 480, 2000, 30)
+    if in_flight >= min(naive_frames, pipe_frames):
+        ap.error(f"--in-flight {in_flight} leaves no frame to time: at most {min(naive_frames, pipe_frames) - 1}")
 
     fetch_pacing.install(20)
     work = Path(tempfile.mkdtemp(prefix="cvops-bench-"))

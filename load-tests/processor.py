@@ -112,7 +112,7 @@ def through_processor(processor: FrameProcessor, msgs: list[RawMessage], batch: 
 
     def finish(prepared, inferring) -> None:
         nonlocal done, dead, finish_s
-        inferred = inferring.result()
+        inferred = inferring.result() if inferring is not None else None
         t0 = time.perf_counter()
         result = infer_pool.submit(processor.finish, prepared, states, inferred).result()
         finish_s += time.perf_counter() - t0

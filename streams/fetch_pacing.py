@@ -57,4 +57,4 @@ def pace(consumer, pause_ms: float) -> None:
     than the process-wide pause): for consumers of topics where a delay of that much does not matter."""
     fetcher = getattr(consumer, "_fetcher", None)
     if fetcher is not None:
-        fetcher._cvops_pause_s = max(_pause_s, pause_ms / 1000) if _pause_s else 0.0
+        fetcher._cvops_pause_s = max(_pause_s, pause_ms / 1000)

@@ -111,7 +111,6 @@ class FrameProcessor:
         self._recent: dict[str, OrderedDict[str, list]] = {}
         self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
-        self._infer: ThreadPoolExecutor | None = None  # start_inference() for a detector without submit()
         self._monitors: dict[str, CameraMonitor] = {}
         self.monitor_settings = base_settings(settings)
 
@@ -122,8 +121,6 @@ class FrameProcessor:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)
-        if self._infer is not None:
-            self._infer.shutdown(wait=False)
 
     def _decode(
         self, msg: RawMessage, slot: np.ndarray | None = None
@@ -208,21 +205,15 @@ class FrameProcessor:
 
         return list(self._pool.map(one, range(n)))
 
-    def start_inference(self, prepared: Prepared) -> Future:
+    def start_inference(self, prepared: Prepared) -> Future | None:
         """Begin inferring a prepared batch without waiting: a future of :class:`models.session.Inferred`
-        (None for a batch with no frame left), for :meth:`finish`. A detector with ``submit`` (NanoDet)
-        queues it on its lanes, so the next batch can start before this one ends; any other runs in a
-        thread of this processor's."""
-        if not prepared.frames:
-            done: Future = Future()
-            done.set_result(None)
-            return done
+        for :meth:`finish`. A detector with ``submit`` (NanoDet) queues it on its lanes, so the next batch
+        can start before this one ends. None when there is nothing to start ahead (no frame left, or a
+        detector without ``submit``): :meth:`finish` then infers by itself."""
         submit = getattr(self.detector, "submit", None)
-        if submit is not None:
-            return submit(prepared.batch)
-        if self._infer is None:
-            self._infer = ThreadPoolExecutor(1, thread_name_prefix="infer_run")
-        return self._infer.submit(timed, self.detector.infer, prepared.batch)
+        if not prepared.frames or submit is None:
+            return None
+        return submit(prepared.batch)
 
     def finish(
         self, prepared: Prepared, states: Mapping[str, dict | None], inferred: Inferred | None = None

@@ -210,7 +210,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     @app.task
     async def infer_chunks():
         loop = asyncio.get_running_loop()
-        window: deque[tuple[Chunk, Prepared, Future]] = deque()  # batches on the lanes, oldest first
+        window: deque[tuple[Chunk, Prepared, Future | None]] = deque()  # batches on the lanes, oldest first
         chunk: Chunk | None = None  # the chunk whose batches are being started
         while True:
             stats["processing"] = bool(window) or chunk is not None
@@ -238,7 +238,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         only one that changes the cameras' monitors) and send its outputs; the chunk's last batch hands
         the chunk to `confirm`."""
         chunk, prepared, inferring = window.popleft()
-        inferred = await asyncio.wrap_future(inferring)
+        inferred = await asyncio.wrap_future(inferring) if inferring is not None else None
         result, snapshots = await loop.run_in_executor(
             infer_pool, finish_and_snapshot, prepared, chunk.states, inferred
         )

@@ -22,7 +22,7 @@ def test_only_partitions_whose_commit_moved_past_the_last_purge_are_purged():
     assert to_purge({}, {0: 5}) == {}
 
 
-def test_a_zero_interval_turns_the_purge_off():
+def test_the_purge_interval_may_be_zero_but_not_negative():
     assert Settings(_env_file=None, frames_purge_every_s=0).frames_purge_every_s == 0
     with pytest.raises(ValueError):
         Settings(_env_file=None, frames_purge_every_s=-1)
