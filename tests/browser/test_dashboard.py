@@ -197,7 +197,7 @@ def test_fleet_live_alert_and_its_evidence(settings: Settings, tmp_path: Path, b
             f"a tile for each of {cameras}",
             procs,
         )
-        assert all(t["status"] in ("ok", "warning", "alert", "offline") and "fps" in t["text"] for t in tiles)
+        assert all(t["status"] in ("ok", "warning", "alert", "offline") and "fps" in t["text"] for t in tiles), tiles
 
         # Filter and sort, as a person would.
         from selenium.webdriver.common.keys import Keys
