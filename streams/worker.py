@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import faust
 
-from streams import faust_fixes
+from streams import faust_fixes, fetch_pacing
 from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import WorkerStatus, encode_record
@@ -171,6 +171,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     # releases the chunk's messages for commit.
     taken: asyncio.Queue = asyncio.Queue(maxsize=1)  # chunks of events, with the rebalance epoch they came in
     prepared_chunks: asyncio.Queue = asyncio.Queue(maxsize=1)
+    in_hand = [0]  # frames taken and not yet judged
     epoch = [0]  # bumped when partitions are revoked: chunks taken before were not processed, and are replayed
 
     @app.agent(frames, name="infer")
@@ -184,6 +185,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             # keeps its offset from being committed until `confirm` has seen its outputs durable.
             for e in events:
                 e.message.incref()
+            in_hand[0] += len(events)
             await taken.put((epoch[0], events))
 
     @app.task
@@ -227,6 +229,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 continue
             chunk_epoch, events, msgs, batches = await prepared_chunks.get()
             if chunk_epoch != epoch[0]:  # taken before a rebalance: its frames come again from the commit
+                in_hand[0] -= len(events)
                 continue
             # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
@@ -252,6 +255,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         stats["last_batch"] = time.monotonic()
         chunk.left -= 1
         if chunk.left == 0:
+            in_hand[0] -= len(chunk.events)
             confirming.add(task := asyncio.create_task(confirm(chunk.events, chunk.sends)))
             task.add_done_callback(confirming.discard)
 
@@ -344,6 +348,11 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             log.info("alert %s %s: %s", a.type, a.status, a.message)
         return sends
 
+    @app.on_partitions_assigned.connect
+    async def hold_fetches(sender, assigned, **kwargs):
+        # Frames in hand enough for two batches keep the lanes busy until more arrive: fetch more only then.
+        fetch_pacing.hold(kafka_consumer(), lambda: in_hand[0] >= policy.queue_limit, most_ms=1000)
+
     @app.on_partitions_revoked.connect
     async def forget_cameras(sender, revoked, **kwargs):
         epoch[0] += 1
@@ -381,10 +390,13 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         # The broker gone for a while must not stop the worker: read the topic again later.
         await keep_running(config.run, "config follower")
 
+    def kafka_consumer():
+        # faust keeps its aiokafka consumer private; its own rebalance logging reaches it this way.
+        return app.consumer._thread._ensure_consumer()
+
     def my_member_id() -> str:
-        # faust keeps its aiokafka consumer private; its own rebalance logging reads the member id this way.
         try:
-            return app.consumer._thread._ensure_consumer()._coordinator.member_id or ""
+            return kafka_consumer()._coordinator.member_id or ""
         except Exception:
             return ""
 
