@@ -54,6 +54,7 @@ from streams.purge import FramesPurge
 from streams.supervise import keep_running
 
 log = logging.getLogger("cvops.worker")
+OUTPUT_LINGER_MS = 5  # how long an output record may wait for others to share its produce request
 
 
 @dataclass
@@ -114,6 +115,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         topic_partitions=n,
         topic_replication_factor=settings.replication_factor,
         producer_acks=-1,
+        # A batch's outputs (a prediction and a metrics record per frame, over several partitions) leave in
+        # one or two produce requests instead of one each: measured, 9 requests per batch of 8 without it.
+        producer_linger=OUTPUT_LINGER_MS / 1000,
         producer_max_request_size=settings.max_message_bytes * 2,
         consumer_max_fetch_size=settings.max_message_bytes * 2,
         consumer_auto_offset_reset="earliest",
