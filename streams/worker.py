@@ -26,6 +26,10 @@ broker and the camera-state writes are flushed; only then is it acked, and faust
 below the first message not yet acked. So a crash replays frames whose outputs may already be out
 (at-least-once); the store absorbs the duplicates by frame id. Chunks taken before a rebalance and not
 yet inferred are dropped, not acked: they come again from the committed offset.
+
+Flow: while frames for two batches are in hand (taken and not yet judged), the frames consumer fetches no
+more (:func:`streams.fetch_pacing.hold`), so that it fetches in fewer, larger fetches; outputs linger
+``OUTPUT_LINGER_MS`` in the producer, so that a batch's records share a produce request.
 """
 
 from __future__ import annotations
@@ -189,8 +193,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             # keeps its offset from being committed until `confirm` has seen its outputs durable.
             for e in events:
                 e.message.incref()
-            in_hand[0] += len(events)
             await taken.put((epoch[0], events))
+            in_hand[0] += len(events)  # counted once queued: a put cancelled at shutdown holds nothing
 
     @app.task
     async def prepare_chunks():
