@@ -8,7 +8,8 @@ One run, same machine, same model, same thread settings:
   one session of ``--threads`` threads, batch N the better of that and the worker's ``--lanes``
   (``models.session.Lanes``), also given apart as ``bare_fps_bN_one_session``. The lanes are timed
   before the naive consumer and again after the pipeline (``bare_fps_bN_lanes_before``/``_after``), and
-  their mean counts, so that a machine whose speed drifts during the run moves the ratio less;
+  their mean counts, so that a machine whose speed drifts during the run moves the ratio less. Each bare
+  figure is the median of 1-second slices: outside load on a shared machine only ever slows a slice down;
 - ``naive_fps``: a plain consumer that decodes, infers and publishes one frame at a time, on one session of
   ``--threads`` threads (what a user writes first);
 - ``pipeline_fps``: gateway -> broker -> ``cvops worker`` -> predictions topic, N cameras; the worker
@@ -41,6 +42,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,21 +75,27 @@ from streams.gateway import fixed_cameras, make_producer, publish
 from streams.localbroker import EmbeddedBroker
 from streams.topics import create_topics
 
+BARE_SLICE_S = 1.0  # bare ONNX Runtime is timed in slices this long, and their median counts
 READER_PAUSE_MS = 50  # the gateway's answer reader, after an empty fetch (see Saturate.run)
 
 
 def bare(detector, batch: int, seconds: float, sizes=None) -> dict[int, float]:
+    """Frames/s of ``detector.infer`` alone at each batch size: the median of its rates over 1-second slices
+    of ``seconds``, so that a moment of outside load on a shared machine does not set the ceiling."""
     cams = fixed_cameras(None, 4, 80)
     images = [cv2.imdecode(np.frombuffer(next(cams[i % 4]).data, np.uint8), cv2.IMREAD_COLOR) for i in range(batch)]
     out = {}
     for n in sizes or (1, batch):
         x = detector.preprocess(images[:n])
         detector.infer(x)  # warm-up
-        done, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            detector.infer(x)
-            done += n
-        out[n] = done / (time.perf_counter() - start)
+        rates, end = [], time.perf_counter() + seconds
+        while (start := time.perf_counter()) < end:
+            done = 0
+            while time.perf_counter() - start < BARE_SLICE_S:
+                detector.infer(x)
+                done += n
+            rates.append(done / (time.perf_counter() - start))
+        out[n] = statistics.median(rates)
     return out
 
 
