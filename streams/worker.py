@@ -358,8 +358,12 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 
     @app.on_partitions_assigned.connect
     async def hold_fetches(sender, assigned, **kwargs):
-        # Frames in hand enough for two batches keep the lanes busy until more arrive: fetch more only then.
-        fetch_pacing.hold(kafka_consumer(), lambda: in_hand[0] >= policy.queue_limit, most_ms=1000)
+        # Frames in hand enough for two batches keep the lanes busy until more arrive: fetch more (frames and
+        # feedback, one consumer) only then, or after a second at most.
+        try:
+            fetch_pacing.hold(kafka_consumer(), lambda: in_hand[0] >= policy.queue_limit, most_ms=1000)
+        except Exception as exc:  # faust changed: fetches are not held back, which costs CPU, not frames
+            log.warning("the consumer's fetches are not held back while busy (%s: %s)", type(exc).__name__, exc)
 
     @app.on_partitions_revoked.connect
     async def forget_cameras(sender, revoked, **kwargs):

@@ -127,8 +127,10 @@ def _screenshot(driver, name: str) -> Path:
     return path
 
 
+# textContent, not innerText: tiles have `content-visibility: auto`, and until the browser has laid out a grid
+# just rendered their innerText is '' (seen once in CI: three tiles, status 'ok', text '').
 TILES = """return [...document.querySelectorAll('#tiles .tile')].map(t => ({
-    camera: t.dataset.camera, status: t.dataset.status, text: t.innerText}))"""
+    camera: t.dataset.camera, status: t.dataset.status, text: t.textContent}))"""
 TILES_TEXT = "return document.querySelector('#tiles')?.innerText"
 LIVE_ALERT = """return [...document.querySelectorAll('#feed .feed-item[data-source="live"]')]
     .filter(a => a.dataset.camera === arguments[0] && a.dataset.status === 'raised'
