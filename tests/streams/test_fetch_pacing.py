@@ -4,6 +4,7 @@ its process is busy, and fetching resumes once it is not, or once the hold has l
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -78,5 +79,8 @@ def test_a_hold_ends_after_its_longest_even_while_busy(settings: Settings, pacin
     assert after == [b"second"]  # fetched once the hold had lasted 2 s, though still busy
 
 
-def test_a_hold_on_something_that_is_not_a_started_consumer_does_nothing():
-    fetch_pacing.hold(object(), lambda: True, most_ms=1000)  # no fetcher: nothing to hold, no error
+def test_a_hold_on_a_consumer_not_started_does_nothing():
+    not_started = SimpleNamespace(_fetcher=None)  # aiokafka makes the fetcher at start()
+    fetch_pacing.hold(not_started, lambda: True, most_ms=1000)
+    fetch_pacing.hold(SimpleNamespace(), lambda: True, most_ms=1000)  # no fetcher at all: no error either
+    assert vars(not_started) == {"_fetcher": None}
