@@ -13,7 +13,8 @@ Dataflow, top to bottom::
         ├──▶ evidence       thumbnails of the frames that prove each raised alert
         ├──▶ views          each camera's latest view every CVOPS_VIEW_EVERY_S, and its reference view
         ├──▶ deadletters    one per frame that cannot be decoded, with the reason and the payload
-        └──▶ camera-health  per-camera rule state (a faust Table, changelog in Kafka)
+        ├──▶ camera-health  per-camera monitor state (a faust Table, changelog in Kafka)
+        └──▶ camera-reference  the moved-camera check's reference view, when a new one is learned (a Table)
         (a chunk's offsets are released for commit once all of these are acknowledged; see Delivery)
 
     feedback (labels for frames) ──▶ FrameProcessor.feedback (score; same thread) ──▶ alerts (concept_drift)
@@ -52,6 +53,7 @@ from streams.contracts import WorkerStatus, encode_record
 from streams.fleetconfig import ConfigFollower
 from streams.kafka_security import faust_credentials
 from streams.metrics import WorkerMetrics
+from streams.monitor.camera import REFERENCE_ELSEWHERE, join_reference, split_reference
 from streams.peers import PeerWatch, WorkerDirectory
 from streams.process import BatchResult, FrameProcessor, Prepared, RawMessage, silence_clock
 from streams.purge import FramesPurge
@@ -139,24 +141,31 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     )
     workers = app.topic(settings.topic("workers"), partitions=1, key_serializer="raw", value_serializer="raw")
     worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
     # Keyed by camera id with the producer's partitioner, like the frames topic: a camera's state lives in
     # the changelog partition with the frames topic's partition number, and moves with it on a rebalance.
-    health = app.Table(
-        "camera-health",
-        default=None,
-        partitions=n,
-        use_partitioner=True,
-        # Raw bytes keys, the camera id as the gateway sends it: the changelog record lands in the same
-        # partition number as the camera's frames, and recovery gives back the same keys.
-        key_type=bytes,
-        schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
-    )
+    def camera_table(name: str):
+        return app.Table(
+            name,
+            default=None,
+            partitions=n,
+            use_partitioner=True,
+            # Raw bytes keys, the camera id as the gateway sends it: the changelog record lands in the same
+            # partition number as the camera's frames, and recovery gives back the same keys.
+            key_type=bytes,
+            schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+        )
+
+    health = camera_table("camera-health")
+    # The moved-camera check's reference view (half a state's bytes), saved only when a new one is learned.
+    references = camera_table("camera-reference")
     processor = FrameProcessor(
         settings, detector, decode_threads=settings.decode_workers, embedder=load_embedder(settings)
     )
     policy = BatchPolicy(settings.batch_max_size, settings.batch_max_wait_ms, settings.preferred_sizes)
     prepare_pool = ThreadPoolExecutor(1, thread_name_prefix="prepare")
     saved_essential: dict[str, dict] = {}  # camera id -> the essential state last saved
+    saved_reference: dict[str, str] = {}  # camera id -> the reference view last saved or restored
     saved_at: dict[str, int] = {}  # camera id -> its frame count when its state was last saved
     checkpoint = settings.state_checkpoint_frames
     infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
@@ -239,8 +248,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             if chunk_epoch != epoch[0]:  # taken before a rebalance: its frames come again from the commit
                 in_hand[0] -= len(events)
                 continue
-            # Table keys are bytes: what the changelog gives back on recovery is bytes too.
-            states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
+            states = restore(m.key for m in msgs)
             chunk = Chunk(events, deque(batches), len(batches), states)
             stats["last_batch"], stats["batch_wall"] = time.monotonic(), time.time()
 
@@ -304,10 +312,31 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 
     def save(result: BatchResult, snapshots: dict[str, dict], states: dict) -> None:
         for camera_id, state in snapshots.items():
-            health[camera_id.encode()] = state
+            key = camera_id.encode()
+            slim, view = split_reference(state)
+            if view is not None and saved_reference.get(camera_id) != view:
+                references[key] = view  # before the state that refers to it
+                saved_reference[camera_id] = view
+            health[key] = slim
             states[camera_id] = state
             saved_essential[camera_id] = result.essential[camera_id]
             saved_at[camera_id] = result.frames_seen[camera_id]
+
+    def restore(keys) -> dict[str, dict | None]:
+        """The saved states of these cameras (message keys), whole again with their reference views."""
+        out = {}
+        for key in {k for k in keys if k}:
+            camera_id = key.decode("utf-8", "replace")
+            state, view = health.get(key), references.get(key)
+            if state and state.get(REFERENCE_ELSEWHERE) and view is None:
+                log.warning(
+                    "camera %s: its reference view was not found; the moved-camera check learns a new one", camera_id
+                )
+            if view is not None:
+                saved_reference[camera_id] = view
+            # Table keys are bytes: what the changelog gives back on recovery is bytes too.
+            out[camera_id] = join_reference(state, view)
+        return out
 
     async def drain_table_writes() -> None:
         # Table writes wait in faust's producer buffer, whose flush at commit time gives up after 0.1 s
@@ -328,7 +357,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in events
             ]
-            states = {k.decode("utf-8", "replace"): health.get(k) for k in {m.key for m in msgs if m.key}}
+            states = restore(m.key for m in msgs)
             result, snapshots = await loop.run_in_executor(infer_pool, feedback_and_snapshot, msgs, states)
             save(result, snapshots, states)
             prometheus.observe(result)
@@ -370,6 +399,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         epoch[0] += 1
         processor.forget()  # cameras may come back later with states written by another worker
         saved_essential.clear()
+        saved_reference.clear()
         saved_at.clear()
 
     @app.timer(max(1.0, settings.monitor_no_frames_s / 4))

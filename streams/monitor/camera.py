@@ -23,7 +23,8 @@ the same alert, which the store folds into one row; a resolve record carries the
 
 State: :meth:`to_dict` is all of it (a few tens of KB, the reference view being most of it);
 :meth:`essential` is the part that changes only on events, which the worker writes to its changelog at
-once, the rest being written every few frames.
+once, the rest being written every few frames. :func:`split_reference` takes the reference view out of
+a state, for the worker to save only when it changes; :func:`join_reference` puts it back.
 """
 
 from __future__ import annotations
@@ -601,6 +602,38 @@ class CameraMonitor:
             frames=int(d["frames"]),
             relearned_at=float(d.get("relearned_at", 0.0)),
         )
+
+
+REFERENCE_ELSEWHERE = "reference_elsewhere"  # in a state without its reference view (split_reference)
+
+
+def split_reference(state: dict | None) -> tuple[dict | None, str | None]:
+    """``state`` (:meth:`CameraMonitor.to_dict`) without the moved-camera check's reference view, and that
+    view (base64 PNG), or ``(state, None)`` when it has none. The view is about half of a state's bytes and
+    changes only when a reference is learned, so the worker saves it apart, and only then.
+
+    >>> state = {"camera_id": "cam-1", "moved": {"reference_png": "iVBORw0K", "seen": 7}}
+    >>> slim, view = split_reference(state)
+    >>> slim["moved"]["reference_png"], view
+    (None, 'iVBORw0K')
+    >>> join_reference(slim, view) == state
+    True
+    """
+    moved = (state or {}).get("moved") or {}
+    view = moved.get("reference_png")
+    if view is None:
+        return state, None
+    return {**state, "moved": {**moved, "reference_png": None}, REFERENCE_ELSEWHERE: True}, view
+
+
+def join_reference(state: dict | None, view: str | None) -> dict | None:
+    """A state from :func:`split_reference` whole again with its ``view``; any other state as it is. A state
+    whose view is lost (``None``) comes back without a reference: the moved-camera check learns a new one."""
+    if not state or not state.get(REFERENCE_ELSEWHERE):
+        return state
+    joined = {k: v for k, v in state.items() if k != REFERENCE_ELSEWHERE}
+    joined["moved"] = {**joined["moved"], "reference_png": view}
+    return joined
 
 
 def _thumbnail_fields(held: tuple) -> dict:

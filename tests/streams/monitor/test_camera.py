@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from streams.contracts import FrameMetrics
 from streams.gateway import default_footage
 from streams.monitor import image
-from streams.monitor.camera import CameraMonitor, MonitorSettings
+from streams.monitor.camera import CameraMonitor, MonitorSettings, join_reference, split_reference
 
 
 class Feed:
@@ -107,6 +109,26 @@ def test_state_survives_a_round_trip(frames):
     again = CameraMonitor.from_dict(feed.monitor.to_dict())
     assert again.essential() == feed.monitor.essential()
     assert again.to_dict() == feed.monitor.to_dict()
+
+
+def test_a_state_saved_apart_from_its_reference_view_comes_back_whole(textured_frames):
+    feed = Feed(MonitorSettings(warmup=20, motion_every=1))
+    for f in textured_frames[:10]:
+        feed.send(f)
+    whole = feed.monitor.to_dict()
+    slim, view = split_reference(whole)
+    assert view == whole["moved"]["reference_png"] and view is not None
+    assert slim["moved"]["reference_png"] is None and view not in json.dumps(slim)
+    assert len(json.dumps(slim)) < len(json.dumps(whole)) / 2  # the view is most of a state's bytes
+    again = CameraMonitor.from_dict(join_reference(slim, view))
+    assert again.to_dict() == whole
+    assert np.array_equal(again.moved.reference, feed.monitor.moved.reference)
+    # The view lost: the state still loads, and the check takes the next frame as its reference.
+    lost = CameraMonitor.from_dict(join_reference(slim, None))
+    assert lost.moved.reference is None and lost.frames == feed.monitor.frames
+    # A state without a view (the check off) is saved whole, as it is.
+    off = Feed().monitor.to_dict()
+    assert split_reference(off) == (off, None) and join_reference(off, None) == off
 
 
 def test_a_moved_cameras_evidence_is_its_last_frames_and_the_reference_view(textured_frames):
