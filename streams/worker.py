@@ -326,6 +326,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         """The saved states of these cameras (message keys), whole again with their reference views."""
         out = {}
         for key in {k for k in keys if k}:
+            # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             camera_id = key.decode("utf-8", "replace")
             state, view = health.get(key), references.get(key)
             if state and state.get(REFERENCE_ELSEWHERE) and view is None:
@@ -334,7 +335,6 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 )
             if view is not None:
                 saved_reference[camera_id] = view
-            # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             out[camera_id] = join_reference(state, view)
         return out
 
