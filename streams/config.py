@@ -41,6 +41,17 @@ class Settings(BaseSettings):
         description="a worker that has sent no status for this long is presumed dead: the live workers remove it "
         "from the group if the broker has not (the embedded broker never does) and take its cameras; 0 = never",
     )
+    worker_stall_s: float = Field(
+        120.0,
+        ge=0,
+        description="a worker holding frames partitions where frames have waited this long with no offset "
+        "committed exits with status 3, so that its supervisor restarts it (streams.liveness); 0 = never",
+    )
+    debug_stall_file: str = Field(
+        "",
+        description="test hook, off when empty: once this file exists the worker removes it and takes no more "
+        "frames, as a worker whose consumer stopped delivering them (for testing CVOPS_WORKER_STALL_S)",
+    )
     topic_prefix: str = Field("cvops.", description="prefix of every topic name, e.g. cvops.frames")
     frames_partitions: int = Field(8, ge=1, description="partitions of the frames topic; bounds worker count")
     frames_retention_ms: int = Field(10 * 60_000, ge=1000, description="how long raw frames stay in the broker")
@@ -164,6 +175,13 @@ class Settings(BaseSettings):
     def _peer_timeout_spans_statuses(cls, value: float) -> float:
         if 0 < value < 30:
             raise ValueError("must be 0 (never) or at least 30 s: workers send a status every 10 s")
+        return value
+
+    @field_validator("worker_stall_s")
+    @classmethod
+    def _stall_spans_commits(cls, value: float) -> float:
+        if 0 < value < 10:
+            raise ValueError("must be 0 (never) or at least 10 s: a worker commits its offsets every second")
         return value
 
     def topic(self, name: str) -> str:
