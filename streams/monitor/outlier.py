@@ -13,12 +13,16 @@ nothing to the changelog.
 from __future__ import annotations
 
 import base64
+import binascii
 import math
-import pickle
 import warnings
 from collections.abc import Mapping
 
 import numpy as np
+
+from streams.monitor.state import StateError, flag, integer, mapping, number, version
+
+STATE_VERSION = 1
 
 
 def _conformal_threshold(scores: np.ndarray, rate: float) -> float:
@@ -41,8 +45,17 @@ def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a, np.float32).tobytes()).decode()
 
 
-def _unb64(s: str, shape: tuple[int, ...]) -> np.ndarray:
-    return np.frombuffer(base64.b64decode(s), np.float32).reshape(shape).astype(np.float64)
+def _unb64(s: object, shape: tuple[int, ...]) -> np.ndarray:
+    """A float32 array of ``shape`` from its base64 bytes, as float64; :class:`StateError` if it is not one."""
+    if not isinstance(s, str) or len(s) != 4 * math.ceil(4 * math.prod(shape) / 3):
+        raise StateError(f"an array of shape {shape} expected as base64 float32")
+    try:
+        a = np.frombuffer(base64.b64decode(s, validate=True), np.float32).reshape(shape).astype(np.float64)
+    except (binascii.Error, ValueError) as exc:
+        raise StateError(f"an array of shape {shape}: {exc}") from None
+    if not np.isfinite(a).all():
+        raise StateError(f"an array of shape {shape} holds values that are not finite")
+    return a
 
 
 class AutoencoderOutlier:
@@ -159,8 +172,10 @@ class AutoencoderOutlier:
             "seed": self.seed,
         }
         if not self.fitted:
-            return {"params": params, "fitted": False}
+            return {"kind": "autoencoder", "version": STATE_VERSION, "params": params, "fitted": False}
         return {
+            "kind": "autoencoder",
+            "version": STATE_VERSION,
             "params": params,
             "fitted": True,
             "threshold": self.threshold,
@@ -173,14 +188,42 @@ class AutoencoderOutlier:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> AutoencoderOutlier:
-        p = d["params"]
-        obj = cls(p["bottleneck"], tuple(p["hidden"]), p["false_alarm_rate"], p["holdout"], p["max_iter"], p["seed"])
-        if d["fitted"]:
-            dim = d["dim"]
+        """The detector ``d`` describes; :class:`StateError` unless every array has the shape its layers need."""
+        d = version(d, "autoencoder", STATE_VERSION)
+        p = mapping(d["params"], "params")
+        hidden = p["hidden"]
+        if not isinstance(hidden, list) or len(hidden) > 8:
+            raise StateError("hidden: a list of at most 8 layer widths expected")
+        obj = cls(
+            integer(p["bottleneck"], "bottleneck", lo=1, hi=100_000),
+            tuple(integer(h, "hidden", lo=1, hi=100_000) for h in hidden),
+            number(p["false_alarm_rate"], "false_alarm_rate", lo=1e-9, hi=1 - 1e-9),
+            number(p["holdout"], "holdout", lo=1e-9, hi=1 - 1e-9),
+            integer(p["max_iter"], "max_iter", lo=1, hi=1_000_000),
+            integer(p["seed"], "seed", hi=2**32 - 1),
+        )
+        if flag(d["fitted"], "fitted"):
+            dim = integer(d["dim"], "dim", lo=1, hi=100_000)
             obj.mean, obj.scale = _unb64(d["mean"], (dim,)), _unb64(d["scale"], (dim,))
-            obj.weights = [_unb64(s, tuple(shape)) for shape, s in d["weights"]]
-            obj.biases = [_unb64(s, (w.shape[1],)) for s, w in zip(d["biases"], obj.weights, strict=True)]
-            obj.threshold = d["threshold"]
+            if not (obj.scale > 0).all():
+                raise StateError("scale: every dimension's scale must be positive")
+            widths = [dim, *obj.hidden, obj.bottleneck, *reversed(obj.hidden), dim]
+            weights, biases = d["weights"], d["biases"]
+            if (
+                not isinstance(weights, list)
+                or not isinstance(biases, list)
+                or not len(weights) == len(biases) == len(widths) - 1
+            ):
+                raise StateError(f"{len(widths) - 1} layers of weights and biases expected")
+            for i, (shape_and_data, b) in enumerate(zip(weights, biases, strict=True)):
+                if not isinstance(shape_and_data, list) or len(shape_and_data) != 2:
+                    raise StateError(f"layer {i}: [shape, data] expected")
+                shape, data = shape_and_data
+                if shape != [widths[i], widths[i + 1]]:
+                    raise StateError(f"layer {i}: shape {shape}, the layers need {[widths[i], widths[i + 1]]}")
+                obj.weights.append(_unb64(data, (widths[i], widths[i + 1])))
+                obj.biases.append(_unb64(b, (widths[i + 1],)))
+            obj.threshold = number(d["threshold"], "threshold", lo=0)
         return obj
 
 
@@ -194,8 +237,9 @@ class HalfSpaceTreesOutlier:
     sample of them: it catches vectors that are off in many dimensions, and may miss one that is off in
     a few. About 100 µs per vector for d = 64, 300 µs for d = 1280 (the vector becomes a dict).
 
-    State: the pickled River model, base64 (see :mod:`streams.monitor.changepoint` on pickle), plus the
-    threshold; about 330 KB as JSON for 10 trees of height 8 at d = 1280, 200 KB at d = 64.
+    State: the trees written out as data (each branch's feature and split, each node's masses, in depth-first
+    order; River's trees are complete, so the height gives their shape), plus the threshold: about 150 KB as
+    JSON for 10 trees of height 8, whatever the dimension.
 
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
@@ -267,7 +311,9 @@ class HalfSpaceTreesOutlier:
         return self.last_score > self.threshold
 
     def to_dict(self) -> dict:
-        return {
+        out = {
+            "kind": "half_space_trees",
+            "version": STATE_VERSION,
             "params": {
                 "n_trees": self.n_trees,
                 "height": self.height,
@@ -277,13 +323,83 @@ class HalfSpaceTreesOutlier:
                 "seed": self.seed,
             },
             "threshold": None if math.isinf(self.threshold) else self.threshold,
-            "model": None if self.model is None else base64.b64encode(pickle.dumps(self.model)).decode(),
+            "model": None,
         }
+        if self.model is not None:
+            from river.anomaly.hst import HSTBranch
+
+            trees = []
+            for root in self.model.trees:
+                branches, masses = [], []
+                for node in root.iter_dfs():
+                    if isinstance(node, HSTBranch):
+                        branches.append([node.feature, node.threshold])
+                    masses.append([node.l_mass, node.r_mass])
+                trees.append({"branches": branches, "masses": masses})
+            out["model"] = {
+                "window_size": self.model.window_size,
+                "counter": self.model.counter,
+                "first_window": self.model._first_window,
+                "trees": trees,
+            }
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping) -> HalfSpaceTreesOutlier:
-        obj = cls(**d["params"])
-        obj.threshold = math.inf if d["threshold"] is None else d["threshold"]
+        """The detector ``d`` describes; :class:`StateError` unless every tree has the shape its height gives."""
+        d = version(d, "half_space_trees", STATE_VERSION)
+        p = mapping(d["params"], "params")
+        obj = cls(
+            integer(p["n_trees"], "n_trees", lo=1, hi=1000),
+            integer(p["height"], "height", lo=1, hi=20),
+            integer(p["window_size"], "window_size", lo=1, hi=10_000_000),
+            number(p["false_alarm_rate"], "false_alarm_rate", lo=1e-9, hi=1 - 1e-9),
+            number(p["holdout"], "holdout", lo=1e-9, hi=1 - 1e-9),
+            integer(p["seed"], "seed", hi=2**32 - 1),
+        )
+        obj.threshold = math.inf if d["threshold"] is None else number(d["threshold"], "threshold")
         if d["model"] is not None:
-            obj.model = pickle.loads(base64.b64decode(d["model"]))  # our own changelog only
+            from river import anomaly
+
+            m = mapping(d["model"], "model")
+            trees = m["trees"]
+            if not isinstance(trees, list) or len(trees) != obj.n_trees:
+                raise StateError(f"{obj.n_trees} trees expected")
+            window = integer(m["window_size"], "model window_size", lo=1, hi=obj.window_size)  # fit may use less
+            model = anomaly.HalfSpaceTrees(obj.n_trees, obj.height, window, seed=obj.seed)
+            model.trees = [_tree(mapping(t, "tree"), obj.height) for t in trees]
+            model.counter = integer(m["counter"], "counter", hi=window)
+            model._first_window = flag(m["first_window"], "first_window")
+            obj.model = model
         return obj
+
+
+def _tree(t: Mapping, height: int):
+    """One of River's half-space trees, complete of ``height``, from its branches and masses in depth-first order."""
+    from river.anomaly.hst import HSTBranch, HSTLeaf
+
+    branches, masses = t["branches"], t["masses"]
+    if not isinstance(branches, list) or not isinstance(masses, list):
+        raise StateError("a tree: lists of branches and masses expected")
+    if len(branches) != 2**height - 1 or len(masses) != 2 ** (height + 1) - 1:
+        raise StateError(f"a tree of height {height}: {2**height - 1} branches and {2 ** (height + 1) - 1} nodes")
+    next_branch, next_node = iter(branches), iter(masses)
+
+    def node_masses() -> dict:
+        pair = next(next_node)
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise StateError("a node's masses: [l_mass, r_mass] expected")
+        return {"l_mass": integer(pair[0], "l_mass"), "r_mass": integer(pair[1], "r_mass")}
+
+    def build(h: int):
+        own = node_masses()
+        if h == 0:
+            return HSTLeaf(**own)
+        split = next(next_branch)
+        if not isinstance(split, list) or len(split) != 2:
+            raise StateError("a branch: [feature, threshold] expected")
+        left = build(h - 1)
+        right = build(h - 1)
+        return HSTBranch(left, right, integer(split[0], "feature", hi=10_000_000), number(split[1], "split"), **own)
+
+    return build(height)

@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import base64
 import math
+import pickle
 
 import numpy as np
 import pytest
 
 from streams.monitor.outlier import AutoencoderOutlier, HalfSpaceTreesOutlier, _conformal_threshold
+from streams.monitor.state import StateError
 
 from .conftest import through_json
 
@@ -83,3 +86,49 @@ def test_half_space_trees_state_survives_a_json_round_trip():
     np.testing.assert_array_equal(a.score_many(x), b.score_many(x))
     unfitted = HalfSpaceTreesOutlier.from_dict(through_json(HalfSpaceTreesOutlier().to_dict()))
     assert not unfitted.fitted and math.isinf(unfitted.threshold)
+
+
+class _WritesAFile:
+    """Unpickled, this would create ``path``: what a hostile changelog record would carry."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_half_space_trees_state_is_data_and_a_pickle_in_its_place_is_refused(tmp_path):
+    _, _, draw = cluster(8, seed=4)
+    state = through_json(HalfSpaceTreesOutlier(n_trees=3, height=4).fit(draw(100)).to_dict())
+    assert state["version"] == 1 and len(state["model"]["trees"][0]["masses"]) == 2**5 - 1
+    marker = tmp_path / "ran"
+    payload = base64.b64encode(pickle.dumps(_WritesAFile(marker))).decode()
+    for bad in (
+        {**state, "model": payload},
+        {**state, "version": 2},
+        {**state, "model": {**state["model"], "trees": state["model"]["trees"][:2]}},  # a tree missing
+        {**state, "model": {**state["model"], "trees": [{"branches": [], "masses": []}] * 3}},  # wrong shape
+    ):
+        with pytest.raises(StateError):
+            HalfSpaceTreesOutlier.from_dict(bad)
+    assert not marker.exists()
+
+
+def test_autoencoder_state_with_a_wrong_version_shape_or_value_is_refused():
+    _, _, draw = cluster(16, seed=5)
+    state = through_json(AutoencoderOutlier(bottleneck=4, max_iter=20).fit(draw(100)).to_dict())
+    w0_shape, w0 = state["weights"][0]
+    for bad in (
+        {**state, "version": None},
+        {**state, "kind": "half_space_trees"},
+        {**state, "dim": 17},  # the arrays hold 16 values
+        {**state, "weights": [[[16, 5], w0], *state["weights"][1:]]},  # a shape the layers do not chain
+        {**state, "weights": state["weights"][:1]},  # a layer missing
+        {**state, "mean": base64.b64encode(np.full(16, np.nan, np.float32).tobytes()).decode()},
+        {**state, "mean": "not base64!" * 8},
+        {**state, "threshold": "1e3"},
+    ):
+        with pytest.raises(StateError):
+            AutoencoderOutlier.from_dict(bad)
+    assert w0_shape == [16, 4]
