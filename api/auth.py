@@ -8,12 +8,14 @@ misused, it is not set up.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, HTTPException
+from fastapi import Depends, HTTPException, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.dependencies import ApiSettingsDep
+from api.dependencies import ApiSettingsDep, get_api_settings
 from api.tokens import verify
 
 NO_TOKENS = (
@@ -44,6 +46,20 @@ def read_access(settings: ApiSettingsDep, credentials: Credentials) -> None:
     """Open when ``CVOPS_API_READ_PUBLIC`` (the default), else the same check as :func:`require_token`."""
     if not settings.api_read_public:
         require_token(settings, credentials)
+
+
+def access_check(dependant: Dependant) -> Callable[[Request], Awaitable[None]] | None:
+    """The access check a route declares (:func:`require_token` before :func:`read_access`) as a function of the
+    request's headers alone, for :mod:`api.guard` to run before the body is read; None when it declares none."""
+    calls = {d.call for d in dependant.dependencies}
+    check = require_token if require_token in calls else read_access if read_access in calls else None
+    if check is None:
+        return None
+
+    async def run(request: Request) -> None:
+        check(get_api_settings(request), await bearer(request))
+
+    return run
 
 
 TOKEN_RESPONSES = {

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
 
 from api.auth import TOKEN_RESPONSES, read_access, require_token
+from api.guard import guarded
 from streams.config import Settings
 from streams.contracts import CameraConfig, MonitorOverrides, encode_record
 from streams.fleetconfig import FLEET, LIVE, ConfigFollower, base_settings, effective
@@ -116,7 +117,15 @@ def _who(request: Request) -> str:
     return f"api token via {request.client.host if request.client else 'unknown'}"
 
 
-router = APIRouter(prefix="/api/v1/config", tags=["config"], responses=TOKEN_RESPONSES)
+# A body is a MonitorOverrides: a few dozen numbers.
+MAX_BODY_BYTES = 64 * 1024
+TOO_LARGE = {413: {"description": f"a body over {MAX_BODY_BYTES} bytes"}}
+router = APIRouter(
+    prefix="/api/v1/config",
+    tags=["config"],
+    responses=TOKEN_RESPONSES,
+    route_class=guarded(MAX_BODY_BYTES),
+)
 
 
 @router.get("", response_model=FleetConfigView, dependencies=[Depends(read_access)])
@@ -141,7 +150,7 @@ async def get_camera_config(camera_id: CameraId, state: StateDep) -> CameraConfi
 
 
 @router.put("/fleet", response_model=CameraConfig, status_code=status.HTTP_202_ACCEPTED,
-            dependencies=[Depends(require_token)])  # fmt: skip
+            dependencies=[Depends(require_token)], responses=TOO_LARGE)  # fmt: skip
 async def put_fleet_config(overrides: MonitorOverrides, request: Request, state: StateDep) -> CameraConfig:
     """Replace the fleet's overrides (fields left out fall back to the workers' settings). Accepted: the
     workers apply it within about a second."""
@@ -154,7 +163,7 @@ def _not_fleet(camera_id: str) -> None:
 
 
 @router.put("/cameras/{camera_id}", response_model=CameraConfig, status_code=status.HTTP_202_ACCEPTED,
-            dependencies=[Depends(require_token)])  # fmt: skip
+            dependencies=[Depends(require_token)], responses=TOO_LARGE)  # fmt: skip
 async def put_camera_config(
     camera_id: CameraId, overrides: MonitorOverrides, request: Request, state: StateDep
 ) -> CameraConfig:

@@ -1,5 +1,6 @@
 """What routes declare they need: the store, the settings, the clock. Held on ``app.state`` by
-:func:`api.app.create_app`; tests replace any of them with ``app.dependency_overrides``."""
+:func:`api.app.create_app`; tests replace any of them with ``app.dependency_overrides``, but the API's
+settings on ``app.state`` (:mod:`api.guard` reads them before a route's dependencies are solved)."""
 
 from __future__ import annotations
 

@@ -8,15 +8,14 @@ import decimal
 import ipaddress
 import math
 import uuid
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
 from api.auth import TOKEN_RESPONSES, require_token
 from api.dependencies import StoreDep
+from api.guard import guarded
 from store.readonly import RefusedQuery, SqlLimits, run_readonly
 from store.settings import StoreSettings
 
@@ -64,37 +63,7 @@ class RefusalBody(BaseModel):
     detail: Refusal
 
 
-class BoundedBodyRequest(Request):
-    """A request whose body is read up to :data:`MAX_BODY_BYTES`: 413 (as JSON, like every error here) as soon
-    as the declared length or the bytes received go beyond, so an oversized body is never held whole.
-    (FastAPI's own per-route ``max_body_size`` answers 413 in plain text.)"""
-
-    async def body(self) -> bytes:
-        if not hasattr(self, "_body"):
-            declared = self.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-                raise HTTPException(status_code=413, detail=f"the body is over {MAX_BODY_BYTES} bytes")
-            chunks, size = [], 0
-            async for chunk in self.stream():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise HTTPException(status_code=413, detail=f"the body is over {MAX_BODY_BYTES} bytes")
-                chunks.append(chunk)
-            self._body = b"".join(chunks)
-        return self._body
-
-
-class BoundedBodyRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def bounded(request: Request) -> Response:
-            return await handler(BoundedBodyRequest(request.scope, request.receive))
-
-        return bounded
-
-
-router = APIRouter(tags=["sql"], route_class=BoundedBodyRoute)
+router = APIRouter(tags=["sql"], route_class=guarded(MAX_BODY_BYTES))
 
 
 def limits_from(settings: StoreSettings) -> SqlLimits:

@@ -3,7 +3,7 @@
 
 In-process because chdb runs one engine per process: the tests seed rows through the app's own store. The
 fixture is package-scoped, so the engine closes before other packages open theirs. Tests change the API's
-settings or clock through ``app.dependency_overrides`` (see ``configure``), and keep apart by camera ids.
+settings (``configure``) or clock (``now``), and keep apart by camera ids.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
-from api.dependencies import get_api_settings, get_now
+from api.dependencies import get_now
 from api.settings import ApiSettings
 from api.tokens import hash_token
 from store import Store
@@ -83,11 +83,12 @@ def configure(app: FastAPI, api_config):
     """``configure(**changes)``: the API's settings with ``changes`` until the test ends."""
 
     def apply(**changes) -> None:
-        changed = api_config[1].model_copy(update=changes)
-        app.dependency_overrides[get_api_settings] = lambda: changed
+        # On app.state, not as a dependency override: access is also checked before a body is read (api.guard),
+        # outside FastAPI's dependencies.
+        app.state.api_settings = api_config[1].model_copy(update=changes)
 
     yield apply
-    app.dependency_overrides.pop(get_api_settings, None)
+    app.state.api_settings = api_config[1]
 
 
 @pytest.fixture

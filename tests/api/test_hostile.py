@@ -532,8 +532,8 @@ def test_oversized_bodies_are_413_before_they_are_read(client, unchanged):
         yield b'"}}'
 
     assert_clean_refusal(client.post("/api/v1/sql", content=chunks(), headers={**auth(), **JSON}), 413)
-    # ...and without a token too: the size is checked before anything else
-    assert_clean_refusal(client.post("/api/v1/sql", content=big, headers=JSON), 413)
+    # ...and without a token it is 401: the token is checked before anything is read
+    assert_clean_refusal(client.post("/api/v1/sql", content=big, headers=JSON), 401)
     # a body within the limit whose query is too long is 422
     long = json.dumps({"sql": "SELECT '" + "x" * 200_000 + "'"}).encode()
     assert_clean_refusal(client.post("/api/v1/sql", content=long, headers={**auth(), **JSON}), 422)
