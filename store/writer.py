@@ -13,8 +13,10 @@ materialized views included; and a record replayed in a differently cut batch la
 key of a ReplacingMergeTree table and collapses into one row (see :mod:`store.schema`).
 
 A record that breaks its contract, or that the store cannot hold as it is (NaN, negative sizes,
-timestamps far from now: :mod:`store.validate`), goes to the dead-letter topic with the reason, never
-coerced.
+timestamps far from now, text too long: :mod:`store.validate`), goes to the dead-letter topic with the reason,
+never coerced. So does one that fails in a way nobody foresaw (reason ``processing_failed``): a record's failure
+is that record's dead letter, never the writer's stop. A bad record on the dead-letter topic itself cannot be
+dead-lettered again: it is logged with its offset (:class:`streams.skips.SkipLog`) and skipped.
 
 Parsing is the writer's own cost, so a batch takes a fast path that reaches the same verdicts: each record is
 decoded by msgspec into a struct derived from its pydantic contract (same fields, types, bounds and defaults,
@@ -45,9 +47,10 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from store.client import Store
+from store.dsn import masked
 from store.settings import StoreSettings
 from store.validate import Limits, check, ranges, suspects
 from streams.config import Settings
@@ -63,6 +66,7 @@ from streams.contracts import (
     encode_record,
 )
 from streams.kafka_security import client_options
+from streams.skips import SkipLog
 
 log = logging.getLogger("cvops.store")
 
@@ -418,10 +422,47 @@ class StoreWriter:
         self.failed_inserts = 0
         self.last_commit: float | None = None
         self._held: list = []  # records fetched while paused for backpressure, processed next
+        self.skipped = SkipLog(log)  # bad records of the dead-letter topic: logged, not dead-lettered again
 
     def to_columns(self, records, now: float | None = None) -> tuple[dict[str, Columns], list[DeadLetter]]:
         """Group consumed records into columns per table; records that break their contract, or that the store
-        cannot hold (:func:`store.validate.check`), become dead letters, in the order of ``records``.
+        cannot hold (:func:`store.validate.check`), become dead letters, in the order of ``records`` (those of
+        the dead-letter topic are skipped and logged instead).
+
+        Should the batch fail as a whole in a way nobody foresaw, each record is taken alone, and one that still
+        fails is a dead letter with reason ``processing_failed``: the others are stored.
+        """
+        try:
+            return self._to_columns(records, now)
+        except Exception as exc:
+            log.warning("a batch of %d records failed (%s: %s); taking them one by one", len(records),
+                        type(exc).__name__, exc)  # fmt: skip
+        tables: dict[str, list[list]] = {}
+        counts: dict[str, int] = defaultdict(int)
+        dead: list[DeadLetter] = []
+        for r in records:
+            try:
+                one, one_dead = self._to_columns([r], now)
+            except Exception as exc:
+                self._reject(r, _failure(exc), dead)
+                continue
+            dead += one_dead
+            for table, columns in one.items():
+                merged = tables.setdefault(table, [[] for _ in columns.data])
+                for into, column in zip(merged, columns.data, strict=True):
+                    into.extend(column)
+                counts[table] += columns.rows
+        return {table: Columns(data, counts[table]) for table, data in tables.items()}, dead
+
+    def _reject(self, record, exc: ContractError, dead: list) -> None:
+        """``record`` refused for ``exc``: a dead letter, or, for a record of the dead-letter topic, a skip."""
+        if self.topics[record.topic].contract is DeadLetter:
+            self.skipped.skip(record, exc)
+        else:
+            dead.append(DeadLetter.of(record.topic, record.partition, record.offset, record.key, record.value, exc))
+
+    def _to_columns(self, records, now: float | None = None) -> tuple[dict[str, Columns], list[DeadLetter]]:
+        """:meth:`to_columns` of the whole batch at once.
 
         The fast path (see the module docstring): msgspec decodes each record, :func:`store.validate.suspects`
         checks the batch column by column, and only the records either refuses go through the contract and
@@ -439,12 +480,14 @@ class StoreWriter:
         dead: list[tuple[int, DeadLetter]] = []
 
         def checked(sink: Sink, i: int):
-            """The record at ``i`` through its contract and the store check: the model, or None (dead letter)."""
+            """The record at ``i`` through its contract and the store check: the model, or None (refused)."""
             r = records[i]
             try:
                 return check(_decode(sink.contract, r.value), now, self.limits)
-            except ContractError as exc:
-                dead.append((i, DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, exc)))
+            except Exception as exc:
+                refused: list[DeadLetter] = []
+                self._reject(r, exc if isinstance(exc, ContractError) else _failure(exc), refused)
+                dead.extend((i, d) for d in refused)
                 return None
 
         for topic, where in by_topic.items():
@@ -471,7 +514,10 @@ class StoreWriter:
                 where = kept
             fields = Fields(items)
             in_range = fast.in_range if fast is not None else ()
-            suspect = suspects(sink.contract, fields.__getitem__, now, self.limits, in_range) if items else ()
+            try:
+                suspect = suspects(sink.contract, fields.__getitem__, now, self.limits, in_range) if items else ()
+            except Exception:  # a value the column checks choke on: every record is checked on its own
+                suspect = set(range(len(items)))
             if suspect:
                 items, kept = [], []
                 for j, (item, i) in enumerate(zip(fields.items, where, strict=True)):
@@ -571,11 +617,15 @@ class StoreWriter:
             max_poll_records=s.store_batch_rows,
             fetch_max_bytes=64 * 1024 * 1024,
         )
-        producer = AIOKafkaProducer(**client_options(s), acks="all", enable_idempotence=True)
+        # A dead letter carries its record whole, in base64: up to the dead-letter topic's own size limit.
+        producer = AIOKafkaProducer(
+            **client_options(s), acks="all", enable_idempotence=True, max_request_size=s.max_message_bytes * 2
+        )
         await consumer.start()
         try:
             await producer.start()
-            log.info("store writer consuming %s into %s", ", ".join(self.topics), getattr(self.store, "dsn", "?"))
+            dsn = getattr(self.store, "dsn", None)
+            log.info("store writer consuming %s into %s", ", ".join(self.topics), masked(dsn) if dsn else "?")
             await self.consume(consumer, producer, stop)
         finally:
             await consumer.stop()
@@ -693,11 +743,16 @@ def _decode(contract: type, value: bytes):
     explicit ``schema_version``, goes through ``decode_record`` for the exact same verdict and reason."""
     try:
         record = contract.model_validate_json(value)
-    except (ValidationError, ValueError, TypeError):
+    except Exception:  # ValidationError, and whatever else a hostile value makes of it: the contract decides
         return decode_record(contract, value)
     if "schema_version" not in record.model_fields_set:
         return decode_record(contract, value)
     return record
+
+
+def _failure(exc: Exception) -> ContractError:
+    """An unforeseen exception met while processing one record, as that record's dead-letter reason."""
+    return ContractError("processing_failed", f"{type(exc).__name__}: {str(exc)[:500]}")
 
 
 def _limits_from_env() -> Limits:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import time
 from typing import Literal
@@ -96,10 +97,7 @@ def unpack_frame(value: bytes | None) -> Frame:
     (n,) = _HEADER_LEN.unpack_from(value, 4)
     if n > _MAX_HEADER_BYTES or 8 + n > len(value):
         raise ContractError("truncated", f"header claims {n} bytes, message has {len(value) - 8}")
-    try:
-        raw = json.loads(value[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError("bad_header", f"header is not JSON: {exc}") from None
+    raw = _load_json(bytes(value[8 : 8 + n]), "bad_header")
     if not isinstance(raw, dict):
         raise ContractError("bad_header", "header is not a JSON object")
     version = raw.get("schema_version")
@@ -381,19 +379,114 @@ def encode_record(record: _Record) -> bytes:
 
 
 def decode_record(model: type[_Record], value: bytes | str):
-    """Parse a JSON record of ``model``; :class:`ContractError` on anything else."""
-    try:
-        raw = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ContractError("bad_json", str(exc)) from None
+    """Parse a JSON record of ``model``; :class:`ContractError` with a reason code on anything else, and never
+    another exception, whatever ``value`` holds.
+
+    Reasons: ``empty_message`` (no value), ``bad_json`` (not UTF-8 JSON text, or a string with a lone surrogate,
+    which no store can encode), ``too_deep`` (nested deeper than the parser goes), ``number_too_large`` (an
+    integer of more digits than Python converts), ``bad_record`` (not an object, or not the contract's shape),
+    ``unknown_schema_version``, ``non_finite`` (NaN, Infinity, or a number beyond a float, in a record that
+    is otherwise valid).
+
+    >>> decode_record(Feedback, b'{"schema_version": 1, "frame_id": "f", "camera_id": "c", "objects": []}').frame_id
+    'f'
+    >>> for bad in (b"[" * 100_000, b'{"n": 1' + b"0" * 5000 + b"}", b"[1]", b'{"schema_version": 1, "x": NaN}'):
+    ...     try:
+    ...         decode_record(Feedback, bad)
+    ...     except ContractError as exc:
+    ...         print(exc.reason)
+    too_deep
+    number_too_large
+    bad_record
+    bad_record
+    """
+    if value is None or (isinstance(value, bytes | bytearray | str) and not value):
+        raise ContractError("empty_message", "the message has no value")
+    non_finite: list[str] = []
+    raw = _load_json(value, "bad_json", non_finite)
     if not isinstance(raw, dict):
-        raise ContractError("bad_record", "value is not a JSON object")
+        raise ContractError("bad_record", f"value is a JSON {type(raw).__name__}, not an object")
     if raw.get("schema_version") != RECORD_SCHEMA_VERSION:
-        raise ContractError("unknown_schema_version", f"{model.__name__} schema_version {raw.get('schema_version')!r}")
+        raise ContractError(
+            "unknown_schema_version", f"{model.__name__} schema_version {_clip(repr(raw.get('schema_version')))}"
+        )
     try:
-        return model.model_validate(raw)
+        record = model.model_validate(raw)
     except ValidationError as exc:
         raise ContractError("bad_record", _short(exc)) from None
+    except Exception as exc:  # a validator that chokes on a hostile value is still that value's fault
+        raise ContractError("bad_record", f"{type(exc).__name__}: {_clip(str(exc))}") from None
+    if non_finite:
+        raise ContractError("non_finite", f"{', '.join(non_finite[:5])} is not a finite number")
+    return record
+
+
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _load_json(value, reason: str, non_finite: list[str] | None = None):
+    """``json.loads(value)``, or :class:`ContractError` (``reason``, ``too_deep`` or ``number_too_large``) on
+    anything it, or the text, cannot give. The tokens NaN, Infinity and -Infinity, and numbers beyond a
+    float (``1e400``), are parsed as floats and noted in ``non_finite`` when given (refused otherwise)."""
+
+    def constant(token: str) -> float:
+        if non_finite is None:
+            raise ContractError(reason, f"{token} is not JSON")
+        non_finite.append(token)
+        return float(token)
+
+    def number(token: str) -> float:
+        x = float(token)
+        if x in _INFINITE:
+            constant(_clip(token))
+        return x
+
+    if not isinstance(value, bytes | bytearray | str):
+        raise ContractError(reason, f"the value is {type(value).__name__}, not bytes")
+    try:
+        raw = json.loads(value, parse_constant=constant, parse_float=number)
+    except ContractError:
+        raise
+    except RecursionError:
+        raise ContractError("too_deep", "the JSON is nested deeper than the parser goes") from None
+    except json.JSONDecodeError as exc:
+        raise ContractError(reason, str(exc)) from None
+    except UnicodeDecodeError as exc:
+        raise ContractError(reason, f"not UTF-8: {exc}") from None
+    except ValueError as exc:  # int() past sys.get_int_max_str_digits()
+        raise ContractError("number_too_large", _clip(str(exc))) from None
+    except Exception as exc:  # nothing else is known to come out of json.loads; if it does, it is the value's fault
+        raise ContractError(reason, f"{type(exc).__name__}: {_clip(str(exc))}") from None
+    text = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else value
+    if b"\\u" in text and _LONE_SURROGATE.search(text) and _has_lone_surrogate(raw):
+        raise ContractError(reason, "a string holds a lone surrogate (\\ud800-\\udfff): not Unicode text")
+    return raw
+
+
+_INFINITE = (float("inf"), float("-inf"))
+
+
+def _has_lone_surrogate(raw) -> bool:
+    """Whether a string in the parsed JSON ``raw`` (keys included) cannot be encoded as UTF-8. A loop, not a
+    recursion: ``raw`` may be nested almost as deep as the parser went."""
+    todo = [raw]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo += item.keys()
+            todo += item.values()
+        elif isinstance(item, list):
+            todo += item
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+def _clip(text: str, most: int = 200) -> str:
+    return text if len(text) <= most else f"{text[:most]}... ({len(text)} characters)"
 
 
 def _short(exc: ValidationError) -> str:

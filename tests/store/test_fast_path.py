@@ -76,7 +76,8 @@ def reference(w: StoreWriter, records: list[Record], now: float) -> tuple[dict, 
         try:
             rows[sink.table].append(sink.row(check(_decode(sink.contract, r.value), now, w.limits)))
         except ContractError as exc:
-            dead.append(DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, exc))
+            if sink.contract is not DeadLetter:  # a bad dead letter is logged and skipped, never dead-lettered
+                dead.append(DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, exc))
     return {table: table_rows for table, table_rows in rows.items() if table_rows}, dead
 
 

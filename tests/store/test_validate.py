@@ -79,6 +79,9 @@ def test_nan_in_json_reaches_the_check_and_is_not_coerced():
     raw["value"] = float("nan")
     value = json.dumps(raw).encode()  # Python writes NaN, as some producers do
     assert b"NaN" in value
-    from streams.contracts import Alert, decode_record
+    from streams.contracts import Alert, ContractError, decode_record
 
-    assert codes(decode_record(Alert, value)) == ["non_finite"]
+    assert codes(Alert.model_validate_json(value)) == ["non_finite"]  # the writer's parse lets it through
+    with pytest.raises(ContractError) as err:  # the contract's path refuses it with the same code
+        decode_record(Alert, value)
+    assert err.value.reason == "non_finite"
