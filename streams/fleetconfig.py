@@ -6,6 +6,10 @@ follows it (:class:`ConfigFollower`), so a restarted worker has the current sett
 and a change reaches every worker within a second, without a restart. Compaction keeps the last record per
 key; a tombstone removes a camera's overrides.
 
+A record that cannot be read or applied (bad JSON, the wrong shape, a scope that is not its key, or a failure
+nobody foresaw) is skipped and logged with its offset (:class:`streams.skips.SkipLog`), and the follower goes
+on: a compacted topic has no dead letters, and the record's writer, the API, refuses such records already.
+
 A camera's settings are the worker's ``CVOPS_`` settings, overridden by the fleet record, overridden by the
 camera's record (:func:`effective`). Thresholds apply to a live camera at once (:data:`LIVE`); sizes and
 the range rule's tolerance shape what a camera learns, so they apply when its references are learned
@@ -28,6 +32,7 @@ from streams.config import Settings
 from streams.contracts import CameraConfig, ContractError, MonitorOverrides, decode_record
 from streams.kafka_security import client_options
 from streams.monitor.camera import MonitorSettings
+from streams.skips import SkipLog
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +107,7 @@ class ConfigFollower:
         self.settings = settings
         self.apply = apply
         self.loaded = asyncio.Event()
+        self.skipped = SkipLog(log)
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -139,7 +145,10 @@ class ConfigFollower:
             while True:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
                     for r in records:
-                        await self._apply(r)
+                        try:
+                            await self._apply(r)
+                        except Exception as exc:  # one record's failure skips that record, never the follower
+                            self.skipped.skip(r, exc)
                 if not self.loaded.is_set():
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):
@@ -152,14 +161,9 @@ class ConfigFollower:
         if record.value is None:
             config = None
         else:
-            try:
-                config = decode_record(CameraConfig, record.value)
-            except ContractError as exc:
-                log.warning("config record %s@%d ignored: %s", scope, record.offset, exc)
-                return
+            config = decode_record(CameraConfig, record.value)
             if config.scope != scope:
-                log.warning("config record %s@%d ignored: its scope is %r", scope, record.offset, config.scope)
-                return
+                raise ContractError("key_mismatch", f"the record's scope {config.scope!r} is not its key {scope!r}")
         done = self.apply(scope, config)
         if asyncio.iscoroutine(done):
             await done

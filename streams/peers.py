@@ -1,7 +1,8 @@
 """Which workers are alive, and removing dead ones from the consumer group when the broker does not.
 
 Every worker publishes a :class:`~streams.contracts.WorkerStatus` on the workers topic every 10 s.
-:class:`WorkerDirectory` follows that topic (the API shows it; each worker reads it too).
+:class:`WorkerDirectory` follows that topic (the API shows it; each worker reads it too). A status that cannot be
+read is skipped and logged with its offset (:class:`streams.skips.SkipLog`); the directory goes on.
 
 A Kafka broker removes a member that stops heartbeating after the session timeout, and the survivors take
 over its partitions. A broker that never does (the embedded development broker keeps a member killed with
@@ -44,8 +45,9 @@ from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema,
 
 from streams import fetch_pacing
 from streams.config import Settings
-from streams.contracts import ContractError, WorkerStatus, decode_record
+from streams.contracts import WorkerStatus, decode_record
 from streams.kafka_security import client_options
+from streams.skips import SkipLog
 from streams.supervise import admin_rounds
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ class WorkerDirectory:
         self.settings = settings
         self.alive_s = settings.peer_timeout_s or 60.0
         self.latest: dict[str, WorkerStatus] = {}
+        self.skipped = SkipLog(log)
 
     def alive(self) -> list[WorkerStatus]:
         now = time.time()
@@ -111,8 +114,8 @@ class WorkerDirectory:
                     for record in batch:
                         try:
                             status = decode_record(WorkerStatus, record.value)
-                        except ContractError as exc:
-                            log.warning("ignoring a bad worker status at offset %d: %s", record.offset, exc)
+                        except Exception as exc:  # ContractError, or anything else: that record is skipped
+                            self.skipped.skip(record, exc)
                             continue
                         self.latest[status.worker_id] = status
         finally:

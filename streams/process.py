@@ -449,12 +449,13 @@ class FrameProcessor:
         """Score labelled frames (feedback-topic messages) against the predictions this worker made for them
         and feed each camera's concept-drift detector. A label for a frame this worker no longer holds (older
         than ``feedback_horizon`` frames of its camera, or predicted before a restart or a rebalance) is a
-        dead letter with reason ``unknown_frame``, as is any message that breaks the contract."""
+        dead letter with reason ``unknown_frame``, as is any message that breaks the contract; one that fails in
+        a way nobody foresaw is a dead letter with reason ``processing_failed``, and the others go on."""
         out = BatchResult()
         monitors: dict[str, CameraMonitor] = {}
         for msg in messages:
             try:
-                fb = decode_record(Feedback, msg.value or b"")
+                fb = decode_record(Feedback, msg.value)
                 key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
                 if key != fb.camera_id:
                     raise ContractError("key_mismatch", f"message key {key!r} is not the camera_id {fb.camera_id!r}")
@@ -465,15 +466,16 @@ class FrameProcessor:
                         f"frame {fb.frame_id!r} is not among the last {self.settings.feedback_horizon} predictions "
                         f"this worker made for camera {fb.camera_id!r} (too late, or predicted before a restart)",
                     )
-            except ContractError as err:
+                monitor = monitors.get(fb.camera_id)
+                if monitor is None:
+                    monitor = monitors[fb.camera_id] = self._monitor(fb.camera_id, states.get(fb.camera_id), out.alerts)
+                error = frame_error(predicted, [(o.label, o.box) for o in fb.objects])
+                out.alerts += monitor.observe_feedback(
+                    fb.frame_id, error, time.time(), self.detector.name, self.detector.version
+                )
+            except Exception as exc:
+                err = exc if isinstance(exc, ContractError) else processing_failed(exc)
                 out.dead_letters.append(DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err))
-                continue
-            monitor = monitors.get(fb.camera_id) or self._monitor(fb.camera_id, states.get(fb.camera_id), out.alerts)
-            monitors[fb.camera_id] = monitor
-            error = frame_error(predicted, [(o.label, o.box) for o in fb.objects])
-            out.alerts += monitor.observe_feedback(
-                fb.frame_id, error, time.time(), self.detector.name, self.detector.version
-            )
         out.states = _States(monitors)
         out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
         out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
@@ -501,6 +503,11 @@ class _States(Mapping):
 
     def __len__(self) -> int:
         return len(self._monitors)
+
+
+def processing_failed(exc: Exception) -> ContractError:
+    """An unforeseen exception met while processing one message, as that message's dead-letter reason."""
+    return ContractError("processing_failed", f"{type(exc).__name__}: {str(exc)[:500]}")
 
 
 def _ms(t0: float) -> float:

@@ -49,13 +49,13 @@ import faust
 from streams import faust_fixes, fetch_pacing
 from streams.batching import BatchPolicy
 from streams.config import Settings
-from streams.contracts import WorkerStatus, encode_record
+from streams.contracts import DeadLetter, WorkerStatus, encode_record
 from streams.fleetconfig import ConfigFollower
 from streams.kafka_security import faust_credentials
 from streams.metrics import WorkerMetrics
 from streams.monitor.camera import REFERENCE_ELSEWHERE, join_reference, split_reference
 from streams.peers import PeerWatch, WorkerDirectory
-from streams.process import BatchResult, FrameProcessor, Prepared, RawMessage, silence_clock
+from streams.process import BatchResult, FrameProcessor, Prepared, RawMessage, processing_failed, silence_clock
 from streams.purge import FramesPurge
 from streams.supervise import keep_running
 
@@ -357,9 +357,16 @@ def build_app(settings: Settings, detector=None) -> faust.App:
                 RawMessage(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in events
             ]
-            states = restore(m.key for m in msgs)
-            result, snapshots = await loop.run_in_executor(infer_pool, feedback_and_snapshot, msgs, states)
-            save(result, snapshots, states)
+            try:
+                states = restore(m.key for m in msgs)
+                result, snapshots = await loop.run_in_executor(infer_pool, feedback_and_snapshot, msgs, states)
+                save(result, snapshots, states)
+            except Exception as exc:  # the processor dead-letters a message that fails; this is a failure around it
+                log.warning("a batch of %d labels failed (%s: %s): dead-lettered", len(msgs), type(exc).__name__, exc)
+                failed = processing_failed(exc)
+                result = BatchResult(
+                    dead_letters=[DeadLetter.of(m.topic, m.partition, m.offset, m.key, m.value, failed) for m in msgs]
+                )
             prometheus.observe(result)
             await asyncio.gather(*await _publish(result))
             stats["dead_letters"] += len(result.dead_letters)
