@@ -3,8 +3,10 @@
 The contracts (:mod:`streams.contracts`) say what a record looks like; this says what the store accepts:
 finite numbers, sizes and counts that are not negative and fit their column (a ``UInt16`` cannot hold
 70,000 detections, and one such row would fail its whole batch forever), boxes inside their frame,
-an aspect ratio that agrees with width / height, and timestamps near now. A record that fails goes to
-the dead-letter topic with the reason; nothing is clamped or coerced.
+an aspect ratio that agrees with width / height, timestamps near now, and text of a sane length (ids,
+labels, messages: at most ``Limits.max_text`` characters each, and an alert names at most ``Limits.max_items``
+evidence frames). A record that fails goes to the dead-letter topic with the reason; nothing is clamped or
+coerced.
 
 >>> from streams.contracts import Alert
 >>> a = Alert(alert_id="a1", type="data_drift", camera_id="cam-1", signal="blur", value=float("nan"),
@@ -52,10 +54,13 @@ HOUR_MS = 3_600_000.0
 
 @dataclass(frozen=True)
 class Limits:
-    """How far from ``now`` a record's timestamps may be, s."""
+    """How far from ``now`` a record's timestamps may be, s; how long its text may be, characters; how many
+    evidence frames an alert may name."""
 
     max_future_s: float = 300.0
     max_age_s: float = 400 * 86400.0
+    max_text: int = 4096
+    max_items: int = 1000
 
 
 # Per contract: numeric field -> (least, greatest) the store accepts; bounds are column types or sanity.
@@ -97,6 +102,17 @@ _IDENTITY = {
     Evidence: "alert_id",
     CameraView: "camera_id",
 }
+# Per contract: its text fields (str, or a list of str), but for the images and payloads, which it bounds itself
+# (Evidence, CameraView) or which the dead-letter topic's message size bounds (DeadLetter).
+_TEXT = {
+    kind: tuple(
+        name
+        for name, info in kind.model_fields.items()
+        if info.annotation in (str, "str", str | None, "str | None", list[str], "list[str]")
+        and name not in ("image_b64", "payload_b64")
+    )
+    for kind in (FrameMetrics, Prediction, Alert, DeadLetter, Evidence, CameraView)
+}
 _RANGE_LIST = {kind: tuple((name, low, high) for name, (low, high) in r.items()) for kind, r in _RANGES.items()}
 _FLAT_FLOATS: dict[type, tuple[str, ...]] = {}
 
@@ -114,7 +130,8 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
     Codes: ``non_finite`` (NaN or infinity anywhere), ``out_of_range`` (negative size, beyond the column
     type or beyond sanity), ``bad_timestamp`` (later than ``now + max_future_s`` or earlier than
     ``now - max_age_s``), ``inconsistent`` (fields that contradict each other), ``missing_identity``,
-    ``bad_image`` (evidence that is not a base64 JPEG).
+    ``bad_image`` (evidence that is not a base64 JPEG), ``too_long`` (text over ``max_text`` characters, or
+    more than ``max_items`` evidence frames).
     """
     kind = type(record)
     found: list[tuple[str, str]] = []
@@ -140,6 +157,7 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
     identity = _IDENTITY.get(kind)
     if identity and not getattr(record, identity):
         found.append(("missing_identity", f"{identity} is empty"))
+    found += _text_problems(kind, values, limits)
     if kind is FrameMetrics and record.height > 0:
         try:
             ratio = record.width / record.height
@@ -148,10 +166,34 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
         if abs(record.aspect_ratio - ratio) > 0.01 * ratio:
             found.append(("inconsistent", f"aspect_ratio {record.aspect_ratio} but width/height is {ratio:.4f}"))
     if kind is Prediction:
-        found += _prediction_problems(record)
+        found += _prediction_problems(record, limits)
     if kind in (Evidence, CameraView) and (why := _image_problem(record.image_b64)) is not None:
         found.append(("bad_image", why))
     return found
+
+
+def _text_problems(kind: type, values: dict, limits: Limits) -> list[tuple[str, str]]:
+    found = []
+    for name in _TEXT.get(kind, ()):
+        value = values[name]
+        if value is None:
+            continue
+        if isinstance(value, list):
+            if len(value) > limits.max_items:
+                found.append(("too_long", f"{name} has {len(value)} items, at most {limits.max_items}"))
+            longest = max(map(len, value), default=0)
+        else:
+            longest = len(value)
+        if longest > limits.max_text:
+            found.append(("too_long", f"{name} is {longest} characters long, at most {limits.max_text}"))
+    return found
+
+
+def _too_long(value, limits: Limits) -> bool:
+    """Whether :func:`_text_problems` refuses ``value`` (a text field's, or a list of texts)."""
+    if isinstance(value, list):
+        return len(value) > limits.max_items or max(map(len, value), default=0) > limits.max_text
+    return value is not None and len(value) > limits.max_text
 
 
 def check(record, now: float, limits: Limits = Limits()):
@@ -162,8 +204,11 @@ def check(record, now: float, limits: Limits = Limits()):
     return record
 
 
-def _prediction_problems(p: Prediction) -> list[tuple[str, str]]:
+def _prediction_problems(p: Prediction, limits: Limits = Limits()) -> list[tuple[str, str]]:
     found = []
+    longest = max((len(d.label) for d in p.detections), default=0)
+    if longest > limits.max_text:
+        found.append(("too_long", f"a detection's label is {longest} characters long, at most {limits.max_text}"))
     if len(p.detections) > U16:
         found.append(("out_of_range", f"{len(p.detections)} detections, at most {U16}"))
     timings = p.timings.model_dump()
@@ -231,10 +276,14 @@ def suspects(
     identity = _IDENTITY.get(kind)
     if identity and not all(values := column(identity)):
         scan(values, operator.not_)
+    for name in _TEXT.get(kind, ()):
+        values = column(name)
+        if values and (isinstance(values[0], list) or max(len(v or "") for v in values) > limits.max_text):
+            scan(values, lambda v: _too_long(v, limits))
     if kind is FrameMetrics:
         found |= _ratio_suspects(column("width"), column("height"), column("aspect_ratio"))
     elif kind is Prediction:
-        found |= _prediction_suspects(column)
+        found |= _prediction_suspects(column, limits)
     elif kind in (Evidence, CameraView):  # rare records: each image is checked
         scan(column("image_b64"), lambda b: _image_problem(b) is not None)
     return found
@@ -275,7 +324,7 @@ def _ratio_suspects(width: Sequence, height: Sequence, aspect_ratio: Sequence) -
 _TIMING_FIELDS = tuple(Timings.model_fields)
 
 
-def _prediction_suspects(column: Callable[[str], Sequence]) -> set[int]:
+def _prediction_suspects(column: Callable[[str], Sequence], limits: Limits = Limits()) -> set[int]:
     """Rows of a prediction batch that :func:`_prediction_problems` (or a non-finite nested number) may refuse.
     The detections of the whole batch are checked at once in numpy, with the comparisons of
     :func:`_prediction_problems` (``width + 1.0`` is the same float in both)."""
@@ -290,6 +339,8 @@ def _prediction_suspects(column: Callable[[str], Sequence]) -> set[int]:
     flat = [d for row in dets for d in row]
     if not flat:
         return found
+    if max(len(d.label) for d in flat) > limits.max_text:
+        found.update(i for i, row in enumerate(dets) if any(len(d.label) > limits.max_text for d in row))
     try:
         box = np.array(list(map(_BOX, flat)), np.float64).reshape(len(flat), 4)
         score = np.fromiter(map(_SCORE, flat), np.float64, len(flat))
