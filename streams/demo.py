@@ -7,6 +7,11 @@ Processes (each a ``cvops`` subcommand, logs in ``.cvops/demo/logs``)::
           ├──▶ worker  (faust: decode, batch, NanoDet-m, signals, health rule)
           └──▶ api     (store writer into embedded ClickHouse + HTTP API)
 
+The demo supervises the worker: one that exits (a worker stops itself after ``CVOPS_WORKER_STALL_S`` with
+frames waiting and none processed, :mod:`streams.liveness`) is started again, as compose's
+``restart: unless-stopped`` or Kubernetes would; after ``WORKER_QUICK_EXITS`` exits in a row each within a
+minute of its start, the demo gives up.
+
 Every run starts from an empty ``.cvops/demo``. Stopping (Ctrl-C or ``--duration``) stops the gateway
 first, lets the worker and the store catch up, then stops the rest, and prints one JSON summary line.
 """
@@ -30,12 +35,14 @@ from streams.localbroker import EmbeddedBroker
 from streams.process_group import terminate
 
 DEMO_DIR = Path(".cvops/demo")
+WORKER_QUICK_EXITS = 5  # exits in a row, each within a minute of its start, after which the demo gives up
 
 
 class Child:
     def __init__(self, name: str, args: list[str], env: dict, logs: Path):
         self.name = name
         self.log = logs / f"{name}.log"
+        self.started = time.monotonic()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", *args],
@@ -123,11 +130,24 @@ def run_demo(
         started = time.monotonic()
         last, last_t = 0, started
         tty = sys.stderr.isatty()
+        quick_exits = 0
         while gateway.alive():
             time.sleep(1.0)
-            for c in children[:2]:
-                if not c.alive():
-                    raise RuntimeError(f"the {c.name} stopped unexpectedly; see {c.log}")
+            worker, api = children[:2]
+            if not api.alive():
+                raise RuntimeError(f"the api stopped unexpectedly; see {api.log}")
+            if not worker.alive():
+                quick_exits = quick_exits + 1 if time.monotonic() - worker.started < 60 else 1
+                if quick_exits >= WORKER_QUICK_EXITS:
+                    raise RuntimeError(
+                        f"the worker exited {quick_exits} times in a row soon after starting; see {worker.log}"
+                    )
+                print(
+                    f"\nthe worker exited with status {worker.proc.returncode}; starting it again (see {worker.log})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                children[0] = Child("worker", ["worker"], env, logs)
             c = _counts(client)
             if c is None:
                 continue

@@ -31,6 +31,9 @@ yet inferred are dropped, not acked: they come again from the committed offset.
 Flow: while frames for two batches are in hand (taken and not yet judged), the frames consumer fetches no
 more (:func:`streams.fetch_pacing.hold`), so that it fetches in fewer, larger fetches; outputs linger
 ``OUTPUT_LINGER_MS`` in the producer, so that a batch's records share a produce request.
+
+Liveness: a worker whose frames partitions have had frames waiting for ``CVOPS_WORKER_STALL_S`` with no
+offset committed stops and exits with status 3, for its supervisor to start it again (:mod:`streams.liveness`).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import asyncio
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,7 +50,7 @@ from dataclasses import dataclass, field
 
 import faust
 
-from streams import faust_fixes, fetch_pacing
+from streams import faust_fixes, fetch_pacing, liveness
 from streams.batching import BatchPolicy
 from streams.config import Settings
 from streams.contracts import DeadLetter, WorkerStatus, encode_record
@@ -202,6 +206,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             # keeps its offset from being committed until `confirm` has seen its outputs durable.
             for e in events:
                 e.message.incref()
+            if settings.debug_stall_file and liveness.take_stall_file(settings.debug_stall_file):
+                log.warning("test hook CVOPS_DEBUG_STALL_FILE: taking no more frames")
+                await asyncio.Event().wait()  # this chunk's messages stay held: replayed after a restart
             await taken.put((epoch[0], events))
             in_hand[0] += len(events)  # counted once queued: a put cancelled at shutdown holds nothing
 
@@ -465,6 +472,40 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             purge = FramesPurge(settings, frames_partitions)
             await keep_running(purge.run, "frames purge")
 
+    stalled = threading.Event()  # set once the worker stops for a stall: run_worker's exit status
+    app.cvops_stalled = stalled
+
+    if settings.worker_stall_s:
+
+        @app.task
+        async def watch_liveness():
+            done = asyncio.Event()
+
+            async def stop(partitions: list[liveness.Stalled]) -> None:
+                done.set()
+                stalled.set()
+                log.error(
+                    "stalled: frames waiting and no offset committed for %.0f s (CVOPS_WORKER_STALL_S) on %s %s; "
+                    "exiting with status %d so that the supervisor starts the worker again",
+                    settings.worker_stall_s,
+                    frames.get_topic_name(),
+                    liveness.describe(partitions),
+                    liveness.EXIT_STALLED,
+                )
+                await app.crash(liveness.WorkerStalled(liveness.describe(partitions)))
+
+            watch = liveness.LivenessWatch(settings, held_frames_partitions, stop)
+            await keep_running(watch.run, "liveness watch", done)
+
+    def held_frames_partitions() -> list[int] | None:
+        """The frames partitions held now; None while rebalancing (a table's recovery included)."""
+        if app.rebalancing:
+            return None
+        try:
+            return frames_partitions()
+        except Exception:  # the consumer not started yet
+            return None
+
     def frames_partitions() -> list[int]:
         return sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == frames.get_topic_name())
 
@@ -520,5 +561,12 @@ def run_worker(settings: Settings) -> None:
 
     asyncio.run(create_topics(settings))
     app = build_app(settings)
+    # A stall may be a thread that never returns: end the process if stopping takes longer than this.
+    liveness.exit_if_still_running(app.cvops_stalled, grace_s=30.0)
     worker = faust.Worker(app, loglevel=settings.log_level.lower(), quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        if app.cvops_stalled.is_set():
+            raise SystemExit(liveness.EXIT_STALLED) from None
+        raise
