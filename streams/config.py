@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         0, ge=0, le=64, description="threads decoding and pre-processing frames; 0 = one per core (at most 16)"
     )
     max_pixels: int = Field(40_000_000, ge=1, description="frames claiming more pixels are rejected")
+    max_clock_skew_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="a frame captured further than this from its broker record's time (either way), or ahead "
+        "of the worker's clock by more, is a dead letter (capture_time_out_of_range); skews of over 2 s within "
+        "it are device faults (clock_skew)",
+    )
 
     # Per-camera health rule (brightness and blur leaving the camera's own recent range).
     rule_warmup_frames: int = Field(60, ge=5, description="frames in a camera's reference window")

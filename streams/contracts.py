@@ -36,6 +36,8 @@ FRAME_SCHEMA_VERSION = 1
 RECORD_SCHEMA_VERSION = 1
 _HEADER_LEN = struct.Struct(">I")
 _MAX_HEADER_BYTES = 64 * 1024
+MAX_SEQ = 2**63 - 1  # a frame's seq fits a signed 64-bit column (the store's is UInt64)
+MAX_CAPTURED_AT = 4_102_444_800.0  # 2100-01-01T00:00:00Z: a capture time beyond is no clock's
 
 Encoding = Literal["jpeg", "png", "webp"]
 AlertType = Literal[
@@ -69,11 +71,16 @@ class FrameHeader(_Record):
     schema_version: Literal[1] = FRAME_SCHEMA_VERSION
     frame_id: str = Field(min_length=1, max_length=200, description="unique id: camera:session:seq")
     camera_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
-    seq: int = Field(ge=0, description="frame number within the gateway session")
-    captured_at: float = Field(gt=0, description="capture time, unix seconds")
+    seq: int = Field(ge=0, le=MAX_SEQ, description="frame number within the gateway session (a signed 64-bit column)")
+    captured_at: float = Field(
+        gt=0,
+        lt=MAX_CAPTURED_AT,
+        allow_inf_nan=False,
+        description="capture time, unix seconds, before 2100; within CVOPS_MAX_CLOCK_SKEW_S of the record's time",
+    )
     encoding: Encoding = "jpeg"
-    width: int = Field(gt=0, le=100_000, description="px, as claimed by the gateway")
-    height: int = Field(gt=0, le=100_000, description="px, as claimed by the gateway")
+    width: int = Field(gt=0, le=100_000, description="px as displayed (after any EXIF orientation), as claimed")
+    height: int = Field(gt=0, le=100_000, description="px as displayed (after any EXIF orientation), as claimed")
 
 
 class Frame(_Record):

@@ -2,6 +2,11 @@
 
 Pure: no Kafka. The image's own header is read (Pillow, without decoding pixels) before anything is
 allocated, so a file that claims 50,000 x 50,000 pixels is refused instead of exhausting memory.
+
+An EXIF orientation tag is applied, as ``cv2.imread`` and image viewers do: the pixels are decoded as stored
+(OpenCV told to ignore the tag) and turned as the tag that Pillow read from the same header says, so the size
+check and the turn rest on one reading of it. The frame header's width and height are the image as displayed,
+after the turn (a tag of 5 to 8 swaps them), and so are the detections' boxes.
 """
 
 from __future__ import annotations
@@ -28,11 +33,34 @@ class DecodedFrame:
         return self.frame.header
 
 
+_EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the OpenCV operations that display the stored pixels upright, in order.
+_UPRIGHT = {
+    2: [lambda a: cv2.flip(a, 1)],
+    3: [lambda a: cv2.rotate(a, cv2.ROTATE_180)],
+    4: [lambda a: cv2.flip(a, 0)],
+    5: [cv2.transpose],
+    6: [lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE)],
+    7: [cv2.transpose, lambda a: cv2.rotate(a, cv2.ROTATE_180)],
+    8: [lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE)],
+}
+
+
 def image_size(data: bytes, encoding: str) -> tuple[int, int]:
-    """(width, height) from the image's own header, without decoding pixels."""
+    """(width, height) as stored, from the image's own header, without decoding pixels."""
+    return image_info(data, encoding)[:2]
+
+
+def image_info(data: bytes, encoding: str) -> tuple[int, int, int]:
+    """(width, height) as stored and the EXIF orientation (1-8; 1 without a tag or with a value out of range),
+    from the image's own header, without decoding pixels."""
     try:
         with Image.open(io.BytesIO(data), formats=[_PIL_FORMATS[encoding]]) as im:
-            return im.size
+            try:
+                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+            except Exception:  # an unreadable EXIF block: the pixels as stored, as a viewer would show them
+                orientation = 1
+            return *im.size, orientation if orientation in _UPRIGHT else 1
     except Image.DecompressionBombError as exc:
         raise ContractError("too_many_pixels", str(exc)) from None
     except Exception as exc:
@@ -40,13 +68,16 @@ def image_size(data: bytes, encoding: str) -> tuple[int, int]:
 
 
 def decode_image(data: bytes, encoding: str, max_pixels: int) -> np.ndarray:
-    width, height = image_size(data, encoding)
+    """BGR pixels of an encoded image, upright as its EXIF orientation says."""
+    width, height, orientation = image_info(data, encoding)
     if width * height > max_pixels:
         raise ContractError("too_many_pixels", f"image is {width}x{height}, more than the {max_pixels} pixels allowed")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.shape[0] != height or image.shape[1] != width:
         raise ContractError("corrupt_image", f"{encoding} data could not be decoded ({len(data)} bytes)")
-    return image
+    for step in _UPRIGHT.get(orientation, []):
+        image = step(image)
+    return np.ascontiguousarray(image)
 
 
 def decode_frame(value: bytes | None, max_pixels: int) -> DecodedFrame:

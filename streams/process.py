@@ -7,6 +7,7 @@ here can be called and tested with plain bytes and a detector.
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -37,8 +38,10 @@ from streams.contracts import (
 from streams.decode import DecodedFrame, decode_frame
 from streams.fleetconfig import FLEET, base_settings, effective
 from streams.monitor import image as image_signals
-from streams.monitor.camera import CameraMonitor, MonitorSettings
+from streams.monitor.camera import CameraMonitor, MonitorSettings, restore
 from streams.monitor.concept import frame_error
+
+log = logging.getLogger("cvops.worker")
 
 
 class Detector(Protocol):
@@ -112,6 +115,7 @@ class FrameProcessor:
         self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self._monitors: dict[str, CameraMonitor] = {}
+        self._restored: set[str] = set()  # cameras whose monitor was rebuilt from a state and has seen no frame since
         self.monitor_settings = base_settings(settings)
 
         if self.monitor_settings.embedding_reference:
@@ -136,6 +140,7 @@ class FrameProcessor:
                 raise ContractError(
                     "key_mismatch", f"message key {key!r} is not the frame's camera_id {decoded.header.camera_id!r}"
                 )
+            check_capture_time(decoded.header.captured_at, msg.timestamp, time.time(), self.settings.max_clock_skew_s)
             frame = PreparedFrame(decoded, _ms(t0), msg.timestamp, None)
             if self.settings.monitoring:
                 frame.signals = image_signals.measure(decoded.image)
@@ -304,9 +309,7 @@ class FrameProcessor:
                 monitor.keep_thumbnail(
                     h.frame_id, h.captured_at, frame.thumbnail, frame.thumbnail_size, (h.width, h.height)
                 )
-            raised = monitor.observe(
-                m,
-                s.small,
+            observe = dict(
                 arrived_at=frame.arrived_at or processed_at,
                 cooldown_s=self.settings.rule_cooldown_s,
                 frame_diff=s.frame_diff,
@@ -315,6 +318,21 @@ class FrameProcessor:
                 labels=[d.label for d in detections],
                 scores=[d.score for d in detections],
             )
+            try:
+                raised = monitor.observe(m, s.small, **observe)
+            except Exception as exc:
+                if h.camera_id not in self._restored:
+                    raise
+                # A saved state that read back but cannot be used: the camera starts over, as for one unread.
+                log.warning(
+                    "camera %s: its saved state fails on the first frame (%s: %s); its references are learned again",
+                    h.camera_id, type(exc).__name__, str(exc)[:300],
+                )  # fmt: skip
+                monitor = monitors[h.camera_id] = self._monitors[h.camera_id] = CameraMonitor.new(
+                    h.camera_id, self.settings_for(h.camera_id)
+                )
+                raised = monitor.observe(m, s.small, **observe)
+            self._restored.discard(h.camera_id)
             out.alerts += raised
             sampled = monitor.sample(m, self.settings.monitor_stats_every_s)
             if sampled:
@@ -383,18 +401,16 @@ class FrameProcessor:
 
     def _monitor(self, camera_id: str, state: dict | None, pending: list[Alert] | None = None) -> CameraMonitor:
         """The camera's live monitor (it keeps what is not persisted: the previous frame, evidence ids),
-        else one rebuilt from the saved state (after a restart or when the camera moved here), else new.
+        else one rebuilt from the saved state (after a restart or when the camera moved here), else new (also
+        when the state cannot be read: :func:`streams.monitor.camera.restore` logs it).
         An operator's relearn request newer than the monitor starts it over; the alerts that resolves go
         to ``pending``."""
         live = self._monitors.get(camera_id)
         if live is not None:
             return live
-        settings = self.settings_for(camera_id)
-        if state and "feed" in state:
-            monitor = CameraMonitor.from_dict(state, settings)
-            monitor.apply(settings)
-        else:
-            monitor = CameraMonitor.new(camera_id, settings)
+        monitor, restored = restore(camera_id, state, self.settings_for(camera_id))
+        if restored:
+            self._restored.add(camera_id)
         if self._relearn_after(camera_id) > monitor.relearned_at:
             monitor, resolved = self._relearn(monitor)
             if pending is not None:
@@ -437,6 +453,7 @@ class FrameProcessor:
         """Drop the live monitors (after a rebalance the saved states are the truth) and the predictions kept
         for late labels (a camera that moved away is scored by its new worker)."""
         self._monitors.clear()
+        self._restored.clear()
         self._recent.clear()
 
     def _remember(self, camera_id: str, frame_id: str, detections: Sequence[Detection]) -> None:
@@ -508,6 +525,31 @@ class _States(Mapping):
 def processing_failed(exc: Exception) -> ContractError:
     """An unforeseen exception met while processing one message, as that message's dead-letter reason."""
     return ContractError("processing_failed", f"{type(exc).__name__}: {str(exc)[:500]}")
+
+
+def check_capture_time(captured_at: float, arrived_at: float | None, now: float, max_skew_s: float) -> None:
+    """:class:`ContractError` ``capture_time_out_of_range`` for a frame captured more than ``max_skew_s``
+    from its broker record's time (``arrived_at``, when known), or after ``now`` (the worker's clock) by more
+    than that. Such a time is no camera's clock, even a wrong one: kept, it would set the camera's clocks
+    (views, statistics, frame rate) ahead. A skew within the bound is the camera's to report (``clock_skew``).
+
+    >>> check_capture_time(1_000.0, 1_002.5, now=1_010.0, max_skew_s=86_400)  # 2.5 s off: a device fault, if any
+    >>> check_capture_time(1_000.0, 200_000.0, now=200_000.0, max_skew_s=86_400)
+    Traceback (most recent call last):
+    ...
+    streams.contracts.ContractError: capture_time_out_of_range: captured 199000 s before its record's time ...
+    """
+    if arrived_at is not None and abs(arrived_at - captured_at) > max_skew_s:
+        way = "before" if captured_at < arrived_at else "after"
+        raise ContractError(
+            "capture_time_out_of_range",
+            f"captured {abs(arrived_at - captured_at):.0f} s {way} its record's time (at most {max_skew_s:.0f})",
+        )
+    if captured_at - now > max_skew_s:
+        raise ContractError(
+            "capture_time_out_of_range",
+            f"captured {captured_at - now:.0f} s ahead of this worker's clock (at most {max_skew_s:.0f})",
+        )
 
 
 def _ms(t0: float) -> float:

@@ -25,11 +25,17 @@ State: :meth:`to_dict` is all of it (a few tens of KB, the reference view being 
 :meth:`essential` is the part that changes only on events, which the worker writes to its changelog at
 once, the rest being written every few frames. :func:`split_reference` takes the reference view out of
 a state, for the worker to save only when it changes; :func:`join_reference` puts it back.
+
+A state is data only (JSON: numbers, strings, lists; arrays as base64 with a declared dtype and shape, the
+reference view as a PNG), versioned (:data:`STATE_VERSION`). :func:`restore` reads one back; a state that
+cannot be read (another version, a missing field, a wrong shape, anything hostile) is logged and the camera
+learns its references again: a changelog record can cost a camera its references, never stop a worker.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -45,9 +51,13 @@ from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
 from streams.monitor.motion import CameraMoved
 from streams.monitor.prediction import ClassDistributionDrift, ConfidenceDrift
+from streams.monitor.state import StateError, mapping, version
 from streams.monitor.upstream import UpstreamDrift
 from streams.monitor.windows import MultiKS, holm_levels
 from streams.rules import EVIDENCE_FRAMES, CameraHealth, alert_id
+
+log = logging.getLogger("cvops.monitor")
+STATE_VERSION = 1  # of CameraMonitor.to_dict; a state of any other version is learned again
 
 
 @dataclass(frozen=True)
@@ -220,7 +230,9 @@ class CameraMonitor:
         if m.embedding and e is not None and e.fitted and math.isfinite(e.score):
             out["outlier_score"] = min(max(e.score, 0.0), 1e12)  # the contract's bounds
             self.outlier_peak = max(e.score, self.outlier_peak or 0.0)
-        if every_s and m.captured_at - self.sampled_at >= every_s:
+        # A capture time behind the last sample's (a camera clock set back, or one absurd frame before)
+        # samples at once, rather than wait for the clock to catch up.
+        if every_s and not 0 <= m.captured_at - self.sampled_at < every_s:
             stats = self.statistics()
             if stats:
                 out["drift"] = stats
@@ -362,12 +374,13 @@ class CameraMonitor:
     def views(self, every_s: float) -> list[CameraView]:
         """The camera's latest view (the newest thumbnail held) when ``every_s`` capture seconds have passed
         since the last one (0 = never), and its moved-camera reference view along with it when that one is
-        new since the last sent."""
+        new since the last sent. A capture time behind the last view's counts as due: one frame stamped in the
+        future must not hold back the views until that time."""
         if not every_s or not self.thumbnails:
             return []
         newest = self.thumbnails[-1]
         fid, at = newest[0], newest[1]
-        if at - self.viewed_at < every_s:
+        if 0 <= at - self.viewed_at < every_s:
             return []
         self.viewed_at = at
         latest = _thumbnail_fields(newest)
@@ -561,6 +574,8 @@ class CameraMonitor:
 
     def to_dict(self) -> dict:
         return {
+            "kind": "camera",
+            "version": STATE_VERSION,
             "camera_id": self.camera_id,
             "health": self.health.to_dict(),
             "feed": self.feed.to_dict(),
@@ -579,7 +594,8 @@ class CameraMonitor:
     @classmethod
     def from_dict(cls, d: dict, settings: MonitorSettings | None = None) -> CameraMonitor:
         """The monitor ``d`` describes. A state saved before a detector existed gets that detector new, as
-        ``settings`` (the fleet's) configure it."""
+        ``settings`` (the fleet's) configure it. Raises on a state it cannot read: see :func:`restore`."""
+        d = version(d, "camera", STATE_VERSION)
         fresh = cls.drift_detectors(settings or MonitorSettings())
         parts = {
             name: kind.from_dict(d[name]) if d.get(name) else fresh.get(name)
@@ -591,6 +607,8 @@ class CameraMonitor:
                 ("concept", ConceptDrift),
             )
         }
+        if not isinstance(d["camera_id"], str):
+            raise StateError("camera_id: a string expected")
         return cls(
             **parts,
             camera_id=d["camera_id"],
@@ -598,10 +616,38 @@ class CameraMonitor:
             feed=FeedHealth.from_dict(d["feed"]),
             upstream=UpstreamDrift.from_dict(d["upstream"]),
             moved=CameraMoved.from_dict(d["moved"]) if d.get("moved") else None,
-            active=dict(d["active"]),
+            active={str(k): str(v) for k, v in mapping(d["active"], "active").items()},
             frames=int(d["frames"]),
             relearned_at=float(d.get("relearned_at", 0.0)),
         )
+
+
+def restore(camera_id: str, state: object, settings: MonitorSettings) -> tuple[CameraMonitor, bool]:
+    """The camera's monitor rebuilt from its saved ``state`` with ``settings`` applied, and True; or a new
+    monitor, which learns the camera's references again, and False: when there is no state, or when it
+    cannot be read (another version, a field missing or of the wrong type or shape, another camera's state,
+    anything hostile). That is logged once, here; nothing in a state is ever run.
+
+    >>> monitor, restored = restore("cam-1", {"version": 0}, MonitorSettings())
+    >>> restored, monitor.frames
+    (False, 0)
+    """
+    if not state:
+        return CameraMonitor.new(camera_id, settings), False
+    try:
+        monitor = CameraMonitor.from_dict(state, settings)
+        if monitor.camera_id != camera_id:
+            raise StateError(f"the state of camera {monitor.camera_id!r}")
+        monitor.apply(settings)
+        return monitor, True
+    except Exception as exc:  # whatever a state holds, the camera starts over rather than the worker stop
+        log.warning(
+            "camera %s: its saved state cannot be read (%s: %s); its references are learned again",
+            camera_id,
+            type(exc).__name__,
+            str(exc)[:300],
+        )
+        return CameraMonitor.new(camera_id, settings), False
 
 
 REFERENCE_ELSEWHERE = "reference_elsewhere"  # in a state without its reference view (split_reference)

@@ -112,7 +112,8 @@ class FeedHealth:
         """One frame: its capture and arrival times (unix s) and its image signals
         (:class:`streams.monitor.image.ImageSignals`: ``frame_diff``, ``black``, ``over_exposed``)."""
         self.changes = []
-        self.last_arrival = arrived_at if self.last_arrival is None else max(self.last_arrival, arrived_at)
+        # The last arrival, not the latest ever: one record stamped ahead must not hide a silence until then.
+        self.last_arrival = arrived_at
         self._set(NO_FRAMES, False)
         self.captured.append(captured_at)
         self.delays.append(arrived_at - captured_at)

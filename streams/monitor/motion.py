@@ -8,16 +8,21 @@ are outliers of the fit and the static background decides.
 from __future__ import annotations
 
 import base64
+import io
 import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import cv2
 import numpy as np
+from PIL import Image
+
+from streams.signals import ANALYSIS_WIDTH
 
 ORB_FEATURES = 500
 RATIO = 0.75  # Lowe's ratio test: best match clearly better than the second best
 MIN_INLIERS = 12
+MAX_REFERENCE_HEIGHT = 100_000  # px: the frame header's bound; a saved reference view beyond it is refused
 
 
 class Motion(NamedTuple):
@@ -188,8 +193,14 @@ class CameraMoved:
             d["threshold_deg"], d["threshold_px"], d["consecutive"], d["every"], d["min_inliers"], d["lost_is_moved"]
         )
         if d["reference_png"] is not None:
-            png = np.frombuffer(base64.b64decode(d["reference_png"]), np.uint8)
-            obj.set_reference(cv2.imdecode(png, cv2.IMREAD_GRAYSCALE))
+            png = base64.b64decode(d["reference_png"], validate=True)
+            with Image.open(io.BytesIO(png), formats=["PNG"]) as im:  # its size, before any pixel is decoded
+                if im.mode != "L" or im.width > ANALYSIS_WIDTH or im.height > MAX_REFERENCE_HEIGHT:
+                    raise ValueError(f"a reference view of {im.width}x{im.height} {im.mode}: not an analysis copy")
+            grey = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+            if grey is None:
+                raise ValueError("the reference view is not a readable PNG")
+            obj.set_reference(grey)
             obj._ref_png = d["reference_png"]  # lossless: the same image, no need to encode it again
         obj.seen, obj.run, obj.last = d["seen"], d["run"], Motion(*d["last"])
         return obj

@@ -103,7 +103,9 @@ class UpstreamDrift:
         self.n += 1
         if self.last_captured is not None and captured_at > self.last_captured:
             self.intervals.append(captured_at - self.last_captured)
-        self.last_captured = captured_at if self.last_captured is None else max(self.last_captured, captured_at)
+        # The last capture time seen, not the greatest: after one frame stamped far ahead, the intervals
+        # of the frames that follow count again from the next one.
+        self.last_captured = captured_at
         if nbytes is not None and width * height > 0:
             self.bpps.append(nbytes / (width * height))
         if not self.ready:

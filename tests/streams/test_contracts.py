@@ -69,6 +69,12 @@ def test_unknown_schema_version_is_named():
         ({"seq": "seven"}, "seq"),
         ({"encoding": "gif"}, "encoding"),
         ({"surprise": 1}, "surprise"),
+        ({"seq": 2**70}, "seq"),  # beyond a 64-bit column
+        ({"seq": 2**63}, "seq"),
+        ({"captured_at": 1e300}, "captured_at"),
+        ({"captured_at": 4_102_444_800}, "captured_at"),  # 2100
+        ({"captured_at": 0}, "captured_at"),
+        ({"height": 100_001}, "height"),
     ],
 )
 def test_header_fields_are_validated(change, field):
@@ -77,6 +83,20 @@ def test_header_fields_are_validated(change, field):
         unpack_frame(_raw_frame(fields))
     assert err.value.reason == "bad_header"
     assert field in err.value.detail
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-Infinity"])
+def test_a_capture_time_that_is_no_number_is_refused(text):
+    head = header().model_dump_json().replace('"captured_at":1700000000.0', f'"captured_at":{text}').encode()
+    assert text.encode() in head
+    with pytest.raises(ContractError) as err:
+        unpack_frame(b"CVF1" + struct.pack(">I", len(head)) + head + b"x")
+    assert err.value.reason == "bad_header"
+
+
+def test_the_largest_seq_and_latest_capture_time_allowed_are_accepted():
+    h = header(seq=2**63 - 1, captured_at=4_102_444_799.5)
+    assert unpack_frame(pack_frame(h, b"x")).header == h
 
 
 def test_missing_field_is_named():

@@ -4,7 +4,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from streams.contracts import ContractError, FrameHeader, pack_frame
 from streams.decode import decode_frame
@@ -60,3 +60,29 @@ def test_header_size_must_match_the_image(street_frames):
     with pytest.raises(ContractError) as err:
         decode_frame(frame(jpeg(img), img.shape[1] * 2, img.shape[0]), 10**7)
     assert err.value.reason == "size_mismatch"
+
+
+def with_orientation(image: np.ndarray, orientation: int) -> bytes:
+    """``image`` (BGR) as a JPEG written by Pillow, with an EXIF Orientation tag."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    out = io.BytesIO()
+    Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).save(out, "JPEG", quality=95, exif=exif)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_exif_orientation_is_applied_and_the_header_gives_the_size_as_displayed(street_frames, orientation):
+    data = with_orientation(street_frames[0], orientation)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.getexif()[0x0112] == orientation
+        upright = cv2.cvtColor(np.asarray(ImageOps.exif_transpose(im)), cv2.COLOR_RGB2BGR)  # as a viewer shows it
+    h, w = upright.shape[:2]
+    assert (w, h) == ((272, 640) if orientation >= 5 else (640, 272))
+    decoded = decode_frame(frame(data, w, h), max_pixels=10**7)
+    assert decoded.image.shape == upright.shape
+    assert np.abs(decoded.image.astype(int) - upright).mean() < 2  # the same pixels, up to the two decoders
+    if orientation >= 5:  # the size as stored, not as displayed: the header is wrong
+        with pytest.raises(ContractError) as err:
+            decode_frame(frame(data, h, w), max_pixels=10**7)
+        assert err.value.reason == "size_mismatch"
