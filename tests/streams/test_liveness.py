@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import subprocess
+import sys
+import textwrap
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -11,7 +14,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from streams import liveness
 from streams.config import Settings
-from streams.liveness import LivenessWatch, Offsets, Stalled, StallWatch, describe, take_stall_file
+from streams.liveness import EXIT_STALLED, LivenessWatch, Offsets, Stalled, StallWatch, describe, take_stall_file
 from streams.topics import create_topics
 
 
@@ -108,6 +111,20 @@ def test_the_stall_file_hook_fires_once(tmp_path):
     path.touch()
     assert take_stall_file(str(path)) is True
     assert not path.exists() and take_stall_file(str(path)) is False
+
+
+def test_a_process_that_does_not_stop_after_a_stall_is_ended_with_the_stall_status():
+    code = textwrap.dedent(
+        """
+        import threading, time
+        from streams import liveness
+        stalled = threading.Event()
+        liveness.exit_if_still_running(stalled, grace_s=0.5)
+        threading.Thread(target=time.sleep, args=(3600,)).start()  # a hung thread that a normal exit waits for
+        stalled.set()
+        """
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == EXIT_STALLED
 
 
 @pytest.mark.integration
