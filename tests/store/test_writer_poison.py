@@ -1,0 +1,202 @@
+"""Poison records on every topic the store writer reads, on the real broker and a real embedded engine: each
+one is dead-lettered with its reason and original bytes (or, on the dead-letter topic itself, logged with
+its offset and skipped), and the valid records after it, on its partition and on the other, are stored."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from store import Store
+from store.dsn import masked
+from store.writer import SINKS, StoreWriter
+from streams.config import Settings
+from streams.contracts import CameraView, ContractError, DeadLetter, Evidence, decode_record, encode_record
+from streams.topics import create_topics
+from tests.store.records import LIMITS, alert, metrics, prediction
+
+pytestmark = pytest.mark.integration
+
+NOW = time.time() - 60
+JPEG = base64.b64encode(b"\xff\xd8\xff\xdb" + b"\x00" * 16).decode()
+
+
+def valid(topic: str, n: int):
+    """The ``n``-th valid record of ``topic`` (camera ``cam-<n>``), and the id it is stored under."""
+    cam = f"cam-{n}"
+    if topic == "metrics":
+        r = metrics(camera=cam, seq=n, at=NOW)
+        return r, r.frame_id
+    if topic == "predictions":
+        r = prediction(camera=cam, seq=n, at=NOW)
+        return r, r.frame_id
+    if topic == "alerts":
+        r = alert(camera=cam, n=n, at=NOW)
+        return r, r.alert_id
+    if topic == "evidence":
+        r = Evidence(alert_id=f"ev-{n}", camera_id=cam, frame_id=f"{cam}:s:{n}", captured_at=NOW, width=32,
+                     height=18, source_width=640, source_height=360, image_b64=JPEG)  # fmt: skip
+        return r, r.alert_id
+    if topic == "views":
+        r = CameraView(camera_id=cam, role="latest", frame_id=f"{cam}:s:{n}", captured_at=NOW, width=32, height=18,
+                       source_width=640, source_height=360, image_b64=JPEG)  # fmt: skip
+        return r, r.camera_id
+    r = DeadLetter.of("elsewhere", 0, 1000 + n, cam.encode(), b"junk", ContractError("corrupt_image", "test"))
+    return r, r.key
+
+
+IDENTITY = {"metrics": ("frame_metrics", "frame_id"), "predictions": ("predictions", "frame_id"),
+            "alerts": ("alerts", "alert_id"), "evidence": ("evidence_frames", "alert_id"),
+            "views": ("camera_views", "camera_id"), "deadletters": ("dead_letters", "key")}  # fmt: skip
+
+
+def spliced(topic: str, field: str, token: str) -> bytes:
+    raw = json.loads(encode_record(valid(topic, 99)[0]))
+    raw[field] = "\x00marker\x00"
+    return json.dumps(raw).replace('"\\u0000marker\\u0000"', token).encode()
+
+
+def poisons(topic: str) -> list[tuple[bytes | None, set[str]]]:
+    """(value, the reasons it may be refused with) for every kind of hostile record."""
+    text = {"metrics": "model_name", "predictions": "model_name", "alerts": "message", "evidence": "reason",
+            "views": "frame_id", "deadletters": "detail"}[topic]  # fmt: skip
+    number = {"metrics": "seq", "predictions": "seq", "alerts": "window", "evidence": "width", "views": "width",
+              "deadletters": "offset"}[topic]  # fmt: skip
+    floating = {"metrics": "blur", "predictions": "processed_at", "alerts": "value", "evidence": "captured_at",
+                "views": "captured_at", "deadletters": "received_at"}[topic]  # fmt: skip
+    return [
+        (spliced(topic, "extra", "[" * 20_000 + "]" * 20_000), {"too_deep"}),
+        (spliced(topic, number, "7" * 5000), {"number_too_large"}),
+        (spliced(topic, floating, "NaN"), {"non_finite", "bad_record"}),
+        (spliced(topic, floating, "1e400"), {"non_finite", "bad_record"}),
+        (spliced(topic, text, '"\\ud800"'), {"bad_json"}),
+        (b"\xff\xfe{not utf-8", {"bad_json"}),
+        (b"[1, 2, 3]", {"bad_record"}),
+        (None, {"empty_message"}),
+        (spliced(topic, number, '"seven"'), {"bad_record"}),
+        (spliced(topic, number, str(2**70)), {"out_of_range", "bad_record"}),
+        (spliced(topic, text, json.dumps("x" * 200_000)), {"too_long", "bad_record"}),
+        (spliced(topic, "schema_version", "2"), {"unknown_schema_version"}),
+    ]
+
+
+async def committed(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                                group_id=f"{settings.topic_prefix}store-writer")  # fmt: skip
+    await consumer.start()
+    try:
+        return {tp: await consumer.committed(tp) or 0 for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def read_all(settings: Settings, topic: str) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=3000):
+            out += [r for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()
+    return out
+
+
+class WithPassword:
+    """The real store, under a DSN that holds a password, as a server's would."""
+
+    def __init__(self, inner: Store):
+        self.inner, self.dsn = inner, "https://cvops:hunter2-secret@127.0.0.1:8443/cvops"
+
+    def insert(self, *args, **kwargs):
+        self.inner.insert(*args, **kwargs)
+
+
+def test_poison_records_on_every_writer_topic_are_dead_lettered_and_the_rest_is_stored(
+    settings: Settings, store: Store, caplog
+):
+    settings = settings.model_copy(update={"store_batch_rows": 25, "store_batch_wait_ms": 50})
+    topics = list(SINKS)  # every topic the writer reads, the dead-letter topic included
+    sent: dict[str, list] = {}  # topic -> (partition, offset, value, reasons) of each poison
+    expected: dict[str, set] = {}  # topic -> ids of the valid records
+
+    async def main():
+        await create_topics(settings)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all",
+                                    max_request_size=4 * 1024 * 1024)  # fmt: skip
+        await producer.start()
+        ends = {}
+        for name in topics:
+            topic, n = settings.topic(name), 0
+            for value, reasons in poisons(name):  # each poison, then a valid record, on partition 0
+                meta = await producer.send_and_wait(topic, value, key=b"cam-x", partition=0)
+                sent.setdefault(name, []).append((0, meta.offset, value, reasons))
+                for partition in (0, 1):  # and valid ones after it on its partition and the other
+                    record, ident = valid(name, n := n + 1)
+                    meta = await producer.send_and_wait(topic, encode_record(record), key=b"cam", partition=partition)
+                    expected.setdefault(name, set()).add(ident)
+                    ends[TopicPartition(topic, partition)] = meta.offset + 1
+        await producer.stop()
+        writer = StoreWriter(settings, WithPassword(store), LIMITS)
+        stop = asyncio.Event()
+        task = asyncio.create_task(writer.run(stop))
+        own = f"SELECT count() FROM dead_letters FINAL WHERE source_topic = '{settings.topic('alerts')}'"
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not task.done():  # the test's records, and the writer's own letters
+            progress = await committed(settings, list(ends)), store.query(own)
+            if all(progress[0][tp] >= end for tp, end in ends.items()) and progress[1] == [(len(sent["alerts"]),)]:
+                break
+            await asyncio.sleep(0.5)
+        else:
+            print("committed / wanted, dead letters of alerts stored:", progress, ends)
+        done_early = task.done()
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        assert not done_early, "the writer stopped by itself"
+        return writer, await read_all(settings, settings.topic("deadletters"))
+
+    with caplog.at_level(logging.INFO, logger="cvops.store"):
+        writer, letters = asyncio.run(main())
+
+    for name in topics:
+        table, column = IDENTITY[name]
+        stored = {row[0] for row in store.query(f"SELECT {column} FROM {table}")}
+        assert expected[name] <= stored, f"{name}: valid records missing from {table}: {expected[name] - stored}"
+
+    mine = {(0, offset) for _, offset, _, _ in sent["deadletters"]}
+    dead = [
+        decode_record(DeadLetter, r.value) for r in letters if r.key != b"cam" and (r.partition, r.offset) not in mine
+    ]
+    by_position = {(d.source_topic, d.partition, d.offset): d for d in dead}
+    assert len(by_position) == len(dead), "a record was dead-lettered twice"
+    for name in topics:
+        topic = settings.topic(name)
+        for partition, offset, value, reasons in sent[name]:
+            d = by_position.get((topic, partition, offset))
+            if name == "deadletters":  # never dead-lettered again: logged with its offset and skipped
+                assert d is None
+                continue
+            assert d is not None, f"no dead letter for {topic}[{partition}]@{offset}"
+            assert d.reason in reasons, (name, offset, d.reason, d.detail)
+            assert d.payload() == (value or b"")  # the original bytes
+    assert {d.source_topic for d in dead} == {settings.topic(n) for n in topics if n != "deadletters"}
+    skip_lines = [r.getMessage() for r in caplog.records if "skipped the record" in r.getMessage()]
+    first = sent["deadletters"][0]
+    assert skip_lines and f"{settings.topic('deadletters')}[0]@{first[1]}" in skip_lines[0]
+    assert len(skip_lines) <= 2, "one line a minute at most, not one per record"  # the 2nd: a replay after a rebalance
+    assert writer.skipped.total >= len(sent["deadletters"])
+    # the writer's own dead letters reach the store too, once each
+    for name in topics:
+        if name != "deadletters":
+            topic = settings.topic(name)
+            rows = store.query(f"SELECT partition, offset FROM dead_letters FINAL WHERE source_topic = '{topic}'")
+            assert sorted(rows) == sorted((p, o) for p, o, _, _ in sent[name]), name
+    assert "hunter2-secret" not in caplog.text  # the store's DSN is logged without its password
+    assert masked(WithPassword(store).dsn) in caplog.text
