@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import contracts, skips
 from streams.contracts import (
     Alert,
     CameraConfig,
@@ -161,3 +163,9 @@ def test_bytes_spliced_anywhere_in_a_record(record, edits):
 @given(st.sampled_from(MODELS), json_values)
 def test_any_json_document(model, value):
     outcome(model, json.dumps(value).encode())
+
+
+@pytest.mark.parametrize("module", [contracts, skips], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
