@@ -1,6 +1,10 @@
 """The frames that prove an alert: thumbnails the worker kept of a camera's last frames when it raised the
 alert (and, for a moved camera, the reference view it compared them with), with the model's boxes drawn in;
 and edge cases, frames worth a human look, listed and exported as a labelling set (COCO JSON and images).
+
+Every route here reads the store, so every one is a plain ``def``: FastAPI runs it in its thread pool and
+the event loop (health probes, live streams) never waits on a query or on drawing. An export streams: the
+ZIP is written as it is sent, :data:`EXPORT_BATCH` thumbnails at a time in memory.
 """
 
 from __future__ import annotations
@@ -10,12 +14,13 @@ import datetime as dt
 import io
 import json
 import zipfile
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Literal
 
 import cv2
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 
 from api.auth import TOKEN_RESPONSES, read_access
@@ -43,7 +48,7 @@ class EvidenceFrame(BaseModel):
 
 
 @router.get("/api/v1/alerts/{alert_id}/evidence", response_model=list[EvidenceFrame])
-async def alert_evidence(alert_id: AlertId, store: StoreDep) -> list[EvidenceFrame]:
+def alert_evidence(alert_id: AlertId, store: StoreDep) -> list[EvidenceFrame]:
     """The alert's evidence thumbnails, oldest first, then the reference view (if any). Empty when the worker
     held none (an alert raised before evidence existed, or ``CVOPS_EVIDENCE_WIDTH=0``)."""
     rows = store.query_dicts(
@@ -59,15 +64,24 @@ async def alert_evidence(alert_id: AlertId, store: StoreDep) -> list[EvidenceFra
     return [EvidenceFrame(**r, url=f"/api/v1/evidence/{alert_id}/{r['frame_id']}.jpg") for r in rows]
 
 
-def _boxes(store: Store, frame_id: str) -> list[tuple[str, float, float, float, float, float]]:
-    rows = store.query(
-        """
-        SELECT detections.label, detections.score, detections.x1, detections.y1, detections.x2, detections.y2
-        FROM predictions FINAL WHERE frame_id = {frame:String} LIMIT 1
-        """,
-        {"frame": frame_id},
-    )
-    return list(zip(*rows[0], strict=True)) if rows else []
+Box = tuple[str, float, float, float, float, float]  # label, score, x1, y1, x2, y2 in the source frame's pixels
+
+
+BOXES_SQL = """
+SELECT frame_id, detections.label, detections.score, detections.x1, detections.y1, detections.x2, detections.y2
+FROM predictions FINAL
+WHERE camera_id IN {cameras:Array(String)} AND frame_id IN {frames:Array(String)}"""
+
+
+def boxes_of(store: Store, frames: Iterable[tuple[str, str]]) -> dict[str, list[Box]]:
+    """The model's detections of each (camera id, frame id), by frame id; a frame with no prediction stored is
+    left out. The camera is the sort key's first column and the frame id has a skip index (migration 8), so
+    a look-up reads a granule or so, however large ``predictions`` grows."""
+    frames = list(frames)
+    if not frames:
+        return {}
+    rows = store.query(BOXES_SQL, {"cameras": sorted({c for c, _ in frames}), "frames": [f for _, f in frames]})
+    return {frame_id: list(zip(*columns, strict=True)) for frame_id, *columns in rows}
 
 
 def draw(jpeg: bytes, boxes, scale_x: float, scale_y: float) -> bytes:
@@ -90,7 +104,7 @@ def draw(jpeg: bytes, boxes, scale_x: float, scale_y: float) -> bytes:
     response_class=Response,
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no such evidence frame"}},
 )
-async def evidence_image(
+def evidence_image(
     alert_id: AlertId,
     frame_id: FrameId,
     store: StoreDep,
@@ -99,17 +113,17 @@ async def evidence_image(
     """One evidence thumbnail as JPEG, the detections drawn in unless ``boxes=false``."""
     rows = store.query(
         """
-        SELECT base64Encode(image), width, height, source_width, source_height, role
+        SELECT base64Encode(image), width, height, source_width, source_height, role, camera_id
         FROM evidence_frames FINAL WHERE alert_id = {alert:String} AND frame_id = {frame:String} LIMIT 1
         """,
         {"alert": alert_id, "frame": frame_id},
     )
     if not rows:
         raise HTTPException(status_code=404, detail=f"alert {alert_id!r} has no evidence frame {frame_id!r}")
-    image_b64, width, height, source_width, source_height, role = rows[0]
+    image_b64, width, height, source_width, source_height, role, camera_id = rows[0]
     jpeg = base64.b64decode(image_b64)
     if boxes and role != "reference":
-        found = _boxes(store, frame_id)
+        found = boxes_of(store, [(camera_id, frame_id)]).get(frame_id)
         if found:
             jpeg = draw(jpeg, found, width / source_width, height / source_height)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -124,7 +138,7 @@ VIEW_ROLES = "latest: what the camera sees (every CVOPS_VIEW_EVERY_S); reference
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "no view of this camera stored"}},
     tags=["cameras"],
 )
-async def camera_view(
+def camera_view(
     camera_id: Annotated[str, Path(min_length=1, max_length=200)],
     store: StoreDep,
     role: Annotated[Literal["latest", "reference"], Query(description=VIEW_ROLES)] = "latest",
@@ -146,7 +160,7 @@ async def camera_view(
     image_b64, frame_id, width, height, source_width, source_height = rows[0]
     jpeg = base64.b64decode(image_b64)
     if boxes and role == "latest":
-        found = _boxes(store, frame_id)
+        found = boxes_of(store, [(camera_id, frame_id)]).get(frame_id)
         if found:
             jpeg = draw(jpeg, found, width / source_width, height / source_height)
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
@@ -171,23 +185,23 @@ def query_edge_cases(
     since: dt.datetime | None,
     until: dt.datetime | None,
     limit: int,
-    with_images: bool = False,
     ids: list[str] | None = None,
 ) -> list[dict]:
-    image = ", base64Encode(image) AS image_b64, source_width, source_height" if with_images else ""
+    """The edge cases that match, newest first, without their images (:func:`edge_case_images`)."""
     return store.query_dicts(
-        f"""
+        """
         SELECT alert_id AS edge_case_id, camera_id, frame_id, reason, score,
-               toUnixTimestamp64Milli(captured_at) / 1000 AS captured_at, width, height{image}
+               toUnixTimestamp64Milli(captured_at) / 1000 AS captured_at, width, height, source_width,
+               source_height
         FROM evidence_frames FINAL
         WHERE role = 'edge_case'
-          AND ({{camera:Nullable(String)}} IS NULL OR camera_id = {{camera:Nullable(String)}})
-          AND ({{reason:Nullable(String)}} IS NULL OR reason = {{reason:Nullable(String)}})
-          AND captured_at >= fromUnixTimestamp64Milli({{since:Int64}})
-          AND captured_at < fromUnixTimestamp64Milli({{until:Int64}})
-          AND (empty({{ids:Array(String)}}) OR has({{ids:Array(String)}}, alert_id))
+          AND ({camera:Nullable(String)} IS NULL OR camera_id = {camera:Nullable(String)})
+          AND ({reason:Nullable(String)} IS NULL OR reason = {reason:Nullable(String)})
+          AND captured_at >= fromUnixTimestamp64Milli({since:Int64})
+          AND captured_at < fromUnixTimestamp64Milli({until:Int64})
+          AND (empty({ids:Array(String)}) OR has({ids:Array(String)}, alert_id))
         ORDER BY captured_at DESC, frame_id
-        LIMIT {{limit:UInt32}}
+        LIMIT {limit:UInt32}
         """,
         {
             "camera": camera_id,
@@ -200,12 +214,26 @@ def query_edge_cases(
     )
 
 
+def edge_case_images(store: Store, rows: list[dict]) -> dict[tuple[str, str], bytes]:
+    """The JPEG of each edge case of ``rows`` (from :func:`query_edge_cases`), by (edge case id, frame id);
+    one gone since it was listed (its retention ended) is left out."""
+    found = store.query(
+        """
+        SELECT alert_id, frame_id, base64Encode(image)
+        FROM evidence_frames FINAL
+        WHERE camera_id IN {cameras:Array(String)} AND alert_id IN {alerts:Array(String)} AND role = 'edge_case'
+        """,
+        {"cameras": sorted({r["camera_id"] for r in rows}), "alerts": [r["edge_case_id"] for r in rows]},
+    )
+    return {(alert_id, frame_id): base64.b64decode(b64) for alert_id, frame_id, b64 in found}
+
+
 Reason = Literal["outlier", "low_confidence"]
 CameraFilter = Annotated[str | None, Query(min_length=1, max_length=200)]
 
 
 @router.get("/api/v1/edge-cases", response_model=list[EdgeCase])
-async def edge_cases(
+def edge_cases(
     store: StoreDep,
     camera_id: CameraFilter = None,
     reason: Reason | None = None,
@@ -220,12 +248,15 @@ async def edge_cases(
     return [EdgeCase(**r, url=f"/api/v1/evidence/{r['edge_case_id']}/{r['frame_id']}.jpg") for r in rows]
 
 
+EXPORT_BATCH = 100  # thumbnails (a few KB each) read, and held, at a time while an export streams
+
+
 @router.get(
     "/api/v1/edge-cases/export",
-    response_class=Response,
+    response_class=StreamingResponse,
     responses={200: {"content": {"application/zip": {}}}},
 )
-async def export_edge_cases(
+def export_edge_cases(
     store: StoreDep,
     camera_id: CameraFilter = None,
     reason: Reason | None = None,
@@ -236,31 +267,73 @@ async def export_edge_cases(
         list[Annotated[str, Query(max_length=200)]] | None,
         Query(max_length=5000, description="export only these (repeat the parameter); default: all that match"),
     ] = None,
-) -> Response:
+) -> StreamingResponse:
     """The edge cases as a labelling set: a ZIP of ``images/*.jpg`` and ``annotations.json`` in COCO format,
     the model's detections as pre-annotations (boxes in the thumbnails' pixels, ``score`` kept) for people to
-    correct."""
-    rows = query_edge_cases(store, camera_id, reason, since, until, limit, with_images=True, ids=edge_case_id)
+    correct. Streamed: the ZIP is sent as it is written."""
+    rows = query_edge_cases(store, camera_id, reason, since, until, limit, ids=edge_case_id)
+    return StreamingResponse(
+        coco_zip(store, rows),
+        media_type="application/zip",
+        headers={"Content-Disposition": 'attachment; filename="cvops-edge-cases.zip"'},
+    )
+
+
+class _Taken(io.RawIOBase):
+    """A write-only stream whose bytes are taken away as they come. ``zipfile`` writes to it as to any
+    unseekable stream (each member's sizes then follow its data), and the response sends what is taken."""
+
+    def __init__(self):
+        self._chunks: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def take(self) -> bytes:
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
+
+
+def coco_zip(store: Store, rows: list[dict], batch: int = EXPORT_BATCH) -> Iterator[bytes]:
+    """The labelling set of ``rows`` (from :func:`query_edge_cases`) as the bytes of a ZIP, in pieces, reading
+    ``batch`` thumbnails and their boxes at a time. A generator: Starlette runs each step in its thread pool.
+
+    Python's ``zipfile`` writing to an unseekable stream rather than a streaming-ZIP package: it already
+    streams (stored JPEGs need neither compression nor ZIP64 here), and the packages that do (stream-zip,
+    zipstream-ng) bring a cryptography library or an LGPL licence for what is a write buffer here."""
+    out = _Taken()
     categories: dict[str, int] = {}
     images, annotations = [], []
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:  # JPEGs do not compress further
-        for image_id, r in enumerate(rows, 1):
-            name = f"images/{image_id:06d}.jpg"
-            z.writestr(name, base64.b64decode(r["image_b64"]))
-            images.append(
-                {"id": image_id, "file_name": name, "width": r["width"], "height": r["height"],
-                 "cvops": {k: r[k] for k in ("frame_id", "camera_id", "reason", "score", "captured_at")}}
-            )  # fmt: skip
-            sx, sy = r["width"] / r["source_width"], r["height"] / r["source_height"]
-            for label, score, x1, y1, x2, y2 in _boxes(store, r["frame_id"]):
-                category = categories.setdefault(label, len(categories) + 1)
-                w, h = (x2 - x1) * sx, (y2 - y1) * sy
-                annotations.append(
-                    {"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
-                     "bbox": [round(x1 * sx, 1), round(y1 * sy, 1), round(w, 1), round(h, 1)],
-                     "area": round(w * h, 1), "iscrowd": 0, "score": round(float(score), 4)}
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:  # JPEGs do not compress further
+        for start in range(0, len(rows), batch):
+            part = rows[start : start + batch]
+            jpegs = edge_case_images(store, part)
+            boxes = boxes_of(store, [(r["camera_id"], r["frame_id"]) for r in part])
+            for image_id, r in enumerate(part, start + 1):
+                jpeg = jpegs.get((r["edge_case_id"], r["frame_id"]))
+                if jpeg is None:
+                    continue
+                name = f"images/{image_id:06d}.jpg"
+                z.writestr(name, jpeg)
+                images.append(
+                    {"id": image_id, "file_name": name, "width": r["width"], "height": r["height"],
+                     "cvops": {k: r[k] for k in ("frame_id", "camera_id", "reason", "score", "captured_at")}}
                 )  # fmt: skip
+                sx, sy = r["width"] / r["source_width"], r["height"] / r["source_height"]
+                for label, score, x1, y1, x2, y2 in boxes.get(r["frame_id"], []):
+                    category = categories.setdefault(label, len(categories) + 1)
+                    w, h = (x2 - x1) * sx, (y2 - y1) * sy
+                    annotations.append(
+                        {"id": len(annotations) + 1, "image_id": image_id, "category_id": category,
+                         "bbox": [round(x1 * sx, 1), round(y1 * sy, 1), round(w, 1), round(h, 1)],
+                         "area": round(w * h, 1), "iscrowd": 0, "score": round(float(score), 4)}
+                    )  # fmt: skip
+            yield out.take()
         coco = {
             "info": {"description": "cvops edge cases", "date_created": dt.datetime.now(dt.UTC).isoformat()},
             "images": images,
@@ -268,8 +341,4 @@ async def export_edge_cases(
             "categories": [{"id": i, "name": n} for n, i in sorted(categories.items(), key=lambda kv: kv[1])],
         }
         z.writestr("annotations.json", json.dumps(coco, indent=1))
-    return Response(
-        buffer.getvalue(),
-        media_type="application/zip",
-        headers={"Content-Disposition": 'attachment; filename="cvops-edge-cases.zip"'},
-    )
+    yield out.take()

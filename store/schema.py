@@ -19,6 +19,8 @@ Materialized views (migration 2) keep what the API and dashboard read often smal
 minute and model), ``cameras`` (latest status of each camera), ``model_versions``, and ``drift_stats``,
 ``device_health``, ``edge_cases`` fed from alerts until their own topics exist. Migration 6 feeds
 ``drift_stats`` from the metrics too: the statistics the monitors sample every few seconds per camera.
+Migration 8 adds bloom-filter skip indexes where a look-up's key is not in the sort key (a frame's
+predictions by frame id, an alert's evidence by alert id), so that it reads a granule or two, not the table.
 
 Retention (TTL) and the dedup window are settings, not migrations (:mod:`store.settings`): each start
 compares them with the tables and alters only what differs.
@@ -242,6 +244,22 @@ CREATE TABLE IF NOT EXISTS camera_views (
 ) ENGINE = ReplacingMergeTree(captured_at)
 ORDER BY (camera_id, role)
 TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY""",
+            ),
+        ),
+        Migration(
+            8,
+            "skip indexes for look-ups by a key outside the sort key: a frame's predictions, an alert's evidence",
+            (
+                # The API finds a frame's boxes by camera (the sort key's first column) and frame id, and an
+                # alert's evidence by alert id alone: a bloom filter per granule leaves about one granule to
+                # read instead of every granule of the camera or the table. MATERIALIZE builds the index of
+                # the parts already stored, in the background (a mutation); new parts have it from the start.
+                "ALTER TABLE predictions ADD INDEX IF NOT EXISTS frame_id_bloom frame_id "
+                "TYPE bloom_filter(0.01) GRANULARITY 1",
+                "ALTER TABLE predictions MATERIALIZE INDEX frame_id_bloom",
+                "ALTER TABLE evidence_frames ADD INDEX IF NOT EXISTS alert_id_bloom alert_id "
+                "TYPE bloom_filter(0.01) GRANULARITY 1",
+                "ALTER TABLE evidence_frames MATERIALIZE INDEX alert_id_bloom",
             ),
         ),
     ]
