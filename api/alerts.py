@@ -85,6 +85,7 @@ def alerts(
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "alerts as server-sent events"},
+        429: {"description": "this client has CVOPS_API_SSE_MAX_PER_CLIENT streams open already"},
         503: {"description": "the live feed is not connected to the broker, or too many streams are open"},
     },
 )
@@ -96,13 +97,20 @@ async def alert_stream(
     """Alerts as they are published, as Server-Sent Events: ``event: alert`` with the alert as JSON (its
     ``id:`` is ``partition:offset``), ``event: dropped`` with ``{"count": n}`` when this client fell behind
     and lost n alerts, and a ``: keepalive`` comment after each quiet ``CVOPS_API_SSE_HEARTBEAT_S``. Only alerts
-    published after the stream opens; the stored ones are at ``/api/v1/alerts``."""
+    published after the stream opens; the stored ones are at ``/api/v1/alerts``. At most
+    ``CVOPS_API_SSE_MAX_PER_CLIENT`` streams per client address, ``CVOPS_API_SSE_MAX_SUBSCRIBERS`` in all."""
     feed: AlertFeed = request.app.state.alert_feed
     try:
         await asyncio.wait_for(feed.ready.wait(), 5)
     except TimeoutError:
         raise HTTPException(status_code=503, detail="the live alert feed is not connected to the broker") from None
-    subscription = feed.subscribe(camera_id)
+    client = request.client.host if request.client else None
+    if feed.open_by(client) >= settings.api_sse_max_per_client:
+        raise HTTPException(
+            status_code=429,
+            detail=f"this client has {settings.api_sse_max_per_client} live alert streams open; close one first",
+        )
+    subscription = feed.subscribe(camera_id, client)
     if subscription is None:
         raise HTTPException(status_code=503, detail="too many live alert streams are open; try again later")
     return StreamingResponse(

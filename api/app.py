@@ -1,7 +1,9 @@
 """The HTTP API: health, cameras, alerts (stored and live), analysts' SQL, workers, models and pipeline counts,
 and the dashboard that shows them (``/dashboard/``, static files in ``api/dashboard``). FastAPI; the OpenAPI
-schema is at /docs. Routes live by subject in :mod:`api.cameras`, :mod:`api.alerts`,
-:mod:`api.sql`; who may call what in :mod:`api.auth`; the API's own settings in :mod:`api.settings`.
+schema is at /openapi.json, its pages at /docs and /redoc: reads like the others, so with
+``CVOPS_API_READ_PUBLIC=false`` they need a token too, and so does ``/metrics``. Routes live by subject in
+:mod:`api.cameras`, :mod:`api.alerts`, :mod:`api.sql`; who may call what in :mod:`api.auth`, checked before
+a body is read (:mod:`api.guard`); the API's own settings in :mod:`api.settings`.
 
 With the embedded store (a chdb DSN) this process also runs the store writer, since one process owns a
 chdb directory; with a ClickHouse server the writer can run on its own (``cvops store-writer``) and
@@ -19,7 +21,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -157,6 +160,10 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         version="0.1.0",
         summary="Streaming inference and monitoring for camera fleets.",
         lifespan=lifespan,
+        # Served below as reads, behind the token when reads are closed.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.api_settings = api_settings
@@ -166,6 +173,18 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     async def unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(status_code=500, content={"detail": f"internal error: {type(exc).__name__}"})
+
+    @app.get("/openapi.json", include_in_schema=False, **reads)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, **reads)
+    async def docs(request: Request) -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url=f"{request.scope.get('root_path', '')}/openapi.json", title=app.title)
+
+    @app.get("/redoc", include_in_schema=False, **reads)
+    async def redoc(request: Request) -> HTMLResponse:
+        return get_redoc_html(openapi_url=f"{request.scope.get('root_path', '')}/openapi.json", title=app.title)
 
     @app.get("/health/live", response_model=Health, tags=["health"])
     async def live() -> Health:

@@ -3,13 +3,16 @@
 One consumer for the whole process (not one per subscriber) keeps the broker's load flat however many
 dashboards are open. It joins no consumer group and starts at the end of each partition: live alerts only.
 Each subscriber has a bounded queue; when a slow one's queue is full its oldest alert is dropped and
-counted, so one stuck client can neither block the others nor grow memory.
+counted, so one stuck client can neither block the others nor grow memory. Streams are capped in all
+(``max_subscribers``) and per client address (:meth:`AlertFeed.open_by`), so that one client cannot take
+them all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer
@@ -28,6 +31,7 @@ Event = tuple[str, Alert]  # (partition:offset, alert)
 class Subscription:
     queue: asyncio.Queue[Event]
     camera_id: str | None = None
+    client: str | None = None
     dropped: int = field(default=0)
 
     def offer(self, event: Event) -> None:
@@ -48,18 +52,35 @@ class AlertFeed:
         self.queue_size = queue_size
         self.max_subscribers = max_subscribers
         self.subscriptions: set[Subscription] = set()
+        self._by_client: Counter[str | None] = Counter()
         self.ready = asyncio.Event()  # set once the consumer holds a position on every partition
 
-    def subscribe(self, camera_id: str | None = None) -> Subscription | None:
-        """A new subscription (alerts of one camera, or all), or None when ``max_subscribers`` are open."""
+    def subscribe(self, camera_id: str | None = None, client: str | None = None) -> Subscription | None:
+        """A new subscription (alerts of one camera, or all) of ``client`` (its address), or None when
+        ``max_subscribers`` are open.
+
+        >>> feed = AlertFeed(None, max_subscribers=2)
+        >>> a, b = feed.subscribe(client="10.0.0.1"), feed.subscribe(client="10.0.0.2")
+        >>> feed.subscribe() is None, feed.open_by("10.0.0.1")
+        (True, 1)
+        """
         if len(self.subscriptions) >= self.max_subscribers:
             return None
-        subscription = Subscription(asyncio.Queue(self.queue_size), camera_id)
+        subscription = Subscription(asyncio.Queue(self.queue_size), camera_id, client)
         self.subscriptions.add(subscription)
+        self._by_client[client] += 1
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        self.subscriptions.discard(subscription)
+        if subscription in self.subscriptions:
+            self.subscriptions.discard(subscription)
+            self._by_client[subscription.client] -= 1
+            if not self._by_client[subscription.client]:
+                del self._by_client[subscription.client]
+
+    def open_by(self, client: str | None) -> int:
+        """How many streams ``client`` has open."""
+        return self._by_client[client]
 
     def publish(self, event: Event) -> None:
         for subscription in list(self.subscriptions):

@@ -4,16 +4,21 @@ One scrape target covers the fleet: each worker's latest status (frames/s, mean 
 alive) comes from the records it publishes every 10 s, so workers need no endpoint of their own (they can
 have one for distributions: ``CVOPS_METRICS_PORT``). The API's own requests are counted by route template
 (never by raw path, which would let a caller create series at will) and timed.
+
+``/metrics`` is a read like the others: with ``CVOPS_API_READ_PUBLIC=false`` the scraper sends a token
+(Prometheus: ``authorization: {credentials_file: ...}`` in the scrape config).
 """
 
 from __future__ import annotations
 
 import time
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from api.auth import read_access
 
 
 class _FleetCollector(Collector):
@@ -83,6 +88,6 @@ def install(app: FastAPI) -> None:
             seconds.labels(request.method, template).observe(time.perf_counter() - start)
         return response
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(read_access)])
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

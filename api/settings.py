@@ -10,6 +10,7 @@
 | ``CVOPS_API_SSE_HEARTBEAT_S`` | 15 | an SSE comment is sent after this much silence, so proxies keep the stream open |
 | ``CVOPS_API_SSE_QUEUE`` | 256 | alerts held for one slow subscriber; beyond, the oldest are dropped and counted |
 | ``CVOPS_API_SSE_MAX_SUBSCRIBERS`` | 100 | live alert streams open at once; one more answers 503 |
+| ``CVOPS_API_SSE_MAX_PER_CLIENT`` | 4 | live alert streams one client address may hold; one more answers 429 |
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ApiSettings(BaseSettings):
     api_sse_heartbeat_s: float = Field(15.0, gt=0, description="SSE comment after this much silence, s")
     api_sse_queue: int = Field(256, ge=1, description="alerts held per slow SSE subscriber")
     api_sse_max_subscribers: int = Field(100, ge=1, description="live alert streams open at once")
+    api_sse_max_per_client: int = Field(4, ge=1, description="live alert streams per client address")
 
     @property
     def token_hashes(self) -> list[str]:
