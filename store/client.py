@@ -11,13 +11,16 @@ created if missing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import clickhouse_connect
+
+from store.dsn import masked
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,16 @@ class Store:
         with self._lock:
             r = self._client.query(sql, parameters=parameters, settings=settings)
             return QueryResult(list(r.column_names), [t.name for t in r.column_types], list(r.result_rows))
+
+    @contextlib.contextmanager
+    def query_stream(
+        self, sql: str, parameters: dict | None = None, settings: dict | None = None
+    ) -> Iterator[tuple[list[str], list[str], Iterator[Sequence[Sequence]]]]:
+        """Column names, their types and the result's blocks of rows, read from the engine one block at a
+        time while the ``with`` block lasts (leaving it early stops the query). The session is held until then."""
+        with self._lock, self._client.query_row_block_stream(sql, parameters=parameters, settings=settings) as stream:
+            source = stream.source
+            yield list(source.column_names), [t.name for t in source.column_types], iter(stream)
 
     def query_dicts(self, sql: str, parameters: dict | None = None) -> list[dict]:
         with self._lock:
@@ -112,7 +125,7 @@ def connect(dsn: str) -> Store:
     if url.scheme == "chdb":
         path = Path(unquote(url.netloc + url.path))
         if not str(path) or str(path) == ".":
-            raise ValueError(f"chdb DSN {dsn!r} names no directory, e.g. chdb://.cvops/store")
+            raise ValueError(f"chdb DSN {masked(dsn)!r} names no directory, e.g. chdb://.cvops/store")
         database = parse_qs(url.query).get("database", ["default"])[0]
         _check_database_name(database)
         path.mkdir(parents=True, exist_ok=True)
@@ -138,7 +151,7 @@ def connect(dsn: str) -> Store:
             boot.close()
         return Store(clickhouse_connect.get_client(database=database, **common), dsn, database)
     raise ValueError(
-        f"store DSN {dsn!r} is not supported: use chdb://PATH[?database=NAME] or "
+        f"store DSN {masked(dsn)!r} is not supported: use chdb://PATH[?database=NAME] or "
         "http(s)://user:password@host:port/database"
     )
 

@@ -1,39 +1,43 @@
-"""Run an analyst's SQL read-only, bounded, one statement at a time: for the API's query endpoint.
+"""Run an analyst's SQL read-only and bounded, one ``SELECT`` at a time: for the API's query endpoint.
 
-Two layers. :func:`vet` is pure: one ``SELECT`` (or ``WITH ... SELECT``) statement, no ``SETTINGS``,
-``FORMAT`` or ``INTO OUTFILE`` clause (the limits are ours to set), no ``system`` or
-``information_schema`` table (``system.query_log`` holds other people's queries, ``system.users`` and
-friends the server's set-up), no table function but ``numbers`` wherever its name is called (a comma join
-is a table position too, and ``file()`` is also a scalar function that reads any file the process can), no
-table of another database after FROM or JOIN, no ``{name:Identifier}`` parameter (it names a table the
-vetting never saw). Heredoc strings (``$tag$…$tag$``) are read as strings, as the engine reads them.
-:func:`run_readonly` then refuses a table of any other database the engine holds, wherever it is named
-(:func:`refuse_other_databases`), and runs the statement with server-side settings: ``readonly=1`` (no
-writes, no DDL, no setting changes, no ``url()``/``remote()``/``executable()``), ``max_result_rows``,
-``max_result_bytes``, ``max_execution_time``, ``max_memory_usage``. The engine's refusals come back
-short: the reason, without the echoed query, the settings, the internals or file paths. On a ClickHouse
-server, give the API a user that can only read the cvops database: that grant, not this module, is the
-security boundary; this module is the seat belt.
+The engine reads the query, not this module: nothing here tokenises SQL. :func:`run_readonly`
 
->>> vet("SELECT camera_id, count() FROM frame_metrics GROUP BY camera_id;")
-'SELECT camera_id, count() FROM frame_metrics GROUP BY camera_id'
->>> try:
-...     vet("SELECT 1; DROP TABLE frame_metrics")
-... except RefusedQuery as refused:
-...     print(refused)
-multiple_statements: one statement at a time; found 2
+1. has the engine format the text (``formatQuerySingleLine``, the text passed as a bound value): comments
+   go, escapes in identifiers are decoded, whatever the engine takes for blank (a zero-width space) is
+   blank. That formatted statement, and nothing else, is vetted and run;
+2. vets the engine's parse tree of it (``EXPLAIN AST``, which only parses) with :func:`vet_ast`: one
+   ``SELECT``, no ``SETTINGS``, ``FORMAT`` or ``INTO OUTFILE`` of the caller's, no table function but
+   ``numbers``, no table or column of another database (``system`` and ``information_schema``
+   included), no function that reaches outside the data (:func:`function_refusal`), no syntax it does not
+   know (``APPLY`` names a function out of sight, for one). A tree it cannot read back unambiguously
+   (a name holding a line break) is refused;
+3. vets what the engine resolved (``EXPLAIN QUERY TREE``, under the limits below) with
+   :func:`vet_query_tree`: every table read belongs to the store's database;
+4. runs it with ``readonly=1`` and the limits of :class:`SqlLimits`, reading the result one block at a
+   time and stopping as soon as it holds more rows or bytes than allowed.
+
+On the embedded engine (chdb) this vetting is the barrier: chdb's one user holds the ``FILE`` grant and
+cannot give it up, and ``file()`` reads absolute paths whatever ``user_files_path`` says. On a ClickHouse
+server, give the API a user that can only read the cvops database (docs/security.md): there the grant is
+the barrier and this module a second one.
+
+>>> functions = Catalog.of([("file", "", 0, "Other"), ("substring", "", 0, "String")])
+>>> vet_ast(EXAMPLE_AST, "cvops", functions)  # SELECT substring(FILE('/etc/hostname'), 1, 20) AS f
+Traceback (most recent call last):
+store.readonly.RefusedQuery: forbidden_function: FILE() is not open to queries
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 from store.client import QueryResult, Store
 
-ALLOWED_TABLE_FUNCTIONS = frozenset({"numbers"})
 # The table functions of ClickHouse 26.9 (chdb 4.4), lower case (system.table_functions; a test checks the list).
+# Their names are refused wherever they are called, ``numbers`` but in a FROM clause.
 TABLE_FUNCTIONS = frozenset(
     """arrowstream azureblobstorage azureblobstoragecluster bigquery cluster clusterallreplicas cosn deltalake
     deltalakeazure deltalakeazurecluster deltalakecluster deltalakelocal deltalakes3 deltalakes3cluster
@@ -48,10 +52,50 @@ TABLE_FUNCTIONS = frozenset(
     timeseriesdata timeseriesmetricfamilies timeseriesmetrics timeseriessamples timeseriesselector
     timeseriestags url urlcluster values view viewexplain viewifpermitted ytsaurus zeros zeros_mt""".split()  # noqa: SIM905
 )
+ALLOWED_TABLE_FUNCTIONS = frozenset({"numbers"})
 FORBIDDEN_DATABASES = frozenset({"system", "information_schema"})
-FORBIDDEN_CLAUSES = frozenset({"settings", "format", "outfile"})
+# Functions whose category (system.functions) holds what reaches outside the data: files (file,
+# filesystem*), the server and its set-up (getServerSetting, getMacro, hostName, ...), other tables by name
+# (joinGet, hasColumnInTable), dictionaries, models and the network (ai*, catboostEvaluate). Refused but the
+# few reviewed below; a function the engine adds to these categories is refused until reviewed.
+DENIED_CATEGORIES = frozenset(
+    {"Other", "Internal", "Dictionary", "Embedded Dictionary", "AI", "Introspection", "Machine Learning"}
+)
+REVIEWED_SAFE = frozenset(
+    """bar blocknumber blocksize bytesize currentdatabase finalizeaggregation formatreadabledecimalsize
+    formatreadablequantity formatreadablesize formatreadabletimedelta identity ignore indexhint
+    initializeaggregation isconstant isdecimaloverflow materialize neighbor parsereadablesize
+    parsereadablesizeornull parsereadablesizeorzero parsetimedelta parseiso8601duration rownumberinallblocks
+    rownumberinblock runningaccumulate runningdifference runningdifferencestartingwithfirstvalue sleep
+    sleepeachrow throwif tocolumntypename totypename transform variantelement varianttype visiblewidth
+    getsetting getsettingordefault countdigits getsubcolumn lowcardinalityindices lowcardinalitykeys
+    defaultvalueofargumenttype defaultvalueoftypename macnumtostring macstringtonum macstringtooui
+    casewithexpression _cast""".split()  # noqa: SIM905
+)
+# Refused by name too, whatever the engine's catalogue says (a server too old to have categories).
+DENIED_NAMES = frozenset(
+    """file catboostevaluate hascolumnintable getserversetting getmacro getmergetreesetting showcertificate
+    getclienthttpheader getmaxtablenamelengthfordatabase globalvariable hostname fqdn getserverport""".split()  # noqa: SIM905
+)
+DENIED_PREFIXES = ("dict", "joinget", "filesystem", "getserver", "naivebayes", "__", "ai", "region")
+# Parsed as functions, not in system.functions.
+SYNTAX_FUNCTIONS = frozenset({"lambda", "exists", "grouping", "untuple"})
+# Every kind of node an analyst's SELECT may hold; any other is refused (APPLY, for one, names a function
+# the tree does not show).
+NODE_KINDS = frozenset(
+    """SelectWithUnionQuery SelectIntersectExceptQuery SelectQuery ExpressionList TablesInSelectQuery
+    TablesInSelectQueryElement TableExpression TableIdentifier TableJoin ArrayJoin SampleRatio Subquery
+    WithElement Function Identifier Literal Asterisk QualifiedAsterisk ColumnsRegexpMatcher ColumnsListMatcher
+    QualifiedColumnsRegexpMatcher QualifiedColumnsListMatcher ColumnsTransformerList ColumnsExceptTransformer
+    ColumnsReplaceTransformer ColumnsReplaceTransformer::Replacement OrderByElement InterpolateElement
+    WindowDefinition WindowListElement""".split()  # noqa: SIM905
+)
+_LINE = re.compile(r"^( *)([A-Za-z_]+(?:::[A-Za-z_]+)?)(.*?)(?: \(children (\d+)\))?$")
 _ERROR_CODE = re.compile(r"\(([A-Z][A-Z_]+)\)")
-_HEREDOC = re.compile(r"\$([A-Za-z0-9_]*)\$")
+_TABLE_NAME = re.compile(r"\btable_name: ([^,\s]+)")
+_TABLE_FUNCTION_NAME = re.compile(r"\btable_function_name: ([^,\s]+)")
+_FUNCTION_NAME = re.compile(r"\bfunction_name: ([^,\s]+)")
+_PLACEHOLDER = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
 
 
 class RefusedQuery(ValueError):
@@ -70,116 +114,234 @@ class SqlLimits:
     max_execution_s: float = 10.0
     max_memory_bytes: int = 1 << 30
 
-
-def tokens(sql: str) -> list[str]:
-    """Words (quoted identifiers unquoted), string literals as ``'…'`` and single punctuation characters;
-    comments dropped. Raises :class:`RefusedQuery` on an unterminated string or comment."""
-    out, i, n = [], 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c.isspace():
-            i += 1
-        elif sql.startswith("--", i) or c == "#":
-            j = sql.find("\n", i)
-            i = n if j < 0 else j + 1
-        elif sql.startswith("/*", i):
-            j = sql.find("*/", i + 2)
-            if j < 0:
-                raise RefusedQuery("syntax", "unterminated /* comment")
-            i = j + 2
-        elif c == "$" and (tag := _HEREDOC.match(sql, i)):
-            j = sql.find(tag.group(0), tag.end())
-            if j < 0:
-                raise RefusedQuery("syntax", f"unterminated {tag.group(0)} heredoc")
-            out.append("'…'")
-            i = j + len(tag.group(0))
-        elif c in "'\"`":
-            j, buf = i + 1, []
-            while True:
-                if j >= n:
-                    raise RefusedQuery("syntax", f"unterminated {c}quoted{c} text")
-                if sql[j] == "\\":
-                    buf.append(sql[j : j + 2])
-                    j += 2
-                elif sql[j] == c and sql.startswith(c * 2, j):
-                    buf.append(c)
-                    j += 2
-                elif sql[j] == c:
-                    break
-                else:
-                    buf.append(sql[j])
-                    j += 1
-            text = "".join(buf)
-            out.append("'…'" if c == "'" else text.lower())
-            i = j + 1
-        elif c.isalnum() or c == "_":
-            j = i
-            while j < n and (sql[j].isalnum() or sql[j] in "_$"):
-                j += 1
-            out.append(sql[i:j].lower())
-            i = j
-        else:
-            out.append(c)
-            i += 1
-    return out
+    def settings(self) -> dict:
+        """The engine's settings for a query within these limits; ``readonly`` last, for once read-only the
+        engine refuses any further setting change."""
+        return {
+            "max_result_rows": self.max_rows,
+            "max_result_bytes": self.max_result_bytes,
+            "result_overflow_mode": "throw",
+            "max_execution_time": self.max_execution_s,
+            "max_memory_usage": self.max_memory_bytes,
+            "readonly": 1,
+        }
 
 
-def vet(sql: str, database: str | None = None) -> str:
-    """The statement to run (trailing ``;`` and blanks removed), or :class:`RefusedQuery` saying why not.
-    ``database`` is the one queries may read. A table function (:data:`TABLE_FUNCTIONS`) is refused wherever
-    it is called, but ``numbers``.
+@dataclass(frozen=True)
+class Catalog:
+    """What the engine holds, as far as vetting needs it: its functions by lower-case name (each a set of
+    ``(canonical lower-case name, category, is_aggregate)``), its aggregate combinators, its databases."""
 
-    >>> vet("SELECT * FROM numbers(3) AS a, file('/etc/passwd', 'LineAsString') AS b")
+    functions: dict[str, frozenset[tuple[str, str, bool]]]
+    combinators: tuple[str, ...] = ()
+    databases: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, rows: Iterable[tuple[str, str, int, str]], combinators=(), databases=()) -> Catalog:
+        """From rows of ``(name, alias_to, is_aggregate, category)`` as system.functions lists them.
+
+        >>> Catalog.of([("count", "", 1, "Aggregate Functions"), ("COUNT", "count", 1, "")]).functions["count"]
+        frozenset({('count', 'Aggregate Functions', True)})
+        """
+        rows = list(rows)
+        by_name = {name: (alias_to or name, bool(aggregate), category) for name, alias_to, aggregate, category in rows}
+        functions: dict[str, set] = {}
+        for name, (canonical, aggregate, _) in by_name.items():
+            category = by_name.get(canonical, (canonical, aggregate, ""))[2]
+            functions.setdefault(name.lower(), set()).add((canonical.lower(), category, aggregate))
+        return cls(
+            {k: frozenset(v) for k, v in functions.items()},
+            tuple(sorted({c.lower() for c in combinators}, key=len, reverse=True)),
+            frozenset(databases),
+        )
+
+    def resolve(self, name: str, depth: int = 0) -> frozenset[tuple[str, str, bool]]:
+        """The functions ``name`` may call: itself, or an aggregate function with combinators
+        (``countIf``, ``sumMergeState``); empty when the engine has no such function."""
+        key = name.lower()
+        if key in self.functions:
+            return self.functions[key]
+        if depth < 4:
+            for suffix in self.combinators:
+                if key.endswith(suffix) and len(key) > len(suffix):
+                    found = frozenset(f for f in self.resolve(key[: -len(suffix)], depth + 1) if f[2])
+                    if found:
+                        return found
+        return frozenset()
+
+
+@dataclass
+class Node:
+    kind: str
+    text: str  # what follows the kind on its line: a name, an alias, a literal
+    children: list[Node] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The name a Function, Identifier or TableIdentifier line gives, without alias or anything after."""
+        return self.text.strip().split(" (", 1)[0]
+
+    def walk(self, parent: Node | None = None):
+        yield self, parent
+        for child in self.children:
+            yield from child.walk(self)
+
+
+def parse_ast(lines: Sequence[str]) -> Node:
+    """The tree that ``EXPLAIN AST`` prints, one node a line, children one space deeper and counted on
+    their parent's line. :class:`RefusedQuery` (``unreadable``) unless every line is a node and every
+    node has exactly the children it announces: a name holding a line break cannot pass for nodes.
+
+    >>> parse_ast(["SelectWithUnionQuery (children 1)", " ExpressionList"]).children[0].kind
+    'ExpressionList'
+    >>> parse_ast(["Literal UInt64_1 (alias x", "Function file)"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    store.readonly.RefusedQuery: forbidden_table: table function file() is not open to queries
-    >>> vet("SELECT $$'$$, name FROM system.tables -- '")
-    Traceback (most recent call last):
-    store.readonly.RefusedQuery: forbidden_table: tables of database system are not open to queries
+    store.readonly.RefusedQuery: unreadable: the engine's reading of the query is ambiguous (line 2): ...
     """
-    toks = tokens(sql)
-    while toks and toks[-1] == ";":
-        toks.pop()
-    if not toks:
-        raise RefusedQuery("empty", "no statement")
-    if ";" in toks:
-        raise RefusedQuery("multiple_statements", f"one statement at a time; found {toks.count(';') + 1}")
-    if toks[0] not in ("select", "with"):
-        raise RefusedQuery("not_a_select", f"only SELECT or WITH … SELECT may run, not {toks[0].upper()}")
-    own = (database or "").lower()
-    for i, tok in enumerate(toks):
-        prev = toks[i - 1] if i else ""
-        nxt = toks[i + 1] if i + 1 < len(toks) else ""
-        if tok in FORBIDDEN_CLAUSES:
-            raise RefusedQuery("forbidden_clause", f"{tok.upper()} is set by the service, not the query")
-        if tok in FORBIDDEN_DATABASES and nxt == ".":
-            raise RefusedQuery("forbidden_table", f"{tok} tables are not open to queries")
-        if tok in TABLE_FUNCTIONS and nxt == "(" and tok not in ALLOWED_TABLE_FUNCTIONS:
-            raise RefusedQuery("forbidden_table", f"table function {tok}() is not open to queries")
-        if tok == "identifier" and prev == ":":
-            raise RefusedQuery("forbidden_parameter", "{name:Identifier} parameters are not accepted: name tables")
-        if tok in ("from", "join") and i + 2 < len(toks):
-            name, after = toks[i + 1], toks[i + 2]
-            if after == "(" and name not in ALLOWED_TABLE_FUNCTIONS:
-                raise RefusedQuery("forbidden_table", f"table function {name}() is not open to queries")
-            if after == "." and name != own:
-                raise RefusedQuery("forbidden_table", f"tables of database {name} are not open to queries")
-    return sql.strip().rstrip(";").rstrip()
+    parsed = []
+    for number, line in enumerate(lines, 1):
+        m = _LINE.match(line)
+        if not m or _invisible(line, m.group(2)):
+            raise _unreadable(number)
+        parsed.append((len(m.group(1)), m.group(2), m.group(3), int(m.group(4) or 0), number))
+    position = 0
+
+    def node(depth: int) -> Node:
+        nonlocal position
+        if position >= len(parsed) or parsed[position][0] != depth:
+            raise _unreadable(parsed[position][4] if position < len(parsed) else len(parsed))
+        _, kind, text, count, _ = parsed[position]
+        position += 1
+        return Node(kind, text, [node(depth + 1) for _ in range(count)])
+
+    root = node(0)
+    if position != len(parsed):
+        raise _unreadable(parsed[position][4])
+    return root
 
 
-def refuse_other_databases(sql: str, database: str | None, databases: Iterable[str]) -> None:
-    """:class:`RefusedQuery` when ``sql`` names a table of one of ``databases`` other than ``database``,
-    wherever (``FROM a, db.t``, ``IN db.t``): :func:`vet` alone only sees those after FROM and JOIN.
+def _invisible(line: str, kind: str) -> bool:
+    """Whether ``line`` holds a character the eye does not see (control, format, odd blanks), outside a
+    literal (whose text the engine prints as the caller wrote it)."""
+    if kind == "Literal":
+        return any(unicodedata.category(c) == "Cc" for c in line)
+    return any(
+        unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Co", "Cn") or (c.isspace() and c != " ") for c in line
+    )
 
-    >>> refuse_other_databases("SELECT m.camera_id FROM frame_metrics AS m, cvops.cameras", "cvops", ["default"])
-    >>> refuse_other_databases("SELECT 1 WHERE 'x' IN default.secrets", "cvops", ["default", "cvops"])
-    Traceback (most recent call last):
-    store.readonly.RefusedQuery: forbidden_table: tables of database default are not open to queries
+
+def _unreadable(line: int) -> RefusedQuery:
+    return RefusedQuery(
+        "unreadable", f"the engine's reading of the query is ambiguous (line {line}): name columns and aliases plainly"
+    )
+
+
+EXAMPLE_AST = """SelectWithUnionQuery (children 2)
+ ExpressionList (children 1)
+  SelectQuery (children 1)
+   ExpressionList (children 1)
+    Function substring (alias f) (children 1)
+     ExpressionList (children 3)
+      Function FILE (children 1)
+       ExpressionList (children 1)
+        Literal '/etc/hostname'
+      Literal UInt64_1
+      Literal UInt64_20
+ Identifier Native""".splitlines()
+
+
+def vet_ast(lines: Sequence[str], database: str, catalog: Catalog) -> None:
+    """:class:`RefusedQuery` unless the engine's parse tree (``EXPLAIN AST`` lines) is one SELECT that reads
+    only ``database``'s tables with functions that stay inside the data; see the module's docstring."""
+    root = parse_ast(lines)
+    if root.kind != "SelectWithUnionQuery":
+        raise RefusedQuery("not_a_select", "only SELECT or WITH … SELECT may run")
+    extra = root.children[1:]
+    if extra and extra[-1].kind == "Identifier" and extra[-1].name == "Native":  # the client's FORMAT
+        extra = extra[:-1]
+    if not root.children or root.children[0].kind != "ExpressionList" or extra:
+        raise RefusedQuery("forbidden_clause", "FORMAT and INTO OUTFILE are set by the service, not the query")
+    for node, parent in root.walk():
+        if node.kind == "Set":
+            raise RefusedQuery("forbidden_clause", "SETTINGS are set by the service, not the query")
+        if node.kind not in NODE_KINDS:
+            raise RefusedQuery("unsupported_syntax", f"{node.kind} is not open to queries")
+        if node.kind == "Function":
+            if parent is not None and parent.kind == "TableExpression":
+                if node.name.lower() not in ALLOWED_TABLE_FUNCTIONS:
+                    raise RefusedQuery("forbidden_table", f"table function {node.name}() is not open to queries")
+            elif refusal := function_refusal(node.name, catalog):
+                raise refusal
+        elif node.kind in ("TableIdentifier", "Identifier"):
+            _vet_name(node, database, catalog)
+
+
+def _vet_name(node: Node, database: str, catalog: Catalog) -> None:
+    parts = node.name.split(".")
+    if len(parts) < 2:
+        return
+    first = parts[0]
+    if first == database:
+        return
+    if node.kind == "TableIdentifier" or first in catalog.databases or first.lower() in FORBIDDEN_DATABASES:
+        raise RefusedQuery("forbidden_table", f"tables of database {first} are not open to queries")
+
+
+def function_refusal(name: str, catalog: Catalog) -> RefusedQuery | None:
+    """Why the function ``name`` may not be called, or None when it may.
+
+    >>> catalog = Catalog.of([("substring", "", 0, "String"), ("joinGet", "", 0, "Other"), ("sum", "", 1, "")], ["If"])
+    >>> [function_refusal(name, catalog) for name in ("SUBSTRING", "sumIf", "lambda")]
+    [None, None, None]
+    >>> for name in ("joinget", "file", "nosuch"):
+    ...     print(function_refusal(name, catalog))
+    forbidden_function: joinget() is not open to queries
+    forbidden_function: file() is not open to queries
+    unknown_function: the engine has no function nosuch()
     """
-    others = {name.lower() for name in databases} - {(database or "").lower()}
-    toks = tokens(sql)
-    for i, tok in enumerate(toks[:-1]):
-        if tok in others and toks[i + 1] == "." and (i == 0 or toks[i - 1] != "."):
-            raise RefusedQuery("forbidden_table", f"tables of database {tok} are not open to queries")
+    key = name.lower()
+    if key in SYNTAX_FUNCTIONS:
+        return None
+    refused = RefusedQuery("forbidden_function", f"{name}() is not open to queries")
+    if _denied_name(key):
+        return refused
+    found = catalog.resolve(name)
+    if not found:
+        return RefusedQuery("unknown_function", f"the engine has no function {name}()")
+    for canonical, category, _ in found:
+        if _denied_name(canonical) or (category in DENIED_CATEGORIES and canonical not in REVIEWED_SAFE):
+            return refused
+    return None
+
+
+def _denied_name(key: str) -> bool:
+    return (
+        key in DENIED_NAMES
+        or key.startswith(DENIED_PREFIXES)
+        or (key in TABLE_FUNCTIONS and key not in ALLOWED_TABLE_FUNCTIONS)
+    )
+
+
+def vet_query_tree(lines: Iterable[str], database: str) -> None:
+    """:class:`RefusedQuery` unless every table that ``EXPLAIN QUERY TREE`` resolved belongs to ``database``
+    (or is ``system.one``, the engine's table of a SELECT without FROM), every table function is
+    ``numbers`` and no function refused by name is called.
+
+    >>> vet_query_tree(["TABLE id: 3, alias: __table1, table_name: cvops.alerts"], "cvops")
+    >>> vet_query_tree(["TABLE id: 6, table_name: default.secrets"], "cvops")
+    Traceback (most recent call last):
+    store.readonly.RefusedQuery: forbidden_table: default.secrets is not open to queries
+    """
+    for line in lines:
+        for table in _TABLE_NAME.findall(line):
+            if not table.startswith(f"{database}.") and table != "system.one":
+                raise RefusedQuery("forbidden_table", f"{table} is not open to queries")
+        for function in _TABLE_FUNCTION_NAME.findall(line):
+            if function.lower() not in ALLOWED_TABLE_FUNCTIONS:
+                raise RefusedQuery("forbidden_table", f"table function {function}() is not open to queries")
+        for function in _FUNCTION_NAME.findall(line):
+            if _denied_name(function.lower()):
+                raise RefusedQuery("forbidden_function", f"{function}() is not open to queries")
 
 
 def run_readonly(
@@ -187,30 +349,89 @@ def run_readonly(
 ) -> QueryResult:
     """Vet ``sql`` and run it read-only within ``limits``; columns, types and rows, or :class:`RefusedQuery`."""
     limits = limits or SqlLimits()
-    statement = vet(sql, store.database)
-    refuse_other_databases(statement, store.database, _databases(store))
-    settings = {
-        "max_result_rows": limits.max_rows,
-        "max_result_bytes": limits.max_result_bytes,
-        "result_overflow_mode": "throw",
-        "max_execution_time": limits.max_execution_s,
-        "max_memory_usage": limits.max_memory_bytes,
-        "readonly": 1,  # last: once read-only, the engine refuses any further setting change
-    }
+    settings = limits.settings()
+    reader = store.reader()
     try:
-        result = store.reader().query_result(statement, parameters=parameters, settings=settings)
+        statement = _formatted(reader, sql, settings)
+        if not statement.startswith(("SELECT ", "WITH ")):
+            raise RefusedQuery("not_a_select", f"only SELECT or WITH … SELECT may run, not {statement.split()[0]}")
+        used = set(_PLACEHOLDER.findall(statement))
+        bound = {k: v for k, v in (parameters or {}).items() if k in used} or None
+        ast = [line for (line,) in reader.query(f"EXPLAIN AST {statement}", parameters=bound)]
+        vet_ast(ast, store.database, catalog(store))
+        tree = reader.query(f"EXPLAIN QUERY TREE {statement}", parameters=bound, settings=settings)
+        vet_query_tree((line for (line,) in tree), store.database)
+        return _bounded(reader, statement, bound, settings, limits)
+    except RefusedQuery:
+        raise
     except Exception as exc:
         store.drop_reader()  # whatever state the failure left on that session goes with it
-        codes = _ERROR_CODE.findall(str(exc))
-        code = codes[-1].lower() if codes else type(exc).__name__
-        raise RefusedQuery(f"engine_{code}", short_reason(str(exc))) from None
-    # The engine counts a constant column once per block (SELECT repeat('x', 1000000) FROM numbers(500) passes
-    # max_result_bytes), so the result is measured again here, before anyone serialises it.
-    if _size(result.rows) > limits.max_result_bytes:
-        raise RefusedQuery(
-            "result_too_large", f"the result holds more than {limits.max_result_bytes} bytes: select less"
-        )
-    return result
+        raise _engine_refusal(exc) from None
+
+
+def _formatted(reader: Store, sql: str, settings: dict) -> str:
+    """``sql`` as the engine reads it, on one line, or :class:`RefusedQuery` when it reads no one statement."""
+    try:
+        [(statement,)] = reader.query("SELECT formatQuerySingleLine({q:String})", {"q": sql}, settings)
+    except Exception as exc:
+        message = str(exc)
+        if "Empty query" in message:
+            raise RefusedQuery("empty", "no statement") from None
+        if "Multi-statements are not allowed" in message:
+            raise RefusedQuery("multiple_statements", "one statement at a time") from None
+        raise
+    return statement
+
+
+def _bounded(reader: Store, statement: str, parameters, settings: dict, limits: SqlLimits) -> QueryResult:
+    """Run ``statement`` and read its result block by block, refusing as soon as it holds more than
+    ``limits`` allow: at most one block is held beyond them (the engine's memory limit bounds a block)."""
+    rows: list[tuple] = []
+    size = 0
+    with reader.query_stream(statement, parameters, settings) as (columns, types, blocks):
+        for block in blocks:
+            size += _size(block)
+            rows.extend(tuple(row) for row in block)
+            if len(rows) > limits.max_rows:
+                raise RefusedQuery("result_too_large", f"the result holds more than {limits.max_rows} rows")
+            if size > limits.max_result_bytes:
+                raise RefusedQuery(
+                    "result_too_large", f"the result holds more than {limits.max_result_bytes} bytes: select less"
+                )
+    return QueryResult(columns, types, rows)
+
+
+def _engine_refusal(exc: Exception) -> RefusedQuery:
+    codes = _ERROR_CODE.findall(str(exc))
+    code = codes[-1].lower() if codes else type(exc).__name__
+    return RefusedQuery(f"engine_{code}", short_reason(str(exc)))
+
+
+_catalogs: dict[str, tuple[dict, tuple]] = {}
+
+
+def catalog(store: Store) -> Catalog:
+    """The engine's functions (read once per DSN) and databases (read each time: they come and go)."""
+    reader = store.reader()
+    if store.dsn not in _catalogs:
+        try:
+            rows = reader.query("SELECT name, alias_to, is_aggregate, categories FROM system.functions")
+        except Exception:  # a server without categories: the names refused by name still are
+            rows = [
+                (n, a, g, "") for n, a, g in reader.query("SELECT name, alias_to, is_aggregate FROM system.functions")
+            ]
+        combinators = [name for (name,) in reader.query("SELECT name FROM system.aggregate_function_combinators")]
+        _catalogs[store.dsn] = (rows, tuple(combinators))
+    rows, combinators = _catalogs[store.dsn]
+    return Catalog.of(rows, combinators, _databases(reader))
+
+
+def _databases(reader: Store) -> list[str]:
+    """The databases the engine holds; none when it will not say (on a server, the grant is the boundary)."""
+    try:
+        return [name for (name,) in reader.query("SELECT name FROM system.databases")]
+    except Exception:
+        return []
 
 
 def _size(value) -> int:
@@ -222,14 +443,6 @@ def _size(value) -> int:
     if isinstance(value, dict):
         return sum(_size(k) + _size(v) for k, v in value.items()) + 8
     return 8
-
-
-def _databases(store: Store) -> list[str]:
-    """The databases the engine holds; none when it will not say (on a server, the grant is the boundary)."""
-    try:
-        return [name for (name,) in store.reader().query("SELECT name FROM system.databases")]
-    except Exception:
-        return []
 
 
 _ENGINE_PREFIX = re.compile(r"^(?:Code: \d+\.\s*|DB::\w+:\s*)+")

@@ -58,6 +58,12 @@ class StoreSettings(BaseSettings):
     store_sql_max_rows: int = Field(10_000, ge=1, description="rows an analyst query may return")
     store_sql_max_execution_s: float = Field(10.0, gt=0, description="time an analyst query may run, s")
     store_sql_max_memory_bytes: int = Field(1 << 30, ge=1 << 20, description="memory an analyst query may use")
+    store_sql_max_result_bytes: int = Field(
+        64 << 20, ge=1 << 10, description="bytes of result an analyst query may return (measured as it is read)"
+    )
+    store_sql_max_concurrent: int = Field(
+        2, ge=1, description="analyst queries run (or wait for the store) at once; more are answered 429"
+    )
 
     def ttl_for(self, table: str) -> int:
         """Retention of ``table`` in days: its own setting, else ``ttl_days``."""
