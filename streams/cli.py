@@ -65,7 +65,7 @@ def _cmd_gateway(args, settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         return await publish(
             settings,
-            source=args.source,
+            source=args.source or None,
             cameras=args.cameras,
             camera_prefix=args.camera_prefix,
             fps=args.fps,
@@ -75,6 +75,8 @@ def _cmd_gateway(args, settings: Settings) -> int:
             loop=not args.once,
             replay=args.replay,
             stop=stop,
+            buffer_frames=args.buffer_frames,
+            reconnect_max_s=args.reconnect_max,
         )
 
     sent = asyncio.run(main())
@@ -185,8 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("topics", help="create the topics (idempotent) and list them").set_defaults(func=_cmd_topics)
 
     g = sub.add_parser("gateway", help="publish frames from a video, a folder, a device or a URL")
-    g.add_argument("--source", help="video file, image folder, device index or URL (default: bikes.mp4)")
-    g.add_argument("--cameras", type=int, default=1, help="simulated cameras fed from the source")
+    g.add_argument(
+        "--source",
+        action="append",
+        help="video file, image folder, device index or URL (default: bikes.mp4); repeat it for several "
+        "sources: camera i reads source i modulo their number",
+    )
+    g.add_argument("--cameras", type=int, help="cameras fed from the sources (default: one per source)")
     g.add_argument("--camera-prefix", default="cam-", help="camera ids are PREFIX1, PREFIX2, ...")
     g.add_argument("--fps", type=float, help="frames per second per camera (default CVOPS_GATEWAY_FPS)")
     g.add_argument("--frames", type=int, help="stop after this many frames per camera")
@@ -199,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="shots: each camera replays one shot of edited footage back and forth, like a fixed camera; "
         "stream: frames as they play. auto: shots for video files, stream for folders, devices and URLs",
+    )
+    g.add_argument(
+        "--buffer-frames",
+        type=int,
+        default=1000,
+        help="frames held while the broker is away or slow, all cameras together; the oldest are dropped",
+    )
+    g.add_argument(
+        "--reconnect-max", type=float, default=30.0, help="seconds at most between attempts to reopen a camera"
     )
     g.set_defaults(func=_cmd_gateway)
 

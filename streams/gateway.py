@@ -2,7 +2,12 @@
 opens (a device index, an RTSP URL), and publish them as one or more cameras at a given rate.
 
 Each frame goes to the frames topic keyed by its camera id, as :func:`streams.contracts.pack_frame`.
-The producer waits for every replica (``acks=all``) and is idempotent, so a retry does not duplicate.
+Each camera captures on a thread of its own and reconnects on its own (:mod:`streams.capture`); the
+event loop only sends. The producer waits for every replica (``acks=all``). It is not idempotent: an
+idempotent producer retries a batch for ever while the broker is away (nothing bounds an outage), and
+fails with ``OutOfOrderSequenceNumber`` when the broker comes back without the producer's state. A batch
+that fails is sent again by a new producer instead, so a frame may arrive twice; delivery is at-least-once
+and downstream collapses duplicates by ``frame_id`` (README, "Delivery").
 """
 
 from __future__ import annotations
@@ -13,22 +18,28 @@ import importlib.util
 import itertools
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
+from streams.capture import IMAGE_SUFFIXES, Backoff, Capture, FolderReader, MemoryReader, Outbox, Reader, VideoReader
 from streams.config import Settings
 from streams.contracts import FrameHeader, pack_frame
 from streams.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+BUFFER_FRAMES = 1000  # frames held for the broker, all cameras together (about 30-60 MB at 640x480)
+RECONNECT_MAX_S = 30.0  # a camera that drops is retried at most this far apart
+SEND_TIMEOUT_MS = 10_000  # a batch of frames not acknowledged in this time counts as the broker gone
 
 
 def default_footage() -> Path:
@@ -60,8 +71,8 @@ def _video_frames(source: str | int, loop: bool, skip: int) -> Iterator[np.ndarr
                 produced = True
                 yield frame
                 continue
-            if not (loop and produced and isinstance(source, str)):
-                return
+            if not (loop and produced and isinstance(source, str) and "://" not in source):
+                return  # a URL or a device is not rewound here: publish() reconnects to it with backoff
             cap.release()
             cap = cv2.VideoCapture(source)  # rewind by reopening: seeking is unreliable in some codecs
     finally:
@@ -85,7 +96,10 @@ def _folder_frames(folder: Path, loop: bool, skip: int) -> Iterator[np.ndarray]:
 
 
 def open_source(source: str | None, *, loop: bool = True, skip: int = 0) -> Iterator[np.ndarray]:
-    """Frames (BGR) from ``source``: None for the default footage, a folder, a file, a URL or a device index."""
+    """Frames (BGR) from ``source``: None for the default footage, a folder, a file, a URL or a device index.
+
+    A generator that reads on the caller's thread: :func:`publish` reads on threads of its own instead.
+    """
     if source is None:
         return _video_frames(str(default_footage()), loop, skip)
     if source.isdigit():
@@ -200,21 +214,127 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def make_producer(settings: Settings) -> AIOKafkaProducer:
+def make_producer(settings: Settings, request_timeout_ms: int = SEND_TIMEOUT_MS) -> AIOKafkaProducer:
+    """The frames producer: ``acks=all``, not idempotent (see the module's docstring), and a batch the
+    broker has not acknowledged in ``request_timeout_ms`` fails instead of being retried for ever."""
     return AIOKafkaProducer(
         **client_options(settings),
         acks="all",
-        enable_idempotence=True,
+        enable_idempotence=False,
         linger_ms=5,
+        request_timeout_ms=request_timeout_ms,
         max_request_size=settings.max_message_bytes + 64 * 1024,
     )
+
+
+class QuietRepeats(logging.Filter):
+    """Let each message (logger, level and format) through once per ``window_s`` seconds.
+
+    The Kafka client logs every failed attempt to reach a broker that is down, ten times a second; the
+    gateway reports an outage itself, once, with its counts.
+
+    >>> f = QuietRepeats(window_s=60, clock=iter([0.0, 1.0, 61.0]).__next__)
+    >>> r = logging.LogRecord("aiokafka", logging.ERROR, "", 0, "Unable connect to %s", ("b:9092",), None)
+    >>> [f.filter(r) for _ in range(3)], f.suppressed
+    ([True, False, True], 1)
+    """
+
+    def __init__(self, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.window_s = window_s
+        self.clock = clock
+        self.last: dict[tuple, float] = {}
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.levelno, str(record.msg))
+        now = self.clock()
+        if key in self.last and now - self.last[key] < self.window_s:
+            self.suppressed += 1
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+KAFKA_LOGGERS = ("aiokafka", "aiokafka.client", "aiokafka.conn", "aiokafka.cluster", "aiokafka.producer.sender")
+
+
+@contextlib.contextmanager
+def _quiet_kafka_repeats():
+    quiet = QuietRepeats()
+    loggers = [logging.getLogger(name) for name in KAFKA_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield quiet
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)
+
+
+@dataclass(frozen=True)
+class _Camera:
+    camera_id: str
+    source: str | None
+    replay: str
+    skip: int
+    live: bool
+
+
+def _plan(sources: list[str | None], cameras: int, prefix: str, replay: str) -> list[_Camera]:
+    """Camera ``i`` reads ``sources[i % len(sources)]``; cameras sharing a source start 37 frames apart."""
+    plan = []
+    for i in range(cameras):
+        source = sources[i % len(sources)]
+        mode = replay_mode(replay, source)
+        if mode not in ("stream", "shots"):
+            raise ValueError(f"replay must be 'stream' or 'shots', not {mode!r}")
+        live = source is not None and ("://" in source or source.isdigit())
+        plan.append(_Camera(f"{prefix}{i + 1}", source, mode, (i // len(sources)) * 37, live))
+    return plan
+
+
+def _check_source(source: str | None) -> None:
+    """Fail at start, with a clear error, for a file or folder that is missing or unreadable (a URL or a
+    device is reconnected to instead, as it may come up later)."""
+    if source is None or "://" in source or source.isdigit():
+        return
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"no such video file or folder: {source}")
+    reader = FolderReader(path) if path.is_dir() else VideoReader(source)
+    try:
+        if not reader.read()[0]:
+            raise OSError(f"no frame could be read from {source}")
+    finally:
+        reader.release()
+
+
+def _opener(cam: _Camera) -> Callable[[bool], Reader]:
+    warned: set[Path] = set()
+
+    def open_reader(first: bool) -> Reader:
+        skip = cam.skip if first else 0
+        if cam.source is not None and cam.source.isdigit():
+            return VideoReader(int(cam.source))
+        if cam.source is not None and Path(cam.source).is_dir():
+            return FolderReader(Path(cam.source), skip, warned)
+        return VideoReader(cam.source if cam.source is not None else str(default_footage()), skip)
+
+    return open_reader
+
+
+def _memory_opener(frames: Iterator[Encoded]) -> Callable[[bool], Reader]:
+    return lambda first: MemoryReader(frames)
 
 
 async def publish(
     settings: Settings,
     *,
-    source: str | None = None,
-    cameras: int = 1,
+    source: str | Sequence[str | None] | None = None,
+    cameras: int | None = None,
     camera_prefix: str = "cam-",
     fps: float | None = None,
     max_frames: int | None = None,
@@ -224,86 +344,268 @@ async def publish(
     replay: str = "auto",
     stop: asyncio.Event | None = None,
     on_progress: Callable[[int], None] | None = None,
+    buffer_frames: int = BUFFER_FRAMES,
+    reconnect_max_s: float = RECONNECT_MAX_S,
+    send_timeout_ms: int = SEND_TIMEOUT_MS,
 ) -> int:
     """Publish frames for ``cameras`` cameras at ``fps`` each until a limit; return frames published.
 
-    ``replay="auto"`` picks with :func:`replay_mode`; ``replay="stream"`` reads the source as it plays
-    (camera ``i`` starts ``i * 37`` frames in, so the
-    simulated cameras differ); ``replay="shots"`` makes fixed cameras out of edited footage
-    (:func:`fixed_cameras`).
-    ``max_frames`` is per camera; ``loop=False`` stops each camera at the end of its file. Every send
-    is awaited, so the count is of frames the broker holds.
+    ``source`` is one source or a list: camera ``i`` reads ``source[i % len(source)]``, and ``cameras``
+    defaults to one per source. ``replay="auto"`` picks with :func:`replay_mode`; ``replay="stream"``
+    reads the source as it plays (cameras on the same source start 37 frames apart, so they differ);
+    ``replay="shots"`` makes fixed cameras out of edited footage (:func:`fixed_cameras`).
+
+    Each camera captures on a thread of its own (:class:`streams.capture.Capture`: a camera that drops is
+    reconnected with backoff, at most ``reconnect_max_s`` apart, and the others go on) into a bounded outbox
+    of ``buffer_frames`` frames that this coroutine sends. While the broker is away the cameras go on
+    capturing, the outbox keeps the newest frames and drops the oldest (counted), and the producer is made
+    anew until the broker answers; the outage is logged once when it starts and once when it ends.
+
+    Ends at ``max_frames`` per camera (every frame then waits for the broker), at the end of the files with
+    ``loop=False``, after ``duration_s`` or when ``stop`` is set; after those two, frames still waiting are
+    given ``send_timeout_ms`` to leave, none while the broker is away. The count returned is of frames the
+    broker acknowledged.
     """
     fps = fps or settings.gateway_fps
-    camera_ids = [f"{camera_prefix}{i + 1}" for i in range(cameras)]
-    replay = replay_mode(replay, source)
-    if replay == "shots":
-        shots = fixed_cameras(source, cameras, settings.gateway_jpeg_quality)
-        readers: dict[str, Iterator] = dict(zip(camera_ids, shots, strict=True))
-    elif replay == "stream":
-        readers = {cam: open_source(source, loop=loop, skip=i * 37) for i, cam in enumerate(camera_ids)}
-    else:
-        raise ValueError(f"replay must be 'stream' or 'shots', not {replay!r}")
+    sources = list(source) if isinstance(source, list | tuple) else [source]
+    if not sources:
+        raise ValueError("no source to publish from")
+    plan = _plan(sources, cameras or len(sources), camera_prefix, replay)
+    for src in {cam.source for cam in plan if cam.replay == "stream"}:
+        await asyncio.to_thread(_check_source, src)
+    shots: dict[str, Iterator[Encoded]] = {}
+    for src in dict.fromkeys(cam.source for cam in plan if cam.replay == "shots"):
+        ids = [cam.camera_id for cam in plan if cam.replay == "shots" and cam.source == src]
+        replays = await asyncio.to_thread(fixed_cameras, src, len(ids), settings.gateway_jpeg_quality)
+        shots.update(zip(ids, replays, strict=True))
+
+    aio = asyncio.get_running_loop()
+    ready, cameras_done = asyncio.Event(), asyncio.Event()
+
+    def wake(event: asyncio.Event) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            aio.call_soon_threadsafe(event.set)
+
+    outbox = Outbox(buffer_frames, on_put=lambda: wake(ready))
     session = int(time.time() * 1000)
-    topic = settings.topic("frames")
-    producer = make_producer(settings)
-    await producer.start()
-    sent = 0
     started = time.monotonic()
-    tick = 0
-    try:
-        while readers:
-            if stop is not None and stop.is_set():
-                break
-            if duration_s is not None and time.monotonic() - started >= duration_s:
-                break
-            if max_frames is not None and tick >= max_frames:
-                break
-            pending = []
-            for cam, reader in list(readers.items()):
-                item = next(reader, None)
-                if item is None:
-                    del readers[cam]
+    capture_stop = threading.Event()
+
+    def deliverer(cam: _Camera) -> Callable[[Any], None]:
+        seq = itertools.count()
+
+        def deliver(item: np.ndarray | Encoded) -> None:
+            elapsed = time.monotonic() - started
+            active = [f.kind for f in faults if f.camera_id == cam.camera_id and elapsed >= f.after_s]
+            if isinstance(item, Encoded) and not active:
+                data, w, h = item.data, item.width, item.height
+            else:
+                image = item if isinstance(item, np.ndarray) else decode_jpeg(item.data)
+                for kind in active:
+                    image = apply_fault(image, kind)
+                data, (h, w) = encode(image, settings.gateway_jpeg_quality), image.shape[:2]
+            n = next(seq)
+            header = FrameHeader(
+                frame_id=f"{cam.camera_id}:{session}:{n}",
+                camera_id=cam.camera_id,
+                seq=n,
+                captured_at=time.time(),
+                encoding="jpeg",
+                width=w,
+                height=h,
+            )
+            outbox.put((cam.camera_id.encode(), pack_frame(header, data)), wait=not cam.live)
+
+        return deliver
+
+    captures = []
+    for cam in plan:
+        if cam.replay == "shots":
+            open_reader: Callable[[bool], Reader] = _memory_opener(shots[cam.camera_id])
+            name = f"{cam.source or default_footage().name} (shot replay)"
+        else:
+            open_reader, name = _opener(cam), cam.source or default_footage().name
+        captures.append(
+            Capture(
+                cam.camera_id,
+                open_reader,
+                deliverer(cam),
+                fps=fps,
+                live=cam.live,
+                loop=loop,
+                max_frames=max_frames,
+                stop=capture_stop,
+                backoff=Backoff(cap=reconnect_max_s),
+                name=name,
+            )
+        )
+    running = len(captures)
+
+    def camera_done() -> None:
+        nonlocal running
+        running -= 1
+        if running == 0:
+            cameras_done.set()
+
+    def run_camera(capture: Capture) -> None:
+        try:
+            capture.run()
+        except Exception:
+            log.exception("%s: capture stopped by an unexpected error", capture.camera_id)
+        finally:
+            with contextlib.suppress(RuntimeError):
+                aio.call_soon_threadsafe(camera_done)
+
+    threads = [
+        threading.Thread(target=run_camera, args=(c,), name=f"capture-{c.camera_id}", daemon=True) for c in captures
+    ]
+    sender = _Sender(settings, outbox, ready, send_timeout_ms, on_progress)
+    grace_s = send_timeout_ms / 1000
+    stopped = stop if stop is not None else asyncio.Event()
+    with _quiet_kafka_repeats():
+        sending = asyncio.create_task(sender.run())
+        for t in threads:
+            t.start()
+        ends = [asyncio.create_task(cameras_done.wait()), asyncio.create_task(stopped.wait())]
+        if duration_s is not None:
+            ends.append(asyncio.create_task(asyncio.sleep(duration_s)))
+        try:
+            await asyncio.wait([*ends, sending], return_when=asyncio.FIRST_COMPLETED)
+            capture_stop.set()
+            outbox.close()
+            if cameras_done.is_set() and not stopped.is_set():
+                sender.finish(None)  # every frame captured goes, however long the broker takes
+                await asyncio.wait([sending, ends[1]], return_when=asyncio.FIRST_COMPLETED)
+            sender.finish(grace_s)  # stopped: what is left has grace_s to leave, none while the broker is away
+            await asyncio.wait([sending], timeout=grace_s + 2)
+        finally:
+            capture_stop.set()
+            outbox.close()
+            for task in [*ends, sending]:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+    for t in threads:
+        t.join(timeout=1.0)  # a thread stuck in a read ends with the process: it is a daemon
+    left = len(outbox)
+    log.info(
+        "gateway published %d frames from %d cameras%s%s",
+        sender.sent,
+        len(plan),
+        f"; {outbox.dropped} dropped while the broker was away or slow" if outbox.dropped else "",
+        f"; {left} not delivered at the end" if left else "",
+    )
+    return sender.sent
+
+
+class _Sender:
+    """Drains the outbox into the frames topic, a batch at a time, every send awaited.
+
+    A batch that fails (the broker is away, or answered with an error) goes back to the front of the outbox,
+    the producer is closed and a new one is made after a :class:`streams.capture.Backoff` delay: a new
+    producer needs nothing that the broker may have lost. The first failure is logged once, with the
+    reason, and the return once, with how long it lasted and what was dropped meanwhile.
+    """
+
+    BATCH = 100
+
+    def __init__(self, settings, outbox: Outbox, ready: asyncio.Event, send_timeout_ms: int, on_progress):
+        self.settings = settings
+        self.topic = settings.topic("frames")
+        self.outbox = outbox
+        self.ready = ready
+        self.send_timeout_ms = send_timeout_ms
+        self.on_progress = on_progress
+        self.sent = 0
+        self.producer: AIOKafkaProducer | None = None
+        self.outage_since: float | None = None
+        self.dropped_before = 0
+        self.backoff = Backoff(initial=0.5, cap=10.0)
+        self.finishing = False
+        self.wakeup = asyncio.Event()  # set by finish(), to end a pause between attempts
+        self.deadline: float | None = None
+
+    def finish(self, grace_s: float | None) -> None:
+        """Return once the outbox is empty; with ``grace_s``, at the latest after that long (at once while
+        the broker is away)."""
+        if grace_s is not None:
+            self.deadline = time.monotonic() + (0.0 if self.outage_since is not None else grace_s)
+        self.finishing = True
+        self.ready.set()
+        self.wakeup.set()
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    async def run(self) -> None:
+        try:
+            while not self._out_of_time():
+                batch = self.outbox.take(self.BATCH)
+                if not batch:
+                    if self.finishing:
+                        return
+                    self.ready.clear()
+                    if not len(self.outbox):
+                        await self.ready.wait()
                     continue
-                elapsed = time.monotonic() - started
-                active = [f.kind for f in faults if f.camera_id == cam and elapsed >= f.after_s]
-                if isinstance(item, Encoded) and not active:
-                    data, w, h = item.data, item.width, item.height
-                else:
-                    image = (
-                        item if isinstance(item, np.ndarray) else cv2.imdecode(np.frombuffer(item.data, np.uint8), 1)
-                    )
-                    for kind in active:
-                        image = apply_fault(image, kind)
-                    data, (h, w) = encode(image, settings.gateway_jpeg_quality), image.shape[:2]
-                header = FrameHeader(
-                    frame_id=f"{cam}:{session}:{tick}",
-                    camera_id=cam,
-                    seq=tick,
-                    captured_at=time.time(),
-                    encoding="jpeg",
-                    width=w,
-                    height=h,
-                )
-                value = pack_frame(header, data)
-                pending.append(await producer.send(topic, value=value, key=cam.encode()))
-            if pending:
-                await asyncio.gather(*pending)
-                sent += len(pending)
-                if on_progress:
-                    on_progress(sent)
-            tick += 1
-            delay = started + tick / fps - time.monotonic()
-            if delay > 0:
-                if stop is None:
-                    await asyncio.sleep(delay)
-                else:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), delay)
-    finally:
-        await producer.stop()
-    log.info("gateway published %d frames from %d cameras", sent, cameras)
-    return sent
+                if not await self._send(batch):
+                    self.outbox.requeue(batch)
+                    await self._pause(self.backoff.next())
+        finally:
+            await self._close()
+
+    async def _send(self, batch: list[tuple[bytes, bytes]]) -> bool:
+        try:
+            if self.producer is None:
+                self.producer = make_producer(self.settings, self.send_timeout_ms)
+                await asyncio.wait_for(self.producer.start(), self.send_timeout_ms / 1000 + 5)
+            sends = [await self.producer.send(self.topic, value=value, key=key) for key, value in batch]
+            await asyncio.wait_for(asyncio.gather(*sends), self.send_timeout_ms / 1000 + 5)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            self._down(exc)
+            await self._close()
+            return False
+        self.sent += len(batch)
+        if self.on_progress:
+            self.on_progress(self.sent)
+        if self.outage_since is not None:
+            log.info(
+                "broker back after %.0f s: sending the buffered frames; %d frames dropped meanwhile",
+                time.monotonic() - self.outage_since,
+                self.outbox.dropped - self.dropped_before,
+            )
+            self.outage_since = None
+            self.outbox.dropping = False
+            self.backoff.reset()
+        return True
+
+    def _down(self, exc: BaseException) -> None:
+        if self.outage_since is not None:
+            return
+        self.outage_since = time.monotonic()
+        self.dropped_before = self.outbox.dropped
+        self.outbox.dropping = True
+        reason = str(exc).strip() or type(exc).__name__
+        log.warning(
+            "broker unreachable (%s): capturing on, keeping the newest %d frames, dropping the oldest",
+            reason,
+            self.outbox.capacity,
+        )
+        if self.deadline is not None:
+            self.deadline = time.monotonic()
+
+    async def _pause(self, delay: float) -> None:
+        self.wakeup.clear()
+        if self.deadline is not None:
+            delay = max(0.0, min(delay, self.deadline - time.monotonic()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wakeup.wait(), delay)
+
+    async def _close(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):  # already failing: only its connections are left to close
+                await asyncio.wait_for(producer.stop(), 5.0)
 
 
 # Scenario events: a change injected into one camera's frames from a frame index on, with a magnitude
