@@ -9,6 +9,7 @@ import base64
 import json
 import logging
 import time
+from dataclasses import replace
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -16,11 +17,11 @@ from aiokafka.structs import TopicPartition
 
 from store import Store
 from store.dsn import masked
-from store.writer import SINKS, StoreWriter
+from store.writer import SINKS, StoreWriter, alert_columns
 from streams.config import Settings
 from streams.contracts import CameraView, ContractError, DeadLetter, Evidence, decode_record, encode_record
 from streams.topics import create_topics
-from tests.store.records import LIMITS, alert, metrics, prediction
+from tests.store.records import LIMITS, SETTINGS, alert, metrics, prediction, records_of
 
 pytestmark = pytest.mark.integration
 
@@ -200,3 +201,27 @@ def test_poison_records_on_every_writer_topic_are_dead_lettered_and_the_rest_is_
             assert sorted(rows) == sorted((p, o) for p, o, _, _ in sent[name]), name
     assert "hunter2-secret" not in caplog.text  # the store's DSN is logged without its password
     assert masked(WithPassword(store).dsn) in caplog.text
+
+
+def test_a_record_that_fails_in_a_way_nobody_foresaw_is_its_own_dead_letter(store: Store):
+    """Whatever raises while a batch is turned into columns, the batch is taken record by record: the one that
+    still fails is a dead letter (processing_failed), and the others are stored as the batch would have been."""
+
+    def flaky(fields):
+        if "boom" in fields["alert_id"]:
+            raise ZeroDivisionError("a bug met by this record only")
+        return alert_columns(fields)
+
+    w = StoreWriter(SETTINGS, store, LIMITS)
+    topic = SETTINGS.topic("alerts")
+    w.topics[topic] = replace(w.topics[topic], columns_of=flaky)
+    batch = records_of("alerts", [alert(n=0), alert(n=1, alert_id="boom"), alert(n=2), alert(n=3)])
+    tables, dead = w.to_columns(batch)
+    assert [(d.reason, d.offset, d.partition) for d in dead] == [("processing_failed", 0, 1)]
+    assert "ZeroDivisionError" in dead[0].detail and dead[0].payload() == batch[1].value
+    assert tables["alerts"].rows == 3
+    assert [row[0] for row in tables["alerts"].as_rows()] == ["cam-1-a0", "cam-1-a2", "cam-1-a3"]
+    # a bad record of the dead-letter topic is skipped, not dead-lettered again
+    letters = records_of("deadletters", [b"[" * 10_000, valid("deadletters", 1)[0]])
+    tables, dead = w.to_columns(letters)
+    assert dead == [] and tables["dead_letters"].rows == 1 and w.skipped.total == 1
