@@ -39,6 +39,7 @@ offset committed stops and exits with status 3, for its supervisor to start it a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -76,6 +77,28 @@ class Chunk:
     left: int  # batches not finished yet
     states: dict  # camera id -> saved monitor state, read when the chunk came in
     sends: list = field(default_factory=list)  # futures of the output records sent
+
+
+def state_bytes(value) -> bytes:
+    """A camera-table value as its changelog record: JSON."""
+    return json.dumps(value).encode()
+
+
+def state_value(raw: bytes | None, camera_id: str, what: str):
+    """A camera-table value from its changelog record; None (learned again, logged) if it is not JSON.
+
+    >>> state_value(b'{"frames": 3}', "cam-1", "state")
+    {'frames': 3}
+    >>> state_value(b"\\x80\\x04 not JSON", "cam-1", "state") is None
+    True
+    """
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except Exception as exc:  # not UTF-8, not JSON, nested too deep: whatever it is, it is not run
+        log.warning("camera %s: its saved %s is not JSON (%s); it is learned again", camera_id, what, exc)
+        return None
 
 
 def _key(m: RawMessage) -> bytes | None:
@@ -157,7 +180,10 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             # Raw bytes keys, the camera id as the gateway sends it: the changelog record lands in the same
             # partition number as the camera's frames, and recovery gives back the same keys.
             key_type=bytes,
-            schema=faust.Schema(key_type=bytes, key_serializer="raw", value_serializer="json"),
+            # Raw values, JSON written and read here (state_bytes, state_value): a changelog record that is not
+            # JSON is then one camera's state learned again, where faust's own decoding stalls the recovery.
+            value_type=bytes,  # faust takes a table's value codec from its type: bytes is "raw"
+            schema=faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"),
         )
 
     health = camera_table("camera-health")
@@ -322,9 +348,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
             key = camera_id.encode()
             slim, view = split_reference(state)
             if view is not None and saved_reference.get(camera_id) != view:
-                references[key] = view  # before the state that refers to it
+                references[key] = state_bytes(view)  # before the state that refers to it
                 saved_reference[camera_id] = view
-            health[key] = slim
+            health[key] = state_bytes(slim)
             states[camera_id] = state
             saved_essential[camera_id] = result.essential[camera_id]
             saved_at[camera_id] = result.frames_seen[camera_id]
@@ -335,7 +361,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         for key in {k for k in keys if k}:
             # Table keys are bytes: what the changelog gives back on recovery is bytes too.
             camera_id = key.decode("utf-8", "replace")
-            state, view = health.get(key), references.get(key)
+            state = state_value(health.get(key), camera_id, "state")
+            view = state_value(references.get(key), camera_id, "reference view")
             if state and state.get(REFERENCE_ELSEWHERE) and view is None:
                 log.warning(
                     "camera %s: its reference view was not found; the moved-camera check learns a new one", camera_id
