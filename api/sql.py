@@ -1,4 +1,9 @@
-"""``POST /api/v1/sql``: analysts' read-only SQL, through :func:`store.readonly.run_readonly`, token required."""
+"""``POST /api/v1/sql``: analysts' read-only SQL, through :func:`store.readonly.run_readonly`, token required.
+
+Analysts' queries run on threads of their own, at most ``CVOPS_STORE_SQL_MAX_CONCURRENT`` at once (running or
+waiting for the store's read session): one more is answered 429 with ``Retry-After`` at once, so queued
+queries never take the thread pool that every other route waits on.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import math
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
+import anyio
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from api.auth import TOKEN_RESPONSES, require_token
@@ -69,9 +75,20 @@ router = APIRouter(tags=["sql"], route_class=guarded(MAX_BODY_BYTES))
 def limits_from(settings: StoreSettings) -> SqlLimits:
     return SqlLimits(
         max_rows=settings.store_sql_max_rows,
+        max_result_bytes=settings.store_sql_max_result_bytes,
         max_execution_s=settings.store_sql_max_execution_s,
         max_memory_bytes=settings.store_sql_max_memory_bytes,
     )
+
+
+def sql_slots(app, size: int) -> anyio.CapacityLimiter:
+    """The app's analysts' query slots (their own threads), resized to ``size``."""
+    slots = getattr(app.state, "sql_slots", None)
+    if slots is None:
+        slots = app.state.sql_slots = anyio.CapacityLimiter(size)
+    elif slots.total_tokens != size:
+        slots.total_tokens = size
+    return slots
 
 
 @router.post(
@@ -81,18 +98,34 @@ def limits_from(settings: StoreSettings) -> SqlLimits:
     responses={
         400: {"model": RefusalBody, "description": "the query was refused"},
         413: {"description": f"a body over {MAX_BODY_BYTES} bytes"},
+        429: {"model": RefusalBody, "description": "as many queries as allowed are running: retry after a while"},
         **TOKEN_RESPONSES,
     },
 )
-def sql(query: SqlQuery, store: StoreDep) -> SqlResult:
+async def sql(query: SqlQuery, store: StoreDep, request: Request) -> SqlResult:
     """Run one read-only statement within the store's limits (``CVOPS_STORE_SQL_*``). Writes, DDL, settings,
-    ``system`` tables and table functions are refused with 400 and a reason; so is what the engine refuses."""
+    tables of other databases, table functions and functions that reach outside the data are refused with
+    400 and a reason; so is what the engine refuses. 429 when ``CVOPS_STORE_SQL_MAX_CONCURRENT`` queries run."""
+    settings = StoreSettings()
+    slots = sql_slots(request.app, settings.store_sql_max_concurrent)
+    if slots.available_tokens < 1:
+        raise HTTPException(
+            status_code=429,
+            detail={"reason": "busy", "detail": f"{slots.total_tokens} queries are running: retry shortly"},
+            headers={"Retry-After": "1"},
+        )
+    limits = limits_from(settings)
+
+    def run() -> SqlResult:
+        result = run_readonly(store, query.sql, query.parameters, limits)
+        rows = [[json_cell(v) for v in row] for row in result.rows]
+        return SqlResult(columns=result.columns, types=result.types, rows=rows)
+
     try:
-        # A sync route: FastAPI runs it in its thread pool, so a slow query does not block the event loop.
-        result = run_readonly(store, query.sql, query.parameters, limits_from(StoreSettings()))
+        # On a thread of the query slots, not of the pool every other route shares: a slow query blocks nothing.
+        return await anyio.to_thread.run_sync(run, limiter=slots)
     except RefusedQuery as refused:
         raise HTTPException(status_code=400, detail={"reason": refused.reason, "detail": refused.detail}) from None
-    return SqlResult(columns=result.columns, types=result.types, rows=[[json_cell(v) for v in r] for r in result.rows])
 
 
 def json_cell(value: Any) -> Any:

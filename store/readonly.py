@@ -54,6 +54,7 @@ TABLE_FUNCTIONS = frozenset(
 )
 ALLOWED_TABLE_FUNCTIONS = frozenset({"numbers"})
 FORBIDDEN_DATABASES = frozenset({"system", "information_schema"})
+TEMPORARY = "_temporary_and_external_tables._tmp_"
 # Functions whose category (system.functions) holds what reaches outside the data: files (file,
 # filesystem*), the server and its set-up (getServerSetting, getMacro, hostName, ...), other tables by name
 # (joinGet, hasColumnInTable), dictionaries, models and the network (ai*, catboostEvaluate). Refused but the
@@ -324,7 +325,8 @@ def _denied_name(key: str) -> bool:
 
 def vet_query_tree(lines: Iterable[str], database: str) -> None:
     """:class:`RefusedQuery` unless every table that ``EXPLAIN QUERY TREE`` resolved belongs to ``database``
-    (or is ``system.one``, the engine's table of a SELECT without FROM), every table function is
+    (or is ``system.one``, the engine's table of a SELECT without FROM, or the temporary table of a
+    recursive CTE, whose database no query can name: :func:`vet_ast` refuses it), every table function is
     ``numbers`` and no function refused by name is called.
 
     >>> vet_query_tree(["TABLE id: 3, alias: __table1, table_name: cvops.alerts"], "cvops")
@@ -334,7 +336,8 @@ def vet_query_tree(lines: Iterable[str], database: str) -> None:
     """
     for line in lines:
         for table in _TABLE_NAME.findall(line):
-            if not table.startswith(f"{database}.") and table != "system.one":
+            temporary = table.startswith(TEMPORARY) and "temporary_table_name: " in line  # WITH RECURSIVE's
+            if not table.startswith(f"{database}.") and table != "system.one" and not temporary:
                 raise RefusedQuery("forbidden_table", f"{table} is not open to queries")
         for function in _TABLE_FUNCTION_NAME.findall(line):
             if function.lower() not in ALLOWED_TABLE_FUNCTIONS:

@@ -186,10 +186,10 @@ def test_writes_ddl_and_commands_are_refused(client, unchanged, sql):
     assert r.json()["detail"]["reason"] == "not_a_select"
 
 
-def test_a_write_behind_a_with_clause_is_refused_by_the_engine(client, unchanged):
+def test_a_write_behind_a_with_clause_is_refused(client, unchanged):
     r = run_sql(client, "WITH 1 AS x INSERT INTO alerts SELECT * FROM alerts")
     assert_clean_refusal(r, 400)
-    assert r.json()["detail"]["reason"].startswith("engine_")
+    assert r.json()["detail"]["reason"] == "not_a_select"  # the engine reads it as INSERT … WITH … SELECT
 
 
 @pytest.mark.parametrize(
@@ -249,7 +249,7 @@ ESCAPES = [
 def test_secrets_files_and_settings_are_out_of_reach(client, unchanged, sql, parameters):
     r = run_sql(client, sql, parameters)
     assert_clean_refusal(r, 400)
-    assert r.json()["detail"]["reason"] in {"forbidden_table", "forbidden_clause", "forbidden_parameter"}
+    assert r.json()["detail"]["reason"] in {"forbidden_table", "forbidden_clause", "forbidden_function"}
 
 
 def test_into_outfile_writes_no_file(client, unchanged, tmp_path):
@@ -317,7 +317,7 @@ def test_resource_exhaustion_is_stopped_by_the_server_side_limits(client, unchan
         ("SELECT materialize(repeat('x', 10000)) FROM numbers(9000)", {"engine_too_many_rows_or_bytes"}),
         # a constant column is counted once per block by the engine: 100 MB measured by the service
         ("SELECT repeat('x', 1000000) FROM numbers(100)", {"result_too_large"}),
-        ("SELECT repeat('x', 1000000) FROM numbers(5000)", {"engine_memory_limit_exceeded"}),
+        ("SELECT repeat('x', 1000000) FROM numbers(5000)", {"engine_memory_limit_exceeded", "result_too_large"}),
     ],
 )
 def test_results_are_bounded_in_rows_and_bytes(client, unchanged, sql, reasons):
