@@ -182,10 +182,13 @@ class Node:
         """The name a Function, Identifier or TableIdentifier line gives, without alias or anything after."""
         return self.text.strip().split(" (", 1)[0]
 
-    def walk(self, parent: Node | None = None):
-        yield self, parent
-        for child in self.children:
-            yield from child.walk(self)
+    def walk(self):
+        """Every node under this one and this one, each with its parent."""
+        stack: list[tuple[Node, Node | None]] = [(self, None)]
+        while stack:
+            node, parent = stack.pop()
+            yield node, parent
+            stack.extend((child, node) for child in reversed(node.children))
 
 
 def parse_ast(lines: Sequence[str]) -> Node:
@@ -205,19 +208,24 @@ def parse_ast(lines: Sequence[str]) -> Node:
         if not m or _invisible(line, m.group(2)):
             raise _unreadable(number)
         parsed.append((len(m.group(1)), m.group(2), m.group(3), int(m.group(4) or 0), number))
-    position = 0
-
-    def node(depth: int) -> Node:
-        nonlocal position
-        if position >= len(parsed) or parsed[position][0] != depth:
-            raise _unreadable(parsed[position][4] if position < len(parsed) else len(parsed))
-        _, kind, text, count, _ = parsed[position]
-        position += 1
-        return Node(kind, text, [node(depth + 1) for _ in range(count)])
-
-    root = node(0)
-    if position != len(parsed):
-        raise _unreadable(parsed[position][4])
+    # Iterative, not recursive: the engine parses deeper than Python recurses.
+    root: Node | None = None
+    open_nodes: list[list] = []  # [node, children still to come], the innermost last
+    for depth, kind, text, count, number in parsed:
+        while open_nodes and open_nodes[-1][1] == 0:
+            open_nodes.pop()
+        node = Node(kind, text)
+        if root is None and depth == 0:
+            root = node
+        elif open_nodes and depth == len(open_nodes):
+            open_nodes[-1][0].children.append(node)
+            open_nodes[-1][1] -= 1
+        else:
+            raise _unreadable(number)
+        if count:
+            open_nodes.append([node, count])
+    if root is None or any(left for _, left in open_nodes):
+        raise _unreadable(len(parsed))
     return root
 
 

@@ -94,6 +94,12 @@ def test_single_reads_run(store, sql):
     run_readonly(store, sql)
 
 
+def test_a_query_as_deep_as_the_engine_parses_is_read(store):
+    """The engine parses 490 nested calls (about 1,000 levels of tree); reading its tree does not recurse."""
+    assert run_readonly(store, "SELECT " + "abs(" * 490 + "1" + ")" * 490 + " AS x").rows == [(1,)]
+    assert refusal(store, "SELECT " + "abs(" * 600 + "1" + ")" * 600).reason == "engine_too_deep_ast"
+
+
 def test_the_store_s_own_database_may_be_named(store):
     assert run_readonly(store, f"SELECT count() FROM {store.database}.frame_metrics").rows == [(0,)]
     in_own = f"SELECT 'cam-1' IN (SELECT camera_id FROM {store.database}.frame_metrics) AS found"
