@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import logging
 import re
 import threading
@@ -10,6 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
+from streams import capture as capture_module
+from streams import gateway
 from streams.capture import Backoff, Capture, Outbox, VideoReader
 
 
@@ -231,3 +234,9 @@ def test_video_reader_reads_a_real_file_and_refuses_a_missing_one(tmp_path, stre
     assert (got, reader.declared) == (10, 12)
     with pytest.raises(OSError, match="cannot open"):
         VideoReader(str(tmp_path / "missing.avi"))
+
+
+@pytest.mark.parametrize("module", [capture_module, gateway])
+def test_docstring_examples_pass(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
