@@ -88,7 +88,7 @@ def _cmd_feedback(args, settings: Settings) -> int:
     """Publish labels (Feedback records, one JSON object per line) on the feedback topic, keyed by camera."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.contracts import ContractError, Feedback, decode_record, encode_record
+    from streams.contracts import ContractError, Feedback, decode_record, encode_record, load_json
     from streams.kafka_security import client_options
 
     records, bad = [], 0
@@ -97,11 +97,11 @@ def _cmd_feedback(args, settings: Settings) -> int:
             if not line.strip():
                 continue
             try:
-                raw = json.loads(line)
+                raw = load_json(line)
                 if isinstance(raw, dict):
                     raw.setdefault("schema_version", 1)
                 records.append(decode_record(Feedback, json.dumps(raw)))
-            except (ContractError, json.JSONDecodeError) as exc:
+            except ContractError as exc:
                 bad += 1
                 print(f"line {n}: {exc}", file=sys.stderr)
     if bad:

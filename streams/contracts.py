@@ -428,6 +428,16 @@ def decode_record(model: type[_Record], value: bytes | str):
     return record
 
 
+def load_json(value: bytes | str):
+    """JSON text as Python values, or :class:`ContractError` (``bad_json``, ``too_deep``, ``number_too_large``),
+    never another exception; NaN and Infinity are refused. For input that is not yet a record (a file of labels).
+
+    >>> load_json('{"a": [1, 2]}')
+    {'a': [1, 2]}
+    """
+    return _load_json(value, "bad_json")
+
+
 _LONE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 

@@ -84,10 +84,15 @@ def test_labels_that_disagree_with_the_model_raise_concept_drift(settings: Setti
 
 def test_a_malformed_feedback_file_sends_nothing(settings: Settings, tmp_path: Path):
     bad = tmp_path / "labels.jsonl"
-    bad.write_text('{"frame_id": "a", "camera_id": "cam-1", "objects": []}\n{"frame_id": "b"}\nnot json\n')
+    deep, huge = "[" * 100_000 + "]" * 100_000, '{"frame_id": ' + "9" * 5000 + "}"
+    bad.write_text(
+        f'{{"frame_id": "a", "camera_id": "cam-1", "objects": []}}\n{{"frame_id": "b"}}\nnot json\n{deep}\n{huge}\n'
+    )
     sent = subprocess.run(
         [sys.executable, "-m", "streams.cli", "feedback", str(bad)],
         env=env_of(settings), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert sent.returncode == 2
     assert "line 2" in sent.stderr and "line 3" in sent.stderr and "nothing sent" in sent.stderr
+    assert "line 4: too_deep" in sent.stderr and "line 5: number_too_large" in sent.stderr, sent.stderr[-2000:]
+    assert "Traceback" not in sent.stderr
