@@ -21,6 +21,7 @@ from aiokafka.structs import TopicPartition
 from streams.config import Settings
 from streams.contracts import Alert, ContractError, decode_record
 from streams.kafka_security import client_options
+from streams.skips import SkipLog
 
 log = logging.getLogger("cvops.api")
 
@@ -54,6 +55,7 @@ class AlertFeed:
         self.subscriptions: set[Subscription] = set()
         self._by_client: Counter[str | None] = Counter()
         self.ready = asyncio.Event()  # set once the consumer holds a position on every partition
+        self.skips = SkipLog(log)  # bad alerts: one line a minute at most, not one each
 
     def subscribe(self, camera_id: str | None = None, client: str | None = None) -> Subscription | None:
         """A new subscription (alerts of one camera, or all) of ``client`` (its address), or None when
@@ -109,7 +111,7 @@ class AlertFeed:
                         try:
                             alert = decode_record(Alert, record.value)
                         except ContractError as exc:
-                            log.warning("live feed: ignoring a bad alert at offset %d: %s", record.offset, exc)
+                            self.skips.skip(record, exc)  # the store writer dead-letters it
                             continue
                         self.publish((f"{record.partition}:{record.offset}", alert))
         finally:
