@@ -33,6 +33,7 @@ from api.live import AlertFeed
 from api.settings import ApiSettings
 from store import connect
 from store.schema import migrate
+from store.settings import StoreSettings
 from store.writer import StoreWriter
 from streams.config import Settings, get_settings
 from streams.contracts import WorkerStatus
@@ -120,8 +121,10 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        store = await asyncio.to_thread(connect, settings.store_dsn)
+        store = await asyncio.to_thread(connect, settings.store_dsn, reader_dsn=StoreSettings().store_sql_dsn)
         await asyncio.to_thread(migrate, store, settings.ttl_days)
+        if store.reader_dsn:
+            await asyncio.to_thread(store.reader)  # a wrong analysts' DSN fails the start, not every query
         app.state.store = store
         app.state.signals = await asyncio.to_thread(cameras.series_signals, store)
         app.state.offsets = TopicOffsets(settings)

@@ -35,12 +35,13 @@ class QueryResult:
 class Store:
     """A ClickHouse client shared by threads of one process (calls are serialised by a lock)."""
 
-    def __init__(self, client, dsn: str, database: str = "default"):
+    def __init__(self, client, dsn: str, database: str = "default", reader_dsn: str = ""):
         self._client = client
         self._lock = threading.Lock()
         self.dsn = dsn
         self.database = database
         self.embedded = dsn.startswith("chdb:")
+        self.reader_dsn = reader_dsn  # the analysts' session's DSN; empty = ``dsn``
         self._reader: Store | None = None
 
     def command(self, sql: str, parameters: dict | None = None, settings: dict | None = None):
@@ -100,10 +101,19 @@ class Store:
 
         On chdb, a per-call setting that the engine refuses to restore (``readonly`` after a failed write)
         stays on the session; keeping analysts on their own session means it can never reach the writer's.
+        On a ClickHouse server, ``reader_dsn`` names a user that can only read this database
+        (``CVOPS_STORE_SQL_DSN``, docs/security.md): then the grant, not the vetting, is the boundary.
         """
         with self._lock:
             if self._reader is None:
-                self._reader = connect(self.dsn)
+                self._reader = connect(self.reader_dsn or self.dsn, create=False)
+                if self._reader.database != self.database:
+                    reader, self._reader = self._reader, None
+                    reader.close()
+                    raise ValueError(
+                        f"the analysts' DSN {masked(self.reader_dsn)!r} names database {reader.database!r}, "
+                        f"not the store's {self.database!r}"
+                    )
             return self._reader
 
     def drop_reader(self) -> None:
@@ -119,8 +129,9 @@ class Store:
             self._client.close()
 
 
-def connect(dsn: str) -> Store:
-    """Open the store named by ``dsn``; ValueError with the accepted forms if it is not one."""
+def connect(dsn: str, create: bool = True, reader_dsn: str = "") -> Store:
+    """Open the store named by ``dsn``; ValueError with the accepted forms if it is not one. ``create``: create
+    its database when missing (a read-only user cannot); ``reader_dsn``: see :meth:`Store.reader`."""
     url = urlsplit(dsn)
     if url.scheme == "chdb":
         path = Path(unquote(url.netloc + url.path))
@@ -131,10 +142,11 @@ def connect(dsn: str) -> Store:
         path.mkdir(parents=True, exist_ok=True)
         client = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()))
         if database != "default":
-            client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+            if create:
+                client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             client.close()
             client = clickhouse_connect.get_client(interface="chdb", path=str(path.resolve()), database=database)
-        return Store(client, dsn, database)
+        return Store(client, dsn, database, reader_dsn)
     if url.scheme in ("http", "https"):
         database = url.path.strip("/") or "default"
         _check_database_name(database)
@@ -145,11 +157,11 @@ def connect(dsn: str) -> Store:
             password=unquote(url.password or ""),
             secure=url.scheme == "https",
         )
-        if database != "default":
+        if database != "default" and create:
             boot = clickhouse_connect.get_client(**common)
             boot.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
             boot.close()
-        return Store(clickhouse_connect.get_client(database=database, **common), dsn, database)
+        return Store(clickhouse_connect.get_client(database=database, **common), dsn, database, reader_dsn)
     raise ValueError(
         f"store DSN {masked(dsn)!r} is not supported: use chdb://PATH[?database=NAME] or "
         "http(s)://user:password@host:port/database"

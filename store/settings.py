@@ -61,6 +61,11 @@ class StoreSettings(BaseSettings):
     store_sql_max_result_bytes: int = Field(
         64 << 20, ge=1 << 10, description="bytes of result an analyst query may return (measured as it is read)"
     )
+    store_sql_dsn: str = Field(
+        "",
+        description="where analysts' queries run: on a ClickHouse server, a DSN of a read-only user with SELECT on "
+        "the store's database only (docs/security.md); empty = the store's own DSN, as on the embedded engine",
+    )
     store_sql_max_concurrent: int = Field(
         2, ge=1, description="analyst queries run (or wait for the store) at once; more are answered 429"
     )
