@@ -108,12 +108,15 @@ async def sql(query: SqlQuery, store: StoreDep, request: Request) -> SqlResult:
     400 and a reason; so is what the engine refuses. 429 when ``CVOPS_STORE_SQL_MAX_CONCURRENT`` queries run."""
     settings = StoreSettings()
     slots = sql_slots(request.app, settings.store_sql_max_concurrent)
-    if slots.available_tokens < 1:
+    try:
+        # Taken at once or not at all (a check, then a wait for the slot, would let a burst queue past the check).
+        slots.acquire_nowait()
+    except anyio.WouldBlock:
         raise HTTPException(
             status_code=429,
             detail={"reason": "busy", "detail": f"{slots.total_tokens} queries are running: retry shortly"},
             headers={"Retry-After": "1"},
-        )
+        ) from None
     limits = limits_from(settings)
 
     def run() -> SqlResult:
@@ -122,10 +125,12 @@ async def sql(query: SqlQuery, store: StoreDep, request: Request) -> SqlResult:
         return SqlResult(columns=result.columns, types=result.types, rows=rows)
 
     try:
-        # On a thread of the query slots, not of the pool every other route shares: a slow query blocks nothing.
-        return await anyio.to_thread.run_sync(run, limiter=slots)
+        # On a thread of its own slot, not of the pool every other route shares: a slow query blocks nothing.
+        return await anyio.to_thread.run_sync(run, limiter=anyio.CapacityLimiter(1))
     except RefusedQuery as refused:
         raise HTTPException(status_code=400, detail={"reason": refused.reason, "detail": refused.detail}) from None
+    finally:
+        slots.release()
 
 
 def json_cell(value: Any) -> Any:
