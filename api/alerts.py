@@ -22,7 +22,7 @@ router = APIRouter(tags=["alerts"], dependencies=[Depends(read_access)], respons
 CameraId = Annotated[str, Query(min_length=1, max_length=200)]
 
 ALERT_COLUMNS = """alert_id, type, status, severity, camera_id, signal, value, threshold, window, model_name,
-    model_version, evidence_frame_ids, toUnixTimestamp64Milli(raised_at) / 1000 AS raised_at, message"""
+    model_version, evidence_frame_ids, toUnixTimestamp64Milli(raised_at) / 1000 AS raised_at, message, caused_by"""
 
 
 def query_alerts(
@@ -67,14 +67,18 @@ def alerts(
     store: StoreDep,
     camera_id: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
     type: Annotated[AlertType | None, Query(description="alert type")] = None,
-    status: Annotated[Literal["raised", "resolved"] | None, Query()] = None,
+    status: Annotated[
+        Literal["raised", "resolved", "suppressed"] | None,
+        Query(description="suppressed: symptoms, each recorded under the alert of its cause (caused_by)"),
+    ] = None,
     since: Annotated[Instant | None, Query(description="raised at or after: unix s or ISO 8601")] = None,
     until: Annotated[Instant | None, Query(description="raised before: unix s or ISO 8601")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[Alert]:
-    """Alert records, newest first (a raised and a resolved record per alert once it is resolved). Page with
-    ``limit`` and ``offset``."""
+    """Alert records, newest first (a raised and a resolved record per alert once it is resolved). A symptom
+    of another alert of its camera has status ``suppressed`` and that alert's id in ``caused_by``, and is
+    resolved with its own id (docs/alerts.md). Page with ``limit`` and ``offset``."""
     if since is not None and until is not None and since >= until:
         raise HTTPException(status_code=400, detail="since must be before until")
     return query_alerts(store, camera_id, type, status, since, until, limit, offset)

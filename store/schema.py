@@ -21,6 +21,8 @@ minute and model), ``cameras`` (latest status of each camera), ``model_versions`
 ``drift_stats`` from the metrics too: the statistics the monitors sample every few seconds per camera.
 Migration 8 adds bloom-filter skip indexes where a look-up's key is not in the sort key (a frame's
 predictions by frame id, an alert's evidence by alert id), so that it reads a granule or two, not the table.
+Migration 9 adds ``caused_by`` to the alerts (the cause a ``suppressed`` alert is a symptom of, see
+docs/alerts.md), and has ``drift_stats`` and ``device_health`` count a symptom as the drift or fault it is.
 
 Retention (TTL) and the dedup window are settings, not migrations (:mod:`store.settings`): each start
 compares them with the tables and alters only what differs.
@@ -262,7 +264,31 @@ TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY""",
                 "ALTER TABLE evidence_frames MATERIALIZE INDEX alert_id_bloom",
             ),
         ),
+        Migration(
+            9,
+            "alerts: caused_by, the cause a suppressed alert is a symptom of",
+            (
+                "ALTER TABLE alerts ADD COLUMN IF NOT EXISTS caused_by String DEFAULT ''",
+                # A symptom (status suppressed) is a drift or a fault all the same: the views count it as one.
+                "DROP VIEW IF EXISTS drift_stats_mv",
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS drift_stats_mv TO drift_stats AS {DRIFT_SELECT}",
+                "DROP VIEW IF EXISTS device_health_mv",
+                f"CREATE MATERIALIZED VIEW IF NOT EXISTS device_health_mv TO device_health AS {HEALTH_SELECT}",
+            ),
+        ),
     ]
+
+
+DRIFT_SELECT = """
+SELECT camera_id, signal, type AS detector, raised_at AS computed_at, window, value AS statistic, threshold,
+       status != 'resolved' AS drift, model_name, model_version, alert_id
+FROM alerts
+WHERE type LIKE '%drift'"""
+HEALTH_SELECT = """
+SELECT camera_id, raised_at AS observed_at, signal, if(status = 'resolved', 'ok', 'fault') AS status, value,
+       threshold, message AS detail, alert_id
+FROM alerts
+WHERE type = 'device_fault'"""
 
 
 SAMPLED_SELECT = """

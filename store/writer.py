@@ -107,7 +107,7 @@ def prediction_row(p: Prediction) -> tuple:
 def alert_row(a: Alert) -> tuple:
     return (
         a.alert_id, a.status, a.type, a.severity, a.camera_id, a.signal, a.value, a.threshold, a.window,
-        a.model_name, a.model_version, a.evidence_frame_ids, _ts(a.raised_at), a.message,
+        a.model_name, a.model_version, a.evidence_frame_ids, _ts(a.raised_at), a.message, a.caused_by,
     )  # fmt: skip
 
 
@@ -203,7 +203,7 @@ def alert_columns(f: Fields) -> list[list]:
     return [
         f["alert_id"], f["status"], f["type"], f["severity"], f["camera_id"], f["signal"], f["value"],
         f["threshold"], f["window"], f["model_name"], f["model_version"], f["evidence_frame_ids"],
-        _ts_column(f["raised_at"]), f["message"],
+        _ts_column(f["raised_at"]), f["message"], f["caused_by"],
     ]  # fmt: skip
 
 
@@ -386,7 +386,7 @@ SINKS = {
     "alerts": Sink(
         "alerts", Alert, alert_row,
         ("alert_id", "status", "type", "severity", "camera_id", "signal", "value", "threshold", "window",
-         "model_name", "model_version", "evidence_frame_ids", "raised_at", "message"),
+         "model_name", "model_version", "evidence_frame_ids", "raised_at", "message", "caused_by"),
         alert_columns,
     ),
     "evidence": Sink(

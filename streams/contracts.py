@@ -214,7 +214,11 @@ class Alert(_Record):
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
     alert_id: str
     type: AlertType
-    status: Literal["raised", "resolved"] = "raised"
+    status: Literal["raised", "resolved", "suppressed"] = Field(
+        "raised",
+        description="suppressed: raised while another alert of the camera (caused_by) explains it; a symptom, "
+        "not an alert of its own (docs/alerts.md)",
+    )
     severity: Literal["info", "warning", "critical"] = "warning"
     camera_id: str
     signal: str
@@ -226,6 +230,9 @@ class Alert(_Record):
     evidence_frame_ids: list[str] = Field(default_factory=list)
     raised_at: float = Field(description="unix seconds")
     message: str
+    caused_by: str = Field(
+        "", max_length=200, description="the alert id of the cause this alert is a symptom of; empty for a cause"
+    )
 
 
 class MonitorOverrides(_Record):

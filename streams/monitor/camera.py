@@ -50,6 +50,7 @@ from streams.monitor.concept import ConceptDrift
 from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
 from streams.monitor.motion import CameraMoved
+from streams.monitor.policy import DEFAULT_HOLDOFF_S, AlertPolicy
 from streams.monitor.prediction import ClassDistributionDrift, ConfidenceDrift
 from streams.monitor.state import StateError, mapping, version
 from streams.monitor.upstream import UpstreamDrift
@@ -83,6 +84,9 @@ class MonitorSettings:
     embedding_reference: int = 50  # 0 turns it off
     # Concept drift: labelled frames that came back on the feedback topic.
     concept_reference: int = 100  # 0 turns it off
+    # Seconds a statistical alert's clear is held before it is sent, and a cause's after-effects last
+    # (streams.monitor.policy, docs/alerts.md).
+    alert_holdoff_s: float = DEFAULT_HOLDOFF_S
 
 
 # The image signals whose distributions are tested (data_drift, "<name>_distribution").
@@ -101,6 +105,7 @@ class CameraMonitor:
     confidence: ConfidenceDrift | None = None
     embedding: EmbeddingDrift | None = None
     concept: ConceptDrift | None = None
+    policy: AlertPolicy = field(default_factory=AlertPolicy)  # one alert per cause, no flapping
     active: dict[str, str] = field(default_factory=dict)  # "kind:signal" -> alert id of the raise
     frames: int = 0
     relearned_at: float = 0.0  # unix s of the operator's last relearn request this monitor honoured
@@ -130,6 +135,7 @@ class CameraMonitor:
             )
             if s.motion_every
             else None,
+            policy=AlertPolicy(holdoff_s=s.alert_holdoff_s),
             **cls.drift_detectors(s),
         )
 
@@ -165,7 +171,7 @@ class CameraMonitor:
         scores: Sequence[float] = (),
     ) -> list[Alert]:
         """Feed one frame (its metrics and its detections' labels and scores); the alerts it raises or
-        resolves, of every type."""
+        resolves, of every type, as the alert policy sends them (one per cause, no flapping)."""
         self.frames += 1
         self.previous_small = small
         alerts = self.health.observe(m, cooldown_s)
@@ -190,7 +196,19 @@ class CameraMonitor:
                 alerts += self._changes(m, "domain_drift", [("camera_moved", "raised" if now else "resolved")],
                                         self._motion_value)  # fmt: skip
         alerts += self._drift(m, labels, scores)
-        return alerts
+        return self.policy.apply(alerts, m.processed_at, self.brewing())
+
+    def brewing(self) -> set[str]:
+        """The causes building up (a run of black, frozen or over-exposed frames, of frames in another format,
+        of moved comparisons) that have not raised yet, as "type:signal" keys: the policy holds back the
+        raises they would explain until they raise or their run breaks."""
+        out = {f"device_fault:{f}" for f, run in self.feed.runs.items() if run and f not in self.feed.faults}
+        out |= {
+            f"upstream_drift:{k}" for k, run in self.upstream.runs.items() if run and k not in self.upstream.drifted
+        }
+        if self.moved is not None and self.moved.run and not self.moved.drift_detected:
+            out.add("domain_drift:camera_moved")
+        return out
 
     def _drift(self, m: FrameMetrics, labels: Sequence[str], scores: Sequence[float]) -> list[Alert]:
         alerts = []
@@ -293,6 +311,7 @@ class CameraMonitor:
         for rule in self.health.detectors.values():
             rule.consecutive = s.consecutive
         self.feed.expected_fps, self.feed.no_frames_s = s.expected_fps, s.no_frames_s
+        self.policy.holdoff_s = s.alert_holdoff_s
         if self.moved is not None:
             self.moved.threshold_deg, self.moved.threshold_px = s.motion_threshold_deg, s.motion_threshold_px
         if self.distributions is not None:
@@ -302,8 +321,14 @@ class CameraMonitor:
 
     def resolve_all(self, now: float, model_name: str, model_version: str, why: str) -> list[Alert]:
         """Resolve every open alert of this camera (its references are about to be learned again)."""
-        open_alerts = [(k.split(":", 1)[0], k.split(":", 1)[1], aid) for k, aid in self.active.items()]
-        open_alerts += [("data_drift", signal, aid) for signal, aid in self.health.active.items()]
+        open_alerts = self.policy.clear()
+        sent = {(kind, signal) for kind, signal, _ in open_alerts}  # with the ids the policy sent them with
+        open_alerts += [
+            (kind, signal, aid)
+            for kind, signal, aid in [(*k.split(":", 1), aid) for k, aid in self.active.items()]
+            + [("data_drift", signal, aid) for signal, aid in self.health.active.items()]
+            if (kind, signal) not in sent
+        ]
         self.active.clear()
         self.health.active.clear()
         return [
@@ -340,7 +365,9 @@ class CameraMonitor:
             camera_id=self.camera_id, frame_id=frame_id, model_name=model_name, model_version=model_version,
             processed_at=at,
         )  # fmt: skip
-        return self._changes(where, "concept_drift", [("label_error", status)], self._concept_value)
+        return self.policy.apply(
+            self._changes(where, "concept_drift", [("label_error", status)], self._concept_value), at
+        )
 
     def keep_thumbnail(
         self, frame_id: str, captured_at: float, jpeg: bytes, size: tuple[int, int], source: tuple[int, int]
@@ -452,7 +479,7 @@ class CameraMonitor:
                     message=f"camera {self.camera_id} sent no frame for {gap:.0f} s",
                 )
             )
-        return out
+        return self.policy.apply(out, now)
 
     # -- alerts -------------------------------------------------------------------------------------------
 
@@ -570,6 +597,7 @@ class CameraMonitor:
             else [],
             "concept": self.concept.drift_detected if self.concept else False,
             "relearned_at": self.relearned_at,
+            "policy": self.policy.to_dict(),
         }
 
     def to_dict(self) -> dict:
@@ -589,6 +617,7 @@ class CameraMonitor:
             "active": dict(self.active),
             "frames": self.frames,
             "relearned_at": self.relearned_at,
+            "policy": self.policy.to_dict(),
         }
 
     @classmethod
@@ -619,6 +648,10 @@ class CameraMonitor:
             active={str(k): str(v) for k, v in mapping(d["active"], "active").items()},
             frames=int(d["frames"]),
             relearned_at=float(d.get("relearned_at", 0.0)),
+            # A state from before the policy: none of its alerts is held or a symptom; they resolve as sent.
+            policy=AlertPolicy.from_dict(d["policy"])
+            if d.get("policy")
+            else AlertPolicy(holdoff_s=(settings or MonitorSettings()).alert_holdoff_s),
         )
 
 

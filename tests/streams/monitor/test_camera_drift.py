@@ -43,7 +43,8 @@ def of(alerts, kind):
 
 def test_a_shift_inside_the_normal_range_is_caught_by_the_distribution_test():
     rng = random.Random(1)
-    s = MonitorSettings(**{**OFF, "ks_reference": 100}, warmup=20, ks_window=50, ks_every=5)
+    # A hold-off of 5 s: the clear is sent once it has lasted 5 s (25 frames), with the raise's id.
+    s = MonitorSettings(**{**OFF, "ks_reference": 100}, warmup=20, ks_window=50, ks_every=5, alert_holdoff_s=5)
     cam = Camera(CameraMonitor.new("cam-1", s))
     before = [a for _ in range(150) for a in cam.send(brightness=rng.uniform(90, 110))]
     assert before == []
