@@ -157,6 +157,13 @@ class Settings(BaseSettings):
     monitor_concept_reference: int = Field(
         100, ge=0, description="labelled frames (feedback topic) in a camera's reference error; 0 = off"
     )
+    alert_holdoff_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description="seconds a statistical alert's clear is held (a raise within it is the same alert) and a "
+        "cause's after-effects are its symptoms (docs/alerts.md); 0 = clears are sent at once",
+    )
     feedback_horizon: int = Field(
         1000, ge=1, description="predictions per camera a worker keeps to score late labels against"
     )

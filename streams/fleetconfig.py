@@ -80,6 +80,7 @@ def base_settings(settings: Settings) -> MonitorSettings:
         prediction_window=settings.monitor_prediction_window,
         embedding_reference=settings.monitor_embedding_reference if settings.embedding_model else 0,
         concept_reference=settings.monitor_concept_reference,
+        alert_holdoff_s=settings.alert_holdoff_s,
     )
 
 

@@ -18,6 +18,7 @@ MODULES = {
     "upstream": [],
     "embedding": ["sklearn"],
     "concept": ["river"],
+    "policy": [],
     "streams.process": [],
     "streams.peers": [],
     "streams.faust_fixes": [],
