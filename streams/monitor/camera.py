@@ -321,10 +321,10 @@ class CameraMonitor:
 
     def resolve_all(self, now: float, model_name: str, model_version: str, why: str) -> list[Alert]:
         """Resolve every open alert of this camera (its references are about to be learned again)."""
-        open_alerts = self.policy.clear()
-        sent = {(kind, signal) for kind, signal, _ in open_alerts}  # with the ids the policy sent them with
+        open_alerts = self.policy.clear()  # with the ids and causes the policy sent them with
+        sent = {(kind, signal) for kind, signal, _, _ in open_alerts}
         open_alerts += [
-            (kind, signal, aid)
+            (kind, signal, aid, "")
             for kind, signal, aid in [(*k.split(":", 1), aid) for k, aid in self.active.items()]
             + [("data_drift", signal, aid) for signal, aid in self.health.active.items()]
             if (kind, signal) not in sent
@@ -346,8 +346,9 @@ class CameraMonitor:
                 model_version=model_version,
                 raised_at=now,
                 message=f"{kind.replace('_', ' ')} cleared on camera {self.camera_id}: {why}",
+                caused_by=cause,
             )
-            for kind, signal, aid in open_alerts
+            for kind, signal, aid, cause in open_alerts
         ]
 
     def observe_feedback(
@@ -479,7 +480,7 @@ class CameraMonitor:
                     message=f"camera {self.camera_id} sent no frame for {gap:.0f} s",
                 )
             )
-        return self.policy.apply(out, now)
+        return self.policy.apply(out, now, self.brewing())
 
     # -- alerts -------------------------------------------------------------------------------------------
 

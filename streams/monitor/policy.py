@@ -204,9 +204,9 @@ class AlertPolicy:
             self.ended[k] = (o.alert.alert_id, a.raised_at)
         return [*out, a]
 
-    def clear(self) -> list[tuple[str, str, str]]:
-        """Forget everything; the (type, signal, alert id) of each alert that was open, to resolve."""
-        out = [(o.alert.type, o.alert.signal, o.alert.alert_id) for o in self.open.values()]
+    def clear(self) -> list[tuple[str, str, str, str]]:
+        """Forget everything; the (type, signal, alert id, caused_by) of each alert that was open, to resolve."""
+        out = [(o.alert.type, o.alert.signal, o.alert.alert_id, o.alert.caused_by) for o in self.open.values()]
         self.open.clear()
         self.ended.clear()
         self.waiting.clear()

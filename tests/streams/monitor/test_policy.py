@@ -217,6 +217,17 @@ def test_the_policy_state_survives_a_json_round_trip_and_an_older_state_loads_wi
     assert again.policy.open.keys() == cam.monitor.policy.open.keys()
     older = {k: v for k, v in state.items() if k != "policy"}
     assert CameraMonitor.from_dict(older, SETTINGS).policy.open == {}
-    # Relearning resolves every open alert with the id it was sent with.
+    # Relearning resolves every open alert with the id (and cause) it was sent with.
     resolved = cam.monitor.resolve_all(2000.0, "m", "1", "relearn")
-    assert {a.alert_id for a in resolved} == {o.alert.alert_id for o in again.policy.open.values()}
+    sent = {(o.alert.alert_id, o.alert.caused_by) for o in again.policy.open.values()}
+    assert {(a.alert_id, a.caused_by) for a in resolved} == sent and any(c for _, c in sent)
+
+
+def test_the_timer_does_not_release_a_raise_waiting_for_a_cause():
+    cam = Camera()
+    cam.run(200)
+    early = cam.run(5, black=True)  # the range rule fires at 3 dark frames, the black-frame fault at 10
+    assert early == [] and "data_drift:brightness" in cam.monitor.policy.waiting
+    assert cam.monitor.check_silence(now=cam.t) == []
+    later = cam.run(5, black=True)
+    assert keys(later, "raised") == ["device_fault:black"] and "data_drift:brightness" in keys(later, "suppressed")
