@@ -2,6 +2,12 @@
 
 Blur and brightness are measured on a grey copy scaled to at most :data:`ANALYSIS_WIDTH` pixels wide,
 so the figures of one camera are comparable over time and the cost does not grow with resolution.
+
+Blur is sharpness at a standard contrast: the variance of the Laplacian, divided by the picture's own
+contrast squared (the Laplacian is linear, so its variance grows with contrast squared) and multiplied by
+:data:`REFERENCE_CONTRAST` squared. A picture made darker, brighter or flatter by the light, or by a lower
+contrast, keeps its blur; only a softer picture (focus, a smeared or dirty lens) lowers it. Without the
+division, light varying by a few percent made blur vary twice as much, and a lower contrast read as blur.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import cv2
 import numpy as np
 
 ANALYSIS_WIDTH = 320
+REFERENCE_CONTRAST = 50.0  # luma std at which blur is the plain variance of the Laplacian
+CONTRAST_FLOOR = 10.0  # luma std below which a picture is too flat to judge its sharpness: no more rescaling
 
 
 @dataclass(frozen=True)
@@ -20,7 +28,7 @@ class ImageSignals:
     height: int  # px
     aspect_ratio: float  # width / height
     brightness: float  # mean luma, 0-255
-    blur: float  # variance of the Laplacian on the analysis copy; lower is blurrier
+    blur: float  # variance of the Laplacian on the analysis copy at a standard contrast (sharpness); lower is blurrier
 
 
 def analysis_copy(image: np.ndarray) -> np.ndarray:
@@ -31,6 +39,19 @@ def analysis_copy(image: np.ndarray) -> np.ndarray:
         h = max(1, round(grey.shape[0] * ANALYSIS_WIDTH / w))
         grey = cv2.resize(grey, (ANALYSIS_WIDTH, h), interpolation=cv2.INTER_AREA)
     return grey
+
+
+def sharpness(laplacian_var: float, contrast: float) -> float:
+    """Blur at a standard contrast: ``laplacian_var`` (of the analysis copy) rescaled from the picture's
+    ``contrast`` (luma std) to :data:`REFERENCE_CONTRAST`, a contrast under :data:`CONTRAST_FLOOR` counting
+    as the floor (a near-flat picture's noise is not sharpness).
+
+    >>> sharpness(400.0, 50.0), sharpness(64.0, 20.0)  # the same picture at 0.4 times the contrast
+    (400.0, 400.0)
+    >>> sharpness(3.0, 1.0)  # a black frame with a little noise
+    75.0
+    """
+    return laplacian_var * (REFERENCE_CONTRAST / max(contrast, CONTRAST_FLOOR)) ** 2
 
 
 def measure(image: np.ndarray) -> ImageSignals:
@@ -44,5 +65,5 @@ def measure(image: np.ndarray) -> ImageSignals:
     h, w = image.shape[:2]
     grey = analysis_copy(image)
     mean = float(grey.mean())
-    blur = float(cv2.Laplacian(grey, cv2.CV_32F).var())
+    blur = sharpness(float(cv2.Laplacian(grey, cv2.CV_32F).var()), float(grey.std()))
     return ImageSignals(width=w, height=h, aspect_ratio=w / h, brightness=mean, blur=blur)

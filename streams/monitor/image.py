@@ -68,7 +68,7 @@ def measure(image_bgr: np.ndarray, previous_small: np.ndarray | None = None) -> 
     mean, std = cv2.meanStdDev(grey)
     brightness, contrast = float(mean[0, 0]), float(std[0, 0])
     _, lap_std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))  # numpy's var() is 3x slower
-    blur = float(lap_std[0, 0]) ** 2
+    blur = signals.sharpness(float(lap_std[0, 0]) ** 2, contrast)
     n = grey.size
     under = int(np.count_nonzero(grey <= UNDER_EXPOSED_LUMA)) / n
     over = int(np.count_nonzero(grey >= OVER_EXPOSED_LUMA)) / n
