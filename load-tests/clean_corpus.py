@@ -160,7 +160,7 @@ PATCHES = {
 
 
 def _patch(name: str, height: int) -> tuple[np.ndarray, np.ndarray]:
-    """A patch ``height`` px high and its soft elliptic mask (0-1)."""
+    """A patch ``height`` px high and its mask (0-1, soft at the edges)."""
     source, (y0, y1, x0, x1) = PATCHES[name]
     image = _photo(source)
     h, w = image.shape[:2]
@@ -168,8 +168,8 @@ def _patch(name: str, height: int) -> tuple[np.ndarray, np.ndarray]:
     width = max(8, round(image.shape[1] * height / image.shape[0]))
     image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
     mask = np.zeros((height, width), np.float32)
-    cv2.ellipse(mask, (width // 2, height // 2), (width // 2 - 2, height // 2 - 2), 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), 3)[..., None]
+    mask[3:-3, 3:-3] = 1.0
+    mask = cv2.GaussianBlur(mask, (0, 0), 2)[..., None]
     return image, mask
 
 
@@ -201,19 +201,20 @@ def source_frames(scene: Scene, bikes: list[np.ndarray] | None = None) -> list[n
     c = scene.crop
     w, h = SIZE[0] + 2 * c, SIZE[1] + 2 * c
     base = _cover(_photo(scene.source), w, h).astype(np.float32)
-    movers = []  # (patch, mask, start xy, end xy)
+    movers = []  # (patch, mask, start xy, end xy): from beyond one side of the view to beyond the other
     names = [n for n in PATCHES if PATCHES[n][0] != scene.source]
     for _ in range(scene.sprites):
-        patch, mask = _patch(str(rng.choice(names)), int(rng.integers(50, 130)))
-        y = rng.uniform(0.3, 0.85) * h
-        xs = (-0.1 * w, 1.1 * w) if rng.random() < 0.5 else (1.1 * w, -0.1 * w)
+        patch, mask = _patch(str(rng.choice(names)), int(rng.integers(90, 180)))
+        y, off = rng.uniform(0.35, 0.7) * h, patch.shape[1] / 2 + 2
+        xs = (-off, w + off) if rng.random() < 0.5 else (w + off, -off)
         movers.append((patch, mask, (xs[0], y), (xs[1], y + rng.uniform(-0.1, 0.1) * h)))
-    if scene.person:  # close to the lens: most of the height, moving about the middle of the view
+    if scene.person:  # close to the lens: most of the height, walking through the view
         patch, mask = _patch("person", int(0.9 * h))
-        movers.append((patch, mask, (0.25 * w, 0.6 * h), (0.75 * w, 0.55 * h)))
+        off = patch.shape[1] / 2 + 2
+        movers.append((patch, mask, (-off, 0.6 * h), (w + off, 0.55 * h)))
+    out = [base.astype(np.uint8)] * POOL  # the view without moving objects: copies that differ by their noise
     if not movers:
-        return [base.astype(np.uint8)] * POOL  # copies that will differ by their noise
-    out = []
+        return out
     for p in range(POSITIONS):
         t = p / (POSITIONS - 1)
         canvas = base.copy()
@@ -404,8 +405,8 @@ class Camera:
 
     @property
     def pooled(self) -> bool:
-        """A photo without moving objects: noisy copies drawn at random, not a path played back and forth."""
-        return self.scene.kind != "street" and not self.scene.sprites and not self.scene.person
+        """A photo: noisy copies of the empty view, and objects passing through it now and then."""
+        return self.scene.kind != "street"
 
 
 def plan(cameras: int, frames: int, scenes: Sequence[Scene], seed: int = SEED) -> list[Camera]:
@@ -431,18 +432,30 @@ def plan(cameras: int, frames: int, scenes: Sequence[Scene], seed: int = SEED) -
 
 
 def _order(cam: Camera, sources: int, rng: np.random.Generator) -> Iterator[int]:
-    """The camera's source frame indices, one per frame."""
-    if cam.pooled:
-        last = -1
+    """The camera's source frame indices, one per frame.
+
+    Street footage: its shot, forwards then backwards, from ``cam.start``. Photos: spells of the empty view
+    (its ``POOL`` noisy copies at random, never the same twice in a row: that would be a frozen feed) of
+    10 to 120 s, between which the objects pass through the view 1 to 4 times (``POSITIONS`` frames each,
+    the other way the next time): a view busy for a while, then quiet, as a street is.
+    """
+    if not cam.pooled:
+        path = list(range(sources)) + list(range(sources - 2, 0, -1))
+        i = cam.start % len(path)
         while True:
-            i = int(rng.integers(sources - 1))
-            last = i + 1 if i >= last else i  # never the same copy twice in a row: that is a frozen feed
-            yield last
-    path = list(range(sources)) + list(range(sources - 2, 0, -1))  # forwards then backwards
-    i = cam.start % len(path)
+            yield path[i]
+            i = (i + 1) % len(path)
+    last, forwards = -1, bool(cam.start % 2)
+    passes = list(range(POOL, sources))
     while True:
-        yield path[i]
-        i = (i + 1) % len(path)
+        for _ in range(int(rng.integers(50, 600))):
+            i = int(rng.integers(POOL - 1))
+            last = i + 1 if i >= last else i
+            yield last
+        for k in range(int(rng.integers(1, 5)) if passes else 0):
+            path = passes if forwards else passes[::-1]
+            yield from path[1:] if k else path  # turning back: its last frame is not sent twice
+            forwards = not forwards
 
 
 def _levels(cam: Camera, rng: np.random.Generator) -> Iterator[int]:
