@@ -23,7 +23,12 @@ class FeedHealth:
     """Device faults of one camera, each raised and cleared on its own.
 
     - ``no_frames``: no frame arrived for more than ``no_frames_s`` seconds; checked by :meth:`check`
-      with the caller's ``now`` (the worker's timer), cleared by the next frame.
+      with the caller's ``now`` (the worker's timer). Raised when ``confirm_checks`` checks in a row find the
+      feed silent with no frame between them, resolved when ``resume_frames`` frames have come with no silent
+      check between them, so that a feed does not flap between silent and back. The silence is judged on
+      the frames the worker has reached, not on how far behind it is: when a frame comes that had arrived
+      before the last check (the worker was working through a backlog), ``now`` ran ahead of the frames by
+      that much (the *lead*, at most ``10 * no_frames_s``), and the next checks take it off.
     - ``low_fps``: over the last ``fps_window`` capture times, frames per second below
       ``expected_fps * (1 - fps_tolerance)``.
     - ``frozen``: ``frame_diff`` below ``frozen_eps`` (0-255) for ``run_frames`` frames in a row. A
@@ -46,8 +51,8 @@ class FeedHealth:
     ...     if h.update(captured_at=t, arrived_at=t + 0.1, frame_diff=0.0 if i >= 20 else 4.0).changes:
     ...         print(i, h.changes)
     22 [('frozen', 'raised')]
-    >>> h.check(now=1030.0).changes
-    [('no_frames', 'raised')]
+    >>> h.check(now=1030.0).changes, h.check(now=1031.0).changes
+    ([], [('no_frames', 'raised')])
     >>> sorted(h.faults)
     ['frozen', 'no_frames']
     """
@@ -63,6 +68,8 @@ class FeedHealth:
         over_exposed_share: float = 0.5,
         skew_s: float = 2.0,
         skew_window: int = 25,
+        confirm_checks: int = 2,
+        resume_frames: int = 5,
     ):
         self.expected_fps = expected_fps
         self.fps_tolerance = fps_tolerance
@@ -73,9 +80,15 @@ class FeedHealth:
         self.over_exposed_share = over_exposed_share
         self.skew_s = skew_s
         self.skew_window = skew_window
+        self.confirm_checks = confirm_checks
+        self.resume_frames = resume_frames
         self.captured: deque[float] = deque(maxlen=fps_window)
         self.delays: deque[float] = deque(maxlen=skew_window)  # arrived_at - captured_at, s
         self.last_arrival: float | None = None
+        self.last_check: float | None = None  # the ``now`` of the last check
+        self.lead = 0.0  # s that the checks' clock runs ahead of the frames the worker has reached
+        self.silent_checks = 0  # silent checks in a row, no frame between them
+        self.resumed = 0  # frames since the feed was found silent, no silent check between them
         self.runs = {FROZEN: 0, BLACK: 0, OVER_EXPOSED: 0}
         self.faults: set[str] = set()
         self.changes: list[tuple[str, str]] = []
@@ -114,7 +127,12 @@ class FeedHealth:
         self.changes = []
         # The last arrival, not the latest ever: one record stamped ahead must not hide a silence until then.
         self.last_arrival = arrived_at
-        self._set(NO_FRAMES, False)
+        if self.last_check is not None:
+            self.lead = min(max(0.0, self.last_check - arrived_at), 10 * self.no_frames_s)
+        self.silent_checks = 0
+        self.resumed = min(self.resumed + 1, self.resume_frames)
+        if self.resumed >= self.resume_frames:
+            self._set(NO_FRAMES, False)
         self.captured.append(captured_at)
         self.delays.append(arrived_at - captured_at)
         fps = self.fps
@@ -132,9 +150,18 @@ class FeedHealth:
     def check(self, now: float) -> FeedHealth:
         """Whether the feed has gone silent by ``now`` (unix s, the caller's clock)."""
         self.changes = []
-        if self.last_arrival is not None:
-            self._set(NO_FRAMES, now - self.last_arrival > self.no_frames_s)
+        self.last_check = now
+        silent = self.silent_for(now) > self.no_frames_s
+        if silent:
+            self.silent_checks += 1
+            self.resumed = 0
+            if self.silent_checks >= self.confirm_checks:
+                self._set(NO_FRAMES, True)
         return self
+
+    def silent_for(self, now: float) -> float:
+        """Seconds without a frame by ``now``, less the checks' lead over the frames (0 before the first)."""
+        return 0.0 if self.last_arrival is None else max(0.0, now - self.lead - self.last_arrival)
 
     @property
     def fault_detected(self) -> bool:
@@ -152,10 +179,16 @@ class FeedHealth:
                 "over_exposed_share": self.over_exposed_share,
                 "skew_s": self.skew_s,
                 "skew_window": self.skew_window,
+                "confirm_checks": self.confirm_checks,
+                "resume_frames": self.resume_frames,
             },
             "captured": list(self.captured),
             "delays": list(self.delays),
             "last_arrival": self.last_arrival,
+            "last_check": self.last_check,
+            "lead": self.lead,
+            "silent_checks": self.silent_checks,
+            "resumed": self.resumed,
             "runs": dict(self.runs),
             "faults": sorted(self.faults),
         }
@@ -168,4 +201,8 @@ class FeedHealth:
         obj.last_arrival = d["last_arrival"]
         obj.runs = dict(d["runs"])
         obj.faults = set(d["faults"])
+        # Saved before the silence had hysteresis: no lead known yet, a silence raised resolves as before.
+        obj.last_check, obj.lead = d.get("last_check"), d.get("lead", 0.0)
+        obj.silent_checks = d.get("silent_checks", 0)
+        obj.resumed = d.get("resumed", 0)
         return obj

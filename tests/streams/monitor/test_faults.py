@@ -30,15 +30,31 @@ def test_a_healthy_feed_has_no_faults():
     assert h.skew == pytest.approx(0.1)
 
 
-def test_no_frames_is_raised_by_the_clock_it_is_given_and_cleared_by_the_next_frame():
+def test_no_frames_is_raised_on_two_silent_checks_and_resolved_once_frames_flow_again():
     h = FeedHealth(no_frames_s=10)
     t = steady(h, 10)
     last_arrival = t - 0.2 + 0.1
     assert h.check(now=last_arrival + 10.0).changes == []
-    assert h.check(now=last_arrival + 10.5).changes == [(NO_FRAMES, "raised")]
+    assert h.check(now=last_arrival + 10.5).changes == []  # silent once: confirmed by the next check
+    assert h.check(now=last_arrival + 11.0).changes == [(NO_FRAMES, "raised")]
     assert h.check(now=last_arrival + 20).changes == []  # raised once
-    h.update(captured_at=t + 20, arrived_at=t + 20.1, frame_diff=3.0)
+    t = steady(h, 4, start=t + 20)
+    assert NO_FRAMES in h.faults and h.changes == []  # frames again, not yet steadily
+    steady(h, 1, start=t)
     assert h.changes == [(NO_FRAMES, "resolved")]
+
+
+def test_a_silence_stays_one_alert_while_frames_only_trickle_in():
+    h = FeedHealth(no_frames_s=4)
+    t = steady(h, 10)
+    changes = []
+    for _ in range(10):  # one frame every 6 s: each ends a silence and the next one begins
+        for dt in (5, 5.5, 6.0):
+            changes += h.check(now=t + dt).changes
+        h.update(captured_at=t + 6, arrived_at=t + 6.1, frame_diff=3.0)
+        changes += h.changes
+        t += 6
+    assert changes == [(NO_FRAMES, "raised")]
 
 
 def test_a_feed_that_never_sent_a_frame_is_not_judged():
@@ -98,3 +114,75 @@ def test_state_survives_a_json_round_trip_and_stays_bounded():
         steady(h, 1, start=t, black=True)
     assert a.changes == b.changes == [(BLACK, "raised")]
     assert a.to_dict() == b.to_dict()
+
+
+def _worker(
+    frames: list[tuple[str, float]], start: float, speed: float, chunk_s: float = 2.0, check_every: float = 1.0
+):
+    """A worker started at ``start`` (wall clock) that reads ``frames`` ((camera, broker time), sent 0.05 s
+    after capture) ``speed`` times as fast as they came, a chunk of ``chunk_s`` broker seconds at a time and
+    camera by camera within it, its timer checking every camera's silence every ``check_every`` s of the wall
+    clock. Yields (wall time, camera, change) for every change."""
+    feeds = {cam: FeedHealth(no_frames_s=4) for cam, _ in frames}
+    order = sorted(frames, key=lambda f: (int((f[1] - T0) // chunk_s), f[0], f[1]))
+    wall, next_check = start, start + check_every
+    cost = (frames[-1][1] - frames[0][1]) / len(frames) / speed
+    for cam, arrived in order:
+        wall = max(wall + cost, arrived)
+        while next_check <= wall:
+            for c, h in feeds.items():
+                yield from ((next_check, c, change) for change in h.check(now=next_check).changes)
+            next_check += check_every
+        feeds[cam].update(captured_at=arrived - 0.05, arrived_at=arrived, frame_diff=3.0)
+        yield from ((wall, cam, change) for change in feeds[cam].changes)
+    end = wall + 30
+    while next_check <= end:  # the gateway stopped: every camera goes silent
+        for c, h in feeds.items():
+            yield from ((next_check, c, change) for change in h.check(now=next_check).changes)
+        next_check += check_every
+
+
+def _frames(cameras: dict[str, list[tuple[float, float]]], fps: float = 5.0) -> list[tuple[str, float]]:
+    """Broker times of each camera's frames at ``fps`` over its (from, to) spans, s after T0."""
+    out = []
+    for cam, spans in cameras.items():
+        for a, b in spans:
+            out += [(cam, T0 + a + i / fps + 0.05) for i in range(int((b - a) * fps))]
+    return sorted(out, key=lambda f: f[1])
+
+
+def test_a_worker_catching_up_on_a_backlog_does_not_flap():
+    # Three cameras sending for 120 s; the worker starts 13 s late and reads 1.5 times as fast as they send.
+    frames = _frames({cam: [(0, 120)] for cam in ("a", "b", "c")})
+    changes = list(_worker(frames, start=T0 + 13, speed=1.5))
+    # Nothing while they send; once the gateway stops, each silent, once.
+    assert [(cam, change) for _, cam, change in changes] == [(c, (NO_FRAMES, "raised")) for c in "abc"]
+    assert all(wall > T0 + 120 + 4 for wall, _, _ in changes)
+
+
+def test_a_silence_in_the_backlog_is_raised_and_resolved_once():
+    # Camera b is silent from 30 s to 60 s of the feed, while the worker is still behind.
+    frames = _frames({"a": [(0, 120)], "b": [(0, 30), (60, 120)], "c": [(0, 120)]})
+    changes = list(_worker(frames, start=T0 + 13, speed=1.2))
+    silences = [(cam, change) for wall, cam, change in changes if change[0] == NO_FRAMES and wall < T0 + 120]
+    assert silences == [("b", (NO_FRAMES, "raised")), ("b", (NO_FRAMES, "resolved"))]  # (and low_fps on b)
+
+
+def test_a_backlog_sent_in_a_burst_after_a_gap_resolves_once():
+    # The gateway lost the broker for 20 s and sends what it kept at once: 100 frames with old capture times,
+    # arriving within half a second, then live frames again. The worker keeps up.
+    h = FeedHealth(no_frames_s=4)
+    t = steady(h, 50)
+    changes = []
+    for k in range(1, 21):
+        changes += h.check(now=t + k).changes
+    burst_at = t + 20.5
+    for i in range(100):
+        h.update(captured_at=t + i / 5, arrived_at=burst_at + i / 200, frame_diff=3.0)
+        changes += h.changes
+    for k in range(21, 60):
+        changes += h.check(now=t + k).changes
+        steady(h, 5, start=t + k - 0.9, delay=0.05)
+        changes += h.changes
+    # (clock_skew is raised too, and resolves: the kept frames came 20 s after they were taken)
+    assert [c for c in changes if c[0] == NO_FRAMES] == [(NO_FRAMES, "raised"), (NO_FRAMES, "resolved")]
