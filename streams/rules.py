@@ -12,6 +12,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from streams.contracts import Alert, FrameMetrics
+from streams.signals import light_explains
 
 
 @dataclass
@@ -84,6 +85,11 @@ class OutOfRange:
         return self._signal_units(self.hi)
 
     @property
+    def centre(self) -> float:
+        """The middle of the range, signal units (of its log with ``log=True``): the reference's typical value."""
+        return self._signal_units((self.lo + self.hi) / 2)
+
+    @property
     def threshold(self) -> float:
         """The bound the last value is nearest to (the one it crossed, when out of range)."""
         return self.lower if self.last < (self.lower + self.upper) / 2 else self.upper
@@ -103,7 +109,13 @@ def alert_id(camera_id: str, signal: str, frame_id: str) -> str:
 
 
 # Signals watched by the range rule: the floor of each one's spread, and whether it varies by factors.
-WATCHED = {"brightness": {"min_spread": 10.0, "log": False}, "blur": {"min_spread": 0.5, "log": True}}
+WATCHED = {
+    "brightness": {"min_spread": 10.0, "log": False},
+    "blur": {"min_spread": 0.5, "log": True},  # sharpness at a standard contrast: light does not move it
+    "contrast": {"min_spread": 0.3, "log": True},  # x0.74 to x1.35 beyond the reference's own spread
+}
+# A contrast out of range by the same factor as the brightness is the light's doing: brightness is the alert.
+EXPLAINED_BY = {"contrast": "brightness"}
 EVIDENCE_FRAMES = 5
 
 
@@ -127,12 +139,31 @@ class CameraHealth:
 
     @classmethod
     def from_dict(cls, d: dict) -> CameraHealth:
+        """The health ``d`` describes; a signal watched since it was saved starts learning its range, with the
+        others' settings."""
+        detectors = {k: OutOfRange(**v) for k, v in d["detectors"].items()}
+        if detectors:
+            some = next(iter(detectors.values()))
+            for name, floor in WATCHED.items():
+                if name not in detectors:
+                    detectors[name] = OutOfRange(
+                        warmup=some.warmup, tolerance=some.tolerance, consecutive=some.consecutive, **floor
+                    )
         return cls(
             camera_id=d["camera_id"],
-            detectors={k: OutOfRange(**v) for k, v in d["detectors"].items()},
+            detectors=detectors,
             active=dict(d["active"]),
             last_raised=dict(d["last_raised"]),
         )
+
+    def explained(self, signal: str) -> bool:
+        """Whether ``signal``'s move is another watched signal's doing (:data:`EXPLAINED_BY`): its factor
+        against its range's centre matches the cause's."""
+        cause = self.detectors.get(EXPLAINED_BY.get(signal, ""))
+        det = self.detectors[signal]
+        if cause is None or not cause.ready or det.centre <= 0 or cause.centre <= 0:
+            return False
+        return light_explains(det.last / det.centre, cause.last / cause.centre)
 
     def to_dict(self) -> dict:
         """The state worth keeping across a restart. It changes only while the reference is learned and
@@ -163,6 +194,8 @@ class CameraHealth:
             value = float(getattr(m, signal))
             det.update(value)
             if det.drift_detected and signal not in self.active:
+                if self.explained(signal):
+                    continue
                 if m.processed_at - self.last_raised.get(signal, -math.inf) < cooldown_s:
                     continue
                 alert = self._alert(m, signal, det, "raised", alert_id(m.camera_id, signal, m.frame_id))

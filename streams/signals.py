@@ -12,6 +12,7 @@ division, light varying by a few percent made blur vary twice as much, and a low
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -52,6 +53,22 @@ def sharpness(laplacian_var: float, contrast: float) -> float:
     75.0
     """
     return laplacian_var * (REFERENCE_CONTRAST / max(contrast, CONTRAST_FLOOR)) ** 2
+
+
+def light_explains(contrast_ratio: float, brightness_ratio: float) -> bool:
+    """Whether a change of contrast by ``contrast_ratio`` (new / reference) is the light's doing, the
+    brightness having changed by ``brightness_ratio``: more or less light scales the mean and the spread
+    of luma by the same factor (dusk: both x0.6), where a lower contrast moves the spread alone. Explained
+    when both moved the same way and the brightness's factor accounts for at least half of the contrast's
+    (in log terms); then the cause to name is brightness.
+
+    >>> light_explains(0.6, 0.62), light_explains(0.4, 1.0), light_explains(1.0, 1.5)
+    (True, False, False)
+    """
+    if contrast_ratio <= 0 or brightness_ratio <= 0:
+        return False
+    c, b = math.log(contrast_ratio), math.log(brightness_ratio)
+    return c * b > 0 and abs(c - b) <= abs(c) / 2
 
 
 def measure(image: np.ndarray) -> ImageSignals:

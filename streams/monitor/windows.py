@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from scipy import stats
 
+from streams.signals import light_explains
+
 
 class KSWindow:
     """Two-sample Kolmogorov-Smirnov test of the last ``window`` values against a reference window.
@@ -191,6 +193,16 @@ def holm_levels(p_values: Mapping[str, float], alpha: float) -> dict[str, float]
     return {name: alpha / (m - i) for i, (name, _) in enumerate(ranked)}
 
 
+# signal -> the signal whose move, when it explains this one's, is the one reported (see MultiKS)
+EXPLAINED_BY = {"contrast": "brightness"}
+
+
+def _factor(w: KSWindow) -> float:
+    """Median of the window over the median of the reference (0 when the reference's is 0)."""
+    ref = float(np.median(w.reference))
+    return float(np.median(np.fromiter(w.window, float, len(w.window)))) / ref if ref > 0 else 0.0
+
+
 class MultiKS:
     """KS tests of several scalar signals at once, with Holm's correction for multiple testing.
 
@@ -206,6 +218,11 @@ class MultiKS:
 
     ``update`` takes a mapping of signal name to value; a missing or ``None`` value (``frame_diff`` of a
     first frame) skips that signal for this update.
+
+    The signal named is the one that moved: when ``contrast`` and ``brightness`` are both watched, a
+    contrast drift whose factor (window median over reference median) the brightness's factor explains
+    (:func:`streams.signals.light_explains`: the light changed, as at dusk) is not reported; the
+    brightness drift is the alert. A lower contrast at the same brightness still is.
 
     State: one :class:`KSWindow` per signal (about 5 KB of JSON each for 200 + 100 values).
 
@@ -263,6 +280,9 @@ class MultiKS:
         for w in full.values():
             w.test()
         self.drifted = holm({n: w.p_value for n, w in full.items()}, self.alpha)
+        for name, cause in EXPLAINED_BY.items():
+            if name in self.drifted and cause in full and light_explains(_factor(full[name]), _factor(full[cause])):
+                self.drifted.discard(name)
         return self.drifted
 
     @property
