@@ -32,8 +32,11 @@ Every other raised alert (on a camera without events, or outside every event win
 Resolves are not counted. Targets: detected/events >= 0.95, correct_type/detected >= 0.9,
 median_delay_frames <= 50, false_alarms_per_10k <= 0.2.
 
-Prints the worker settings, a table of events, the false alarms, the targets, then one JSON line.
-``--quick`` plays the cameras marked ``quick`` (the default), each cut at ``QUICK_FRAMES`` frames.
+Prints the worker settings, a table of events, the false alarms, the targets, then the clean corpus
+(``clean_corpus.py``: the camera monitors alone on some 150,000 clean frames, its false alarms per detector
+with their 95 % upper bound; the worker's default settings plus ``--set``), then one JSON line, the clean
+corpus's figures under ``clean_corpus``. ``--quick`` plays the cameras marked ``quick`` (the default), each
+cut at ``QUICK_FRAMES`` frames, and a slice of the clean corpus; ``--no-clean`` leaves the clean corpus out.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import itertools
 
+import clean_corpus
 from _common import free_port, start_worker
 
 from streams import fetch_pacing
@@ -515,6 +519,7 @@ def main() -> int:
     ap.add_argument("--scenario", action="append", default=[], help="only this scenario (name); repeatable")
     ap.add_argument("--dir", type=Path, default=SCENARIO_DIR)
     ap.add_argument("--timeout", type=float, default=1200.0, help="give up waiting for the worker after this, s")
+    ap.add_argument("--no-clean", action="store_true", help="leave out the clean corpus (clean_corpus.py)")
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a worker setting (streams.config.Settings field, e.g. monitor_ks_window=100) over the run's own",
@@ -599,6 +604,17 @@ def main() -> int:
         print(f"  {fa['camera']} seq {fa['seq']}: {fa['type']}:{fa['signal']}")
     for k, (op, target) in TARGETS.items():
         print(f"target {k} {op} {target}: {summary[k]} -> {'met' if summary['targets_met'][k] else 'NOT met'}")
+    if not args.no_clean:
+        sets = clean_corpus.parse_sets(args.set)
+        print(
+            "clean corpus, monitor settings: worker defaults"
+            + "".join(f" CVOPS_{k.upper()}={v!r}" for k, v in sets.items())
+        )
+        clean = clean_corpus.run(
+            args.quick, settings=Settings(_env_file=None, **sets), workers=min(2, os.cpu_count() or 1)
+        )
+        clean_corpus.report(clean)
+        summary["clean_corpus"] = clean_corpus.summary(clean)
     summary |= {
         "quick": args.quick,
         "scenarios": names,
