@@ -26,13 +26,16 @@ class KSWindow:
 
     The test assumes independent values. Successive video frames are not (a parked lorry stays for a
     minute; a hand-held view sways), and on such values a plain KS p-value comes out far smaller than it
-    should, hence false alarms. So each sample counts for its *effective* size, ``n (1 - r) / (1 + r)``
-    with ``r`` the lag-1 autocorrelation of the reference (the camera's normal pace of change, clipped to
-    0-0.9; the reference's and not the window's, so that a real step inside the window does not weaken
-    its own test), and the p-value is the Kolmogorov distribution's at those sizes. Values whose ``r`` is
-    within chance of 0 (below ``2 / sqrt(reference)``) count as independent and keep scipy's exact
-    p-value. Testing every ``every`` values keeps the cost down (one test takes about 0.5 ms for 200
-    against 100 values) and, with it, the chances of a false alarm.
+    should, hence false alarms. So each sample counts for its *effective* size, ``n / tau``, with ``tau``
+    the reference's integrated autocorrelation time (:func:`autocorrelation_time`: the camera's normal pace
+    of change, 1 to 19; the reference's and not the window's, so that a real step inside the window does
+    not weaken its own test), and the p-value is the Kolmogorov distribution's at those sizes. Values
+    with no autocorrelation beyond chance (``tau`` = 1) count as independent and keep scipy's exact
+    p-value. The lag-1 autocorrelation alone is not enough: a slow wander (light) under frame-to-frame
+    noise (JPEG quality that varies from frame to frame) has a small lag-1 autocorrelation and a long
+    memory, and counted as independent it raised false alarms. Testing every ``every`` values keeps the
+    cost down (one test takes about 0.5 ms for 200 against 100 values) and, with it, the chances of a
+    false alarm.
 
     Parameters: reference (values), window (values), every (values between tests), alpha (0-1),
     warmup (values skipped before the reference starts).
@@ -68,7 +71,7 @@ class KSWindow:
         self.since_test = 0
         self.statistic = 0.0  # last test's KS statistic D, 0-1
         self.p_value = 1.0  # last test's p-value
-        self._lag1 = 0.0  # the reference's lag-1 autocorrelation, clipped to 0-0.9
+        self._tau = 1.0  # the reference's integrated autocorrelation time, 1-19
 
     @property
     def ready(self) -> bool:
@@ -106,13 +109,12 @@ class KSWindow:
             return self.statistic, self.p_value
         if self._reference_array is None or len(self._reference_array) != len(self.reference):
             self._reference_array = np.asarray(self.reference)
-            self._lag1 = lag1_autocorrelation(self._reference_array)
+            self._tau = autocorrelation_time(self._reference_array)
         window = np.fromiter(self.window, float, len(self.window))
         result = stats.ks_2samp(self._reference_array, window)
         self.statistic, self.p_value = float(result.statistic), float(result.pvalue)
-        # only an autocorrelation clearly above what independent values show by chance (2 / sqrt(n))
-        if self._lag1 > 2 / math.sqrt(len(self._reference_array)):
-            shrink = (1 - self._lag1) / (1 + self._lag1)
+        if self._tau > 1:
+            shrink = 1 / self._tau
             m, n = max(1.0, len(self._reference_array) * shrink), max(1.0, len(window) * shrink)
             self.p_value = max(self.p_value, float(stats.kstwobign.sf(self.statistic * math.sqrt(m * n / (m + n)))))
         return self.statistic, self.p_value
@@ -162,6 +164,44 @@ def lag1_autocorrelation(values: np.ndarray) -> float:
     if denominator <= 1e-12 * len(x):
         return 0.0
     return min(0.9, max(0.0, float(x[1:] @ x[:-1]) / denominator))
+
+
+MAX_AUTOCORRELATION_TIME = 19.0  # (1 + 0.9) / (1 - 0.9): a sample counts for at least 1/19 of its size
+
+
+def autocorrelation_time(values: np.ndarray) -> float:
+    """Integrated autocorrelation time ``1 + 2 (r1 + r2 + ...)`` of ``values``: how many of them make one
+    independent value. The sum runs over the lags whose autocorrelation is above what independent values
+    show by chance (``2 / sqrt(n)``), up to the first that is not and at most ``n / 4``; the result is
+    clipped to 1-:data:`MAX_AUTOCORRELATION_TIME` (1 for fewer than 3 values or no spread). For a first
+    order autoregression (lag-1 ``r``) it is ``(1 + r) / (1 - r)``.
+
+    >>> autocorrelation_time(np.sin(np.linspace(0, 6, 200)))  # a slow swing: capped
+    19.0
+    >>> autocorrelation_time(np.random.default_rng(0).normal(size=200))  # independent noise
+    1.0
+    >>> rng = np.random.default_rng(1)  # a slow swing under as much frame-to-frame noise
+    >>> wander = np.sin(np.linspace(0, 6, 200)) + rng.normal(0, 0.7, 200)
+    >>> round(lag1_autocorrelation(wander), 2), round(autocorrelation_time(wander), 1)
+    (0.52, 19.0)
+    """
+    n = len(values)
+    if n < 3:
+        return 1.0
+    x = values - values.mean()
+    denominator = float(x @ x)
+    if denominator <= 1e-12 * n:
+        return 1.0
+    chance = 2 / math.sqrt(n)
+    tau = 1.0
+    for k in range(1, max(2, n // 4)):
+        r = float(x[k:] @ x[:-k]) / denominator
+        if r <= chance:
+            break
+        tau += 2 * r
+        if tau >= MAX_AUTOCORRELATION_TIME:
+            break
+    return min(tau, MAX_AUTOCORRELATION_TIME)
 
 
 def holm(p_values: Mapping[str, float], alpha: float) -> set[str]:
