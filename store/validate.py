@@ -271,7 +271,8 @@ def suspects(
     latest, earliest = now + limits.max_future_s, now - limits.max_age_s
     for name in _TIMESTAMPS.get(kind, ()):
         values = column(name)
-        if values and (max(values) > latest or min(values) < earliest):
+        # written as the range test above, so that a NaN first in the column (min and max then give NaN) scans it
+        if values and not (earliest <= min(values) and max(values) <= latest):
             scan(values, lambda t: t > latest or t < earliest)
     identity = _IDENTITY.get(kind)
     if identity and not all(values := column(identity)):
