@@ -137,7 +137,7 @@ class CameraMoved:
 
     The first frame given (or :meth:`set_reference`) is the reference view: the small grey analysis copy
     (:func:`streams.signals.analysis_copy`, px of that copy). Every ``every``-th frame is compared with it
-    (about 3-5 ms each on a 320 x 136 copy: ORB, matching and RANSAC; once a second is plenty for a camera at 5 fps).
+    (a few ms each on a 320 x 136 copy: ORB, matching and RANSAC; once a second is plenty for a camera at 5 fps).
     Each comparison is one of:
 
     - moved: ``|angle| > threshold_deg`` or a centre shift above ``threshold_px``;
