@@ -186,3 +186,19 @@ def test_a_backlog_sent_in_a_burst_after_a_gap_resolves_once():
         changes += h.changes
     # (clock_skew is raised too, and resolves: the kept frames came 20 s after they were taken)
     assert [c for c in changes if c[0] == NO_FRAMES] == [(NO_FRAMES, "raised"), (NO_FRAMES, "resolved")]
+
+
+def test_a_silence_half_confirmed_survives_a_restart_and_an_older_state_loads():
+    a = FeedHealth(no_frames_s=4)
+    t = steady(a, 10)
+    a.check(now=t + 5)
+    b = FeedHealth.from_dict(through_json(a.to_dict()))
+    assert b.check(now=t + 6).changes == [(NO_FRAMES, "raised")]
+    old = through_json(a.to_dict())  # as saved before the silence had hysteresis
+    for key in ("last_check", "lead", "silent_checks", "resumed"):
+        del old[key]
+    for key in ("confirm_checks", "resume_frames"):
+        del old["params"][key]
+    c = FeedHealth.from_dict(old)
+    assert (c.confirm_checks, c.resume_frames, c.lead, c.silent_checks) == (2, 5, 0.0, 0)
+    assert c.check(now=t + 6).changes == [] and c.check(now=t + 7).changes == [(NO_FRAMES, "raised")]
