@@ -10,6 +10,8 @@ import statistics
 from collections import deque
 from collections.abc import Mapping
 
+from streams.monitor.state import integer, number
+
 NO_FRAMES = "no_frames"  # nothing arrived for longer than no_frames_s
 LOW_FPS = "low_fps"  # capture rate below the expected rate
 FROZEN = "frozen"  # the same picture again and again
@@ -202,7 +204,9 @@ class FeedHealth:
         obj.runs = dict(d["runs"])
         obj.faults = set(d["faults"])
         # Saved before the silence had hysteresis: no lead known yet, a silence raised resolves as before.
-        obj.last_check, obj.lead = d.get("last_check"), d.get("lead", 0.0)
-        obj.silent_checks = d.get("silent_checks", 0)
-        obj.resumed = d.get("resumed", 0)
+        last_check = d.get("last_check")
+        obj.last_check = None if last_check is None else number(last_check, "last_check")
+        obj.lead = number(d.get("lead", 0.0), "lead", lo=0.0)
+        obj.silent_checks = integer(d.get("silent_checks", 0), "silent_checks")
+        obj.resumed = integer(d.get("resumed", 0), "resumed")
         return obj

@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from streams.monitor.state import flag, integer
 from streams.signals import ANALYSIS_WIDTH
 
 ORB_FEATURES = 500
@@ -323,7 +324,8 @@ class CameraMoved:
             obj._ref_png = d["reference_png"]  # lossless: the same image, no need to encode it again
         obj.seen, obj.last = d["seen"], Motion(*d["last"])
         if new:
-            obj.run, obj.small_run, obj.detected = d["run"], d["small_run"], bool(d["detected"])
+            obj.run, obj.small_run = integer(d["run"], "run"), integer(d["small_run"], "small_run")
+            obj.detected = flag(d["detected"], "detected")
             obj._counted = Motion(*d["counted"])
         return obj
 
