@@ -371,7 +371,7 @@ class Corpus:
             self.log(f"measuring scene {scene.name}: {len(frames)} source frames x {len(LEVELS) * JITTERS} variants")
             m = measure_scene(scene, self.detector(), frames)
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            npz_tmp, npy_tmp = Path(f"{npz}.tmp"), Path(f"{npy}.tmp")
+            npz_tmp, npy_tmp = Path(f"{npz}.{os.getpid()}.tmp"), Path(f"{npy}.{os.getpid()}.tmp")  # runs may race
             with open(npy_tmp, "wb") as f:
                 np.save(f, m.small)
             with open(npz_tmp, "wb") as f:
