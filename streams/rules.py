@@ -12,7 +12,6 @@ import uuid
 from dataclasses import asdict, dataclass, field
 
 from streams.contracts import Alert, FrameMetrics
-from streams.signals import light_explains
 
 
 @dataclass
@@ -114,8 +113,20 @@ WATCHED = {
     "blur": {"min_spread": 0.5, "log": True},  # sharpness at a standard contrast: light does not move it
     "contrast": {"min_spread": 0.3, "log": True},  # x0.74 to x1.35 beyond the reference's own spread
 }
-# A contrast out of range by the same factor as the brightness is the light's doing: brightness is the alert.
-EXPLAINED_BY = {"contrast": "brightness"}
+# Contrast relative to brightness (100 std / mean of luma, %), which more or less light leaves as it is: a
+# contrast out of range while this is in its range is the light's doing, and brightness is the alert.
+RELATIVE_CONTRAST = {"min_spread": 0.1, "log": True}
+
+
+def relative_contrast(contrast: float, brightness: float) -> float:
+    """Luma std as a percentage of the mean (of at least 1): the same under more or less light.
+
+    >>> relative_contrast(30.0, 120.0), relative_contrast(18.0, 72.0)  # dusk: light x0.6
+    (25.0, 25.0)
+    """
+    return 100 * contrast / max(brightness, 1.0)
+
+
 EVIDENCE_FRAMES = 5
 
 
@@ -128,6 +139,7 @@ class CameraHealth:
     active: dict[str, str] = field(default_factory=dict)  # signal -> alert_id of the raised alert
     last_raised: dict[str, float] = field(default_factory=dict)  # signal -> unix s
     recent_frames: list[str] = field(default_factory=list)
+    relative_contrast: OutOfRange | None = None  # contrast / brightness; None: contrast is never explained
 
     @classmethod
     def new(cls, camera_id: str, *, warmup: int, tolerance: float, consecutive: int) -> CameraHealth:
@@ -135,35 +147,36 @@ class CameraHealth:
             name: OutOfRange(warmup=warmup, tolerance=tolerance, consecutive=consecutive, **floor)
             for name, floor in WATCHED.items()
         }
-        return cls(camera_id, dets)
+        relative = OutOfRange(warmup=warmup, tolerance=tolerance, consecutive=consecutive, **RELATIVE_CONTRAST)
+        return cls(camera_id, dets, relative_contrast=relative)
 
     @classmethod
     def from_dict(cls, d: dict) -> CameraHealth:
         """The health ``d`` describes; a signal watched since it was saved starts learning its range, with the
         others' settings."""
         detectors = {k: OutOfRange(**v) for k, v in d["detectors"].items()}
+        relative = OutOfRange(**d["relative_contrast"]) if d.get("relative_contrast") else None
         if detectors:
             some = next(iter(detectors.values()))
+            settings = {"warmup": some.warmup, "tolerance": some.tolerance, "consecutive": some.consecutive}
             for name, floor in WATCHED.items():
                 if name not in detectors:
-                    detectors[name] = OutOfRange(
-                        warmup=some.warmup, tolerance=some.tolerance, consecutive=some.consecutive, **floor
-                    )
+                    detectors[name] = OutOfRange(**settings, **floor)
+            if relative is None:
+                relative = OutOfRange(**settings, **RELATIVE_CONTRAST)
         return cls(
             camera_id=d["camera_id"],
             detectors=detectors,
             active=dict(d["active"]),
             last_raised=dict(d["last_raised"]),
+            relative_contrast=relative,
         )
 
     def explained(self, signal: str) -> bool:
-        """Whether ``signal``'s move is another watched signal's doing (:data:`EXPLAINED_BY`): its factor
-        against its range's centre matches the cause's."""
-        cause = self.detectors.get(EXPLAINED_BY.get(signal, ""))
-        det = self.detectors[signal]
-        if cause is None or not cause.ready or det.centre <= 0 or cause.centre <= 0:
-            return False
-        return light_explains(det.last / det.centre, cause.last / cause.centre)
+        """Whether ``signal`` left its range by the light's doing: contrast, when the contrast relative to
+        brightness (:data:`RELATIVE_CONTRAST`) stayed in its own range (the light scales both alike)."""
+        r = self.relative_contrast
+        return signal == "contrast" and r is not None and r.ready and r.run == 0
 
     def to_dict(self) -> dict:
         """The state worth keeping across a restart. It changes only while the reference is learned and
@@ -172,6 +185,7 @@ class CameraHealth:
         return {
             "camera_id": self.camera_id,
             "detectors": {k: {**v.to_dict(), "last": 0.0} for k, v in self.detectors.items()},
+            "relative_contrast": {**self.relative_contrast.to_dict(), "last": 0.0} if self.relative_contrast else None,
             "active": dict(self.active),  # copies: a saved state must not change with the live object
             "last_raised": dict(self.last_raised),
         }
@@ -190,6 +204,8 @@ class CameraHealth:
         """Feed one frame's metrics; return the alerts raised or resolved by it."""
         self.recent_frames = [*self.recent_frames[-(EVIDENCE_FRAMES - 1) :], m.frame_id]
         alerts = []
+        if self.relative_contrast is not None:
+            self.relative_contrast.update(relative_contrast(float(m.contrast), float(m.brightness)))
         for signal, det in self.detectors.items():
             value = float(getattr(m, signal))
             det.update(value)

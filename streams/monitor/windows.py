@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from scipy import stats
 
-from streams.signals import light_explains
+from streams.signals import contrast_explains, light_explains
 
 
 class KSWindow:
@@ -233,14 +233,25 @@ def holm_levels(p_values: Mapping[str, float], alpha: float) -> dict[str, float]
     return {name: alpha / (m - i) for i, (name, _) in enumerate(ranked)}
 
 
-# signal -> the signal whose move, when it explains this one's, is the one reported (see MultiKS)
-EXPLAINED_BY = {"contrast": "brightness"}
+# signal -> the signal whose move, when it explains this one's, is the one reported (see MultiKS): the light
+# moves brightness and contrast by the same factor, a lower contrast moves saturation with it
+EXPLAINED_BY = {"contrast": ("brightness", light_explains), "saturation": ("contrast", contrast_explains)}
+# signal -> the smallest factor between matching quantiles of window and reference worth an alert (see MultiKS)
+MIN_FACTOR = {"brightness": 1.1, "contrast": 1.1, "blur": 1.25, "saturation": 1.1}
+QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 
 
-def _factor(w: KSWindow) -> float:
-    """Median of the window over the median of the reference (0 when the reference's is 0)."""
-    ref = float(np.median(w.reference))
-    return float(np.median(np.fromiter(w.window, float, len(w.window)))) / ref if ref > 0 else 0.0
+def log_shifts(w: KSWindow) -> np.ndarray:
+    """``log((window quantile + 1) / (reference quantile + 1))`` at each of :data:`QUANTILES`: how far, and by
+    what factor, the window's distribution moved (+1: a signal at 0, a black frame's, has no factor)."""
+    ref = np.quantile(np.asarray(w.reference), QUANTILES)
+    win = np.quantile(np.fromiter(w.window, float, len(w.window)), QUANTILES)
+    return np.log((np.maximum(win, 0) + 1) / (np.maximum(ref, 0) + 1))
+
+
+def _largest_factor(shifts: np.ndarray) -> float:
+    """The factor of the quantile that moved most (:func:`log_shifts`)."""
+    return math.exp(float(shifts[np.argmax(np.abs(shifts))]))
 
 
 class MultiKS:
@@ -259,10 +270,19 @@ class MultiKS:
     ``update`` takes a mapping of signal name to value; a missing or ``None`` value (``frame_diff`` of a
     first frame) skips that signal for this update.
 
-    The signal named is the one that moved: when ``contrast`` and ``brightness`` are both watched, a
-    contrast drift whose factor (window median over reference median) the brightness's factor explains
-    (:func:`streams.signals.light_explains`: the light changed, as at dusk) is not reported; the
-    brightness drift is the alert. A lower contrast at the same brightness still is.
+    A drift must also matter: with little noise (a fixed camera) the test finds moves far too small to
+    act on, a few percent of light. So a signal in :data:`MIN_FACTOR` is reported only when one of the
+    window's quantiles (:data:`QUANTILES`) moved by at least that factor from the reference's
+    (:func:`log_shifts`): 10 % for brightness, contrast and saturation, 25 % for blur.
+
+    The signal named is the one that moved: a signal of :data:`EXPLAINED_BY` whose factor (the median of
+    its quantiles' log factors) its cause's factor explains (:func:`streams.signals.light_explains`,
+    :func:`streams.signals.contrast_explains`) is
+    not reported; a lower contrast moves saturation with it (contrast is the alert). The light moves
+    brightness and contrast by the same factor, leaving contrast relative to brightness as it is: when
+    both are watched, that ratio has a window of its own, and a contrast drift whose ratio did not drift
+    is not reported (dusk: brightness is the alert, not contrast). A lower
+    contrast at the same brightness still is reported, and a paler colour at the same contrast.
 
     State: one :class:`KSWindow` per signal (about 5 KB of JSON each for 200 + 100 values).
 
@@ -291,6 +311,12 @@ class MultiKS:
         self.every = every
         # Each window runs its own test only when told: alpha=0.5 there is unused, the decision is Holm's.
         self.windows = {s: KSWindow(reference, window, every=1, alpha=0.5, warmup=warmup) for s in signals}
+        # contrast relative to brightness (streams.rules.relative_contrast), when both are watched
+        self.relative = (
+            KSWindow(reference, window, every=1, alpha=0.5, warmup=warmup)
+            if {"contrast", "brightness"} <= set(self.windows)
+            else None
+        )
         self._reset()
 
     def _reset(self) -> None:
@@ -308,6 +334,12 @@ class MultiKS:
                     w.reference.append(float(v))
                 else:
                     w.window.append(float(v))
+        c, b = values.get("contrast"), values.get("brightness")
+        r = self.relative
+        if r is not None and c is not None and b is not None:
+            r.seen += 1
+            if r.seen > r.warmup:
+                (r.window if r.ready else r.reference).append(100 * float(c) / max(float(b), 1.0))
         self.since_test += 1
         if self.since_test >= self.every:
             self.test()
@@ -320,9 +352,22 @@ class MultiKS:
         for w in full.values():
             w.test()
         self.drifted = holm({n: w.p_value for n, w in full.items()}, self.alpha)
-        for name, cause in EXPLAINED_BY.items():
-            if name in self.drifted and cause in full and light_explains(_factor(full[name]), _factor(full[cause])):
+        shifts = {n: log_shifts(full[n]) for n in self.drifted}
+        for name in list(self.drifted):
+            if float(np.abs(shifts[name]).max()) < math.log(MIN_FACTOR.get(name, 1.0)):
+                self.drifted.discard(name)  # significant, but too small to matter
+        for name, (cause, explains) in EXPLAINED_BY.items():
+            if (
+                name in self.drifted
+                and cause in full
+                and explains(_largest_factor(shifts[name]), _largest_factor(log_shifts(full[cause])))
+            ):
                 self.drifted.discard(name)
+        r = self.relative
+        if "contrast" in self.drifted and r is not None and r.ready and len(r.window) == r.window_size:
+            r.test()
+            if r.p_value >= self.alpha or float(np.abs(log_shifts(r)).max()) < math.log(MIN_FACTOR["contrast"]):
+                self.drifted.discard("contrast")  # contrast relative to brightness stayed: the light's doing
         return self.drifted
 
     @property
@@ -346,11 +391,14 @@ class MultiKS:
             "since_test": self.since_test,
             "drifted": sorted(self.drifted),
             "windows": {n: w.to_dict() for n, w in self.windows.items()},
+            "relative": self.relative.to_dict() if self.relative is not None else None,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> MultiKS:
         obj = cls([], alpha=d["alpha"], every=d["every"])
         obj.windows = {n: KSWindow.from_dict(w) for n, w in d["windows"].items()}
+        # a state saved before the relative contrast was kept: contrast is not explained until it is learned again
+        obj.relative = KSWindow.from_dict(d["relative"]) if d.get("relative") else None
         obj.since_test, obj.drifted = d["since_test"], set(d["drifted"])
         return obj
