@@ -169,10 +169,11 @@ def fleet(store: Store, api_now: float, offline_after_s: float, warning_s: float
         camera: (active, resolved)
         for camera, active, resolved in store.query(
             """
-            SELECT camera_id, countIf(NOT resolved),
-                   countIf(resolved AND resolved_at >= fromUnixTimestamp64Milli({recent:Int64}))
+            SELECT camera_id, countIf(raised AND NOT resolved),
+                   countIf(raised AND resolved AND resolved_at >= fromUnixTimestamp64Milli({recent:Int64}))
             FROM (
-                SELECT camera_id, alert_id, countIf(status = 'resolved') > 0 AS resolved,
+                SELECT camera_id, alert_id, countIf(status = 'raised') > 0 AS raised,
+                       countIf(status = 'resolved') > 0 AS resolved,
                        maxIf(raised_at, status = 'resolved') AS resolved_at
                 FROM alerts FINAL GROUP BY camera_id, alert_id
             )

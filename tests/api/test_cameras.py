@@ -73,6 +73,26 @@ def test_fleet_status_fps_and_last_frame(client, store, now, camera):
 
 
 @pytest.mark.integration
+def test_a_symptom_is_not_an_active_alert_of_its_camera(client, store, now, camera):
+    """A suppressed alert (a symptom of its camera's cause, docs/alerts.md) is stored but neither counts as
+    active nor turns the camera's status to alert; the same id raised later on its own does."""
+    quiet, loud = f"{camera}-quiet", f"{camera}-loud"
+    seed(
+        store,
+        [metrics(c, 0, now - 5) for c in (quiet, loud)],
+        [
+            alert(quiet, 0, now - 30, status="suppressed", caused_by=f"{quiet}-cause"),
+            alert(loud, 0, now - 30, status="suppressed", caused_by=f"{loud}-cause"),
+            alert(loud, 0, now - 10),
+        ],
+    )
+    fleet = {c["camera_id"]: c for c in client.get("/api/v1/cameras").json() if c["camera_id"].startswith(camera)}
+    assert (fleet[quiet]["status"], fleet[quiet]["active_alerts"]) == ("ok", 0)
+    assert (fleet[loud]["status"], fleet[loud]["active_alerts"]) == ("alert", 1)
+    assert client.get(f"/api/v1/cameras/{quiet}").json()["active"] == []
+
+
+@pytest.mark.integration
 def test_camera_detail_lists_active_alerts(client, store, now, camera):
     seed(
         store,
