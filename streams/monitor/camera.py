@@ -462,7 +462,7 @@ class CameraMonitor:
                 self.active[key] = aid
             else:
                 aid = self.active.pop(key, alert_id(self.camera_id, fault, "unknown"))
-            gap = now - (self.feed.last_arrival or now)
+            gap = self.feed.silent_for(now)  # less the checks' lead while the worker catches up on a backlog
             out.append(
                 Alert(
                     alert_id=aid,
