@@ -71,6 +71,20 @@ def light_explains(contrast_ratio: float, brightness_ratio: float) -> bool:
     return c * b > 0 and abs(c - b) <= abs(c) / 2
 
 
+def contrast_explains(saturation_ratio: float, contrast_ratio: float) -> bool:
+    """Whether a change of saturation by ``saturation_ratio`` is a change of contrast's doing
+    (``contrast_ratio``): a picture washed out about its mean pales too, by up to the contrast's factor
+    (in log terms; a quarter more allowed for the colour's own rounding), never the other way.
+
+    >>> contrast_explains(0.8, 0.4), contrast_explains(0.8, 1.0), contrast_explains(1.3, 0.4)
+    (True, False, False)
+    """
+    if saturation_ratio <= 0 or contrast_ratio <= 0:
+        return False
+    s, c = math.log(saturation_ratio), math.log(contrast_ratio)
+    return s * c > 0 and abs(s) <= 1.25 * abs(c)
+
+
 def measure(image: np.ndarray) -> ImageSignals:
     """Signals of one BGR (or grey) uint8 image.
 
