@@ -60,7 +60,7 @@ def test_a_new_mix_of_classes_is_prediction_drift():
     rng = random.Random(2)
     s = MonitorSettings(**{**OFF, "prediction_reference": 120}, prediction_window=60)
     cam = Camera(CameraMonitor.new("cam-1", s))
-    for _ in range(80):
+    for _ in range(200):
         assert cam.send(labels=rng.choices(["car", "person"], k=2), scores=[0.7, 0.6]) == []
     alerts = [a for _ in range(40) for a in cam.send(labels=rng.choices(["dog", "person"], k=2), scores=[0.7, 0.6])]
     assert [(st, sig) for st, sig, _ in of(alerts, "prediction_drift")] == [("raised", "class_mix")]
