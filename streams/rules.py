@@ -112,6 +112,7 @@ WATCHED = {
     "brightness": {"min_spread": 10.0, "log": False},
     "blur": {"min_spread": 0.5, "log": True},  # sharpness at a standard contrast: light does not move it
     "contrast": {"min_spread": 0.3, "log": True},  # x0.74 to x1.35 beyond the reference's own spread
+    "saturation": {"min_spread": 0.5, "log": True},  # another view (a new scene) shows in its colour first
 }
 # Contrast relative to brightness (100 std / mean of luma, %), which more or less light leaves as it is: a
 # contrast out of range while this is in its range is the light's doing, and brightness is the alert.
@@ -173,8 +174,12 @@ class CameraHealth:
         )
 
     def explained(self, signal: str) -> bool:
-        """Whether ``signal`` left its range by the light's doing: contrast, when the contrast relative to
-        brightness (:data:`RELATIVE_CONTRAST`) stayed in its own range (the light scales both alike)."""
+        """Whether ``signal`` left its range by another's doing: contrast, when the contrast relative to
+        brightness (:data:`RELATIVE_CONTRAST`) stayed in its own range (the light scales both alike);
+        saturation below its range, when contrast is below its own."""
+        if signal == "saturation":  # a picture washed out about its mean pales too: contrast is the alert
+            c, sat = self.detectors["contrast"], self.detectors["saturation"]
+            return c.run > 0 and c.last < c.lower and sat.last < sat.lower
         r = self.relative_contrast
         return signal == "contrast" and r is not None and r.ready and r.run == 0
 

@@ -26,16 +26,15 @@ class KSWindow:
 
     The test assumes independent values. Successive video frames are not (a parked lorry stays for a
     minute; a hand-held view sways), and on such values a plain KS p-value comes out far smaller than it
-    should, hence false alarms. So each sample counts for its *effective* size, ``n / tau``, with ``tau``
-    the reference's integrated autocorrelation time (:func:`autocorrelation_time`: the camera's normal pace
-    of change, 1 to 19; the reference's and not the window's, so that a real step inside the window does
-    not weaken its own test), and the p-value is the Kolmogorov distribution's at those sizes. Values
-    with no autocorrelation beyond chance (``tau`` = 1) count as independent and keep scipy's exact
-    p-value. The lag-1 autocorrelation alone is not enough: a slow wander (light) under frame-to-frame
-    noise (JPEG quality that varies from frame to frame) has a small lag-1 autocorrelation and a long
-    memory, and counted as independent it raised false alarms. Testing every ``every`` values keeps the
-    cost down (one test takes about 0.5 ms for 200 against 100 values) and, with it, the chances of a
-    false alarm.
+    should, hence false alarms. So each sample counts for its *effective* size, ``n (1 - r) / (1 + r)``
+    with ``r`` the lag-1 autocorrelation of the reference (the camera's normal pace of change, clipped to
+    0-0.9; the reference's and not the window's, so that a real step inside the window does not weaken
+    its own test), and the p-value is the Kolmogorov distribution's at those sizes. Values whose ``r`` is
+    within chance of 0 (below ``2 / sqrt(reference)``) count as independent and keep scipy's exact
+    p-value. (The integrated autocorrelation time, :func:`autocorrelation_time`, sees a slow wander that
+    frame-to-frame noise hides from ``r``, but on a street camera it leaves a 50-frame window too few
+    effective values to tell even a new scene.) Testing every ``every`` values keeps the cost down (one
+    test takes about 0.5 ms for 200 against 100 values) and, with it, the chances of a false alarm.
 
     Parameters: reference (values), window (values), every (values between tests), alpha (0-1),
     warmup (values skipped before the reference starts).
@@ -71,7 +70,7 @@ class KSWindow:
         self.since_test = 0
         self.statistic = 0.0  # last test's KS statistic D, 0-1
         self.p_value = 1.0  # last test's p-value
-        self._tau = 1.0  # the reference's integrated autocorrelation time, 1-19
+        self._lag1 = 0.0  # the reference's lag-1 autocorrelation, clipped to 0-0.9
 
     @property
     def ready(self) -> bool:
@@ -109,12 +108,13 @@ class KSWindow:
             return self.statistic, self.p_value
         if self._reference_array is None or len(self._reference_array) != len(self.reference):
             self._reference_array = np.asarray(self.reference)
-            self._tau = autocorrelation_time(self._reference_array)
+            self._lag1 = lag1_autocorrelation(self._reference_array)
         window = np.fromiter(self.window, float, len(self.window))
         result = stats.ks_2samp(self._reference_array, window)
         self.statistic, self.p_value = float(result.statistic), float(result.pvalue)
-        if self._tau > 1:
-            shrink = 1 / self._tau
+        # only an autocorrelation clearly above what independent values show by chance (2 / sqrt(n))
+        if self._lag1 > 2 / math.sqrt(len(self._reference_array)):
+            shrink = (1 - self._lag1) / (1 + self._lag1)
             m, n = max(1.0, len(self._reference_array) * shrink), max(1.0, len(window) * shrink)
             self.p_value = max(self.p_value, float(stats.kstwobign.sf(self.statistic * math.sqrt(m * n / (m + n)))))
         return self.statistic, self.p_value
