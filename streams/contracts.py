@@ -186,7 +186,11 @@ class FrameMetrics(_Record):
     height: int = Field(gt=0, description="px, decoded")
     aspect_ratio: float = Field(gt=0, description="width / height")
     brightness: float = Field(ge=0, le=255, description="mean luma, 0-255")
-    blur: float = Field(ge=0, description="variance of the Laplacian; lower is blurrier")
+    blur: float = Field(
+        ge=0,
+        description="sharpness at a standard contrast: variance of the Laplacian x 50^2 / max(contrast, 10)^2; "
+        "lower is blurrier",
+    )
     inference_ms: float = Field(ge=0)
     detections: int = Field(ge=0)
     contrast: float = Field(0.0, ge=0, le=255, description="std of luma, 0-255")

@@ -1,6 +1,6 @@
 """Everything the worker watches on one camera, composed: a list of interchangeable detectors.
 
-- :class:`streams.rules.CameraHealth`: brightness and blur against the camera's reference range
+- :class:`streams.rules.CameraHealth`: brightness, blur, contrast and saturation against the camera's reference range
   (``data_drift``);
 - :class:`streams.monitor.faults.FeedHealth`: frozen, black, over-exposed feed, low frame rate, clock
   skew, silence (``device_fault``), kept apart from drift;
