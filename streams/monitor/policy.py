@@ -45,8 +45,10 @@ from streams.contracts import Alert
 _IMAGE = ("data_drift:*", "prediction_drift:*", "upstream_drift:bytes_per_pixel", "outlier:*", "embedding_drift:*")
 _VIEW = (*_IMAGE, "domain_drift:camera_moved")
 INHIBITS: dict[str, tuple[str, ...]] = {
-    # Device faults: the camera or its link is broken, every statistic of the picture follows.
-    "device_fault:no_frames": (*_VIEW, "device_fault:low_fps", "upstream_drift:frame_rate"),
+    # Device faults: the camera or its link is broken, every statistic of the picture follows. A silence has
+    # no picture: it explains the frame rate, not what the frames that end it show (a camera back with a dark
+    # or turned view has a problem of its own).
+    "device_fault:no_frames": ("device_fault:low_fps", "upstream_drift:frame_rate"),
     "device_fault:black": (*_VIEW, "device_fault:frozen", "device_fault:over_exposed"),
     "device_fault:over_exposed": (*_VIEW, "device_fault:frozen"),
     "device_fault:frozen": _IMAGE,  # the picture it repeats may be a moved view: that one is its own alert

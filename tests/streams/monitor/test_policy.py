@@ -231,3 +231,17 @@ def test_the_timer_does_not_release_a_raise_waiting_for_a_cause():
     assert cam.monitor.check_silence(now=cam.t) == []
     later = cam.run(5, black=True)
     assert keys(later, "raised") == ["device_fault:black"] and "data_drift:brightness" in keys(later, "suppressed")
+
+
+def test_a_silence_explains_the_frame_rate_not_the_picture_that_ends_it():
+    """A camera back from a silence with a dark view has a problem of its own: its brightness alert is raised,
+    while the frame-rate alerts of the silence are its symptoms."""
+    policy = AlertPolicy(holdoff_s=300)
+    silence = Alert(alert_id="quiet", type="device_fault", status="raised", camera_id="c", signal="no_frames",
+                    value=20.0, threshold=10.0, window=0, raised_at=0.0, message="")  # fmt: skip
+    policy.apply([silence], now=0.0)
+    dark = Alert(alert_id="dark", type="data_drift", status="raised", camera_id="c", signal="brightness",
+                 value=20.0, threshold=50.0, window=60, raised_at=1.0, message="")  # fmt: skip
+    slow = dark.model_copy(update={"alert_id": "slow", "type": "device_fault", "signal": "low_fps"})
+    out = {a.signal: (a.status, a.caused_by) for a in policy.apply([dark, slow], now=1.0)}
+    assert out == {"brightness": ("raised", ""), "low_fps": ("suppressed", "quiet")}
