@@ -29,8 +29,9 @@ for work and the broker never holds a large backlog. Frames/s are counted from t
 prediction to the last, which leaves out start-up. The gateway looks for answers at most every 50 ms,
 since here it shares the 2 cores with what it measures (its CPU per frame: 0.8 ms, against 1.3 ms when it
 looked every 20 ms). Each phase has a broker of its own, started empty: the embedded broker's CPU grows
-with the bytes it holds (it rewrites its state file while data changes, README), so one phase must not
-pay for the other's data, and a backlog published up front would measure that rewrite rather than cvops.
+with the bytes it holds (it rewrites its state file while data changes: docs/development-broker.md), so one
+phase must not pay for the other's data, and a backlog published up front would measure that rewrite rather
+than cvops.
 
 Prints a table, then one JSON line. Only 127.0.0.1 is used: the brokers are started by this script. Its
 working folder (the brokers' data, the worker's log) is removed after a run that succeeds.

@@ -2,8 +2,8 @@
 
 Each cycle publishes 60 frames per camera (3 cameras), starts a worker, kills it with SIGKILL once the group
 has committed 40 more frames, starts a new worker with the same ``CVOPS_WORKER_ID`` (static membership, as the
-README asks on the embedded broker), and waits until the group's committed offsets reach the end of the
-frames topic. A restart that does not get there within ``--deadline-s`` is a stall: the worker holds its
+docs/development-broker.md asks on the embedded broker), and waits until the group's committed offsets reach
+the end of the frames topic. A restart that does not get there within ``--deadline-s`` is a stall: the worker holds its
 partitions with frames waiting and processes none of them.
 
 Two modes run interleaved, cycle by cycle, on one embedded broker on 127.0.0.1, each on topics of its own:

@@ -7,7 +7,7 @@ event loop only sends. The producer waits for every replica (``acks=all``). It i
 idempotent producer retries a batch for ever while the broker is away (nothing bounds an outage), and
 fails with ``OutOfOrderSequenceNumber`` when the broker comes back without the producer's state. A batch
 that fails is sent again by a new producer instead, so a frame may arrive twice; delivery is at-least-once
-and downstream collapses duplicates by ``frame_id`` (README, "Delivery").
+and downstream collapses duplicates by ``frame_id`` (docs/delivery.md).
 """
 
 from __future__ import annotations

@@ -4,15 +4,15 @@ Every worker publishes a :class:`~streams.contracts.WorkerStatus` on the workers
 :class:`WorkerDirectory` follows that topic (the API shows it; each worker reads it too). A status that cannot be
 read is skipped and logged with its offset (:class:`streams.skips.SkipLog`); the directory goes on.
 
-A Kafka broker removes a member that stops heartbeating after the session timeout, and the survivors take
-over its partitions. A broker that never does (the embedded development broker keeps a member killed with
-SIGKILL forever, README) leaves that member's partitions unread: its cameras go dark. :class:`StaleMembers`
-finds members that no live worker speaks for (no status naming them for ``CVOPS_PEER_TIMEOUT_S``), and every
-worker removes those from its group with LeaveGroup v3 (KIP-345, what ``kafka-consumer-groups
---delete-members`` sends). The group rebalances and the survivors take the partitions, with the cameras'
-state from the changelog. Against a Kafka broker the dead member is already gone after its session timeout,
-so this never acts there unless a worker is alive in the group but has stopped reporting for that long (its
-event loop blocked), and such a worker rejoins by itself once it runs again.
+A Kafka broker removes a member that stops heartbeating after the session timeout, and the survivors take over
+its partitions. A broker that never does (the embedded development broker keeps a member killed with SIGKILL
+forever: docs/development-broker.md) leaves that member's partitions unread: its cameras go dark.
+:class:`StaleMembers` finds members that no live worker speaks for (no status naming them for
+``CVOPS_PEER_TIMEOUT_S``), and every worker removes those from its group with LeaveGroup v3 (KIP-345, what
+``kafka-consumer-groups --delete-members`` sends). The group rebalances and the survivors take the partitions,
+with the cameras' state from the changelog. Against a Kafka broker the dead member is already gone after its
+session timeout, so this never acts there unless a worker is alive in the group but has stopped reporting for
+that long (its event loop blocked), and such a worker rejoins by itself once it runs again.
 
 aiokafka 0.14 speaks DescribeGroups up to v3 and LeaveGroup up to v1, neither of which carries the static
 member id (``group.instance.id``), hence the two request versions written out below from the Kafka protocol.

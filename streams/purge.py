@@ -1,14 +1,14 @@
 """Delete the frames the worker group has finished with, instead of keeping them until retention.
 
 Raw frames are nearly all of the broker's bytes, and once the worker group has committed past a frame
-nothing in cvops reads it again: its outputs were durable before the commit (README, "Delivery"). So each
+nothing in cvops reads it again: its outputs were durable before the commit (docs/delivery.md). So each
 worker, every ``CVOPS_FRAMES_PURGE_EVERY_S``, asks the broker for the group's committed offsets of the
 frames partitions it holds and deletes the records before them (Kafka's DeleteRecords, which Kafka Streams
 uses the same way for its repartition topics). Frames nobody processed still wait up to
 ``CVOPS_FRAMES_RETENTION_MS``, so a worker that is down for a while loses nothing that retention would keep.
 
 Why: the embedded development broker rewrites its whole state file about once a second while data
-changes, so its CPU grows with the bytes it holds (README, "The embedded broker's limits"): holding 32 MB
+changes, so its CPU grows with the bytes it holds (docs/development-broker.md): holding 32 MB
 of frames, it spent 40-47% of a core while small records trickled in (measured). Against Kafka the purge
 only frees disk early. Turn it off (0) if anything besides cvops' workers reads the frames topic.
 
