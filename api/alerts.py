@@ -14,8 +14,8 @@ from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import ApiSettingsDep, StoreDep
 from api.instants import END_OF_TIME_MS, Instant, unix_ms
 from api.live import AlertFeed, Subscription
+from core.contracts import Alert, AlertType
 from store import Store
-from streams.contracts import Alert, AlertType
 
 router = APIRouter(tags=["alerts"], dependencies=[Depends(read_access)], responses=TOKEN_RESPONSES)
 

@@ -26,20 +26,20 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from api import alerts, cameras, config, evidence, metrics, sql
+from api import alerts, cameras, config, evidence, prometheus, sql
 from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import StoreDep
 from api.live import AlertFeed
 from api.settings import ApiSettings
+from core.contracts import WorkerStatus
+from core.kafka import client_options
+from core.settings import Settings, get_settings
+from core.supervise import keep_running
 from store import connect
 from store.schema import migrate
 from store.settings import StoreSettings
 from store.writer import StoreWriter
-from streams.config import Settings, get_settings
-from streams.contracts import WorkerStatus
-from streams.kafka_security import client_options
 from streams.peers import WorkerDirectory
-from streams.supervise import keep_running
 
 log = logging.getLogger("cvops.api")
 
@@ -258,7 +258,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     app.include_router(sql.router)
     app.include_router(config.router)
     app.include_router(evidence.router)
-    metrics.install(app)
+    prometheus.install(app)
 
     @app.get("/", include_in_schema=False)
     async def home() -> RedirectResponse:
@@ -272,7 +272,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
 def run_api(settings: Settings) -> None:
     import uvicorn
 
-    from streams.topics import create_topics
+    from core.topology import create_topics
 
     asyncio.run(create_topics(settings))
     uvicorn.run(

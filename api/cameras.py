@@ -20,9 +20,9 @@ from api.alerts import ALERT_COLUMNS, query_alerts
 from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import ApiSettingsDep, NowDep, StoreDep
 from api.instants import Instant, unix_s
+from core.contracts import P_VALUE_DETECTORS, Alert
 from store import Store
 from store.cookbook import run as run_recipe
-from streams.contracts import P_VALUE_DETECTORS, Alert
 
 Status = Literal["ok", "warning", "alert", "offline"]
 FPS_WINDOW_S = 60

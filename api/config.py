@@ -1,6 +1,6 @@
 """Fleet defaults and per-camera overrides of the monitor settings, changed without restarting anything.
 
-A change is a :class:`~streams.contracts.CameraConfig` record on the compacted config topic (see
+A change is a :class:`~core.contracts.CameraConfig` record on the compacted config topic (see
 :mod:`streams.fleetconfig`): every worker follows that topic and applies it to the cameras it watches
 within about a second; ``GET /api/v1/workers`` shows, per worker, the time of the newest record applied.
 Reads follow the read access of the other routes; changes need an API token.
@@ -19,11 +19,11 @@ from pydantic import BaseModel, Field
 
 from api.auth import TOKEN_RESPONSES, read_access, require_token
 from api.guard import guarded
-from streams.config import Settings
-from streams.contracts import CameraConfig, MonitorOverrides, encode_record
+from core.contracts import CameraConfig, MonitorOverrides, encode_record
+from core.kafka import client_options
+from core.settings import Settings
+from core.topology import create_topics
 from streams.fleetconfig import FLEET, LIVE, ConfigFollower, base_settings, effective
-from streams.kafka_security import client_options
-from streams.topics import create_topics
 
 CameraId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$", description="a camera id")]
 

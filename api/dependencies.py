@@ -10,8 +10,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from api.settings import ApiSettings
+from core.settings import Settings
 from store import Store
-from streams.config import Settings
 
 
 def get_store(request: Request) -> Store:

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from streams.config import Settings
-from streams.contracts import Alert, ContractError, decode_record
-from streams.kafka_security import client_options
-from streams.skips import SkipLog
+from core.contracts import Alert, ContractError, decode_record
+from core.kafka import client_options
+from core.settings import Settings
+from core.skips import SkipLog
 
 log = logging.getLogger("cvops.api")
 

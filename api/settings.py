@@ -1,5 +1,5 @@
 """Settings of the API alone, from the same ``CVOPS_`` environment (and env file) as
-:class:`streams.config.Settings`.
+:class:`core.settings.Settings`.
 
 | variable | default | meaning |
 |---|---|---|

@@ -24,13 +24,15 @@ RUN python /tmp/cvops/requirements.py /tmp/cvops/pyproject.toml > /tmp/cvops/req
     && pip install -r /tmp/cvops/requirements.txt
 
 COPY README.md /tmp/cvops/README.md
+COPY core /tmp/cvops/core
 COPY streams /tmp/cvops/streams
+COPY cli /tmp/cvops/cli
 COPY models /tmp/cvops/models
 COPY store /tmp/cvops/store
 COPY api /tmp/cvops/api
 RUN pip install --no-deps /tmp/cvops \
     && rm -rf /tmp/cvops \
-    && python -c "import api.app, store.writer, streams.cli"
+    && python -c "import api.app, store.writer, cli"
 
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/cvops --shell /usr/sbin/nologin cvops
 USER cvops

@@ -29,13 +29,15 @@ RUN python /tmp/cvops/requirements.py /tmp/cvops/pyproject.toml --extra "${EXTRA
 
 # Then the project itself (its packages and the models in models/zoo), without touching the dependencies.
 COPY README.md /tmp/cvops/README.md
+COPY core /tmp/cvops/core
 COPY streams /tmp/cvops/streams
+COPY cli /tmp/cvops/cli
 COPY models /tmp/cvops/models
 COPY store /tmp/cvops/store
 COPY api /tmp/cvops/api
 RUN pip install --no-deps /tmp/cvops \
     && rm -rf /tmp/cvops \
-    && python -c "import cv2, onnxruntime, streams.cli, api.app, store.writer, models" \
+    && python -c "import cv2, onnxruntime, cli, api.app, store.writer, models" \
     && cvops models
 
 # Not root. The worker keeps faust's data folder (<app id>-data) in its working directory.

@@ -59,7 +59,9 @@ RUN python /tmp/cvops/requirements.py /tmp/cvops/pyproject.toml \
     && uv pip install -r /tmp/cvops/requirements.txt
 
 COPY README.md /tmp/cvops/README.md
+COPY core /tmp/cvops/core
 COPY streams /tmp/cvops/streams
+COPY cli /tmp/cvops/cli
 COPY models /tmp/cvops/models
 COPY store /tmp/cvops/store
 COPY api /tmp/cvops/api
@@ -67,7 +69,7 @@ RUN uv pip install --no-deps /tmp/cvops \
     && rm -rf /tmp/cvops \
     && python -c "import sys, importlib.metadata as md; names = {d.metadata['Name'].lower() for d in md.distributions()}; sys.exit('onnxruntime (CPU) is installed beside onnxruntime-gpu' if 'onnxruntime' in names or 'onnxruntime-gpu' not in names else 0)" \
     && python -c "import onnxruntime as ort; assert 'CUDAExecutionProvider' in ort.get_available_providers(), ort.get_available_providers()" \
-    && python -c "import cv2, streams.cli, api.app, store.writer, models"
+    && python -c "import cv2, cli, api.app, store.writer, models"
 
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /var/lib/cvops --shell /usr/sbin/nologin cvops
 USER cvops

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streams.config import Settings
+from core.settings import Settings
 
 
 def cpu_seconds(pid: int) -> float:
@@ -72,7 +72,7 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen:
     env.update({f"CVOPS_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "cli", "worker"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

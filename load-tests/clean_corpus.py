@@ -65,9 +65,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.contracts import FrameMetrics, MonitorOverrides
+from core.settings import Settings
 from streams import signals as base_signals
-from streams.config import Settings
-from streams.contracts import FrameMetrics, MonitorOverrides
 from streams.fleetconfig import base_settings, effective
 from streams.monitor import image as image_signals
 from streams.monitor.camera import CameraMonitor, MonitorSettings
@@ -655,7 +655,7 @@ def parse_sets(items: Sequence[str]) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key not in Settings.model_fields:
-            raise SystemExit(f"--set {item!r}: not KEY=VALUE with KEY a field of streams.config.Settings")
+            raise SystemExit(f"--set {item!r}: not KEY=VALUE with KEY a field of core.settings.Settings")
         out[key] = value
     return out
 
@@ -669,7 +669,7 @@ def main() -> int:
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="replay processes")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="a worker setting (streams.config.Settings field) over the defaults")  # fmt: skip
+                    help="a worker setting (core.settings.Settings field) over the defaults")  # fmt: skip
     args = ap.parse_args()
     sets = parse_sets(args.set)
     settings = Settings(_env_file=None, **sets)

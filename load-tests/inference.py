@@ -61,10 +61,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import children_cpu, free_port, percentile, start_worker
 
-from models import load_detector
-from streams import fetch_pacing
-from streams.config import Settings
-from streams.contracts import (
+from core.contracts import (
     Detection,
     FrameHeader,
     Prediction,
@@ -74,9 +71,12 @@ from streams.contracts import (
     pack_frame,
     unpack_frame,
 )
+from core.settings import Settings
+from core.topology import create_topics
+from models import load_detector
+from streams import fetch_pacing
 from streams.gateway import fixed_cameras, make_producer, publish
 from streams.localbroker import EmbeddedBroker
-from streams.topics import create_topics
 
 BARE_SLICE_S = 1.0  # bare ONNX Runtime is timed in slices this long, and their median counts
 READER_PAUSE_MS = 50  # the gateway's answer reader, after an empty fetch (see Saturate.run)

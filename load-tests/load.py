@@ -65,12 +65,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import children_cpu, cpu_seconds, free_port, percentile, rss_mb, start_worker, tree_rss_mb
 
+from core.contracts import FrameHeader, Prediction, decode_record, pack_frame
+from core.settings import Settings
+from core.topology import create_topics
 from streams import fetch_pacing
-from streams.config import Settings
-from streams.contracts import FrameHeader, Prediction, decode_record, pack_frame
 from streams.gateway import decode_jpeg, encode, fixed_cameras, make_producer
 from streams.localbroker import EmbeddedBroker
-from streams.topics import create_topics
 
 SIZES = [(640, 360), (960, 540), (1280, 720), (1920, 1080)]
 QUICK_SIZES = [(640, 360), (960, 540)]

@@ -34,9 +34,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.contracts import FrameHeader, pack_frame, unpack_frame
+from core.settings import Settings
 from models import load_detector
-from streams.config import Settings
-from streams.contracts import FrameHeader, pack_frame, unpack_frame
 from streams.process import FrameProcessor, RawMessage
 
 

@@ -36,25 +36,23 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from core.settings import Settings
+from core.topology import create_topics
 from streams import fetch_pacing
-from streams.config import Settings
 from streams.gateway import publish
 from streams.localbroker import EmbeddedBroker
 from streams.process_group import terminate
-from streams.topics import create_topics
 
 CAMERAS, FRAMES_PER_CAMERA, KILL_AFTER = 3, 60, 40
 # The worker without the fixes: the same command line, with the fixes' installer turned into a no-op.
-BASELINE = (
-    "import streams.faust_fixes as f; f.install = lambda: False; from streams.cli import main; raise SystemExit(main())"
-)
+BASELINE = "import streams.faust_fixes as f; f.install = lambda: False; from cli import main; raise SystemExit(main())"
 
 
 def start(settings: Settings, log: Path, baseline: bool) -> subprocess.Popen:
     """``cvops worker`` with exactly ``settings``, its output appended to ``log``, in its own process group."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CVOPS_")}
     env.update({f"CVOPS_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
-    argv = ["-c", BASELINE, "worker"] if baseline else ["-m", "streams.cli", "worker"]
+    argv = ["-c", BASELINE, "worker"] if baseline else ["-m", "cli", "worker"]
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, *argv], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

@@ -71,9 +71,10 @@ import itertools
 import clean_corpus
 from _common import free_port, start_worker
 
+from core.contracts import Alert, AlertType, CameraConfig, FrameHeader, MonitorOverrides, decode_record, pack_frame
+from core.settings import Settings
+from core.topology import create_topics
 from streams import fetch_pacing
-from streams.config import Settings
-from streams.contracts import Alert, AlertType, CameraConfig, FrameHeader, MonitorOverrides, decode_record, pack_frame
 from streams.gateway import (
     EVENT_KINDS,
     Event,
@@ -85,7 +86,6 @@ from streams.gateway import (
     split_shots,
 )
 from streams.localbroker import EmbeddedBroker
-from streams.topics import create_topics
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 QUICK_FRAMES = 250
@@ -522,7 +522,7 @@ def main() -> int:
     ap.add_argument("--no-clean", action="store_true", help="leave out the clean corpus (clean_corpus.py)")
     ap.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
-        help="a worker setting (streams.config.Settings field, e.g. monitor_ks_window=100) over the run's own",
+        help="a worker setting (core.settings.Settings field, e.g. monitor_ks_window=100) over the run's own",
     )  # fmt: skip
     args = ap.parse_args()
     t_start = time.monotonic()
@@ -543,7 +543,7 @@ def main() -> int:
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or key not in Settings.model_fields:
-            raise SystemExit(f"--set {item!r}: not KEY=VALUE with KEY a field of streams.config.Settings")
+            raise SystemExit(f"--set {item!r}: not KEY=VALUE with KEY a field of core.settings.Settings")
         worker_settings[key] = value
     recovery = int(worker_settings["monitor_ks_window"]) + 50
 

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 DEMO_DIR = Path(".cvops/demo")
-ROLES = {"noida-db start": "broker", "streams.cli worker": "worker", "streams.cli api": "api",
-         "streams.cli gateway": "gateway"}  # fmt: skip
+ROLES = {"noida-db start": "broker", "cli worker": "worker", "cli api": "api",
+         "cli gateway": "gateway"}  # fmt: skip
 
 
 def processes() -> dict[str, int]:
@@ -63,7 +63,7 @@ def main() -> int:
     if args.quick:
         args.duration, args.every = 90, 10
     demo = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "demo", "--duration", str(args.duration)],
+        [sys.executable, "-m", "cli", "demo", "--duration", str(args.duration)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -29,14 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.contracts import FrameMetrics, encode_record
+from core.settings import Settings
 from store import Store, connect
 from store.cookbook import recipes
 from store.schema import migrate
 from store.settings import StoreSettings
 from store.validate import Limits
 from store.writer import SINKS, StoreWriter
-from streams.config import Settings
-from streams.contracts import FrameMetrics, encode_record
 
 CAMERAS = 100
 FPS = 5

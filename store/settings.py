@@ -1,7 +1,7 @@
 """Settings of the store alone, read from the same ``CVOPS_`` environment (and env file) as
-:class:`streams.config.Settings`, so the store stays independent of the stream package.
+:class:`core.settings.Settings`, so the store stays independent of the stream package.
 
-Retention is per table: ``CVOPS_TTL_DAYS`` is the default (shared with ``streams.config``) and
+Retention is per table: ``CVOPS_TTL_DAYS`` is the default (shared with ``core.settings``) and
 ``CVOPS_TTL_DAYS_<TABLE>`` overrides one table, e.g. ``CVOPS_TTL_DAYS_FRAME_METRICS=7``. A changed TTL is
 applied at the next start (``ALTER TABLE ... MODIFY TTL``); an unchanged one is left alone.
 """

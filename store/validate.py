@@ -1,6 +1,6 @@
 """Is a record fit to store? A pure check, run by the writer after the topic contract has parsed it.
 
-The contracts (:mod:`streams.contracts`) say what a record looks like; this says what the store accepts:
+The contracts (:mod:`core.contracts`) say what a record looks like; this says what the store accepts:
 finite numbers, sizes and counts that are not negative and fit their column (a ``UInt16`` cannot hold
 70,000 detections, and one such row would fail its whole batch forever), boxes inside their frame,
 an aspect ratio that agrees with width / height, timestamps near now, and text of a sane length (ids,
@@ -8,7 +8,7 @@ labels, messages: at most ``Limits.max_text`` characters each, and an alert name
 evidence frames). A record that fails goes to the dead-letter topic with the reason; nothing is clamped or
 coerced.
 
->>> from streams.contracts import Alert
+>>> from core.contracts import Alert
 >>> a = Alert(alert_id="a1", type="data_drift", camera_id="cam-1", signal="blur", value=float("nan"),
 ...     threshold=1.0, window=60, raised_at=1e9, message="blur out of range")
 >>> problems(a, now=1e9)
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
-from streams.contracts import (
+from core.contracts import (
     Alert,
     CameraView,
     ContractError,

@@ -16,7 +16,7 @@ A record that breaks its contract, or that the store cannot hold as it is (NaN, 
 timestamps far from now, text too long: :mod:`store.validate`), goes to the dead-letter topic with the reason,
 never coerced. So does one that fails in a way nobody foresaw (reason ``processing_failed``): a record's failure
 is that record's dead letter, never the writer's stop. A bad record on the dead-letter topic itself cannot be
-dead-lettered again: it is logged with its offset (:class:`streams.skips.SkipLog`) and skipped.
+dead-lettered again: it is logged with its offset (:class:`core.skips.SkipLog`) and skipped.
 
 Parsing is the writer's own cost, so a batch takes a fast path that reaches the same verdicts: each record is
 decoded by msgspec into a struct derived from its pydantic contract (same fields, types, bounds and defaults,
@@ -49,12 +49,7 @@ from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 from pydantic import BaseModel
 
-from store.client import Store
-from store.dsn import masked
-from store.settings import StoreSettings
-from store.validate import Limits, check, ranges, suspects
-from streams.config import Settings
-from streams.contracts import (
+from core.contracts import (
     Alert,
     CameraView,
     ContractError,
@@ -65,8 +60,13 @@ from streams.contracts import (
     decode_record,
     encode_record,
 )
-from streams.kafka_security import client_options
-from streams.skips import SkipLog
+from core.kafka import client_options
+from core.settings import Settings
+from core.skips import SkipLog
+from store.client import Store
+from store.dsn import masked
+from store.settings import StoreSettings
+from store.validate import Limits, check, ranges, suspects
 
 log = logging.getLogger("cvops.store")
 
@@ -738,7 +738,7 @@ def _offsets_by_partition(records) -> dict[tuple[str, int], list[int]]:
 
 
 def _decode(contract: type, value: bytes):
-    """:func:`streams.contracts.decode_record`, faster on the common path: pydantic parses the JSON itself
+    """:func:`core.contracts.decode_record`, faster on the common path: pydantic parses the JSON itself
     (about twice as fast as ``json.loads`` then validation). Anything it refuses, or a record without an
     explicit ``schema_version``, goes through ``decode_record`` for the exact same verdict and reason."""
     try:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from streams.contracts import ContractError, Frame, unpack_frame
+from core.contracts import ContractError, Frame, unpack_frame
 
 _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 

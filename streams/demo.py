@@ -30,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from streams.config import Settings
+from core.settings import Settings
 from streams.localbroker import EmbeddedBroker
 from streams.process_group import terminate
 
@@ -45,7 +45,7 @@ class Child:
         self.started = time.monotonic()
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", *args],
+                [sys.executable, "-m", "cli", *args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

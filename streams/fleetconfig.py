@@ -1,13 +1,13 @@
 """Fleet defaults and per-camera overrides of the monitor settings, changed at run time.
 
-The API writes :class:`~streams.contracts.CameraConfig` records on the compacted ``config`` topic, keyed by
+The API writes :class:`~core.contracts.CameraConfig` records on the compacted ``config`` topic, keyed by
 scope ("fleet" or a camera id); every worker (and the API) reads the whole topic from its start and then
 follows it (:class:`ConfigFollower`), so a restarted worker has the current settings before its first frame
 and a change reaches every worker within a second, without a restart. Compaction keeps the last record per
 key; a tombstone removes a camera's overrides.
 
 A record that cannot be read or applied (bad JSON, the wrong shape, a scope that is not its key, or a failure
-nobody foresaw) is skipped and logged with its offset (:class:`streams.skips.SkipLog`), and the follower goes
+nobody foresaw) is skipped and logged with its offset (:class:`core.skips.SkipLog`), and the follower goes
 on: a compacted topic has no dead letters, and the record's writer, the API, refuses such records already.
 
 A camera's settings are the worker's ``CVOPS_`` settings, overridden by the fleet record, overridden by the
@@ -27,12 +27,12 @@ from dataclasses import replace
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from core.contracts import CameraConfig, ContractError, MonitorOverrides, decode_record
+from core.kafka import client_options
+from core.settings import Settings
+from core.skips import SkipLog
 from streams import fetch_pacing
-from streams.config import Settings
-from streams.contracts import CameraConfig, ContractError, MonitorOverrides, decode_record
-from streams.kafka_security import client_options
 from streams.monitor.camera import MonitorSettings
-from streams.skips import SkipLog
 
 log = logging.getLogger(__name__)
 

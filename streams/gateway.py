@@ -1,7 +1,7 @@
 """Camera gateway: read frames from a video file, an image folder or anything ``cv2.VideoCapture``
 opens (a device index, an RTSP URL), and publish them as one or more cameras at a given rate.
 
-Each frame goes to the frames topic keyed by its camera id, as :func:`streams.contracts.pack_frame`.
+Each frame goes to the frames topic keyed by its camera id, as :func:`core.contracts.pack_frame`.
 Each camera captures on a thread of its own and reconnects on its own (:mod:`streams.capture`); the
 event loop only sends. The producer waits for every replica (``acks=all``). It is not idempotent: an
 idempotent producer retries a batch for ever while the broker is away (nothing bounds an outage), and
@@ -30,10 +30,10 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from core.contracts import FrameHeader, pack_frame
+from core.kafka import client_options
+from core.settings import Settings
 from streams.capture import IMAGE_SUFFIXES, Backoff, Capture, FolderReader, MemoryReader, Outbox, Reader, VideoReader
-from streams.config import Settings
-from streams.contracts import FrameHeader, pack_frame
-from streams.kafka_security import client_options
 
 log = logging.getLogger(__name__)
 

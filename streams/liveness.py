@@ -52,8 +52,8 @@ from typing import NamedTuple
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.config import Settings
-from streams.kafka_security import client_options
+from core.kafka import client_options
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 EXIT_STALLED = 3  # the exit status of a worker that stopped itself for a stall

@@ -1,8 +1,8 @@
 """Which workers are alive, and removing dead ones from the consumer group when the broker does not.
 
-Every worker publishes a :class:`~streams.contracts.WorkerStatus` on the workers topic every 10 s.
+Every worker publishes a :class:`~core.contracts.WorkerStatus` on the workers topic every 10 s.
 :class:`WorkerDirectory` follows that topic (the API shows it; each worker reads it too). A status that cannot be
-read is skipped and logged with its offset (:class:`streams.skips.SkipLog`); the directory goes on.
+read is skipped and logged with its offset (:class:`core.skips.SkipLog`); the directory goes on.
 
 A Kafka broker removes a member that stops heartbeating after the session timeout, and the survivors take over
 its partitions. A broker that never does (the embedded development broker keeps a member killed with SIGKILL
@@ -17,7 +17,7 @@ that long (its event loop blocked), and such a worker rejoins by itself once it 
 aiokafka 0.14 speaks DescribeGroups up to v3 and LeaveGroup up to v1, neither of which carries the static
 member id (``group.instance.id``), hence the two request versions written out below from the Kafka protocol.
 
->>> from streams.contracts import WorkerStatus
+>>> from core.contracts import WorkerStatus
 >>> watch = StaleMembers(timeout_s=60)
 >>> members = [GroupMember("m-1", "worker-a"), GroupMember("m-2", "worker-b")]
 >>> def status(worker_id, sent_at):
@@ -43,12 +43,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 
+from core.contracts import WorkerStatus, decode_record
+from core.kafka import client_options
+from core.settings import Settings
+from core.skips import SkipLog
+from core.supervise import admin_rounds
 from streams import fetch_pacing
-from streams.config import Settings
-from streams.contracts import WorkerStatus, decode_record
-from streams.kafka_security import client_options
-from streams.skips import SkipLog
-from streams.supervise import admin_rounds
 
 log = logging.getLogger(__name__)
 

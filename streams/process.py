@@ -19,9 +19,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from models.session import Inferred, timed
-from streams.config import Settings
-from streams.contracts import (
+from core.contracts import (
     Alert,
     CameraConfig,
     CameraView,
@@ -35,6 +33,8 @@ from streams.contracts import (
     Timings,
     decode_record,
 )
+from core.settings import Settings
+from models.session import Inferred, timed
 from streams.decode import DecodedFrame, decode_frame
 from streams.fleetconfig import FLEET, base_settings, effective
 from streams.monitor import image as image_signals
@@ -537,7 +537,7 @@ def check_capture_time(captured_at: float, arrived_at: float | None, now: float,
     >>> check_capture_time(1_000.0, 200_000.0, now=200_000.0, max_skew_s=86_400)
     Traceback (most recent call last):
     ...
-    streams.contracts.ContractError: capture_time_out_of_range: captured 199000 s before its record's time ...
+    core.contracts.ContractError: capture_time_out_of_range: captured 199000 s before its record's time ...
     """
     if arrived_at is not None and abs(arrived_at - captured_at) > max_skew_s:
         way = "before" if captured_at < arrived_at else "after"

@@ -26,8 +26,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from aiokafka.errors import PolicyViolationError, TopicAuthorizationFailedError
 
-from streams.config import Settings
-from streams.supervise import admin_rounds
+from core.settings import Settings
+from core.supervise import admin_rounds
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import math
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from streams.contracts import Alert, FrameMetrics
+from core.contracts import Alert, FrameMetrics
 
 
 @dataclass

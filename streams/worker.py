@@ -51,18 +51,18 @@ from dataclasses import dataclass, field
 
 import faust
 
+from core.contracts import DeadLetter, WorkerStatus, encode_record
+from core.kafka import faust_credentials
+from core.settings import Settings
+from core.supervise import keep_running
 from streams import faust_fixes, fetch_pacing, liveness
 from streams.batching import BatchPolicy
-from streams.config import Settings
-from streams.contracts import DeadLetter, WorkerStatus, encode_record
 from streams.fleetconfig import ConfigFollower
-from streams.kafka_security import faust_credentials
-from streams.metrics import WorkerMetrics
 from streams.monitor.camera import REFERENCE_ELSEWHERE, join_reference, split_reference
 from streams.peers import PeerWatch, WorkerDirectory
 from streams.process import BatchResult, FrameProcessor, Prepared, RawMessage, processing_failed, silence_clock
+from streams.prometheus import WorkerMetrics
 from streams.purge import FramesPurge
-from streams.supervise import keep_running
 
 log = logging.getLogger("cvops.worker")
 OUTPUT_LINGER_MS = 5  # how long an output record may wait for others to share its produce request
@@ -584,7 +584,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
-    from streams.topics import create_topics
+    from core.topology import create_topics
 
     asyncio.run(create_topics(settings))
     app = build_app(settings)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streams.config import Settings
+from core.settings import Settings
 from streams.gateway import default_footage
 
 

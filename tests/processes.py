@@ -1,4 +1,4 @@
-"""Running cvops processes from tests, as a user would run them: ``python -m streams.cli COMMAND``."""
+"""Running cvops processes from tests, as a user would run them: ``python -m cli COMMAND``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.config import Settings
+from core.settings import Settings
 from streams.process_group import terminate
 
 
@@ -29,7 +29,7 @@ def env_of(settings: Settings) -> dict:
 def start(settings: Settings, command: str, log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", command],
+            [sys.executable, "-m", "cli", command],
             env=env_of(settings),
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.config import Settings
-from streams.contracts import CameraConfig, MonitorOverrides, WorkerStatus, encode_record
-from streams.topics import create_topics
+from core.contracts import CameraConfig, MonitorOverrides, WorkerStatus, encode_record
+from core.settings import Settings
+from core.topology import create_topics
 from tests.processes import cvops
 from tests.test_feedback import read_until
 

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from cli import build_parser
+from core.settings import Settings
 from streams.batching import BatchPolicy
-from streams.cli import build_parser
-from streams.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"

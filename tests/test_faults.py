@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streams.config import Settings
+from core.settings import Settings
+from core.topology import create_topics
 from streams.gateway import Fault, publish
-from streams.topics import create_topics
 from tests.processes import counts, cvops, start, stop, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

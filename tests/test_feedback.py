@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.config import Settings
-from streams.contracts import Alert, DeadLetter, Prediction, decode_record
+from core.contracts import Alert, DeadLetter, Prediction, decode_record
+from core.settings import Settings
+from core.topology import create_topics
 from streams.gateway import publish
-from streams.topics import create_topics
 from tests.processes import cvops, env_of
 from tests.test_pipeline import read_topic
 
@@ -64,7 +64,7 @@ def test_labels_that_disagree_with_the_model_raise_concept_drift(settings: Setti
         )
         lines.append({"frame_id": "cam-1:0:123456", "camera_id": predictions[0].camera_id, "objects": []})
         sent = subprocess.run(
-            [sys.executable, "-m", "streams.cli", "feedback", "-"],
+            [sys.executable, "-m", "cli", "feedback", "-"],
             input="\n".join(json.dumps(x) for x in lines),
             env=env_of(settings),
             capture_output=True,
@@ -89,7 +89,7 @@ def test_a_malformed_feedback_file_sends_nothing(settings: Settings, tmp_path: P
         f'{{"frame_id": "a", "camera_id": "cam-1", "objects": []}}\n{{"frame_id": "b"}}\nnot json\n{deep}\n{huge}\n'
     )
     sent = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "feedback", str(bad)],
+        [sys.executable, "-m", "cli", "feedback", str(bad)],
         env=env_of(settings), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert sent.returncode == 2

@@ -24,10 +24,10 @@ import cv2
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streams.config import Settings
-from streams.contracts import Alert, decode_record, unpack_frame
+from core.contracts import Alert, decode_record, unpack_frame
+from core.settings import Settings
+from core.topology import create_topics
 from streams.localbroker import port_open
-from streams.topics import create_topics
 from tests.conftest import free_port
 from tests.processes import env_of, start, stop, wait_for
 from tests.rtsp_server import PYTHON
@@ -40,7 +40,7 @@ RTSP_SERVER = Path(__file__).with_name("rtsp_server.py")
 def gateway(settings: Settings, args: list[str], log: Path) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "gateway", *args],
+            [sys.executable, "-m", "cli", "gateway", *args],
             env=env_of(settings),
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -241,7 +241,7 @@ class Broker:
     def start(self) -> Broker:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "broker", "--port", str(self.port), "--data-dir", str(self.data)],
+                [sys.executable, "-m", "cli", "broker", "--port", str(self.port), "--data-dir", str(self.data)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

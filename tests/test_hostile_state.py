@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.config import Settings
+from core.settings import Settings
+from core.topology import create_topics
 from streams.gateway import publish
-from streams.topics import create_topics
 from tests.processes import cvops, wait_for
 from tests.test_state_reference import records
 

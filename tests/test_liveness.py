@@ -46,7 +46,7 @@ def test_a_stalled_worker_exits_and_the_demo_starts_it_again(tmp_path: Path):
     worker_log = tmp_path / ".cvops" / "demo" / "logs" / "worker.log"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "demo", "--cameras", "2", "--fps", "2"],
+            [sys.executable, "-m", "cli", "demo", "--cameras", "2", "--fps", "2"],
             cwd=tmp_path,
             env=env,
             stdout=stdout,

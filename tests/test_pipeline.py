@@ -12,10 +12,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.config import Settings
-from streams.contracts import DeadLetter, FrameHeader, Prediction, decode_record, pack_frame
+from core.contracts import DeadLetter, FrameHeader, Prediction, decode_record, pack_frame
+from core.settings import Settings
+from core.topology import create_topics
 from streams.gateway import publish
-from streams.topics import create_topics
 from tests.conftest import free_port
 from tests.processes import counts, cvops, wait_for
 

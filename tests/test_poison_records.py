@@ -17,8 +17,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.config import Settings
-from streams.contracts import (
+from core.contracts import (
     CameraConfig,
     DeadLetter,
     Feedback,
@@ -28,8 +27,9 @@ from streams.contracts import (
     decode_record,
     encode_record,
 )
+from core.settings import Settings
+from core.topology import create_topics
 from streams.gateway import publish
-from streams.topics import create_topics
 from tests.api.test_alerts import read_events
 from tests.processes import cvops, wait_for
 from tests.store.records import alert

@@ -45,7 +45,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from streams.contracts import Alert, CameraView, DriftStatistic, Evidence, FrameMetrics
+from core.contracts import Alert, CameraView, DriftStatistic, Evidence, FrameMetrics
 from streams.monitor.concept import ConceptDrift
 from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth

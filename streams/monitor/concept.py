@@ -2,7 +2,7 @@
 
 Everything else the worker watches is unsupervised: it sees the input move, not whether the model is still
 right. When people (or a slower, better model) label some frames, the labels come back on the feedback topic
-(:class:`streams.contracts.Feedback`); :func:`frame_error` scores the model's prediction for that frame
+(:class:`core.contracts.Feedback`); :func:`frame_error` scores the model's prediction for that frame
 against them and :class:`ConceptDrift` watches the stream of errors with River's ADWIN.
 """
 

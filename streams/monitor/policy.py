@@ -21,7 +21,7 @@ Alertmanager's inhibition rules and Prometheus's ``keep_firing_for`` do:
 Keys are ``"<type>:<signal>"``. The clock is the caller's (frames' processing times, the worker's timer):
 the policy never reads one.
 
->>> from streams.contracts import Alert
+>>> from core.contracts import Alert
 >>> def alert(kind, signal, status="raised", at=0.0):
 ...     return Alert(alert_id=f"{signal}@{at}", type=kind, status=status, camera_id="c", signal=signal,
 ...                  value=0.0, threshold=0.0, window=0, raised_at=at, message="")
@@ -39,7 +39,7 @@ import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from streams.contracts import Alert
+from core.contracts import Alert
 
 # What the cause explains on the same camera. Patterns on "type:signal" keys (fnmatch).
 _IMAGE = ("data_drift:*", "prediction_drift:*", "upstream_drift:bytes_per_pixel", "outlier:*", "embedding_drift:*")

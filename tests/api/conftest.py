@@ -23,10 +23,10 @@ from api.app import create_app
 from api.dependencies import get_now
 from api.settings import ApiSettings
 from api.tokens import hash_token
+from core.settings import Settings
+from core.topology import create_topics
 from store import Store
 from store.writer import SINKS, alert_row, metrics_row
-from streams.config import Settings
-from streams.topics import create_topics
 from tests.conftest import free_port
 
 TOKEN = "analyst-token-for-tests"

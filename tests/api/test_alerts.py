@@ -10,8 +10,8 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streams.contracts import encode_record
-from streams.kafka_security import client_options
+from core.contracts import encode_record
+from core.kafka import client_options
 from tests.api.conftest import seed
 from tests.store.records import alert
 

@@ -39,9 +39,9 @@ from api.auth import read_access, require_token
 from api.dependencies import get_store
 from api.evidence import BOXES_SQL, boxes_of, coco_zip, query_edge_cases
 from api.guard import GuardedRoute
+from core.contracts import Detection, Evidence, Prediction, Timings
 from store import Store
 from store.writer import SINKS, evidence_row, prediction_row
-from streams.contracts import Detection, Evidence, Prediction, Timings
 from tests.api.conftest import TOKEN, auth
 from tests.api.test_alerts import read_events
 

@@ -185,7 +185,7 @@ def test_drift_state_per_detector_and_signal(client, store, now, camera):
 
 
 def test_drift_history_gives_each_sampled_statistic_with_its_threshold_by_step(client, store, now, camera):
-    from streams.contracts import DriftStatistic
+    from core.contracts import DriftStatistic
 
     def sampled(p: float, score: float) -> list[DriftStatistic]:
         return [

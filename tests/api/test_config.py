@@ -8,7 +8,7 @@ import time
 import httpx
 from aiokafka import AIOKafkaConsumer
 
-from streams.contracts import CameraConfig, decode_record
+from core.contracts import CameraConfig, decode_record
 from tests.api.conftest import TOKEN
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

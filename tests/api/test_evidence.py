@@ -9,9 +9,9 @@ import cv2
 import httpx
 import numpy as np
 
+from core.contracts import Detection, Evidence, Prediction, Timings
 from store import Store
 from store.writer import SINKS, evidence_row, prediction_row
-from streams.contracts import Detection, Evidence, Prediction, Timings
 
 
 def thumbnail(value: int) -> str:
@@ -107,8 +107,8 @@ def test_edge_cases_are_listed_and_exported_as_a_coco_labelling_set(client: http
 
 
 def test_a_cameras_latest_and_reference_views_are_served_and_dated_in_the_fleet(client, store, camera, now):
+    from core.contracts import CameraView
     from store.writer import view_row
-    from streams.contracts import CameraView
     from tests.api.conftest import seed
     from tests.store.records import metrics
 

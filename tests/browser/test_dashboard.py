@@ -25,8 +25,8 @@ import httpx
 import pytest
 
 from api.tokens import hash_token
-from streams.config import Settings
-from streams.topics import create_topics
+from core.settings import Settings
+from core.topology import create_topics
 from tests.processes import counts, env_of, stop, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -83,7 +83,7 @@ def browser(tmp_path: Path) -> Iterator:
 def _start(settings: Settings, args: list[str], log: Path, **extra_env: str) -> subprocess.Popen:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", *args],
+            [sys.executable, "-m", "cli", *args],
             env={**env_of(settings), **extra_env},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -382,7 +382,7 @@ async def _publish_fleet(settings: Settings, n: int, alerting: set[int], silent:
     for each camera in ``alerting``, on the topics the worker writes: the API's store writer stores them."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.contracts import Alert, FrameMetrics, encode_record
+    from core.contracts import Alert, FrameMetrics, encode_record
 
     now = time.time()
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
@@ -502,7 +502,7 @@ async def _publish_edge_cases(settings: Settings, n: int) -> list[str]:
     import numpy as np
     from aiokafka import AIOKafkaProducer
 
-    from streams.contracts import Evidence, encode_record
+    from core.contracts import Evidence, encode_record
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()

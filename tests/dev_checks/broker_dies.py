@@ -25,7 +25,7 @@ def processes() -> dict[int, tuple[int, bytes]]:
 def test_the_broker_ends_badly_then_this_test_decides():
     shell = os.getppid()  # the bash running ./dev, whose other child is the broker
     table = processes()
-    brokers = [pid for pid, (ppid, cmd) in table.items() if ppid == shell and b"streams.cli broker" in cmd]
+    brokers = [pid for pid, (ppid, cmd) in table.items() if ppid == shell and b"cli broker" in cmd]
     assert len(brokers) == 1, "the broker started by ./dev test was not found"
     # the broker's own processes first (killing the command alone would leave them running), then the command
     family, grew = set(brokers), True

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from core.contracts import Alert, Detection, FrameMetrics, Prediction, Timings, encode_record
+from core.settings import Settings
 from store.validate import Limits
-from streams.config import Settings
-from streams.contracts import Alert, Detection, FrameMetrics, Prediction, Timings, encode_record
 
 # Midnight UTC yesterday: whole hours and minutes from T0 are known, and rows are within any TTL.
 T0 = float(int(time.time()) // 86400 * 86400 - 86400)

@@ -14,19 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.validate import Limits, check, problems, suspects
-from store.writer import (
-    _FAST,
-    SINKS,
-    Columns,
-    Fields,
-    StoreWriter,
-    _decode,
-    _ts,
-    _ts_column,
-    fast_decoder,
-)
-from streams.contracts import (
+from core.contracts import (
     Alert,
     CameraView,
     ContractError,
@@ -38,6 +26,18 @@ from streams.contracts import (
     Prediction,
     Timings,
     encode_record,
+)
+from store.validate import Limits, check, problems, suspects
+from store.writer import (
+    _FAST,
+    SINKS,
+    Columns,
+    Fields,
+    StoreWriter,
+    _decode,
+    _ts,
+    _ts_column,
+    fast_decoder,
 )
 from tests.store.records import LIMITS, SETTINGS, T0, Record, alert, metrics, prediction, records_of
 

@@ -10,8 +10,8 @@ import pytest
 import store.cookbook
 import store.readonly
 import store.validate
+from core.contracts import ContractError, Detection, encode_record
 from store.validate import Limits, check, problems
-from streams.contracts import ContractError, Detection, encode_record
 from tests.store.records import T0, alert, metrics, prediction
 
 
@@ -79,7 +79,7 @@ def test_nan_in_json_reaches_the_check_and_is_not_coerced():
     raw["value"] = float("nan")
     value = json.dumps(raw).encode()  # Python writes NaN, as some producers do
     assert b"NaN" in value
-    from streams.contracts import Alert, ContractError, decode_record
+    from core.contracts import Alert, ContractError, decode_record
 
     assert codes(Alert.model_validate_json(value)) == ["non_finite"]  # the writer's parse lets it through
     with pytest.raises(ContractError) as err:  # the contract's path refuses it with the same code

@@ -8,9 +8,9 @@ import json
 
 import pytest
 
+from core.contracts import DeadLetter, decode_record, encode_record
 from store import Store
 from store.writer import StoreWriter
-from streams.contracts import DeadLetter, decode_record, encode_record
 from tests.store.records import LIMITS, SETTINGS, T0, Record, alert, metrics, prediction, records_of
 
 
@@ -247,8 +247,8 @@ def test_evidence_thumbnails_are_stored_as_jpeg_bytes_and_a_bad_image_is_refused
     import cv2
     import numpy as np
 
+    from core.contracts import Evidence, encode_record
     from store.writer import StoreWriter
-    from streams.contracts import Evidence, encode_record
     from tests.store.records import SETTINGS, T0, Record
 
     jpeg = cv2.imencode(".jpg", np.full((90, 160, 3), 120, np.uint8))[1].tobytes()
@@ -271,7 +271,7 @@ def test_evidence_thumbnails_are_stored_as_jpeg_bytes_and_a_bad_image_is_refused
 
 
 def test_sampled_drift_statistics_become_drift_stats_rows_once_each(store):
-    from streams.contracts import DriftStatistic
+    from core.contracts import DriftStatistic
 
     def sampled(seq: int, p: float) -> list[DriftStatistic]:
         return [
@@ -309,7 +309,7 @@ def test_the_store_keeps_the_newest_view_of_each_camera_and_role(store):
     import cv2
     import numpy as np
 
-    from streams.contracts import CameraView
+    from core.contracts import CameraView
 
     def view(camera: str, role: str, at: float, grey: int) -> CameraView:
         jpeg = cv2.imencode(".jpg", np.full((90, 160, 3), grey, np.uint8))[1].tobytes()

@@ -11,11 +11,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from core.contracts import DeadLetter, decode_record, encode_record
+from core.settings import Settings
+from core.topology import create_topics
 from store import Store
 from store.writer import StoreWriter
-from streams.config import Settings
-from streams.contracts import DeadLetter, decode_record, encode_record
-from streams.topics import create_topics
 from tests.store.records import LIMITS, metrics
 
 pytestmark = pytest.mark.integration

@@ -15,12 +15,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from core.contracts import CameraView, ContractError, DeadLetter, Evidence, decode_record, encode_record
+from core.settings import Settings
+from core.topology import create_topics
 from store import Store
 from store.dsn import masked
 from store.writer import SINKS, StoreWriter, alert_columns
-from streams.config import Settings
-from streams.contracts import CameraView, ContractError, DeadLetter, Evidence, decode_record, encode_record
-from streams.topics import create_topics
 from tests.store.records import LIMITS, SETTINGS, alert, metrics, prediction, records_of
 
 pytestmark = pytest.mark.integration

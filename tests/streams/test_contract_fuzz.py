@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.contracts import ContractError, FrameHeader, pack_frame, unpack_frame
+from core.contracts import ContractError, FrameHeader, pack_frame, unpack_frame
 from streams.decode import decode_frame
 
 IMAGE = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8))[1].tobytes()

@@ -3,7 +3,7 @@ import struct
 
 import pytest
 
-from streams.contracts import (
+from core.contracts import (
     Alert,
     ContractError,
     DeadLetter,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from streams.contracts import ContractError, FrameHeader, pack_frame
+from core.contracts import ContractError, FrameHeader, pack_frame
 from streams.decode import decode_frame
 
 

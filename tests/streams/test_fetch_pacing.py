@@ -10,9 +10,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.consumer.fetcher import Fetcher
 
+from core.settings import Settings
+from core.topology import create_topics
 from streams import fetch_pacing
-from streams.config import Settings
-from streams.topics import create_topics
 
 
 @pytest.fixture

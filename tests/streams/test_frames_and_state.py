@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pytest
 
+from core.contracts import FrameHeader, pack_frame
+from core.settings import Settings
 from models import load_detector
-from streams.config import Settings
-from streams.contracts import FrameHeader, pack_frame
 from streams.gateway import encode
 from streams.process import FrameProcessor, RawMessage
 

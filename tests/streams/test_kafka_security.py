@@ -3,8 +3,8 @@ import ssl
 import faust
 import pytest
 
-from streams.config import Settings
-from streams.kafka_security import client_options, faust_credentials
+from core.kafka import client_options, faust_credentials
+from core.settings import Settings
 
 
 def settings(**kw) -> Settings:

@@ -12,10 +12,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from core.settings import Settings
+from core.topology import create_topics
 from streams import liveness
-from streams.config import Settings
 from streams.liveness import EXIT_STALLED, LivenessWatch, Offsets, Stalled, StallWatch, describe, take_stall_file
-from streams.topics import create_topics
 
 
 def test_the_module_examples_hold():

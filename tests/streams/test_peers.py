@@ -8,10 +8,10 @@ import asyncio
 import pytest
 from pydantic import ValidationError
 
-from streams.config import Settings
-from streams.contracts import WorkerStatus
+from core.contracts import WorkerStatus
+from core.settings import Settings
+from core.supervise import keep_running
 from streams.peers import GroupMember, StaleMembers
-from streams.supervise import keep_running
 
 A, B = GroupMember("m-a", "worker-a"), GroupMember("m-b", "worker-b")
 

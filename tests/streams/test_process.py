@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
+from core.contracts import FrameHeader, pack_frame, unpack_frame
+from core.settings import Settings
 from models import load_detector
-from streams.config import Settings
-from streams.contracts import FrameHeader, pack_frame, unpack_frame
 from streams.gateway import encode
 from streams.process import FrameProcessor, RawMessage
 
@@ -189,7 +189,7 @@ def test_labels_that_stop_agreeing_with_the_model_raise_concept_drift(detector, 
 
 
 def test_config_records_change_a_running_cameras_thresholds_and_relearn_resolves_its_alerts(detector, street_frames):
-    from streams.contracts import CameraConfig, MonitorOverrides
+    from core.contracts import CameraConfig, MonitorOverrides
 
     p = FrameProcessor(Settings(_env_file=None, rule_warmup_frames=5, rule_consecutive=2), detector)
     try:

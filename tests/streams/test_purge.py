@@ -10,9 +10,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
-from streams.config import Settings
+from core.settings import Settings
+from core.topology import create_topics
 from streams.purge import FramesPurge, to_purge
-from streams.topics import create_topics
 
 
 def test_only_partitions_whose_commit_moved_past_the_last_purge_are_purged():

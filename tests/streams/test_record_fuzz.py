@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import contracts, skips
-from streams.contracts import (
+from core import contracts, skips
+from core.contracts import (
     Alert,
     CameraConfig,
     CameraView,

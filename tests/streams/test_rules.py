@@ -1,6 +1,6 @@
 import random
 
-from streams.contracts import FrameMetrics
+from core.contracts import FrameMetrics
 from streams.rules import CameraHealth, OutOfRange
 
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streams.contracts import FrameMetrics
+from core.contracts import FrameMetrics
 from streams.gateway import default_footage
 from streams.monitor import image
 from streams.monitor.camera import CameraMonitor, MonitorSettings, join_reference, split_reference

@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from streams.contracts import FrameMetrics
+from core.contracts import FrameMetrics
 from streams.monitor.camera import CameraMonitor, MonitorSettings
 
 OFF = {"motion_every": 0, "ks_reference": 0, "prediction_reference": 0, "embedding_reference": 0}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from skimage import data
 
-from streams.contracts import FrameMetrics
+from core.contracts import FrameMetrics
 from streams.monitor import image
 from streams.monitor.camera import DISTRIBUTION_SIGNALS, MonitorSettings
 from streams.monitor.windows import MultiKS

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streams.contracts import Alert, FrameMetrics
+from core.contracts import Alert, FrameMetrics
 from streams.gateway import default_footage
 from streams.monitor import image
 from streams.monitor.camera import CameraMonitor, MonitorSettings

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
-from streams import contracts
-from streams.config import Settings
-from streams.kafka_security import client_options
+from core import contracts
+from core.kafka import client_options
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

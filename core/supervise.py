@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.config import Settings
-from streams.kafka_security import client_options
+from core.kafka import client_options
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

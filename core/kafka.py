@@ -11,7 +11,7 @@ import ssl
 
 import faust
 
-from streams.config import Settings
+from core.settings import Settings
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

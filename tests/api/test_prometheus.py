@@ -10,7 +10,7 @@ import httpx
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams.contracts import WorkerStatus, encode_record
+from core.contracts import WorkerStatus, encode_record
 
 
 def samples(client: httpx.Client) -> dict[tuple[str, tuple], float]:

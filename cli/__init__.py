@@ -1,4 +1,4 @@
-"""The ``cvops`` command. Every subcommand reads the same ``CVOPS_*`` settings (see streams.config)."""
+"""The ``cvops`` command. Every subcommand reads the same ``CVOPS_*`` settings (see core.settings)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import signal
 import sys
 import time
 
+from core.settings import Settings
 from streams import fetch_pacing
-from streams.config import Settings
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -40,7 +40,7 @@ def _cmd_broker(args, settings: Settings) -> int:
 
 
 def _cmd_topics(args, settings: Settings) -> int:
-    from streams.topics import create_topics, topology
+    from core.topology import create_topics, topology
 
     created = asyncio.run(create_topics(settings))
     print(f"{'topic':<28} {'partitions':>10} {'retention':>12}  contract")
@@ -52,8 +52,8 @@ def _cmd_topics(args, settings: Settings) -> int:
 
 
 def _cmd_gateway(args, settings: Settings) -> int:
+    from core.topology import create_topics
     from streams.gateway import Fault, publish
-    from streams.topics import create_topics
 
     faults = tuple(Fault.parse(f) for f in args.fault)
 
@@ -88,8 +88,8 @@ def _cmd_feedback(args, settings: Settings) -> int:
     """Publish labels (Feedback records, one JSON object per line) on the feedback topic, keyed by camera."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.contracts import ContractError, Feedback, decode_record, encode_record, load_json
-    from streams.kafka_security import client_options
+    from core.contracts import ContractError, Feedback, decode_record, encode_record, load_json
+    from core.kafka import client_options
 
     records, bad = [], 0
     with open(args.file) if args.file != "-" else sys.stdin as f:

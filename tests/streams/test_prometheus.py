@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.contracts import Alert, DeadLetter, Prediction, Timings
-from streams.metrics import WorkerMetrics
+from core.contracts import Alert, DeadLetter, Prediction, Timings
 from streams.process import BatchResult
+from streams.prometheus import WorkerMetrics
 
 
 def prediction(seq: int, batch: int) -> Prediction:
