@@ -1,0 +1,268 @@
+"""Incidents across cameras: one cause shared by many cameras is one incident, not one alert per camera.
+
+Pure logic, no Kafka: :class:`Correlator` reads the per-camera alert records (``core.contracts.Alert``) in
+order and says which incidents open, grow and resolve. The stream processor that feeds it and the routes
+that tell people are thin wiring around it.
+
+Kinds, decided from the alerts that arrive within ``window_s`` of each other (like Alertmanager's
+``group_wait``):
+
+- ``environment``: at least ``min_cameras`` cameras of one scope (a site, or a tag) raise the same signal in
+  the same direction (dusk, rain, glare on a whole site);
+- ``upstream``: the same for ``upstream_drift`` alerts of the cameras behind one gateway (a gateway that
+  halved every camera's resolution);
+- ``model``: ``prediction_drift`` of the same signal on ``min_cameras`` cameras of one model version, in any
+  scope: the model moved, not the cameras;
+- ``device``: an alert that no group claimed by the end of its window stands for itself.
+
+A camera that raises the same signal while a group incident of its scope is open joins it. An incident
+resolves when all its members have resolved. An inhibited symptom (status ``suppressed``) is never an
+incident: its cause is.
+
+Ids are deterministic (the kind, the scope, the key and the first alert's id), so alerts replayed after a
+crash open the same incident again, and a receiver can deduplicate on the incident id and its status.
+State is data (:meth:`Correlator.to_dict`), for a changelog to restore.
+
+>>> c = Correlator(window_s=60, min_cameras=3, scopes=lambda cam: ["site:north"])
+>>> def dark(cam, at):
+...     return Alert(alert_id=f"a-{cam}", type="data_drift", camera_id=cam, signal="brightness", value=40,
+...                  threshold=80, window=60, raised_at=at, message="darker")
+>>> [e.status for e in c.observe(dark("c1", 0.0), now=0.0)] + [e.status for e in c.observe(dark("c2", 5), now=5)]
+[]
+>>> [(e.status, e.incident.kind, len(e.incident.members)) for e in c.observe(dark("c3", 9), now=9)]
+[('raised', 'environment', 3)]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from core.contracts import Alert
+
+Scopes = Callable[[str], Iterable[str]]  # camera id -> its scopes ("site:north", "tag:zone=dock"), best first
+KINDS = ("environment", "upstream", "model", "device")
+STATE_VERSION = 1
+
+
+def direction(alert: Alert) -> str:
+    """``up`` or ``down`` for a statistic that crossed a bound of a range, ``changed`` for a test's p-value
+    (the direction of a distribution's move is not in the alert).
+
+    >>> a = dict(alert_id="x", type="data_drift", camera_id="c", window=1, raised_at=0, message="")
+    >>> direction(Alert(signal="brightness", value=40, threshold=80, **a))
+    'down'
+    >>> direction(Alert(signal="brightness_distribution", value=1e-5, threshold=1e-3, **a))
+    'changed'
+    """
+    if alert.signal.endswith("_distribution") or alert.type in ("prediction_drift", "embedding_drift", "outlier"):
+        return "changed"
+    return "up" if alert.value > alert.threshold else "down"
+
+
+@dataclass
+class Incident:
+    incident_id: str
+    kind: str
+    scope: str  # "site:north", "gateway:g1", "model:nanodet-m@1", or "camera:<id>" for a device incident
+    type: str
+    signal: str
+    direction: str
+    opened_at: float
+    members: dict[str, str] = field(default_factory=dict)  # alert id -> camera id
+    resolved_members: set[str] = field(default_factory=set)  # alert ids
+    resolved_at: float | None = None
+
+    @property
+    def cameras(self) -> list[str]:
+        return sorted(set(self.members.values()))
+
+    @property
+    def open(self) -> bool:
+        return self.resolved_at is None
+
+    def to_dict(self) -> dict:
+        return {
+            "incident_id": self.incident_id, "kind": self.kind, "scope": self.scope, "type": self.type,
+            "signal": self.signal, "direction": self.direction, "opened_at": self.opened_at,
+            "members": dict(self.members), "resolved_members": sorted(self.resolved_members),
+            "resolved_at": self.resolved_at,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Incident:
+        return cls(**{**d, "members": dict(d["members"]), "resolved_members": set(d["resolved_members"])})
+
+
+@dataclass(frozen=True)
+class IncidentEvent:
+    """What changed: ``raised`` (a new incident), ``joined`` (new members), ``resolved`` (all members resolved)."""
+
+    status: str
+    incident: Incident
+    alert_ids: tuple[str, ...]  # the alerts this event is about
+
+    @property
+    def event_id(self) -> str:
+        """Stable across replays: the incident, the status and (for ``joined``) the alerts that joined."""
+        if self.status == "joined":
+            return f"{self.incident.incident_id}:joined:{_digest(*self.alert_ids)}"
+        return f"{self.incident.incident_id}:{self.status}"
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).hexdigest()
+
+
+@dataclass
+class _Pending:
+    alert: Alert
+    arrived_at: float
+    scopes: tuple[str, ...]
+
+
+class Correlator:
+    """Groups per-camera alerts into incidents.
+
+    ``scopes(camera_id)`` gives a camera's scopes (its site, then its tags; none: the camera groups with
+    nothing), ``gateway(camera_id)`` the gateway it publishes through ('' when unknown) and ``population(scope)``
+    how many cameras the scope has (0 when unknown); a group needs ``min_cameras`` cameras and, where the
+    population is known, ``min_share`` of it.
+    """
+
+    def __init__(
+        self,
+        window_s: float = 120.0,
+        min_cameras: int = 3,
+        min_share: float = 0.0,
+        scopes: Scopes = lambda camera_id: (),
+        gateway: Callable[[str], str] = lambda camera_id: "",
+        population: Callable[[str], int] = lambda scope: 0,
+    ):
+        if window_s <= 0 or min_cameras < 2 or not 0 <= min_share <= 1:
+            raise ValueError("window_s > 0, min_cameras >= 2 and 0 <= min_share <= 1")
+        self.window_s = window_s
+        self.min_cameras = min_cameras
+        self.min_share = min_share
+        self.scopes = scopes
+        self.gateway = gateway
+        self.population = population
+        self.pending: dict[str, _Pending] = {}  # alert id -> waiting for a group
+        self.incidents: dict[str, Incident] = {}  # open ones, and resolved ones until pruned
+        self.by_alert: dict[str, str] = {}  # alert id -> incident id
+
+    # -- the life of an alert ------------------------------------------------------------------------
+    def observe(self, alert: Alert, now: float) -> list[IncidentEvent]:
+        """One alert record, in the order of the alerts topic; ``now`` is unix s (the record's time)."""
+        events = self.tick(now)
+        if alert.status == "suppressed":
+            return events
+        if alert.status == "resolved":
+            return events + self._resolve(alert, now)
+        if alert.alert_id in self.pending or alert.alert_id in self.by_alert:
+            return events  # a replayed raise
+        scopes = self._scopes_of(alert)
+        for inc in self.incidents.values():
+            if inc.open and inc.kind != "device" and inc.scope in scopes and self._key(alert) == self._inc_key(inc):
+                inc.members[alert.alert_id] = alert.camera_id
+                self.by_alert[alert.alert_id] = inc.incident_id
+                return [*events, IncidentEvent("joined", inc, (alert.alert_id,))]
+        self.pending[alert.alert_id] = _Pending(alert, now, scopes)
+        return events + self._group(alert, now)
+
+    def tick(self, now: float) -> list[IncidentEvent]:
+        """Alerts that waited ``window_s`` without a group become device incidents."""
+        due = [p for p in self.pending.values() if now - p.arrived_at >= self.window_s]
+        events = []
+        for p in sorted(due, key=lambda p: (p.arrived_at, p.alert.alert_id)):
+            del self.pending[p.alert.alert_id]
+            events.append(self._open("device", f"camera:{p.alert.camera_id}", [p.alert], p.arrived_at))
+        return events
+
+    def _resolve(self, alert: Alert, now: float) -> list[IncidentEvent]:
+        if (p := self.pending.pop(alert.alert_id, None)) is not None:
+            # Raised and resolved before its window closed: still an incident someone must hear of.
+            raised = self._open("device", f"camera:{alert.camera_id}", [p.alert], p.arrived_at)
+            return [raised, *self._resolve(alert, now)]
+        inc = self.incidents.get(self.by_alert.get(alert.alert_id, ""))
+        if inc is None or not inc.open or alert.alert_id in inc.resolved_members:
+            return []
+        inc.resolved_members.add(alert.alert_id)
+        if inc.resolved_members >= inc.members.keys():
+            inc.resolved_at = now
+            return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
+        return []
+
+    def _group(self, alert: Alert, now: float) -> list[IncidentEvent]:
+        key = self._key(alert)
+        for scope in self._scopes_of(alert):
+            same = [p for p in self.pending.values() if scope in p.scopes and self._key(p.alert) == key]
+            cameras = {p.alert.camera_id for p in same}
+            known = self.population(scope)
+            if len(cameras) < self.min_cameras or (known and len(cameras) / known < self.min_share):
+                continue
+            for p in same:
+                del self.pending[p.alert.alert_id]
+            kind = {"upstream_drift": "upstream", "prediction_drift": "model"}.get(alert.type, "environment")
+            first = min(p.arrived_at for p in same)
+            return [self._open(kind, scope, [p.alert for p in same], first)]
+        return []
+
+    def _open(self, kind: str, scope: str, alerts: list[Alert], opened_at: float) -> IncidentEvent:
+        alerts = sorted(alerts, key=lambda a: (a.raised_at, a.alert_id))
+        first = alerts[0]
+        key = self._key(first)
+        iid = "inc-" + _digest(kind, scope, *key, first.alert_id)
+        inc = Incident(iid, kind, scope, first.type, first.signal, key[2], opened_at,
+                       members={a.alert_id: a.camera_id for a in alerts})  # fmt: skip
+        self.incidents[iid] = inc
+        self.by_alert.update(dict.fromkeys(inc.members, iid))
+        return IncidentEvent("raised", inc, tuple(inc.members))
+
+    def _scopes_of(self, alert: Alert) -> tuple[str, ...]:
+        if alert.type == "upstream_drift":
+            gw = self.gateway(alert.camera_id)
+            return (f"gateway:{gw}",) if gw else ()
+        if alert.type == "prediction_drift":
+            return (f"model:{alert.model_name}@{alert.model_version}",) if alert.model_name else ()
+        return tuple(self.scopes(alert.camera_id))
+
+    @staticmethod
+    def _key(alert: Alert) -> tuple[str, str, str]:
+        return (alert.type, alert.signal, direction(alert))
+
+    @staticmethod
+    def _inc_key(inc: Incident) -> tuple[str, str, str]:
+        return (inc.type, inc.signal, inc.direction)
+
+    # -- housekeeping and state --------------------------------------------------------------------
+    def prune(self, now: float, keep_s: float = 3600.0) -> int:
+        """Forget incidents resolved more than ``keep_s`` ago (a late resolve of theirs is then ignored)."""
+        old = [i for i in self.incidents.values() if i.resolved_at is not None and now - i.resolved_at > keep_s]
+        for inc in old:
+            del self.incidents[inc.incident_id]
+            for aid in inc.members:
+                self.by_alert.pop(aid, None)
+        return len(old)
+
+    def to_dict(self) -> dict:
+        return {
+            "version": STATE_VERSION,
+            "pending": [
+                {"alert": p.alert.model_dump(mode="json"), "arrived_at": p.arrived_at, "scopes": list(p.scopes)}
+                for p in self.pending.values()
+            ],
+            "incidents": [i.to_dict() for i in self.incidents.values()],
+        }
+
+    def load(self, state: dict) -> None:
+        """Restore :meth:`to_dict`'s output (this correlator's settings are kept)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"incident state version {state.get('version')!r}, expected {STATE_VERSION}")
+        self.pending = {}
+        for p in state["pending"]:
+            alert = Alert.model_validate(p["alert"])
+            self.pending[alert.alert_id] = _Pending(alert, float(p["arrived_at"]), tuple(p["scopes"]))
+        self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in state["incidents"]}
+        self.by_alert = {aid: i.incident_id for i in self.incidents.values() for aid in i.members}

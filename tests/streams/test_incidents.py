@@ -1,0 +1,99 @@
+"""The incident correlator: pure logic, no Kafka."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.contracts import Alert
+from streams.incidents import Correlator, direction
+
+SITES = {f"n{i}": "site:north" for i in range(10)} | {"s1": "site:south", "s2": "site:south"}
+GATEWAYS = {f"n{i}": "gw-a" for i in range(10)}
+
+
+def alert(cam: str, signal: str = "brightness", at: float = 0.0, status: str = "raised", value: float = 40.0,
+          type_: str = "data_drift", aid: str | None = None, **kw) -> Alert:  # fmt: skip
+    return Alert(alert_id=aid or f"{cam}:{signal}", type=type_, status=status, camera_id=cam, signal=signal,
+                 value=value, threshold=80.0, window=60, raised_at=at, message="m", **kw)  # fmt: skip
+
+
+def correlator(**kw) -> Correlator:
+    return Correlator(window_s=60, min_cameras=3, scopes=lambda c: [SITES[c]] if c in SITES else [],
+                      gateway=lambda c: GATEWAYS.get(c, ""), **kw)  # fmt: skip
+
+
+def run(c: Correlator, alerts: list[tuple[float, Alert]]) -> list[tuple[str, str, tuple[str, ...]]]:
+    out = []
+    for now, a in alerts:
+        out += [(e.status, e.incident.kind, tuple(e.incident.cameras)) for e in c.observe(a, now)]
+    return out
+
+
+def test_a_site_that_darkens_together_is_one_environment_incident_and_a_lone_blur_is_a_device_one():
+    c = correlator()
+    feed = [(t, alert(f"n{t // 10}", at=t)) for t in range(0, 80, 10)]  # 8 cameras, 10 s apart
+    feed.insert(3, (25.0, alert("n9", "blur", at=25.0, value=10.0)))
+    events = run(c, feed) + [(e.status, e.incident.kind, tuple(e.incident.cameras)) for e in c.tick(200.0)]
+    raised = [e for e in events if e[0] == "raised"]
+    assert raised == [("raised", "environment", ("n0", "n1", "n2")), ("raised", "device", ("n9",))]
+    joined = [e for e in events if e[0] == "joined"]
+    assert len(joined) == 5 and joined[-1][2] == tuple(f"n{i}" for i in range(8))
+
+
+def test_opposite_directions_and_other_sites_do_not_group():
+    c = correlator()
+    events = run(c, [(0, alert("n0", value=40)), (1, alert("n1", value=120)), (2, alert("s1", value=40))])
+    assert events == []
+    late = [(e.status, e.incident.kind, tuple(e.incident.cameras)) for e in c.tick(62)]
+    assert late == [("raised", "device", ("n0",)), ("raised", "device", ("n1",)), ("raised", "device", ("s1",))]
+
+
+def test_min_share_of_a_known_population():
+    c = correlator(min_share=0.5, population=lambda scope: 10)
+    assert run(c, [(t, alert(f"n{t}", at=t)) for t in range(4)]) == []  # 4 of 10 is under half
+    assert run(c, [(4, alert("n4", at=4))]) == [("raised", "environment", ("n0", "n1", "n2", "n3", "n4"))]
+
+
+def test_gateway_and_model_groups():
+    c = correlator()
+    up = [(t, alert(f"n{t}", "width", type_="upstream_drift", value=320)) for t in range(3)]
+    assert run(c, up) == [("raised", "upstream", ("n0", "n1", "n2"))]
+    pred = [(t, alert(cam, "class_mix", type_="prediction_drift", model_name="nanodet-m", model_version="2"))
+            for t, cam in enumerate(["n5", "s1", "x9"])]  # fmt: skip
+    assert run(c, pred) == [("raised", "model", ("n5", "s1", "x9"))]
+
+
+def test_resolves_when_every_member_has_and_ids_are_stable_across_replays():
+    feed = [(t, alert(f"n{t}", at=t)) for t in range(3)] + [(t, alert(f"n{t - 10}", status="resolved"))
+                                                              for t in range(10, 13)]  # fmt: skip
+    first, second = correlator(), correlator()
+    ids = [[e.event_id for now, a in feed for e in c.observe(a, now)] for c in (first, second)]
+    assert ids[0] == ids[1] and [i.rsplit(":", 1)[1] for i in ids[0]] == ["raised", "resolved"]
+    # a replayed raise or resolve changes nothing
+    assert run(first, feed) == []
+
+
+def test_a_flap_inside_the_window_is_still_told_and_symptoms_never_are():
+    c = correlator()
+    events = run(c, [(0, alert("n0")), (5, alert("n0", status="resolved")),
+                     (6, alert("n1", status="suppressed", caused_by="x"))])  # fmt: skip
+    assert events == [("raised", "device", ("n0",)), ("resolved", "device", ("n0",))]
+    assert c.pending == {}
+
+
+def test_state_round_trips_through_json():
+    c = correlator()
+    run(c, [(0, alert("n0")), (1, alert("n1")), (2, alert("n2")), (3, alert("s1"))])
+    restored = correlator()
+    restored.load(json.loads(json.dumps(c.to_dict())))
+    tail = [(4, alert("n3")), (5, alert("n0", status="resolved")), (70, alert("s2"))]
+    assert run(restored, tail) == run(c, tail)
+    with pytest.raises(ValueError, match="version"):
+        restored.load({"version": 99})
+
+
+def test_direction():
+    assert direction(alert("n0", value=10)) == "down" and direction(alert("n0", value=100)) == "up"
+    assert direction(alert("n0", "blur_distribution", value=1e-6)) == "changed"
