@@ -51,6 +51,9 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec("config", "CameraConfig v1 (compacted)", 1, -1, compact=True),
         TopicSpec("deadletters", "DeadLetter v1", n, 7 * 24 * 3600_000, settings.max_message_bytes * 2),
         TopicSpec("workers", "WorkerStatus v1", 1, 3600_000),
+        TopicSpec("cameras", "CameraInfo v1 (compacted)", 1, -1, compact=True),
+        TopicSpec("incidents", "IncidentRecord v1", n, 30 * 24 * 3600_000),
+        TopicSpec("incidents-state", "the incident correlator's state and offsets (compacted)", 1, -1, compact=True),
     ]
 
 

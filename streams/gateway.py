@@ -30,7 +30,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from core.contracts import FrameHeader, pack_frame
+from core.contracts import CameraInfo, FrameHeader, encode_record, pack_frame
 from core.kafka import client_options
 from core.settings import Settings
 from streams.capture import IMAGE_SUFFIXES, Backoff, Capture, FolderReader, MemoryReader, Outbox, Reader, VideoReader
@@ -294,6 +294,26 @@ def _plan(sources: list[str | None], cameras: int, prefix: str, replay: str) -> 
         live = source is not None and ("://" in source or source.isdigit())
         plan.append(_Camera(f"{prefix}{i + 1}", source, mode, (i // len(sources)) * 37, live))
     return plan
+
+
+async def declare_cameras(
+    settings: Settings, camera_ids: Sequence[str], site: str | None, tags: dict[str, str], gateway: str | None
+) -> int:
+    """Publish what this gateway knows of its cameras (``CameraInfo``, source ``gateway``) on the compacted
+    ``cameras`` topic, for incidents across a site's cameras; an operator's settings (API) win over these.
+    Returns the records sent (none when nothing was given)."""
+    if site is None and not tags and gateway is None:
+        return 0
+    records = [CameraInfo(camera_id=c, source="gateway", site=site, tags=tags, gateway=gateway) for c in camera_ids]
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for r in records:
+            key = f"gateway:{r.camera_id}".encode()
+            await producer.send_and_wait(settings.topic("cameras"), encode_record(r), key=key)
+    finally:
+        await producer.stop()
+    return len(records)
 
 
 def _check_source(source: str | None) -> None:

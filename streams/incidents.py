@@ -39,7 +39,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from core.contracts import Alert
+from core.contracts import Alert, CameraInfo
 
 Scopes = Callable[[str], Iterable[str]]  # camera id -> its scopes ("site:north", "tag:zone=dock"), best first
 KINDS = ("environment", "upstream", "model", "device")
@@ -266,3 +266,53 @@ class Correlator:
             self.pending[alert.alert_id] = _Pending(alert, float(p["arrived_at"]), tuple(p["scopes"]))
         self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in state["incidents"]}
         self.by_alert = {aid: i.incident_id for i in self.incidents.values() for aid in i.members}
+
+
+class Inventory:
+    """Each camera's site, tags and gateway, from the ``cameras`` topic's records (``CameraInfo``): what a
+    gateway declared, with what an operator set over it. Gives :class:`Correlator` its ``scopes``,
+    ``gateway`` and ``population``.
+
+    >>> inv = Inventory()
+    >>> inv.apply("gateway:c1", CameraInfo(camera_id="c1", source="gateway", site="north", gateway="g1"))
+    >>> inv.apply("operator:c1", CameraInfo(camera_id="c1", source="operator", tags={"zone": "dock"}))
+    >>> inv.scopes("c1"), inv.gateway("c1"), inv.population("site:north")
+    (['site:north', 'tag:zone=dock'], 'g1', 1)
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, CameraInfo] = {}  # "<source>:<camera>" -> record
+        self.cameras: dict[str, dict] = {}  # camera -> effective {"site", "tags", "notes", "gateway"}
+        self._population: dict[str, int] = {}
+
+    def apply(self, key: str, info: CameraInfo | None) -> None:
+        """A record of the ``cameras`` topic; None is a tombstone (the key's record is removed)."""
+        if info is None:
+            old = self.records.pop(key, None)
+            camera = old.camera_id if old else key.partition(":")[2]
+        else:
+            self.records[f"{info.source}:{info.camera_id}"] = info
+            camera = info.camera_id
+        merged: dict = {"site": None, "tags": {}, "notes": None, "gateway": None}
+        for source in ("gateway", "operator"):  # the operator's fields win
+            if (r := self.records.get(f"{source}:{camera}")) is not None:
+                merged |= {k: getattr(r, k) for k in ("site", "notes", "gateway") if getattr(r, k) is not None}
+                merged["tags"] = {**merged["tags"], **r.tags}
+        self.cameras[camera] = merged
+        self._population = {}
+        for c in self.cameras:
+            for scope in self.scopes(c):
+                self._population[scope] = self._population.get(scope, 0) + 1
+
+    def scopes(self, camera_id: str) -> list[str]:
+        info = self.cameras.get(camera_id)
+        if info is None:
+            return []
+        site = [f"site:{info['site']}"] if info["site"] else []
+        return site + [f"tag:{k}={v}" for k, v in sorted(info["tags"].items())]
+
+    def gateway(self, camera_id: str) -> str:
+        return (self.cameras.get(camera_id) or {}).get("gateway") or ""
+
+    def population(self, scope: str) -> int:
+        return self._population.get(scope, 0)
