@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
@@ -114,3 +117,59 @@ def test_a_route_that_is_not_a_url_is_refused_at_start(settings, tmp_path: Path)
     with cvops(bad, "incidents", log) as proc:
         proc.wait(timeout=120)
     assert proc.returncode == 2 and "must be http:// or https://" in log.read_text()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path):
+    """Debian's Alertmanager on a loopback port, clustering off, routing everything to a receiver that
+    sends nothing (``./dev test`` installs it)."""
+    exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if exe is None:
+        pytest.fail("Alertmanager is not installed: ./dev test installs Debian's prometheus-alertmanager")
+    cfg = tmp_path / "alertmanager.yml"
+    cfg.write_text("route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n")
+    port = free_port()
+    log = tmp_path / "alertmanager.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [exe, f"--config.file={cfg}", f"--storage.path={tmp_path / 'am'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(f"{url}/-/ready") is not None, "Alertmanager to be ready", [(proc, log)])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _get(url: str):
+    try:
+        r = httpx.get(url, timeout=5)
+        return r.json() if r.status_code == 200 and "json" in r.headers.get("content-type", "") else r.text
+    except httpx.HTTPError:
+        return None
+
+
+def test_an_incident_appears_in_alertmanager_with_its_labels_and_resolves_there(settings, tmp_path, alertmanager):
+    routes = [{"name": "am", "url": alertmanager, "format": "alertmanager"}]
+    s = settings.model_copy(update={"incident_window_s": 2.0, "notify_routes": SecretStr(json.dumps(routes))})
+    asyncio.run(create_topics(s))
+    log = tmp_path / "incidents.log"
+
+    def active() -> list[dict]:
+        return [a for a in _get(f"{alertmanager}/api/v2/alerts") or [] if a["labels"].get("kind")]
+
+    with cvops(s, "incidents", log) as proc:
+        wait_for(lambda: "correlating alerts" in log.read_text(), "the processor to start", [(proc, log)])
+        lens = alert("c7", "blur", value=3.0)
+        asyncio.run(send(s, "alerts", [("c7", encode_record(lens))]))
+        shown = wait_for(active, "the incident in Alertmanager", [(proc, log)])
+        labels = shown[0]["labels"]
+        assert (labels["kind"], labels["scope"], labels["signal"], labels["direction"]) == (
+            "device", "camera:c7", "blur", "down")  # fmt: skip
+        assert labels["alertname"] == "cvops_device_incident" and shown[0]["status"]["state"] == "active"
+        asyncio.run(send(s, "alerts", [("c7", encode_record(alert("c7", "blur", "resolved", 3.0)))]))
+        wait_for(lambda: not active(), "the incident to resolve in Alertmanager", [(proc, log)])
