@@ -39,7 +39,8 @@ from store import connect
 from store.schema import migrate
 from store.settings import StoreSettings
 from store.writer import StoreWriter
-from streams.peers import WorkerDirectory
+from streams.devbroker import fetch_pacing
+from streams.directory import WorkerDirectory
 
 log = logging.getLogger("cvops.api")
 
@@ -131,7 +132,9 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         app.state.writer = None
         app.state.workers = WorkerDirectory(settings)
         app.state.alert_feed = AlertFeed(settings, api_settings.api_sse_queue, api_settings.api_sse_max_subscribers)
-        app.state.config = config.ConfigState(settings)
+        app.state.config = config.ConfigState(
+            settings, started=lambda consumer: fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
+        )
         stop = asyncio.Event()
         task = None
         directory = asyncio.create_task(keep_running(lambda: app.state.workers.run(stop), "worker directory", stop))

@@ -74,7 +74,7 @@ from core.contracts import (
 from core.settings import Settings
 from core.topology import create_topics
 from models import load_detector
-from streams import fetch_pacing
+from streams.devbroker import fetch_pacing
 from streams.gateway import fixed_cameras, make_producer, publish
 from streams.localbroker import EmbeddedBroker
 
