@@ -29,7 +29,9 @@ import struct
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from core.monitoring import override_fields
 
 FRAME_MAGIC = b"CVF1"
 FRAME_SCHEMA_VERSION = 1
@@ -239,27 +241,16 @@ class Alert(_Record):
     )
 
 
-class MonitorOverrides(_Record):
-    """Monitor settings for the fleet or one camera; a field left out keeps the level below (camera over
-    fleet over the workers' CVOPS_ settings). See :mod:`streams.fleetconfig` for which apply at once and
-    which when the camera's references are next learned."""
-
-    rule_warmup_frames: int | None = Field(None, ge=5, le=100_000)
-    rule_tolerance: float | None = Field(None, gt=0, le=100)
-    rule_consecutive: int | None = Field(None, ge=1, le=10_000)
-    expected_fps: float | None = Field(None, gt=0, le=1000)
-    no_frames_s: float | None = Field(None, gt=0, le=86_400)
-    motion_every: int | None = Field(None, ge=0, le=100_000)
-    motion_threshold_deg: float | None = Field(None, gt=0, le=180)
-    motion_threshold_px: float | None = Field(None, gt=0, le=10_000)
-    ks_reference: int | None = Field(None, ge=0, le=100_000)
-    ks_window: int | None = Field(None, ge=10, le=100_000)
-    ks_alpha: float | None = Field(None, gt=0, lt=1)
-    prediction_reference: int | None = Field(None, ge=0, le=1_000_000)
-    prediction_window: int | None = Field(None, ge=10, le=1_000_000)
-    prediction_alpha: float | None = Field(None, gt=0, lt=1)
-    embedding_reference: int | None = Field(None, ge=0, le=100_000)
-    concept_reference: int | None = Field(None, ge=0, le=1_000_000)
+MonitorOverrides = create_model(
+    "MonitorOverrides",
+    __base__=_Record,
+    __doc__="""Monitor settings for the fleet or one camera; a field left out keeps the level below (camera over
+fleet over the workers' CVOPS_ settings). See :mod:`core.fleetconfig` for which apply at once and
+which when the camera's references are next learned.""",
+    **override_fields(),
+)
+"""Monitor settings for the fleet or one camera, every field optional: one per setting declared with an
+override in :data:`core.monitoring.MONITOR_SETTINGS` (its name, type and bounds come from there)."""
 
 
 class CameraConfig(_Record):
@@ -390,6 +381,51 @@ class WorkerStatus(_Record):
     config_updated_at: float = Field(0.0, ge=0, description="unix s of the newest config record it has applied")
     member_id: str = Field("", description="its member id in the consumer group now (each rejoin changes it)")
     sent_at: float = Field(description="unix seconds")
+
+
+class CameraInfo(_Record):
+    """Where a camera is and what it is (the inventory), on the compacted ``cameras`` topic keyed by
+    ``<source>:<camera_id>``: a gateway declares what it was told (``--site``, ``--tag``) and an operator sets
+    the rest through the API; the operator's fields win."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    camera_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    source: Literal["gateway", "operator"]
+    site: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    tags: dict[str, str] = Field(default_factory=dict, max_length=20, description="free key=value labels")
+    notes: str | None = Field(None, max_length=1000, description="location, mounting...")
+    gateway: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    updated_at: float = Field(default_factory=time.time, description="unix seconds")
+
+    @field_validator("tags")
+    @classmethod
+    def _short_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for k, v in tags.items():
+            if not (0 < len(k) <= 50 and len(v) <= 100) or not k.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"tag {k[:50]!r}: keys are 1-50 letters, digits, - or _; values at most 100")
+        return tags
+
+
+class IncidentRecord(_Record):
+    """An incident across cameras changed (``streams.incidents``): one record per raise, join and resolve,
+    keyed by incident id. ``event_id`` is stable across replays, for receivers to deduplicate on."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    event_id: str = Field(max_length=200)
+    incident_id: str = Field(max_length=100)
+    status: Literal["raised", "joined", "resolved"]
+    kind: Literal["environment", "upstream", "model", "device"]
+    scope: str = Field(max_length=300, description="site:<name>, tag:<k=v>, gateway:<id>, model:<name@version> or "
+                       "camera:<id>")  # fmt: skip
+    type: AlertType
+    signal: str
+    direction: Literal["up", "down", "changed"]
+    cameras: list[str] = Field(description="member cameras so far")
+    members: dict[str, str] = Field(description="member alert id (of its raise) -> camera id")
+    changed_alert_ids: list[str] = Field(description="the alerts this record is about (new members on a join)")
+    opened_at: float = Field(description="unix seconds")
+    resolved_at: float | None = Field(None, description="unix seconds, once every member has resolved")
+    summary: str = Field(description="one line for people")
 
 
 def encode_record(record: _Record) -> bytes:

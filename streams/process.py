@@ -33,12 +33,13 @@ from core.contracts import (
     Timings,
     decode_record,
 )
+from core.fleetconfig import FLEET, base_settings, effective
+from core.monitoring import MonitorSettings
 from core.settings import Settings
 from models.session import Inferred, timed
 from streams.decode import DecodedFrame, decode_frame
-from streams.fleetconfig import FLEET, base_settings, effective
 from streams.monitor import image as image_signals
-from streams.monitor.camera import CameraMonitor, MonitorSettings, restore
+from streams.monitor.camera import CameraMonitor, restore
 from streams.monitor.concept import frame_error
 
 log = logging.getLogger("cvops.worker")

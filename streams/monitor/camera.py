@@ -46,11 +46,12 @@ import cv2
 import numpy as np
 
 from core.contracts import Alert, CameraView, DriftStatistic, Evidence, FrameMetrics
+from core.monitoring import MonitorSettings
 from streams.monitor.concept import ConceptDrift
 from streams.monitor.embedding import EmbeddingDrift
 from streams.monitor.faults import FeedHealth
 from streams.monitor.motion import CameraMoved
-from streams.monitor.policy import DEFAULT_HOLDOFF_S, AlertPolicy
+from streams.monitor.policy import AlertPolicy
 from streams.monitor.prediction import ClassDistributionDrift, ConfidenceDrift
 from streams.monitor.state import StateError, mapping, version
 from streams.monitor.upstream import UpstreamDrift
@@ -59,34 +60,6 @@ from streams.rules import EVIDENCE_FRAMES, CameraHealth, alert_id
 
 log = logging.getLogger("cvops.monitor")
 STATE_VERSION = 1  # of CameraMonitor.to_dict; a state of any other version is learned again
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    warmup: int = 60
-    tolerance: float = 1.0
-    consecutive: int = 3
-    expected_fps: float = 5.0
-    no_frames_s: float = 10.0
-    motion_every: int = 10  # 0 turns the moved-camera check off
-    motion_threshold_deg: float = 2.0
-    motion_threshold_px: float = 8.0
-    # Distribution tests (KS with Holm's correction) of the image signals: values, not seconds.
-    ks_reference: int = 200  # 0 turns them off
-    ks_window: int = 100
-    ks_every: int = 10
-    ks_alpha: float = 0.001
-    # Prediction drift: detections, not frames.
-    prediction_reference: int = 500  # 0 turns it off
-    prediction_window: int = 200
-    prediction_alpha: float = 0.001
-    # Embedding drift and outliers: sampled embeddings (one frame in CVOPS_EMBEDDING_EVERY).
-    embedding_reference: int = 50  # 0 turns it off
-    # Concept drift: labelled frames that came back on the feedback topic.
-    concept_reference: int = 100  # 0 turns it off
-    # Seconds a statistical alert's clear is held before it is sent, and a cause's after-effects last
-    # (streams.monitor.policy, docs/alerts.md).
-    alert_holdoff_s: float = DEFAULT_HOLDOFF_S
 
 
 # The image signals whose distributions are tested (data_drift, "<name>_distribution").

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from core.contracts import Alert, FrameMetrics
+from core.monitoring import MonitorSettings
 from streams.gateway import default_footage
 from streams.monitor import image
-from streams.monitor.camera import CameraMonitor, MonitorSettings
+from streams.monitor.camera import CameraMonitor
 from streams.monitor.policy import AlertPolicy, explains
 
 SMALL = np.zeros((4, 4), np.uint8)
