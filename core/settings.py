@@ -183,7 +183,7 @@ class Settings(MonitorEnvironment):
     )
     incident_min_cameras: int = Field(3, ge=2, description="cameras of one site that raise together: one incident")
     incident_min_share: float = Field(
-        0.0, ge=0, le=1, description="and at least this share of the site's known cameras"
+        0.5, ge=0, le=1, description="and at least this share of the scope's known cameras (a tag is a smaller scope)"
     )
     notify_routes: SecretStr = Field(
         SecretStr(""),

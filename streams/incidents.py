@@ -151,6 +151,9 @@ class Correlator:
         self.pending: dict[str, _Pending] = {}  # alert id -> waiting for a group
         self.incidents: dict[str, Incident] = {}  # open ones, and resolved ones until pruned
         self.by_alert: dict[str, str] = {}  # alert id -> incident id
+        # Indexes, so that an alert costs the same with 5 cameras or 5,000: (scope, key) -> ...
+        self._waiting: dict[tuple, dict[str, None]] = {}  # ... the pending alerts' ids, in arrival order
+        self._grouped: dict[tuple, str] = {}  # ... the open group incident's id
 
     # -- the life of an alert ------------------------------------------------------------------------
     def observe(self, alert: Alert, now: float) -> list[IncidentEvent]:
@@ -162,27 +165,46 @@ class Correlator:
             return events + self._resolve(alert, now)
         if alert.alert_id in self.pending or alert.alert_id in self.by_alert:
             return events  # a replayed raise
-        scopes = self._scopes_of(alert)
-        for inc in self.incidents.values():
-            if inc.open and inc.kind != "device" and inc.scope in scopes and self._key(alert) == self._inc_key(inc):
+        scopes, key = self._scopes_of(alert), self._key(alert)
+        for scope in scopes:
+            if (iid := self._grouped.get((scope, *key))) is not None:
+                inc = self.incidents[iid]
                 inc.members[alert.alert_id] = alert.camera_id
-                self.by_alert[alert.alert_id] = inc.incident_id
+                self.by_alert[alert.alert_id] = iid
                 return [*events, IncidentEvent("joined", inc, (alert.alert_id,))]
-        self.pending[alert.alert_id] = _Pending(alert, now, scopes)
-        return events + self._group(alert, now)
+        self._wait(_Pending(alert, now, scopes))
+        return events + self._group(alert)
 
     def tick(self, now: float) -> list[IncidentEvent]:
         """Alerts that waited ``window_s`` without a group become device incidents."""
-        due = [p for p in self.pending.values() if now - p.arrived_at >= self.window_s]
+        due = []
+        for p in self.pending.values():  # in arrival order
+            if now - p.arrived_at < self.window_s:
+                break
+            due.append(p)
         events = []
-        for p in sorted(due, key=lambda p: (p.arrived_at, p.alert.alert_id)):
-            del self.pending[p.alert.alert_id]
+        for p in due:
+            self._unwait(p)
             events.append(self._open("device", f"camera:{p.alert.camera_id}", [p.alert], p.arrived_at))
         return events
 
+    def _wait(self, p: _Pending) -> None:
+        self.pending[p.alert.alert_id] = p
+        for scope in p.scopes:
+            self._waiting.setdefault((scope, *self._key(p.alert)), {})[p.alert.alert_id] = None
+
+    def _unwait(self, p: _Pending) -> None:
+        del self.pending[p.alert.alert_id]
+        for scope in p.scopes:
+            group = self._waiting.get(k := (scope, *self._key(p.alert)), {})
+            group.pop(p.alert.alert_id, None)
+            if not group:
+                self._waiting.pop(k, None)
+
     def _resolve(self, alert: Alert, now: float) -> list[IncidentEvent]:
-        if (p := self.pending.pop(alert.alert_id, None)) is not None:
+        if (p := self.pending.get(alert.alert_id)) is not None:
             # Raised and resolved before its window closed: still an incident someone must hear of.
+            self._unwait(p)
             raised = self._open("device", f"camera:{alert.camera_id}", [p.alert], p.arrived_at)
             return [raised, *self._resolve(alert, now)]
         inc = self.incidents.get(self.by_alert.get(alert.alert_id, ""))
@@ -191,19 +213,20 @@ class Correlator:
         inc.resolved_members.add(alert.alert_id)
         if inc.resolved_members >= inc.members.keys():
             inc.resolved_at = now
+            self._grouped.pop((inc.scope, *self._inc_key(inc)), None)
             return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
         return []
 
-    def _group(self, alert: Alert, now: float) -> list[IncidentEvent]:
+    def _group(self, alert: Alert) -> list[IncidentEvent]:
         key = self._key(alert)
         for scope in self._scopes_of(alert):
-            same = [p for p in self.pending.values() if scope in p.scopes and self._key(p.alert) == key]
+            same = [self.pending[aid] for aid in self._waiting.get((scope, *key), ())]
             cameras = {p.alert.camera_id for p in same}
             known = self.population(scope)
             if len(cameras) < self.min_cameras or (known and len(cameras) / known < self.min_share):
                 continue
             for p in same:
-                del self.pending[p.alert.alert_id]
+                self._unwait(p)
             kind = {"upstream_drift": "upstream", "prediction_drift": "model"}.get(alert.type, "environment")
             first = min(p.arrived_at for p in same)
             return [self._open(kind, scope, [p.alert for p in same], first)]
@@ -218,6 +241,8 @@ class Correlator:
                        members={a.alert_id: a.camera_id for a in alerts})  # fmt: skip
         self.incidents[iid] = inc
         self.by_alert.update(dict.fromkeys(inc.members, iid))
+        if kind != "device":
+            self._grouped[(scope, *key)] = iid
         return IncidentEvent("raised", inc, tuple(inc.members))
 
     def _scopes_of(self, alert: Alert) -> tuple[str, ...]:
@@ -260,12 +285,14 @@ class Correlator:
         """Restore :meth:`to_dict`'s output (this correlator's settings are kept)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"incident state version {state.get('version')!r}, expected {STATE_VERSION}")
-        self.pending = {}
+        self.pending, self._waiting = {}, {}
         for p in state["pending"]:
             alert = Alert.model_validate(p["alert"])
-            self.pending[alert.alert_id] = _Pending(alert, float(p["arrived_at"]), tuple(p["scopes"]))
+            self._wait(_Pending(alert, float(p["arrived_at"]), tuple(p["scopes"])))
         self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in state["incidents"]}
         self.by_alert = {aid: i.incident_id for i in self.incidents.values() for aid in i.members}
+        groups = [i for i in self.incidents.values() if i.open and i.kind != "device"]
+        self._grouped = {(i.scope, *self._inc_key(i)): i.incident_id for i in groups}
 
 
 class Inventory:
