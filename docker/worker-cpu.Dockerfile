@@ -32,9 +32,9 @@ RUN apt-get update \
 COPY --from=uv /usr/local/bin/uv /usr/local/bin/uv
 COPY pyproject.toml uv.lock /tmp/cvops/
 RUN cd /tmp/cvops \
-    && extras="--extra cpu" \
-    && for extra in $(echo "${EXTRAS}" | tr ',' ' '); do extras="$extras --extra $extra"; done \
-    && uv sync --locked --no-install-project --python /usr/local/bin/python3 $extras
+    && more="" \
+    && for extra in $(echo "${EXTRAS}" | tr ',' ' '); do more="$more --extra $extra"; done \
+    && uv sync --locked --no-install-project --python /usr/local/bin/python3 --extra cpu $more
 
 # Then the project itself (its packages and the models in models/zoo), without touching the dependencies.
 COPY README.md /tmp/cvops/README.md
