@@ -47,7 +47,7 @@ def _cmd_topics(args, settings: Settings) -> int:
     for t in topology(settings):
         mark = " (created)" if settings.topic(t.name) in created else ""
         keep = "compacted" if t.compact else f"{t.retention_ms / 1000:.0f} s"
-        print(f"{settings.topic(t.name):<28} {t.partitions:>10} {keep:>12}  {t.contract}{mark}")
+        print(f"{settings.topic(t.name):<28} {t.partitions:>10} {keep:>12}  {t.label}{mark}")
     return 0
 
 

@@ -123,9 +123,9 @@ def unpack_frame(value: bytes | None) -> Frame:
 
 
 class Detection(_Record):
-    label: str
-    class_id: int = Field(ge=0)
-    score: float = Field(ge=0, le=1)
+    label: str = Field(description="the class's name in the model's label list")
+    class_id: int = Field(ge=0, description="its index in that list")
+    score: float = Field(ge=0, le=1, description="the model's confidence, 0-1")
     box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in source pixels")
 
 
@@ -133,10 +133,10 @@ class Timings(_Record):
     """Where a frame's time went, ms. ``inference_ms`` is this frame's share of its batch."""
 
     queue_ms: float = Field(ge=0, description="capture to start of processing")
-    decode_ms: float = Field(ge=0)
-    preprocess_ms: float = Field(ge=0)
-    inference_ms: float = Field(ge=0)
-    postprocess_ms: float = Field(ge=0)
+    decode_ms: float = Field(ge=0, description="image bytes to pixels")
+    preprocess_ms: float = Field(ge=0, description="pixels to the model's input tensor")
+    inference_ms: float = Field(ge=0, description="this frame's share of its batch's inference")
+    postprocess_ms: float = Field(ge=0, description="outputs to detections (and non-maximum suppression)")
 
 
 class Prediction(_Record):
@@ -146,12 +146,12 @@ class Prediction(_Record):
     seq: int
     captured_at: float = Field(description="unix seconds")
     processed_at: float = Field(description="unix seconds")
-    model_name: str
+    model_name: str = Field(description="the registry's name of the model that saw the frame")
     model_version: str
-    width: int
-    height: int
-    batch_size: int = Field(ge=1)
-    detections: list[Detection]
+    width: int = Field(description="the decoded frame's px")
+    height: int = Field(description="the decoded frame's px")
+    batch_size: int = Field(ge=1, description="frames in the inference batch this one was part of")
+    detections: list[Detection] = Field(description="above the model's score threshold, after NMS")
     timings: Timings
 
 
@@ -193,14 +193,14 @@ class FrameMetrics(_Record):
         description="sharpness at a standard contrast: variance of the Laplacian x 50^2 / max(contrast, 10)^2; "
         "lower is blurrier",
     )
-    inference_ms: float = Field(ge=0)
-    detections: int = Field(ge=0)
+    inference_ms: float = Field(ge=0, description="this frame's share of its batch's inference")
+    detections: int = Field(ge=0, description="how many the model made")
     contrast: float = Field(0.0, ge=0, le=255, description="std of luma, 0-255")
     saturation: float = Field(0.0, ge=0, le=255, description="mean HSV saturation, 0-255")
     under_exposed: float = Field(0.0, ge=0, le=1, description="share of pixels with luma <= 16")
     over_exposed: float = Field(0.0, ge=0, le=1, description="share of pixels with luma >= 239")
     frame_diff: float | None = Field(None, ge=0, le=255, description="mean |luma change| since the last frame")
-    black: bool = False
+    black: bool = Field(False, description="brightness under 10 and contrast under 5 (0-255): nothing to see")
     mean_confidence: float = Field(0.0, ge=0, le=1, description="mean detection score, 0 without detections")
     embedding: list[float] | None = Field(
         None, description="image embedding (sampled frames only, see CVOPS_EMBEDDING_EVERY), for drift monitoring"
@@ -218,7 +218,7 @@ class FrameMetrics(_Record):
 
 class Alert(_Record):
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
-    alert_id: str
+    alert_id: str = Field(description="deterministic (camera, signal, frame); a resolve carries its raise's")
     type: AlertType
     status: Literal["raised", "resolved", "suppressed"] = Field(
         "raised",
@@ -227,13 +227,13 @@ class Alert(_Record):
     )
     severity: Literal["info", "warning", "critical"] = "warning"
     camera_id: str
-    signal: str
+    signal: str = Field(description="what moved: brightness, blur_distribution, class_mix, camera_moved, black...")
     value: float = Field(description="the statistic that crossed the threshold")
-    threshold: float
+    threshold: float = Field(description="the bound it crossed (a p-value's level for a test)")
     window: int = Field(ge=0, description="frames the statistic was computed over")
     model_name: str = ""
     model_version: str = ""
-    evidence_frame_ids: list[str] = Field(default_factory=list)
+    evidence_frame_ids: list[str] = Field(default_factory=list, description="frames that show it (evidence topic)")
     raised_at: float = Field(description="unix seconds")
     message: str
     caused_by: str = Field(
@@ -340,7 +340,11 @@ class DeadLetter(_Record):
     partition: int
     offset: int
     key: str | None
-    reason: str = Field(description="machine-readable code, e.g. corrupt_image")
+    reason: str = Field(
+        description="machine-readable code: bad_magic, truncated, bad_header, unknown_schema_version, empty_image, "
+        "corrupt_image, too_many_pixels, size_mismatch, key_mismatch, bad_record, bad_json, too_deep, "
+        "number_too_large, non_finite, capture_time_out_of_range, delivery_failed..."
+    )
     detail: str = Field(description="what was wrong, for people")
     payload_b64: str = Field(description="the original value, base64")
     received_at: float = Field(default_factory=time.time, description="unix seconds")

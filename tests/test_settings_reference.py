@@ -34,6 +34,9 @@ def test_a_stale_page_is_found_and_rewritten(tmp_path, monkeypatch):
     page = tmp_path / "configuration.md"
     page.write_text(f"# Configuration\n\n{reference.BEGIN}\n| `CVOPS_GONE` | old |\n{reference.END}\n\nprose\n")
     monkeypatch.setattr(reference, "PAGE", page)
+    topics = tmp_path / "topics.md"
+    topics.write_text(reference.TOPICS_PAGE.read_text())
+    monkeypatch.setattr(reference, "TOPICS_PAGE", topics)
     assert reference.main(["--check"]) == 1
     assert reference.main([]) == 0 and reference.main(["--check"]) == 0
     text = page.read_text()
