@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cvops: bad configuration: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings)
-    if args.command not in ("broker", "models"):  # the others talk to a broker: its profile, and its workarounds
+    if args.command not in ("broker", "models", "demo"):  # these talk to a broker: its profile, its workarounds
         devbroker.install(settings)
     try:
         return args.func(args, settings)
