@@ -26,7 +26,7 @@ Example, a family of one: NanoDet's model, whose result is each image's best sco
     manifest = load_manifest(DEFAULT_PATH)
     model = BestScore(DEFAULT_PATH, manifest, run_outputs=[manifest["outputs"]["8"]["scores"]], intra_op_threads=1)
     assert isinstance(model, Model)
-    print(model.predict([cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)]))  # [0.7]
+    print(model.predict([cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)]))  # [0.2]: a large person
 """
 
 from __future__ import annotations
