@@ -331,7 +331,7 @@ def main() -> int:
     one_session_bn = fps[args.batch]
     # The worker's sessions (CVOPS_INFERENCE_LANES): bare batch N, the ceiling the pipeline is held to.
     worker_detector = load_detector("nanodet-m", intra_op_threads=args.threads or None, lanes=args.lanes)
-    lanes = len(getattr(worker_detector.session, "sessions", [None]))
+    lanes = worker_detector.lanes
     lanes_before = bare(worker_detector, args.batch, bare_s, sizes=(args.batch,))[args.batch]
 
     broker, settings = phase("naive")
