@@ -56,6 +56,7 @@ class Model(Protocol):
     task: str  # "detection" or "classification", as in the manifest
     labels: tuple[str, ...]
     providers: list[str]  # the execution providers the session really uses, best first
+    lanes: int  # how many sessions share a batch (CPU lanes, :class:`models.session.Lanes`), else 1
 
     def new_batch(self, n: int) -> np.ndarray:
         """An empty input batch for ``n`` images, to be filled slot by slot."""
