@@ -46,8 +46,10 @@ import asyncio
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import faust
 
@@ -103,6 +105,9 @@ def faust_app(settings: Settings) -> faust.App:
         consumer_group_instance_id=settings.worker_id or None,
         broker_heartbeat_interval=settings.kafka_session_timeout_s / 4,
         store="memory://",
+        # faust makes this folder at start, even with in-memory tables (restored from their changelogs):
+        # nothing lasting is in it, so it goes to the temporary folder, not the working directory.
+        datadir=str(Path(tempfile.gettempdir()) / f"{settings.app_id}-faust"),
         web_enabled=False,
         topic_disable_leader=True,
         topic_partitions=settings.frames_partitions,
