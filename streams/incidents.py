@@ -36,6 +36,7 @@ State is data (:meth:`Correlator.to_dict`), for a changelog to restore.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -154,6 +155,7 @@ class Correlator:
         # Indexes, so that an alert costs the same with 5 cameras or 5,000: (scope, key) -> ...
         self._waiting: dict[tuple, dict[str, None]] = {}  # ... the pending alerts' ids, in arrival order
         self._grouped: dict[tuple, str] = {}  # ... the open group incident's id
+        self._resolved: deque[tuple[float, str]] = deque()  # (resolved at, incident id), oldest first
 
     # -- the life of an alert ------------------------------------------------------------------------
     def observe(self, alert: Alert, now: float) -> list[IncidentEvent]:
@@ -214,6 +216,7 @@ class Correlator:
         if inc.resolved_members >= inc.members.keys():
             inc.resolved_at = now
             self._grouped.pop((inc.scope, *self._inc_key(inc)), None)
+            self._resolved.append((now, inc.incident_id))
             return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
         return []
 
@@ -263,13 +266,17 @@ class Correlator:
 
     # -- housekeeping and state --------------------------------------------------------------------
     def prune(self, now: float, keep_s: float = 3600.0) -> int:
-        """Forget incidents resolved more than ``keep_s`` ago (a late resolve of theirs is then ignored)."""
-        old = [i for i in self.incidents.values() if i.resolved_at is not None and now - i.resolved_at > keep_s]
-        for inc in old:
-            del self.incidents[inc.incident_id]
-            for aid in inc.members:
-                self.by_alert.pop(aid, None)
-        return len(old)
+        """Forget incidents resolved more than ``keep_s`` ago (a late resolve of theirs is then ignored).
+        Costs what it forgets: resolved incidents wait in the order they resolved."""
+        n = 0
+        while self._resolved and now - self._resolved[0][0] > keep_s:
+            _, iid = self._resolved.popleft()
+            inc = self.incidents.pop(iid, None)
+            if inc is not None:
+                n += 1
+                for aid in inc.members:
+                    self.by_alert.pop(aid, None)
+        return n
 
     def to_dict(self) -> dict:
         return {
@@ -291,6 +298,8 @@ class Correlator:
             self._wait(_Pending(alert, float(p["arrived_at"]), tuple(p["scopes"])))
         self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in state["incidents"]}
         self.by_alert = {aid: i.incident_id for i in self.incidents.values() for aid in i.members}
+        done = sorted((i.resolved_at, i.incident_id) for i in self.incidents.values() if i.resolved_at is not None)
+        self._resolved = deque(done)
         groups = [i for i in self.incidents.values() if i.open and i.kind != "device"]
         self._grouped = {(i.scope, *self._inc_key(i)): i.incident_id for i in groups}
 
