@@ -31,10 +31,11 @@ class KSWindow:
     0-0.9; the reference's and not the window's, so that a real step inside the window does not weaken
     its own test), and the p-value is the Kolmogorov distribution's at those sizes. Values whose ``r`` is
     within chance of 0 (below ``2 / sqrt(reference)``) count as independent and keep scipy's exact
-    p-value. (The integrated autocorrelation time, :func:`autocorrelation_time`, sees a slow wander that
-    frame-to-frame noise hides from ``r``, but on a street camera it leaves a 50-frame window too few
-    effective values to tell even a new scene.) Testing every ``every`` values keeps the cost down (one
-    test takes about 0.5 ms for 200 against 100 values) and, with it, the chances of a false alarm.
+    p-value. (The integrated autocorrelation time, the sum over all lags, would also see a slow wander
+    that frame-to-frame noise hides from ``r``, but on a street camera it leaves a 50-frame window too few
+    effective values to tell even a new scene; a slow wander is for :class:`MultiKS`'s minimum move to
+    absorb.) Testing every ``every`` values keeps the cost down (one test takes about 0.5 ms for 200
+    against 100 values) and, with it, the chances of a false alarm.
 
     Parameters: reference (values), window (values), every (values between tests), alpha (0-1),
     warmup (values skipped before the reference starts).
@@ -164,44 +165,6 @@ def lag1_autocorrelation(values: np.ndarray) -> float:
     if denominator <= 1e-12 * len(x):
         return 0.0
     return min(0.9, max(0.0, float(x[1:] @ x[:-1]) / denominator))
-
-
-MAX_AUTOCORRELATION_TIME = 19.0  # (1 + 0.9) / (1 - 0.9): a sample counts for at least 1/19 of its size
-
-
-def autocorrelation_time(values: np.ndarray) -> float:
-    """Integrated autocorrelation time ``1 + 2 (r1 + r2 + ...)`` of ``values``: how many of them make one
-    independent value. The sum runs over the lags whose autocorrelation is above what independent values
-    show by chance (``2 / sqrt(n)``), up to the first that is not and at most ``n / 4``; the result is
-    clipped to 1-:data:`MAX_AUTOCORRELATION_TIME` (1 for fewer than 3 values or no spread). For a first
-    order autoregression (lag-1 ``r``) it is ``(1 + r) / (1 - r)``.
-
-    >>> autocorrelation_time(np.sin(np.linspace(0, 6, 200)))  # a slow swing: capped
-    19.0
-    >>> autocorrelation_time(np.random.default_rng(0).normal(size=200))  # independent noise
-    1.0
-    >>> rng = np.random.default_rng(1)  # a slow swing under as much frame-to-frame noise
-    >>> wander = np.sin(np.linspace(0, 6, 200)) + rng.normal(0, 0.7, 200)
-    >>> round(lag1_autocorrelation(wander), 2), round(autocorrelation_time(wander), 1)
-    (0.52, 19.0)
-    """
-    n = len(values)
-    if n < 3:
-        return 1.0
-    x = values - values.mean()
-    denominator = float(x @ x)
-    if denominator <= 1e-12 * n:
-        return 1.0
-    chance = 2 / math.sqrt(n)
-    tau = 1.0
-    for k in range(1, max(2, n // 4)):
-        r = float(x[k:] @ x[:-k]) / denominator
-        if r <= chance:
-            break
-        tau += 2 * r
-        if tau >= MAX_AUTOCORRELATION_TIME:
-            break
-    return min(tau, MAX_AUTOCORRELATION_TIME)
 
 
 def holm(p_values: Mapping[str, float], alpha: float) -> set[str]:
