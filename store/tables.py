@@ -33,7 +33,6 @@ from itertools import accumulate
 from operator import attrgetter, itemgetter
 
 import numpy as np
-from msgspec.structs import astuple
 
 from core.contracts import Alert, CameraView, DeadLetter, Evidence, FrameMetrics, Prediction
 from store.settings import TTL_COLUMNS
@@ -124,11 +123,6 @@ class Fields:
     def __init__(self, items: list):
         self.items = items
         self._columns: dict[str, list] = {}
-        kind = type(items[0]) if items else None
-        fields = getattr(kind, "__struct_fields__", None)
-        if fields is not None and all(type(item) is kind for item in items):
-            # msgspec structs: every field at once, each record as a tuple then transposed, all in C
-            self._columns.update(zip(fields, map(list, zip(*map(astuple, items), strict=True)), strict=True))
 
     def __len__(self) -> int:
         return len(self.items)
