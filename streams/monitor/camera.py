@@ -137,7 +137,7 @@ class CameraMonitor:
         if name.startswith("__") or name not in {d.name for d in DETECTORS}:
             raise AttributeError(name)
         det = self.__dict__.get("detectors", {}).get(name)
-        return None if det is None else det.inner
+        return None if det is None else getattr(det, "inner", det)
 
     @classmethod
     def new(cls, camera_id: str, s: MonitorSettings) -> CameraMonitor:
