@@ -1,7 +1,7 @@
 """Fleet defaults and per-camera overrides of the monitor settings, changed without restarting anything.
 
 A change is a :class:`~core.contracts.CameraConfig` record on the compacted config topic (see
-:mod:`streams.fleetconfig`): every worker follows that topic and applies it to the cameras it watches
+:mod:`core.fleetconfig`): every worker follows that topic and applies it to the cameras it watches
 within about a second; ``GET /api/v1/workers`` shows, per worker, the time of the newest record applied.
 Reads follow the read access of the other routes; changes need an API token.
 """
@@ -11,30 +11,32 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Annotated
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
 
 from api.auth import TOKEN_RESPONSES, read_access, require_token
 from api.guard import guarded
 from core.contracts import CameraConfig, MonitorOverrides, encode_record
+from core.fleetconfig import FLEET, LIVE, ConfigFollower, base_settings, effective
 from core.kafka import client_options
 from core.settings import Settings
 from core.topology import create_topics
-from streams.fleetconfig import FLEET, LIVE, ConfigFollower, base_settings, effective
 
 CameraId = Annotated[str, Path(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$", description="a camera id")]
 
 
 class ConfigState:
-    """The config topic as this API process has read it, and a producer to change it."""
+    """The config topic as this API process has read it, and a producer to change it. ``started`` is given
+    the follower's consumer once started (:class:`core.fleetconfig.ConfigFollower`)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, started: Callable[[AIOKafkaConsumer], None] | None = None):
         self.settings = settings
         self.records: dict[str, CameraConfig] = {}
-        self.follower = ConfigFollower(settings, self._apply)
+        self.follower = ConfigFollower(settings, self._apply, started)
         self._producer: AIOKafkaProducer | None = None
         self._topics_ready = False
         self._lock = asyncio.Lock()

@@ -11,7 +11,7 @@ import sys
 import time
 
 from core.settings import Settings
-from streams import fetch_pacing
+from streams import devbroker
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -47,18 +47,35 @@ def _cmd_topics(args, settings: Settings) -> int:
     for t in topology(settings):
         mark = " (created)" if settings.topic(t.name) in created else ""
         keep = "compacted" if t.compact else f"{t.retention_ms / 1000:.0f} s"
-        print(f"{settings.topic(t.name):<28} {t.partitions:>10} {keep:>12}  {t.contract}{mark}")
+        print(f"{settings.topic(t.name):<28} {t.partitions:>10} {keep:>12}  {t.label}{mark}")
     return 0
 
 
+def _tag(text: str) -> tuple[str, str]:
+    key, eq, value = text.partition("=")
+    if not eq:
+        raise ValueError(f"a tag is KEY=VALUE, not {text!r}")
+    return key, value
+
+
 def _cmd_gateway(args, settings: Settings) -> int:
+    from core.contracts import CameraInfo
     from core.topology import create_topics
-    from streams.gateway import Fault, publish
+    from streams.gateway import Fault, declare_cameras, publish
 
     faults = tuple(Fault.parse(f) for f in args.fault)
+    try:
+        tags = dict(_tag(t) for t in args.tag)
+        CameraInfo(camera_id="x", source="gateway", site=args.site, tags=tags, gateway=args.gateway_id)
+    except ValueError as exc:
+        print(f"cvops gateway: --site, --tag or --gateway-id: {exc}", file=sys.stderr)
+        return 2
+    count = args.cameras or max(1, len(args.source or ()))
 
     async def main() -> int:
         await create_topics(settings)
+        ids = [f"{args.camera_prefix}{i + 1}" for i in range(count)]
+        await declare_cameras(settings, ids, args.site, tags, args.gateway_id)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -155,6 +172,29 @@ def _cmd_store_writer(args, settings: Settings) -> int:
     return 0
 
 
+def _cmd_incidents(args, settings: Settings) -> int:
+    from core.topology import create_topics
+    from streams.incident_stream import IncidentProcessor, Notifier, parse_routes
+
+    try:
+        routes = parse_routes(settings.notify_routes.get_secret_value())
+    except ValueError as exc:
+        print(f"cvops incidents: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        await create_topics(settings)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        tasks = [IncidentProcessor(settings).run(stop)] + ([Notifier(settings, routes).run(stop)] if routes else [])
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    return 0
+
+
 def _cmd_models(args, settings: Settings) -> int:
     from models import discover
 
@@ -200,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--duration", type=float, help="stop after this many seconds")
     g.add_argument("--once", action="store_true", help="play a file once instead of looping it")
     g.add_argument("--fault", action="append", default=[], help="CAMERA:KIND:SECONDS, KIND blur or dark")
+    g.add_argument("--site", help="the site of these cameras (incidents group a site's cameras)")
+    g.add_argument("--tag", action="append", default=[], help="KEY=VALUE label of these cameras; repeatable")
+    g.add_argument("--gateway-id", help="this gateway's id (incidents group the cameras behind one gateway)")
     g.add_argument(
         "--replay",
         choices=["auto", "shots", "stream"],
@@ -224,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the stream worker (inference, metrics, alerts)").set_defaults(func=_cmd_worker)
     sub.add_parser("api", help="run the HTTP API (and the store writer)").set_defaults(func=_cmd_api)
     sub.add_parser("store-writer", help="run the store writer on its own").set_defaults(func=_cmd_store_writer)
+    sub.add_parser(
+        "incidents", help="group alerts across cameras into incidents and send them on CVOPS_NOTIFY_ROUTES"
+    ).set_defaults(func=_cmd_incidents)
 
     m = sub.add_parser("models", help="list the models in the registry")
     m.add_argument("--json", action="store_true", help="full manifests' summaries as JSON")
@@ -246,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cvops: bad configuration: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings)
-    fetch_pacing.install(settings.empty_fetch_pause_ms)
+    if args.command not in ("broker", "models", "demo"):  # these talk to a broker: its profile, its workarounds
+        devbroker.install(settings)
     try:
         return args.func(args, settings)
     except KeyboardInterrupt:

@@ -29,7 +29,9 @@ import struct
 import time
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
+
+from core.monitoring import override_fields
 
 FRAME_MAGIC = b"CVF1"
 FRAME_SCHEMA_VERSION = 1
@@ -121,9 +123,9 @@ def unpack_frame(value: bytes | None) -> Frame:
 
 
 class Detection(_Record):
-    label: str
-    class_id: int = Field(ge=0)
-    score: float = Field(ge=0, le=1)
+    label: str = Field(description="the class's name in the model's label list")
+    class_id: int = Field(ge=0, description="its index in that list")
+    score: float = Field(ge=0, le=1, description="the model's confidence, 0-1")
     box: tuple[float, float, float, float] = Field(description="x1, y1, x2, y2 in source pixels")
 
 
@@ -131,10 +133,10 @@ class Timings(_Record):
     """Where a frame's time went, ms. ``inference_ms`` is this frame's share of its batch."""
 
     queue_ms: float = Field(ge=0, description="capture to start of processing")
-    decode_ms: float = Field(ge=0)
-    preprocess_ms: float = Field(ge=0)
-    inference_ms: float = Field(ge=0)
-    postprocess_ms: float = Field(ge=0)
+    decode_ms: float = Field(ge=0, description="image bytes to pixels")
+    preprocess_ms: float = Field(ge=0, description="pixels to the model's input tensor")
+    inference_ms: float = Field(ge=0, description="this frame's share of its batch's inference")
+    postprocess_ms: float = Field(ge=0, description="outputs to detections (and non-maximum suppression)")
 
 
 class Prediction(_Record):
@@ -144,12 +146,12 @@ class Prediction(_Record):
     seq: int
     captured_at: float = Field(description="unix seconds")
     processed_at: float = Field(description="unix seconds")
-    model_name: str
+    model_name: str = Field(description="the registry's name of the model that saw the frame")
     model_version: str
-    width: int
-    height: int
-    batch_size: int = Field(ge=1)
-    detections: list[Detection]
+    width: int = Field(description="the decoded frame's px")
+    height: int = Field(description="the decoded frame's px")
+    batch_size: int = Field(ge=1, description="frames in the inference batch this one was part of")
+    detections: list[Detection] = Field(description="above the model's score threshold, after NMS")
     timings: Timings
 
 
@@ -191,14 +193,14 @@ class FrameMetrics(_Record):
         description="sharpness at a standard contrast: variance of the Laplacian x 50^2 / max(contrast, 10)^2; "
         "lower is blurrier",
     )
-    inference_ms: float = Field(ge=0)
-    detections: int = Field(ge=0)
+    inference_ms: float = Field(ge=0, description="this frame's share of its batch's inference")
+    detections: int = Field(ge=0, description="how many the model made")
     contrast: float = Field(0.0, ge=0, le=255, description="std of luma, 0-255")
     saturation: float = Field(0.0, ge=0, le=255, description="mean HSV saturation, 0-255")
     under_exposed: float = Field(0.0, ge=0, le=1, description="share of pixels with luma <= 16")
     over_exposed: float = Field(0.0, ge=0, le=1, description="share of pixels with luma >= 239")
     frame_diff: float | None = Field(None, ge=0, le=255, description="mean |luma change| since the last frame")
-    black: bool = False
+    black: bool = Field(False, description="brightness under 10 and contrast under 5 (0-255): nothing to see")
     mean_confidence: float = Field(0.0, ge=0, le=1, description="mean detection score, 0 without detections")
     embedding: list[float] | None = Field(
         None, description="image embedding (sampled frames only, see CVOPS_EMBEDDING_EVERY), for drift monitoring"
@@ -216,7 +218,7 @@ class FrameMetrics(_Record):
 
 class Alert(_Record):
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
-    alert_id: str
+    alert_id: str = Field(description="deterministic (camera, signal, frame); a resolve carries its raise's")
     type: AlertType
     status: Literal["raised", "resolved", "suppressed"] = Field(
         "raised",
@@ -225,13 +227,13 @@ class Alert(_Record):
     )
     severity: Literal["info", "warning", "critical"] = "warning"
     camera_id: str
-    signal: str
+    signal: str = Field(description="what moved: brightness, blur_distribution, class_mix, camera_moved, black...")
     value: float = Field(description="the statistic that crossed the threshold")
-    threshold: float
+    threshold: float = Field(description="the bound it crossed (a p-value's level for a test)")
     window: int = Field(ge=0, description="frames the statistic was computed over")
     model_name: str = ""
     model_version: str = ""
-    evidence_frame_ids: list[str] = Field(default_factory=list)
+    evidence_frame_ids: list[str] = Field(default_factory=list, description="frames that show it (evidence topic)")
     raised_at: float = Field(description="unix seconds")
     message: str
     caused_by: str = Field(
@@ -239,27 +241,16 @@ class Alert(_Record):
     )
 
 
-class MonitorOverrides(_Record):
-    """Monitor settings for the fleet or one camera; a field left out keeps the level below (camera over
-    fleet over the workers' CVOPS_ settings). See :mod:`streams.fleetconfig` for which apply at once and
-    which when the camera's references are next learned."""
-
-    rule_warmup_frames: int | None = Field(None, ge=5, le=100_000)
-    rule_tolerance: float | None = Field(None, gt=0, le=100)
-    rule_consecutive: int | None = Field(None, ge=1, le=10_000)
-    expected_fps: float | None = Field(None, gt=0, le=1000)
-    no_frames_s: float | None = Field(None, gt=0, le=86_400)
-    motion_every: int | None = Field(None, ge=0, le=100_000)
-    motion_threshold_deg: float | None = Field(None, gt=0, le=180)
-    motion_threshold_px: float | None = Field(None, gt=0, le=10_000)
-    ks_reference: int | None = Field(None, ge=0, le=100_000)
-    ks_window: int | None = Field(None, ge=10, le=100_000)
-    ks_alpha: float | None = Field(None, gt=0, lt=1)
-    prediction_reference: int | None = Field(None, ge=0, le=1_000_000)
-    prediction_window: int | None = Field(None, ge=10, le=1_000_000)
-    prediction_alpha: float | None = Field(None, gt=0, lt=1)
-    embedding_reference: int | None = Field(None, ge=0, le=100_000)
-    concept_reference: int | None = Field(None, ge=0, le=1_000_000)
+MonitorOverrides = create_model(
+    "MonitorOverrides",
+    __base__=_Record,
+    __doc__="""Monitor settings for the fleet or one camera; a field left out keeps the level below (camera over
+fleet over the workers' CVOPS_ settings). See :mod:`core.fleetconfig` for which apply at once and
+which when the camera's references are next learned.""",
+    **override_fields(),
+)
+"""Monitor settings for the fleet or one camera, every field optional: one per setting declared with an
+override in :data:`core.monitoring.MONITOR_SETTINGS` (its name, type and bounds come from there)."""
 
 
 class CameraConfig(_Record):
@@ -349,7 +340,11 @@ class DeadLetter(_Record):
     partition: int
     offset: int
     key: str | None
-    reason: str = Field(description="machine-readable code, e.g. corrupt_image")
+    reason: str = Field(
+        description="machine-readable code: bad_magic, truncated, bad_header, unknown_schema_version, empty_image, "
+        "corrupt_image, too_many_pixels, size_mismatch, key_mismatch, bad_record, bad_json, too_deep, "
+        "number_too_large, non_finite, capture_time_out_of_range, delivery_failed..."
+    )
     detail: str = Field(description="what was wrong, for people")
     payload_b64: str = Field(description="the original value, base64")
     received_at: float = Field(default_factory=time.time, description="unix seconds")
@@ -390,6 +385,51 @@ class WorkerStatus(_Record):
     config_updated_at: float = Field(0.0, ge=0, description="unix s of the newest config record it has applied")
     member_id: str = Field("", description="its member id in the consumer group now (each rejoin changes it)")
     sent_at: float = Field(description="unix seconds")
+
+
+class CameraInfo(_Record):
+    """Where a camera is and what it is (the inventory), on the compacted ``cameras`` topic keyed by
+    ``<source>:<camera_id>``: a gateway declares what it was told (``--site``, ``--tag``) and an operator sets
+    the rest through the API; the operator's fields win."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    camera_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    source: Literal["gateway", "operator"]
+    site: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    tags: dict[str, str] = Field(default_factory=dict, max_length=20, description="free key=value labels")
+    notes: str | None = Field(None, max_length=1000, description="location, mounting...")
+    gateway: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    updated_at: float = Field(default_factory=time.time, description="unix seconds")
+
+    @field_validator("tags")
+    @classmethod
+    def _short_tags(cls, tags: dict[str, str]) -> dict[str, str]:
+        for k, v in tags.items():
+            if not (0 < len(k) <= 50 and len(v) <= 100) or not k.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"tag {k[:50]!r}: keys are 1-50 letters, digits, - or _; values at most 100")
+        return tags
+
+
+class IncidentRecord(_Record):
+    """An incident across cameras changed (``streams.incidents``): one record per raise, join and resolve,
+    keyed by incident id. ``event_id`` is stable across replays, for receivers to deduplicate on."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    event_id: str = Field(max_length=200)
+    incident_id: str = Field(max_length=100)
+    status: Literal["raised", "joined", "resolved"]
+    kind: Literal["environment", "upstream", "model", "device"]
+    scope: str = Field(max_length=300, description="site:<name>, tag:<k=v>, gateway:<id>, model:<name@version> or "
+                       "camera:<id>")  # fmt: skip
+    type: AlertType
+    signal: str
+    direction: Literal["up", "down", "changed"]
+    cameras: list[str] = Field(description="member cameras so far")
+    members: dict[str, str] = Field(description="member alert id (of its raise) -> camera id")
+    changed_alert_ids: list[str] = Field(description="the alerts this record is about (new members on a join)")
+    opened_at: float = Field(description="unix seconds")
+    resolved_at: float | None = Field(None, description="unix seconds, once every member has resolved")
+    summary: str = Field(description="one line for people")
 
 
 def encode_record(record: _Record) -> bytes:

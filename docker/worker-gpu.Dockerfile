@@ -3,7 +3,7 @@
 #   docker build -f docker/worker-gpu.Dockerfile -t cvops/worker-gpu .        (from the repository root)
 #   docker run --rm --gpus all -e CVOPS_KAFKA_BOOTSTRAP=kafka:9092 cvops/worker-gpu
 #
-# The CUDA major version follows the onnxruntime-gpu wheel, not a preference: onnxruntime-gpu 1.31.1 from
+# The CUDA major version follows the onnxruntime-gpu wheel in uv.lock, not a preference: onnxruntime-gpu 1.31.1 from
 # PyPI is built with CUDA 13.0 (its CUDA provider links libcudart.so.13 and libcublas.so.13, its build info
 # says cuda_version 13.0) and cuDNN 9, so a CUDA 12 base would load no GPU provider and run on the CPU.
 # CUDA 13 needs an NVIDIA driver r580 or later on the host. Change the two together.
@@ -21,8 +21,6 @@ RUN pip install --no-cache-dir --disable-pip-version-check uv==0.13.8
 
 FROM nvidia/cuda:13.0.2-cudnn-runtime-ubuntu22.04
 
-# Same version as the onnxruntime pin in pyproject.toml (tests/test_docker.py checks it).
-ARG ONNXRUNTIME_GPU=onnxruntime-gpu==1.31.1
 ARG PYTHON_VERSION=3.11
 ARG TENSORRT_VERSION=""
 
@@ -32,6 +30,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
     UV_NO_CACHE=1 \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON_PREFERENCE=only-managed \
+    UV_PROJECT_ENVIRONMENT=/opt/venv \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
@@ -50,13 +49,11 @@ COPY --from=uv /usr/local/bin/uv /usr/local/bin/uv
 RUN uv python install "${PYTHON_VERSION}" \
     && uv venv --python "${PYTHON_VERSION}" /opt/venv
 
-# The pinned dependencies of pyproject.toml with onnxruntime-gpu in the place of onnxruntime: the CPU wheel is
-# never installed (both write the onnxruntime folder), then the project without its dependencies.
-COPY pyproject.toml /tmp/cvops/pyproject.toml
-COPY docker/requirements.py /tmp/cvops/requirements.py
-RUN python /tmp/cvops/requirements.py /tmp/cvops/pyproject.toml \
-        --replace "onnxruntime=${ONNXRUNTIME_GPU}" > /tmp/cvops/requirements.txt \
-    && uv pip install -r /tmp/cvops/requirements.txt
+# The dependencies exactly as locked in uv.lock with the extra `gpu` (onnxruntime-gpu): the lock resolves it
+# apart from the extra `cpu`, so the CPU wheel is never installed (both write the onnxruntime folder); then the
+# project without its dependencies.
+COPY pyproject.toml uv.lock /tmp/cvops/
+RUN cd /tmp/cvops && uv sync --locked --no-install-project --python /opt/venv/bin/python --extra gpu
 
 COPY README.md /tmp/cvops/README.md
 COPY core /tmp/cvops/core

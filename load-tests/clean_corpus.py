@@ -66,11 +66,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.contracts import FrameMetrics, MonitorOverrides
+from core.fleetconfig import base_settings, effective
+from core.monitoring import MonitorSettings
 from core.settings import Settings
-from streams.fleetconfig import base_settings, effective
 from streams.monitor import image as image_signals
 from streams.monitor import signals as base_signals
-from streams.monitor.camera import CameraMonitor, MonitorSettings
+from streams.monitor.camera import CameraMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = ROOT / ".cvops" / "clean-corpus"

@@ -74,7 +74,7 @@ from core.contracts import (
 from core.settings import Settings
 from core.topology import create_topics
 from models import load_detector
-from streams import fetch_pacing
+from streams.devbroker import fetch_pacing
 from streams.gateway import fixed_cameras, make_producer, publish
 from streams.localbroker import EmbeddedBroker
 
@@ -331,7 +331,7 @@ def main() -> int:
     one_session_bn = fps[args.batch]
     # The worker's sessions (CVOPS_INFERENCE_LANES): bare batch N, the ceiling the pipeline is held to.
     worker_detector = load_detector("nanodet-m", intra_op_threads=args.threads or None, lanes=args.lanes)
-    lanes = len(getattr(worker_detector.session, "sessions", [None]))
+    lanes = worker_detector.lanes
     lanes_before = bare(worker_detector, args.batch, bare_s, sizes=(args.batch,))[args.batch]
 
     broker, settings = phase("naive")

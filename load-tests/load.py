@@ -68,7 +68,7 @@ from _common import children_cpu, cpu_seconds, free_port, percentile, rss_mb, st
 from core.contracts import FrameHeader, Prediction, decode_record, pack_frame
 from core.settings import Settings
 from core.topology import create_topics
-from streams import fetch_pacing
+from streams.devbroker import fetch_pacing
 from streams.gateway import decode_jpeg, encode, fixed_cameras, make_producer
 from streams.localbroker import EmbeddedBroker
 

@@ -189,7 +189,7 @@ def main() -> int:
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads or None,
     )
-    providers = list(getattr(detector, "providers", []))
+    providers = list(detector.providers)
     embedder = None
     if args.embedding:
         from models import load

@@ -38,7 +38,7 @@ from aiokafka.structs import TopicPartition
 
 from core.settings import Settings
 from core.topology import create_topics
-from streams import fetch_pacing
+from streams.devbroker import fetch_pacing
 from streams.gateway import publish
 from streams.localbroker import EmbeddedBroker
 from streams.process_group import terminate

@@ -74,7 +74,7 @@ from _common import free_port, start_worker
 from core.contracts import Alert, AlertType, CameraConfig, FrameHeader, MonitorOverrides, decode_record, pack_frame
 from core.settings import Settings
 from core.topology import create_topics
-from streams import fetch_pacing
+from streams.devbroker import fetch_pacing
 from streams.gateway import (
     EVENT_KINDS,
     Event,

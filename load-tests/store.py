@@ -35,8 +35,9 @@ from store import Store, connect
 from store.cookbook import recipes
 from store.schema import migrate
 from store.settings import StoreSettings
+from store.tables import FRAME_METRICS
 from store.validate import Limits
-from store.writer import SINKS, StoreWriter
+from store.writer import StoreWriter
 
 CAMERAS = 100
 FPS = 5
@@ -114,7 +115,7 @@ def bench_writer(chdb: Path, n: int, batch: int) -> dict:
     for b in batches:
         w.to_columns(b)  # what the writer's loop runs (to_rows adds turning its columns into rows)
     parse_s = time.perf_counter() - parse_start
-    columns = list(SINKS["metrics"].columns)
+    columns = list(FRAME_METRICS.columns)
     client = raw_store._client
 
     def raw(part: list[list[tuple]]) -> float:

@@ -40,7 +40,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.session import open_session
+from models.base import OnnxModel
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "efficientnet-lite0"
 DEFAULT_PATH = ZOO_DIR / "efficientnet-lite0.onnx"
@@ -132,8 +132,13 @@ class Classification:
     embedding: np.ndarray | None  # float32 [D] (1280 for EfficientNet-Lite0); None if the model has no embedding
 
 
-class ImageNetClassifier:
-    """Softmax top-k classification plus an embedding per image, pre/post-processing driven by the manifest."""
+class ImageNetClassifier(OnnxModel):
+    """Softmax top-k classification plus an embedding per image, pre/post-processing driven by the manifest.
+
+    A :class:`models.protocol.Model` (see :class:`models.base.OnnxModel` for what it shares with the other
+    families); :meth:`infer` gives {"logits": [N,C], "embedding": [N,D]}."""
+
+    task = "classification"
 
     def __init__(
         self,
@@ -146,28 +151,25 @@ class ImageNetClassifier:
     ) -> None:
         manifest = load_manifest(path)
         source = str(Path(path).with_name("manifest.json"))
-        self.manifest = manifest
-        self.name: str = manifest["name"]
-        self.version: str = manifest["version"]
-        self.labels: tuple[str, ...] = tuple(manifest["labels"])
         spec = manifest["input"]
-        self.input_name: str = spec["name"]
-        self.size: tuple[int, int] = (int(spec["shape"][3]), int(spec["shape"][2]))  # (w, h)
         self.colour: str = spec["colour"]
         self.resize_mode: str = spec["resize"]
         self.crop_fraction = float(spec.get("crop_fraction", 0.875))
         self.interpolation: str = spec.get("interpolation", "auto")
-        self._mean = np.asarray(spec["mean"], np.float32).reshape(3, 1, 1)
-        self._inv_std = (1.0 / np.asarray(spec["std"], np.float32)).reshape(3, 1, 1)
         self.output_names: dict[str, str] = {
             role: _output_name(manifest["outputs"][role], role, source)
             for role in ("logits", "embedding")
             if role in manifest["outputs"]
         }
+        super().__init__(
+            path,
+            manifest,
+            run_outputs=list(self.output_names.values()),
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            lanes=lanes,
+        )
         self.top_k = max(1, min(int(top_k), len(self.labels)))
-
-        self.session = open_session(path, providers, intra_op_threads, lanes)
-        self.providers: list[str] = self.session.get_providers()
         self._check_session(source)
 
     def _check_session(self, source: str) -> None:
@@ -212,29 +214,24 @@ class ImageNetClassifier:
             flag = INTERPOLATIONS[self.interpolation]
         return cv2.resize(image, (w, h), interpolation=flag)
 
-    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """BGR uint8 HxWx3 images -> float32 [N,3,H,W]: resize per manifest, colour order per manifest, normalise."""
-        w, h = self.size
-        batch = np.empty((len(images), 3, h, w), np.float32)
-        for i, image in enumerate(images):
-            if image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"image {i}: expected HxWx3 BGR, got shape {image.shape}")
-            resized = self._resize(image)
-            if self.colour == "RGB":
-                resized = resized[:, :, ::-1]
-            batch[i] = resized.transpose(2, 0, 1)
-        batch -= self._mean
-        batch *= self._inv_std
-        return batch
+    def preprocess_into(self, image: np.ndarray, out: np.ndarray) -> None:
+        """One BGR uint8 HxWx3 image into ``out``, a [3,H,W] slot of :meth:`new_batch`: resize per manifest,
+        colour order per manifest, (x - mean) / std."""
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"expected HxWx3 BGR, got shape {image.shape}")
+        planes = cv2.split(self._resize(image))
+        self._normalise_into(planes[::-1] if self.colour == "RGB" else planes, out)
 
-    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """One session run: {"logits": [N,C], "embedding": [N,D]} (embedding only if the manifest names one)."""
-        roles = list(self.output_names)
-        values = self.session.run([self.output_names[r] for r in roles], {self.input_name: batch})
-        return dict(zip(roles, values, strict=True))
+    def outputs(self, raw: list[np.ndarray]) -> dict[str, np.ndarray]:
+        """The session's outputs by role: {"logits": [N,C], "embedding": [N,D]} (embedding only if the
+        manifest names one)."""
+        return dict(zip(self.output_names, raw, strict=True))
 
-    def postprocess(self, outputs: dict[str, np.ndarray]) -> list[Classification]:
-        """Softmax over the logits, top-k per image, and each image's embedding (float32 copy)."""
+    def postprocess(
+        self, outputs: dict[str, np.ndarray], sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[Classification]:
+        """Softmax over the logits, top-k per image, and each image's embedding (float32 copy). ``sizes``,
+        the images' (height, width) that every model's post-processing takes, change nothing here."""
         logits = np.asarray(outputs["logits"], np.float32)
         logits = logits.reshape(len(logits), -1)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
@@ -256,7 +253,5 @@ class ImageNetClassifier:
         return results
 
     def classify(self, images: Sequence[np.ndarray]) -> list[Classification]:
-        """Top-k classes and the embedding of each image (BGR uint8 HxWx3)."""
-        if len(images) == 0:
-            return []
-        return self.postprocess(self.infer(self.preprocess(images)))
+        """Top-k classes and the embedding of each image (BGR uint8 HxWx3): :meth:`predict`."""
+        return self.predict(images)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.session import Lanes, open_session, timed
+from models.base import OnnxModel
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "nanodet-m"
 DEFAULT_PATH = ZOO_DIR / "nanodet-m.onnx"
@@ -50,8 +49,13 @@ class Detection:
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source-image pixels
 
 
-class NanoDet:
-    """NanoDet-m: 416x416 stretch-resized BGR input, strides 8/16/32, GFL box distributions (reg_max 10)."""
+class NanoDet(OnnxModel):
+    """NanoDet-m: 416x416 stretch-resized BGR input, strides 8/16/32, GFL box distributions (reg_max 10).
+
+    A :class:`models.protocol.Model` (see :class:`models.base.OnnxModel` for what it shares with the other
+    families); :meth:`infer` gives [scores_8, boxes_8, scores_16, boxes_16, scores_32, boxes_32]."""
+
+    task = "detection"
 
     def __init__(
         self,
@@ -65,14 +69,6 @@ class NanoDet:
         max_detections: int = 100,
     ) -> None:
         manifest = load_manifest(path)
-        self.name: str = manifest["name"]
-        self.version: str = manifest["version"]
-        self.labels: tuple[str, ...] = tuple(manifest["labels"])
-        spec = manifest["input"]
-        self.input_name: str = spec["name"]
-        self.size: tuple[int, int] = (int(spec["shape"][3]), int(spec["shape"][2]))  # (w, h)
-        self._mean = np.asarray(spec["mean"], np.float32).reshape(3, 1, 1)
-        self._inv_std = (1.0 / np.asarray(spec["std"], np.float32)).reshape(3, 1, 1)
         self.strides: tuple[int, ...] = tuple(manifest["strides"])
         self.reg_max: int = int(manifest["reg_max"])
         self.output_names: list[str] = [
@@ -80,13 +76,18 @@ class NanoDet:
             for s in self.strides
             for name in (manifest["outputs"][str(s)]["scores"], manifest["outputs"][str(s)]["boxes"])
         ]
+        super().__init__(
+            path,
+            manifest,
+            run_outputs=self.output_names,
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            lanes=lanes,
+        )
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
         self.max_detections = max_detections
 
-        self.session = open_session(path, providers, intra_op_threads, lanes)
-        self.providers: list[str] = self.session.get_providers()
-        self._runner: ThreadPoolExecutor | None = None  # for submit() on a single session
         self._bins = np.arange(self.reg_max + 1, dtype=np.float32)
         # Cell centres per stride, row-major (index = row * W + col), in 416-space pixels: (i + 0.5) * stride.
         w, h = self.size
@@ -95,45 +96,13 @@ class NanoDet:
             ys, xs = np.mgrid[0 : h // s, 0 : w // s].astype(np.float32)
             self._centres.append(np.stack([(xs.ravel() + 0.5) * s, (ys.ravel() + 0.5) * s], axis=1))
 
-    def new_batch(self, n: int) -> np.ndarray:
-        """An empty input batch of ``n`` images, for :meth:`preprocess_into` to fill slot by slot."""
-        w, h = self.size
-        return np.empty((n, 3, h, w), np.float32)
-
     def preprocess_into(self, image: np.ndarray, out: np.ndarray) -> None:
-        """One BGR uint8 HxWx3 image into ``out``, a [3,416,416] slot of :meth:`new_batch`: what
-        :meth:`preprocess` does to each image, so that several threads can fill one batch at once."""
+        """One BGR uint8 HxWx3 image into ``out``, a [3,416,416] slot of :meth:`new_batch`: stretch resize
+        (bilinear), (x - mean) / std."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected HxWx3 BGR, got shape {image.shape}")
         resized = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
-        for c, plane in enumerate(cv2.split(resized)):  # 3x faster than assigning a transposed view
-            out[c] = plane
-        out -= self._mean
-        out *= self._inv_std
-
-    def preprocess(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """BGR uint8 HxWx3 images -> float32 [N,3,416,416]: stretch resize (bilinear), (x - mean) / std."""
-        batch = self.new_batch(len(images))
-        for i, image in enumerate(images):
-            try:
-                self.preprocess_into(image, batch[i])
-            except ValueError as exc:
-                raise ValueError(f"image {i}: {exc}") from None
-        return batch
-
-    def infer(self, batch: np.ndarray) -> list[np.ndarray]:
-        """One session run: [scores_8, boxes_8, scores_16, boxes_16, scores_32, boxes_32]."""
-        return self.session.run(self.output_names, {self.input_name: batch})
-
-    def submit(self, batch: np.ndarray) -> Future:
-        """:meth:`infer` without waiting: a future of :class:`models.session.Inferred`. On lanes the frames
-        join the lanes' queue, so a batch submitted before the previous one ends starts on each lane as it
-        frees up; a single session runs it in a thread of its own."""
-        if isinstance(self.session, Lanes):
-            return self.session.submit(self.output_names, {self.input_name: batch})
-        if self._runner is None:
-            self._runner = ThreadPoolExecutor(1, thread_name_prefix="infer_run")
-        return self._runner.submit(timed, self.infer, batch)
+        self._normalise_into(cv2.split(resized), out)
 
     def postprocess(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[list[Detection]]:
         """Decode, threshold and class-wise NMS. ``sizes`` are the source images' (height, width)."""
@@ -187,8 +156,5 @@ class NanoDet:
         return results
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
-        """Detections per image, best first, boxes in each image's own pixel coordinates."""
-        if len(images) == 0:
-            return []
-        outputs = self.infer(self.preprocess(images))
-        return self.postprocess(outputs, [image.shape[:2] for image in images])
+        """Detections per image, best first, boxes in each image's own pixel coordinates: :meth:`predict`."""
+        return self.predict(images)

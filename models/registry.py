@@ -2,8 +2,9 @@
 
 Models are found in ``models/zoo/`` and in the folders listed in ``CVOPS_MODEL_DIRS`` (``os.pathsep``
 separated); each subfolder with a manifest is one model. Load one by ``name`` (its highest version) or
-``name@version``. A manifest names its pre/post-processing ``family``; adding a model of a known family
-(a NanoDet detector, an ImageNet-style classifier) needs only its ONNX file and a manifest, no code.
+``name@version``: what :func:`load` gives is a :class:`models.protocol.Model`. A manifest names its
+pre/post-processing ``family``; adding a model of a known family (a NanoDet detector, an ImageNet-style
+classifier) needs only its ONNX file and a manifest, no code.
 
 Required manifest fields: name, version, task, family, file, sha256, input (name, shape [N,3,H,W],
 layout NCHW, colour, resize, mean, std), labels, licence, source. Families add their own (NanoDet:
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnxruntime as ort
+
+from models.protocol import Model
 
 ZOO = Path(__file__).resolve().parent / "zoo"
 FAMILIES = {
@@ -165,8 +168,9 @@ def resolve_providers(requested: str | list[str] = "auto") -> list[str]:
     return [*chosen, "CPUExecutionProvider"]
 
 
-def load(ref: str, *, extra_dirs: str | None = None, providers: str | list[str] = "auto", **options):
-    """Load model ``ref`` (``name`` or ``name@version``) with its family's class, file checked."""
+def load(ref: str, *, extra_dirs: str | None = None, providers: str | list[str] = "auto", **options) -> Model:
+    """Load model ``ref`` (``name`` or ``name@version``) with its family's class, file checked: the setup
+    step of a model's life (:mod:`models.protocol`). ``options`` go to the family (threads, lanes, thresholds)."""
     spec = resolve(ref, extra_dirs)
     verify_file(spec)
     module, _, cls = FAMILIES[spec.family].partition(":")

@@ -24,6 +24,12 @@ predictions by frame id, an alert's evidence by alert id), so that it reads a gr
 Migration 9 adds ``caused_by`` to the alerts (the cause a ``suppressed`` alert is a symptom of, see
 docs/alerts.md), and has ``drift_stats`` and ``device_health`` count a symptom as the drift or fault it is.
 
+The tables the writer fills are declared once, as they are now, in :mod:`store.tables`: a fresh store creates
+them from there first, and the migrations that built them step by step on an older store then change nothing
+(``IF NOT EXISTS``). Both ways end in the same tables, to the byte of ``SHOW CREATE TABLE`` (a test holds them
+to ``tests/store/schema.sql``). A change to one of them is a new migration and the same change to its
+declaration.
+
 Retention (TTL) and the dedup window are settings, not migrations (:mod:`store.settings`): each start
 compares them with the tables and alters only what differs.
 """
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 
 from store.client import Store
 from store.settings import TTL_COLUMNS, StoreSettings
+from store.tables import TABLES
 
 log = logging.getLogger(__name__)
 
@@ -520,6 +527,9 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 ) ENGINE = ReplacingMergeTree ORDER BY version"""
     )
     done = {row[0] for row in store.query("SELECT version FROM schema_migrations FINAL")}
+    if not done:  # a fresh store: the tables the writer fills are created as declared now, whole
+        for table in TABLES:
+            store.command(table.create(settings.ttl_for(table.name)))
     applied = []
     for m in migrations(settings.ttl_days):
         if m.version in done:

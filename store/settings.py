@@ -28,6 +28,8 @@ TTL_COLUMNS = {
     "camera_views": "captured_at",
 }
 
+_TABLE_TTL = "retention of the table in the name, days; empty = CVOPS_TTL_DAYS"
+
 
 class StoreSettings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -37,17 +39,17 @@ class StoreSettings(BaseSettings):
     )
 
     ttl_days: int = Field(30, ge=1, description="default retention of stored rows, days")
-    ttl_days_frame_metrics: int | None = Field(None, ge=1)
-    ttl_days_predictions: int | None = Field(None, ge=1)
-    ttl_days_detections: int | None = Field(None, ge=1)
-    ttl_days_alerts: int | None = Field(None, ge=1)
-    ttl_days_dead_letters: int | None = Field(None, ge=1)
-    ttl_days_drift_stats: int | None = Field(None, ge=1)
-    ttl_days_device_health: int | None = Field(None, ge=1)
-    ttl_days_edge_cases: int | None = Field(None, ge=1)
-    ttl_days_metrics_minute: int | None = Field(None, ge=1)
-    ttl_days_evidence_frames: int | None = Field(None, ge=1)
-    ttl_days_camera_views: int | None = Field(None, ge=1)
+    ttl_days_frame_metrics: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_predictions: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_detections: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_alerts: int | None = Field(None, ge=1, description="its table's retention, days; empty = CVOPS_TTL_DAYS")
+    ttl_days_dead_letters: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_drift_stats: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_device_health: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_edge_cases: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_metrics_minute: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_evidence_frames: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_camera_views: int | None = Field(None, ge=1, description=_TABLE_TTL)
 
     store_dedup_window: int = Field(
         1000, ge=0, description="recent insert blocks each table remembers to drop a replayed one; 0 = off"

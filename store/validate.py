@@ -189,6 +189,14 @@ def _text_problems(kind: type, values: dict, limits: Limits) -> list[tuple[str, 
     return found
 
 
+def _longest(texts: Sequence[str | None]) -> int:
+    """The length of the longest of ``texts`` (None counts as empty)."""
+    try:
+        return max(map(len, texts))  # in C: the usual column, without a None
+    except TypeError:
+        return max(len(t or "") for t in texts)
+
+
 def _too_long(value, limits: Limits) -> bool:
     """Whether :func:`_text_problems` refuses ``value`` (a text field's, or a list of texts)."""
     if isinstance(value, list):
@@ -279,7 +287,7 @@ def suspects(
         scan(values, operator.not_)
     for name in _TEXT.get(kind, ()):
         values = column(name)
-        if values and (isinstance(values[0], list) or max(len(v or "") for v in values) > limits.max_text):
+        if values and (isinstance(values[0], list) or _longest(values) > limits.max_text):
             scan(values, lambda v: _too_long(v, limits))
     if kind is FrameMetrics:
         found |= _ratio_suspects(column("width"), column("height"), column("aspect_ratio"))

@@ -29,209 +29,50 @@ one, which decide and give the reason; the others are exactly the records those 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
 import types
 import typing
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import accumulate
 from operator import attrgetter
 
 import annotated_types
 import msgspec
-import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 from pydantic import BaseModel
 
-from core.contracts import (
-    Alert,
-    CameraView,
-    ContractError,
-    DeadLetter,
-    Evidence,
-    FrameMetrics,
-    Prediction,
-    decode_record,
-    encode_record,
-)
+from core.contracts import ContractError, DeadLetter, decode_record, encode_record
 from core.kafka import client_options
 from core.settings import Settings
 from core.skips import SkipLog
 from store.client import Store
 from store.dsn import masked
 from store.settings import StoreSettings
+from store.tables import (
+    ALERTS,
+    CAMERA_VIEWS,
+    DEAD_LETTERS,
+    EVIDENCE_FRAMES,
+    FRAME_METRICS,
+    PREDICTIONS,
+    TABLES,
+    Fields,
+    Table,
+)
 from store.validate import Limits, check, ranges, suspects
 
 log = logging.getLogger("cvops.store")
 
 
-def _ts(unix_s: float) -> int:
-    """Unix seconds as the ticks of a ``DateTime64(3)`` column (ms), which clickhouse-connect sends as is."""
-    return round(unix_s * 1000)
-
-
-def metrics_row(m: FrameMetrics) -> tuple:
-    return (
-        m.frame_id, m.camera_id, m.seq, _ts(m.captured_at), _ts(m.processed_at), m.model_name,
-        m.model_version, m.encoding, m.bytes, m.width, m.height, m.aspect_ratio, m.brightness, m.blur,
-        m.inference_ms, m.detections, m.contrast, m.saturation, m.under_exposed, m.over_exposed, m.frame_diff,
-        m.black, m.mean_confidence, m.outlier_score, *_drift_arrays(m.drift),
-    )  # fmt: skip
-
-
-def _drift_arrays(stats) -> tuple[list, ...]:
-    """A frame's sampled drift statistics as the arrays of ``frame_metrics``'s ``drift`` Nested column."""
-    return (
-        [d.detector for d in stats], [d.signal for d in stats], [d.statistic for d in stats],
-        [d.threshold for d in stats], [d.drift for d in stats], [d.window for d in stats],
-    )  # fmt: skip
-
-
-def prediction_row(p: Prediction) -> tuple:
-    d, t = p.detections, p.timings
-    return (
-        p.frame_id, p.camera_id, p.seq, _ts(p.captured_at), _ts(p.processed_at), p.model_name,
-        p.model_version, p.width, p.height, p.batch_size, t.queue_ms, t.decode_ms, t.preprocess_ms,
-        t.inference_ms, t.postprocess_ms, [x.label for x in d], [x.class_id for x in d],
-        [x.score for x in d], [x.box[0] for x in d], [x.box[1] for x in d], [x.box[2] for x in d],
-        [x.box[3] for x in d],
-    )  # fmt: skip
-
-
-def alert_row(a: Alert) -> tuple:
-    return (
-        a.alert_id, a.status, a.type, a.severity, a.camera_id, a.signal, a.value, a.threshold, a.window,
-        a.model_name, a.model_version, a.evidence_frame_ids, _ts(a.raised_at), a.message, a.caused_by,
-    )  # fmt: skip
-
-
-def dead_letter_row(d: DeadLetter) -> tuple:
-    return (
-        d.source_topic, d.partition, d.offset, d.key or "", d.reason, d.detail,
-        len(d.payload_b64) * 3 // 4, _ts(d.received_at),
-    )  # fmt: skip
-
-
-def evidence_row(e: Evidence) -> tuple:
-    return (
-        e.alert_id, e.camera_id, e.frame_id, e.role, _ts(e.captured_at), e.width, e.height, e.source_width,
-        e.source_height, e.image(), e.reason, e.score,
-    )  # fmt: skip
-
-
-def view_row(v: CameraView) -> tuple:
-    return (
-        v.camera_id, v.role, v.frame_id, _ts(v.captured_at), v.width, v.height, v.source_width, v.source_height,
-        v.image(),
-    )  # fmt: skip
-
-
-def _ts_column(unix_s: Sequence[float]) -> list[int]:
-    """:func:`_ts` of a whole column: numpy rounds half to even on the same products, as ``round`` does."""
-    ms = np.rint(np.fromiter(unix_s, np.float64, len(unix_s)) * 1000)
-    if len(ms) and not np.abs(ms).max() < 2**53:  # beyond exact float integers (or not finite): one by one
-        return [_ts(t) for t in unix_s]
-    return ms.astype(np.int64).tolist()
-
-
-class Fields:
-    """A batch's records (contract models or their fast structs) read field by field: ``fields["seq"]`` is
-    the list of every record's ``seq``, dotted names reach nested models (``fields["timings.queue_ms"]``).
-    Each field is read once, for the checks and the columns alike."""
-
-    def __init__(self, items: list):
-        self.items = items
-        self._columns: dict[str, list] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, name: str) -> list:
-        column = self._columns.get(name)
-        if column is None:
-            column = self._columns[name] = list(map(attrgetter(name), self.items))
-        return column
-
-
-def metrics_columns(f: Fields) -> list[list]:
-    """The columns of ``frame_metrics``, in ``SINKS["metrics"].columns`` order (:func:`metrics_row`, transposed)."""
-    return [
-        f["frame_id"], f["camera_id"], f["seq"], _ts_column(f["captured_at"]), _ts_column(f["processed_at"]),
-        f["model_name"], f["model_version"], f["encoding"], f["bytes"], f["width"], f["height"], f["aspect_ratio"],
-        f["brightness"], f["blur"], f["inference_ms"], f["detections"], f["contrast"], f["saturation"],
-        f["under_exposed"], f["over_exposed"], f["frame_diff"], f["black"], f["mean_confidence"],
-        f["outlier_score"], *_transpose([_drift_arrays(d) if d else _NO_DRIFT for d in f["drift"]], 6),
-    ]  # fmt: skip
-
-
-_NO_DRIFT: tuple[list, ...] = ([],) * 6  # most frames carry no sample: shared empty arrays
-
-
-def _transpose(rows: list[tuple], width: int) -> list[list]:
-    return [[row[i] for row in rows] for i in range(width)]
-
-
-def prediction_columns(f: Fields) -> list[list]:
-    dets = f["detections"]
-    flat = [x for d in dets for x in d]  # the batch's detections, then cut back into one list per frame
-    ends = list(accumulate(map(len, dets)))
-    spans = list(zip([0, *ends[:-1]], ends, strict=True))
-    x1, y1, x2, y2 = map(list, zip(*map(_BOX, flat), strict=True)) if flat else ([], [], [], [])
-
-    def per_frame(values: list) -> list[list]:
-        return [values[a:b] for a, b in spans]
-
-    return [
-        f["frame_id"], f["camera_id"], f["seq"], _ts_column(f["captured_at"]), _ts_column(f["processed_at"]),
-        f["model_name"], f["model_version"], f["width"], f["height"], f["batch_size"], f["timings.queue_ms"],
-        f["timings.decode_ms"], f["timings.preprocess_ms"], f["timings.inference_ms"], f["timings.postprocess_ms"],
-        per_frame(list(map(_LABEL, flat))), per_frame(list(map(_CLASS_ID, flat))),
-        per_frame(list(map(_SCORE, flat))), per_frame(x1), per_frame(y1), per_frame(x2), per_frame(y2),
-    ]  # fmt: skip
-
-
-_LABEL, _CLASS_ID, _SCORE, _BOX = attrgetter("label"), attrgetter("class_id"), attrgetter("score"), attrgetter("box")
-
-
-def alert_columns(f: Fields) -> list[list]:
-    return [
-        f["alert_id"], f["status"], f["type"], f["severity"], f["camera_id"], f["signal"], f["value"],
-        f["threshold"], f["window"], f["model_name"], f["model_version"], f["evidence_frame_ids"],
-        _ts_column(f["raised_at"]), f["message"], f["caused_by"],
-    ]  # fmt: skip
-
-
-def dead_letter_columns(f: Fields) -> list[list]:
-    return [
-        f["source_topic"], f["partition"], f["offset"], [k or "" for k in f["key"]], f["reason"], f["detail"],
-        [len(p) * 3 // 4 for p in f["payload_b64"]], _ts_column(f["received_at"]),
-    ]  # fmt: skip
-
-
-def evidence_columns(f: Fields) -> list[list]:
-    return [
-        f["alert_id"], f["camera_id"], f["frame_id"], f["role"], _ts_column(f["captured_at"]), f["width"],
-        f["height"], f["source_width"], f["source_height"], [base64.b64decode(b) for b in f["image_b64"]],
-        f["reason"], f["score"],
-    ]  # fmt: skip
-
-
-def view_columns(f: Fields) -> list[list]:
-    return [
-        f["camera_id"], f["role"], f["frame_id"], _ts_column(f["captured_at"]), f["width"], f["height"],
-        f["source_width"], f["source_height"], [base64.b64decode(b) for b in f["image_b64"]],
-    ]  # fmt: skip
-
-
 @dataclass(frozen=True)
 class Columns:
-    """One table's rows as columns, in its sink's column order, ready for a columnar insert."""
+    """One table's rows as columns, in its column order (:attr:`store.tables.Table.columns`), ready for a
+    columnar insert."""
 
     data: list[list]
     rows: int
@@ -356,56 +197,11 @@ def fast_decoder(contract: type[BaseModel]) -> FastDecoder | None:
         return None
 
 
-@dataclass(frozen=True)
-class Sink:
-    table: str
-    contract: type
-    row: Callable
-    columns: tuple[str, ...]
-    columns_of: Callable[[Fields], list[list]]
+# The tables by topic, each declared once in :mod:`store.tables`; one record's row, for tests and tools.
+SINKS = {table.topic: table for table in TABLES}
+metrics_row, prediction_row, alert_row = FRAME_METRICS.row, PREDICTIONS.row, ALERTS.row
+dead_letter_row, evidence_row, view_row = DEAD_LETTERS.row, EVIDENCE_FRAMES.row, CAMERA_VIEWS.row
 
-
-SINKS = {
-    "metrics": Sink(
-        "frame_metrics", FrameMetrics, metrics_row,
-        ("frame_id", "camera_id", "seq", "captured_at", "processed_at", "model_name", "model_version", "encoding",
-         "bytes", "width", "height", "aspect_ratio", "brightness", "blur", "inference_ms", "detections",
-         "contrast", "saturation", "under_exposed", "over_exposed", "frame_diff", "black", "mean_confidence",
-         "outlier_score", "drift.detector", "drift.signal", "drift.statistic", "drift.threshold", "drift.drifted",
-         "drift.window"),
-        metrics_columns,
-    ),
-    "predictions": Sink(
-        "predictions", Prediction, prediction_row,
-        ("frame_id", "camera_id", "seq", "captured_at", "processed_at", "model_name", "model_version", "width",
-         "height", "batch_size", "queue_ms", "decode_ms", "preprocess_ms", "inference_ms", "postprocess_ms",
-         "detections.label", "detections.class_id", "detections.score", "detections.x1", "detections.y1",
-         "detections.x2", "detections.y2"),
-        prediction_columns,
-    ),
-    "alerts": Sink(
-        "alerts", Alert, alert_row,
-        ("alert_id", "status", "type", "severity", "camera_id", "signal", "value", "threshold", "window",
-         "model_name", "model_version", "evidence_frame_ids", "raised_at", "message", "caused_by"),
-        alert_columns,
-    ),
-    "evidence": Sink(
-        "evidence_frames", Evidence, evidence_row,
-        ("alert_id", "camera_id", "frame_id", "role", "captured_at", "width", "height", "source_width",
-         "source_height", "image", "reason", "score"),
-        evidence_columns,
-    ),
-    "views": Sink(
-        "camera_views", CameraView, view_row,
-        ("camera_id", "role", "frame_id", "captured_at", "width", "height", "source_width", "source_height", "image"),
-        view_columns,
-    ),
-    "deadletters": Sink(
-        "dead_letters", DeadLetter, dead_letter_row,
-        ("source_topic", "partition", "offset", "key", "reason", "detail", "payload_bytes", "received_at"),
-        dead_letter_columns,
-    ),
-}  # fmt: skip
 _FAST = {sink.contract: fast_decoder(sink.contract) for sink in SINKS.values()}
 
 
@@ -479,7 +275,7 @@ class StoreWriter:
         tables: dict[str, Columns] = {}
         dead: list[tuple[int, DeadLetter]] = []
 
-        def checked(sink: Sink, i: int):
+        def checked(sink: Table, i: int):
             """The record at ``i`` through its contract and the store check: the model, or None (refused)."""
             r = records[i]
             try:

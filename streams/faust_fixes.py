@@ -19,14 +19,18 @@ until it is restarted.
    has just set, so the same records fetched again after the seek are dropped as already read. Fixed by
    the order that cannot lose a record: seek, resume flow control, resume the stream partitions.
 
-This replaces three private methods, so :func:`install` applies the fixes only to the faust version they
-were written against (the one ``pyproject.toml`` pins) and warns on any other.
+These are faust's bugs, on any broker: they are not workarounds for the embedded development broker
+(:mod:`streams.devbroker`). Each patch in :data:`PATCHES` names the faust-streaming version it was written
+for and the upstream report it answers. They replace private methods, so :func:`install` refuses to start
+on any other faust version (:class:`FaustVersionError`): read the new version's code for the two bugs, and
+drop or port each patch, before moving the pin in ``pyproject.toml``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import NamedTuple
 
 import faust
 from faust.tables.recovery import Recovery
@@ -132,18 +136,60 @@ async def on_recovery_completed(self: Recovery, generation_id: int = 0) -> None:
     self.log.info("Worker ready")
 
 
+class Patch(NamedTuple):
+    owner: type
+    name: str
+    replacement: object
+    written_for: str  # the faust-streaming version whose code it replaces
+    upstream: str  # the report it answers
+
+
+PATCHES = (
+    # 1. An empty set of active partitions read as "all": the race robinhood/faust#69 fixed with a lock around
+    # getmany, which faust-streaming's consumer thread no longer takes; seen upstream as partitions that are
+    # assigned and never processed after a rebalance (faust-streaming/faust#166, open).
+    Patch(
+        AIOKafkaConsumerThread,
+        "_fetch_records",
+        _fetch_records,
+        FIXED_VERSION,
+        "https://github.com/faust-streaming/faust/issues/166 (cause: https://github.com/robinhood/faust/pull/69)",
+    ),
+    # 2. Stream partitions resumed before the seek: faust-streaming/faust#216, whose fix (#217) moved the seek
+    # ahead of flow control but still resumes the partitions before flow control, in both methods.
+    Patch(
+        Recovery,
+        "_resume_streams",
+        _resume_streams,
+        FIXED_VERSION,
+        "https://github.com/faust-streaming/faust/issues/216",
+    ),
+    Patch(
+        Recovery,
+        "on_recovery_completed",
+        on_recovery_completed,
+        FIXED_VERSION,
+        "https://github.com/faust-streaming/faust/issues/216",
+    ),
+)
+
+
+class FaustVersionError(RuntimeError):
+    """faust is not the version the patches were written for."""
+
+
 def install() -> bool:
-    """Apply the fix (idempotent); False, with a warning, on a faust version it was not written for."""
-    if faust.__version__ != FIXED_VERSION:
-        log.warning(
-            "faust %s is not %s: the fixes in streams/faust_fixes.py are not installed; a worker may sit idle "
-            "with frames waiting after a rebalance",
-            faust.__version__,
-            FIXED_VERSION,
+    """Apply the patches (idempotent). Raises :class:`FaustVersionError` on a faust version they were not
+    written for: a worker must not start with a consumer that may lose frames after a rebalance."""
+    wrong = [p for p in PATCHES if p.written_for != faust.__version__]
+    if wrong:
+        raise FaustVersionError(
+            f"faust-streaming {faust.__version__} is installed, but the patches in streams/faust_fixes.py "
+            f"were written for {', '.join(sorted({p.written_for for p in wrong}))} "
+            f"({'; '.join(f'{p.owner.__name__}.{p.name}: {p.upstream}' for p in wrong)}): install the pinned "
+            "faust-streaming, or check each patch against this version and update it"
         )
-        return False
-    AIOKafkaConsumerThread._fetch_records = _fetch_records
-    Recovery._resume_streams = _resume_streams
-    Recovery.on_recovery_completed = on_recovery_completed
+    for p in PATCHES:
+        setattr(p.owner, p.name, p.replacement)
     log.info("faust %s: fixes for lost frames after a rebalance installed (streams/faust_fixes.py)", faust.__version__)
     return True

@@ -30,7 +30,7 @@ import numpy as np
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from core.contracts import FrameHeader, pack_frame
+from core.contracts import CameraInfo, FrameHeader, encode_record, pack_frame
 from core.kafka import client_options
 from core.settings import Settings
 from streams.capture import IMAGE_SUFFIXES, Backoff, Capture, FolderReader, MemoryReader, Outbox, Reader, VideoReader
@@ -296,6 +296,26 @@ def _plan(sources: list[str | None], cameras: int, prefix: str, replay: str) -> 
     return plan
 
 
+async def declare_cameras(
+    settings: Settings, camera_ids: Sequence[str], site: str | None, tags: dict[str, str], gateway: str | None
+) -> int:
+    """Publish what this gateway knows of its cameras (``CameraInfo``, source ``gateway``) on the compacted
+    ``cameras`` topic, for incidents across a site's cameras; an operator's settings (API) win over these.
+    Returns the records sent (none when nothing was given)."""
+    if site is None and not tags and gateway is None:
+        return 0
+    records = [CameraInfo(camera_id=c, source="gateway", site=site, tags=tags, gateway=gateway) for c in camera_ids]
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        for r in records:
+            key = f"gateway:{r.camera_id}".encode()
+            await producer.send_and_wait(settings.topic("cameras"), encode_record(r), key=key)
+    finally:
+        await producer.stop()
+    return len(records)
+
+
 def _check_source(source: str | None) -> None:
     """Fail at start, with a clear error, for a file or folder that is missing or unreadable (a URL or a
     device is reconnected to instead, as it may come up later)."""
@@ -371,14 +391,7 @@ async def publish(
     if not sources:
         raise ValueError("no source to publish from")
     plan = _plan(sources, cameras or len(sources), camera_prefix, replay)
-    for src in {cam.source for cam in plan if cam.replay == "stream"}:
-        await asyncio.to_thread(_check_source, src)
-    shots: dict[str, Iterator[Encoded]] = {}
-    for src in dict.fromkeys(cam.source for cam in plan if cam.replay == "shots"):
-        ids = [cam.camera_id for cam in plan if cam.replay == "shots" and cam.source == src]
-        replays = await asyncio.to_thread(fixed_cameras, src, len(ids), settings.gateway_jpeg_quality)
-        shots.update(zip(ids, replays, strict=True))
-
+    shots = await _replays(settings, plan)
     aio = asyncio.get_running_loop()
     ready, cameras_done = asyncio.Event(), asyncio.Event()
 
@@ -387,104 +400,20 @@ async def publish(
             aio.call_soon_threadsafe(event.set)
 
     outbox = Outbox(buffer_frames, on_put=lambda: wake(ready))
-    session = int(time.time() * 1000)
-    started = time.monotonic()
     capture_stop = threading.Event()
-
-    def deliverer(cam: _Camera) -> Callable[[Any], None]:
-        seq = itertools.count()
-
-        def deliver(item: np.ndarray | Encoded) -> None:
-            elapsed = time.monotonic() - started
-            active = [f.kind for f in faults if f.camera_id == cam.camera_id and elapsed >= f.after_s]
-            if isinstance(item, Encoded) and not active:
-                data, w, h = item.data, item.width, item.height
-            else:
-                image = item if isinstance(item, np.ndarray) else decode_jpeg(item.data)
-                for kind in active:
-                    image = apply_fault(image, kind)
-                data, (h, w) = encode(image, settings.gateway_jpeg_quality), image.shape[:2]
-            n = next(seq)
-            header = FrameHeader(
-                frame_id=f"{cam.camera_id}:{session}:{n}",
-                camera_id=cam.camera_id,
-                seq=n,
-                captured_at=time.time(),
-                encoding="jpeg",
-                width=w,
-                height=h,
-            )
-            outbox.put((cam.camera_id.encode(), pack_frame(header, data)), wait=not cam.live)
-
-        return deliver
-
+    stamp = _Stamp(settings.gateway_jpeg_quality, outbox, faults)
     captures = []
     for cam in plan:
-        if cam.replay == "shots":
-            open_reader: Callable[[bool], Reader] = _memory_opener(shots[cam.camera_id])
-            name = f"{cam.source or default_footage().name} (shot replay)"
-        else:
-            open_reader, name = _opener(cam), cam.source or default_footage().name
-        captures.append(
-            Capture(
-                cam.camera_id,
-                open_reader,
-                deliverer(cam),
-                fps=fps,
-                live=cam.live,
-                loop=loop,
-                max_frames=max_frames,
-                stop=capture_stop,
-                backoff=Backoff(cap=reconnect_max_s),
-                name=name,
-            )
-        )
-    running = len(captures)
-
-    def camera_done() -> None:
-        nonlocal running
-        running -= 1
-        if running == 0:
-            cameras_done.set()
-
-    def run_camera(capture: Capture) -> None:
-        try:
-            capture.run()
-        except Exception:
-            log.exception("%s: capture stopped by an unexpected error", capture.camera_id)
-        finally:
-            with contextlib.suppress(RuntimeError):
-                aio.call_soon_threadsafe(camera_done)
-
-    threads = [
-        threading.Thread(target=run_camera, args=(c,), name=f"capture-{c.camera_id}", daemon=True) for c in captures
-    ]
+        open_reader, name = _reader(cam, shots)
+        captures.append(Capture(cam.camera_id, open_reader, stamp.deliverer(cam), fps=fps, live=cam.live, loop=loop,
+                                max_frames=max_frames, stop=capture_stop, backoff=Backoff(cap=reconnect_max_s),
+                                name=name))  # fmt: skip
+    threads = _capture_threads(captures, lambda: wake(cameras_done))
     sender = _Sender(settings, outbox, ready, send_timeout_ms, on_progress)
-    grace_s = send_timeout_ms / 1000
     stopped = stop if stop is not None else asyncio.Event()
     with _quiet_kafka_repeats():
-        sending = asyncio.create_task(sender.run())
-        for t in threads:
-            t.start()
-        ends = [asyncio.create_task(cameras_done.wait()), asyncio.create_task(stopped.wait())]
-        if duration_s is not None:
-            ends.append(asyncio.create_task(asyncio.sleep(duration_s)))
-        try:
-            await asyncio.wait([*ends, sending], return_when=asyncio.FIRST_COMPLETED)
-            capture_stop.set()
-            outbox.close()
-            if cameras_done.is_set() and not stopped.is_set():
-                sender.finish(None)  # every frame captured goes, however long the broker takes
-                await asyncio.wait([sending, ends[1]], return_when=asyncio.FIRST_COMPLETED)
-            sender.finish(grace_s)  # stopped: what is left has grace_s to leave, none while the broker is away
-            await asyncio.wait([sending], timeout=grace_s + 2)
-        finally:
-            capture_stop.set()
-            outbox.close()
-            for task in [*ends, sending]:
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sending
+        await _send_until_done(sender, threads, outbox, capture_stop, cameras_done, stopped, duration_s,
+                               send_timeout_ms / 1000)  # fmt: skip
     for t in threads:
         t.join(timeout=1.0)  # a thread stuck in a read ends with the process: it is a daemon
     left = len(outbox)
@@ -496,6 +425,113 @@ async def publish(
         f"; {left} not delivered at the end" if left else "",
     )
     return sender.sent
+
+
+async def _replays(settings: Settings, plan: list[_Camera]) -> dict[str, Iterator[Encoded]]:
+    """Check the sources read as streams (a clear error at start), and cut the fixed cameras of the shot
+    replays: camera id -> its frames."""
+    for src in {cam.source for cam in plan if cam.replay == "stream"}:
+        await asyncio.to_thread(_check_source, src)
+    shots: dict[str, Iterator[Encoded]] = {}
+    for src in dict.fromkeys(cam.source for cam in plan if cam.replay == "shots"):
+        ids = [cam.camera_id for cam in plan if cam.replay == "shots" and cam.source == src]
+        replays = await asyncio.to_thread(fixed_cameras, src, len(ids), settings.gateway_jpeg_quality)
+        shots.update(zip(ids, replays, strict=True))
+    return shots
+
+
+def _reader(cam: _Camera, shots: dict[str, Iterator[Encoded]]) -> tuple[Callable[[bool], Reader], str]:
+    """How ``cam`` opens its source, and the source's name for the log."""
+    if cam.replay == "shots":
+        return _memory_opener(shots[cam.camera_id]), f"{cam.source or default_footage().name} (shot replay)"
+    return _opener(cam), cam.source or default_footage().name
+
+
+class _Stamp:
+    """Turns each captured image into a frame record (header, injected faults, JPEG) in the outbox."""
+
+    def __init__(self, quality: int, outbox: Outbox, faults: tuple[Fault, ...]):
+        self.quality, self.outbox, self.faults = quality, outbox, faults
+        self.session = int(time.time() * 1000)
+        self.started = time.monotonic()
+
+    def deliverer(self, cam: _Camera) -> Callable[[Any], None]:
+        seq = itertools.count()
+
+        def deliver(item: np.ndarray | Encoded) -> None:
+            elapsed = time.monotonic() - self.started
+            active = [f.kind for f in self.faults if f.camera_id == cam.camera_id and elapsed >= f.after_s]
+            if isinstance(item, Encoded) and not active:
+                data, w, h = item.data, item.width, item.height
+            else:
+                image = item if isinstance(item, np.ndarray) else decode_jpeg(item.data)
+                for kind in active:
+                    image = apply_fault(image, kind)
+                data, (h, w) = encode(image, self.quality), image.shape[:2]
+            n = next(seq)
+            header = FrameHeader(frame_id=f"{cam.camera_id}:{self.session}:{n}", camera_id=cam.camera_id, seq=n,
+                                 captured_at=time.time(), encoding="jpeg", width=w, height=h)  # fmt: skip
+            self.outbox.put((cam.camera_id.encode(), pack_frame(header, data)), wait=not cam.live)
+
+        return deliver
+
+
+def _capture_threads(captures: list[Capture], all_done: Callable[[], None]) -> list[threading.Thread]:
+    """A daemon thread per camera; ``all_done`` is called (from a thread) when the last one ends."""
+    running = [len(captures)]
+    lock = threading.Lock()
+
+    def run_camera(capture: Capture) -> None:
+        try:
+            capture.run()
+        except Exception:
+            log.exception("%s: capture stopped by an unexpected error", capture.camera_id)
+        finally:
+            with lock:
+                running[0] -= 1
+                last = running[0] == 0
+            if last:
+                all_done()
+
+    return [
+        threading.Thread(target=run_camera, args=(c,), name=f"capture-{c.camera_id}", daemon=True) for c in captures
+    ]
+
+
+async def _send_until_done(
+    sender: _Sender,
+    threads: list[threading.Thread],
+    outbox: Outbox,
+    capture_stop: threading.Event,
+    cameras_done: asyncio.Event,
+    stopped: asyncio.Event,
+    duration_s: float | None,
+    grace_s: float,
+) -> None:
+    """Start the cameras and the sender; end when the cameras are done, ``stopped`` is set or ``duration_s``
+    has passed (see :func:`publish` for what is still sent then)."""
+    sending = asyncio.create_task(sender.run())
+    for t in threads:
+        t.start()
+    ends = [asyncio.create_task(cameras_done.wait()), asyncio.create_task(stopped.wait())]
+    if duration_s is not None:
+        ends.append(asyncio.create_task(asyncio.sleep(duration_s)))
+    try:
+        await asyncio.wait([*ends, sending], return_when=asyncio.FIRST_COMPLETED)
+        capture_stop.set()
+        outbox.close()
+        if cameras_done.is_set() and not stopped.is_set():
+            sender.finish(None)  # every frame captured goes, however long the broker takes
+            await asyncio.wait([sending, ends[1]], return_when=asyncio.FIRST_COMPLETED)
+        sender.finish(grace_s)  # stopped: what is left has grace_s to leave, none while the broker is away
+        await asyncio.wait([sending], timeout=grace_s + 2)
+    finally:
+        capture_stop.set()
+        outbox.close()
+        for task in [*ends, sending]:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sending
 
 
 class _Sender:

@@ -36,10 +36,11 @@ State is data (:meth:`Correlator.to_dict`), for a changelog to restore.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from core.contracts import Alert
+from core.contracts import Alert, CameraInfo
 
 Scopes = Callable[[str], Iterable[str]]  # camera id -> its scopes ("site:north", "tag:zone=dock"), best first
 KINDS = ("environment", "upstream", "model", "device")
@@ -151,6 +152,10 @@ class Correlator:
         self.pending: dict[str, _Pending] = {}  # alert id -> waiting for a group
         self.incidents: dict[str, Incident] = {}  # open ones, and resolved ones until pruned
         self.by_alert: dict[str, str] = {}  # alert id -> incident id
+        # Indexes, so that an alert costs the same with 5 cameras or 5,000: (scope, key) -> ...
+        self._waiting: dict[tuple, dict[str, None]] = {}  # ... the pending alerts' ids, in arrival order
+        self._grouped: dict[tuple, str] = {}  # ... the open group incident's id
+        self._resolved: deque[tuple[float, str]] = deque()  # (resolved at, incident id), oldest first
 
     # -- the life of an alert ------------------------------------------------------------------------
     def observe(self, alert: Alert, now: float) -> list[IncidentEvent]:
@@ -162,27 +167,46 @@ class Correlator:
             return events + self._resolve(alert, now)
         if alert.alert_id in self.pending or alert.alert_id in self.by_alert:
             return events  # a replayed raise
-        scopes = self._scopes_of(alert)
-        for inc in self.incidents.values():
-            if inc.open and inc.kind != "device" and inc.scope in scopes and self._key(alert) == self._inc_key(inc):
+        scopes, key = self._scopes_of(alert), self._key(alert)
+        for scope in scopes:
+            if (iid := self._grouped.get((scope, *key))) is not None:
+                inc = self.incidents[iid]
                 inc.members[alert.alert_id] = alert.camera_id
-                self.by_alert[alert.alert_id] = inc.incident_id
+                self.by_alert[alert.alert_id] = iid
                 return [*events, IncidentEvent("joined", inc, (alert.alert_id,))]
-        self.pending[alert.alert_id] = _Pending(alert, now, scopes)
-        return events + self._group(alert, now)
+        self._wait(_Pending(alert, now, scopes))
+        return events + self._group(alert)
 
     def tick(self, now: float) -> list[IncidentEvent]:
         """Alerts that waited ``window_s`` without a group become device incidents."""
-        due = [p for p in self.pending.values() if now - p.arrived_at >= self.window_s]
+        due = []
+        for p in self.pending.values():  # in arrival order
+            if now - p.arrived_at < self.window_s:
+                break
+            due.append(p)
         events = []
-        for p in sorted(due, key=lambda p: (p.arrived_at, p.alert.alert_id)):
-            del self.pending[p.alert.alert_id]
+        for p in due:
+            self._unwait(p)
             events.append(self._open("device", f"camera:{p.alert.camera_id}", [p.alert], p.arrived_at))
         return events
 
+    def _wait(self, p: _Pending) -> None:
+        self.pending[p.alert.alert_id] = p
+        for scope in p.scopes:
+            self._waiting.setdefault((scope, *self._key(p.alert)), {})[p.alert.alert_id] = None
+
+    def _unwait(self, p: _Pending) -> None:
+        del self.pending[p.alert.alert_id]
+        for scope in p.scopes:
+            group = self._waiting.get(k := (scope, *self._key(p.alert)), {})
+            group.pop(p.alert.alert_id, None)
+            if not group:
+                self._waiting.pop(k, None)
+
     def _resolve(self, alert: Alert, now: float) -> list[IncidentEvent]:
-        if (p := self.pending.pop(alert.alert_id, None)) is not None:
+        if (p := self.pending.get(alert.alert_id)) is not None:
             # Raised and resolved before its window closed: still an incident someone must hear of.
+            self._unwait(p)
             raised = self._open("device", f"camera:{alert.camera_id}", [p.alert], p.arrived_at)
             return [raised, *self._resolve(alert, now)]
         inc = self.incidents.get(self.by_alert.get(alert.alert_id, ""))
@@ -191,19 +215,21 @@ class Correlator:
         inc.resolved_members.add(alert.alert_id)
         if inc.resolved_members >= inc.members.keys():
             inc.resolved_at = now
+            self._grouped.pop((inc.scope, *self._inc_key(inc)), None)
+            self._resolved.append((now, inc.incident_id))
             return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
         return []
 
-    def _group(self, alert: Alert, now: float) -> list[IncidentEvent]:
+    def _group(self, alert: Alert) -> list[IncidentEvent]:
         key = self._key(alert)
         for scope in self._scopes_of(alert):
-            same = [p for p in self.pending.values() if scope in p.scopes and self._key(p.alert) == key]
+            same = [self.pending[aid] for aid in self._waiting.get((scope, *key), ())]
             cameras = {p.alert.camera_id for p in same}
             known = self.population(scope)
             if len(cameras) < self.min_cameras or (known and len(cameras) / known < self.min_share):
                 continue
             for p in same:
-                del self.pending[p.alert.alert_id]
+                self._unwait(p)
             kind = {"upstream_drift": "upstream", "prediction_drift": "model"}.get(alert.type, "environment")
             first = min(p.arrived_at for p in same)
             return [self._open(kind, scope, [p.alert for p in same], first)]
@@ -218,6 +244,8 @@ class Correlator:
                        members={a.alert_id: a.camera_id for a in alerts})  # fmt: skip
         self.incidents[iid] = inc
         self.by_alert.update(dict.fromkeys(inc.members, iid))
+        if kind != "device":
+            self._grouped[(scope, *key)] = iid
         return IncidentEvent("raised", inc, tuple(inc.members))
 
     def _scopes_of(self, alert: Alert) -> tuple[str, ...]:
@@ -238,13 +266,17 @@ class Correlator:
 
     # -- housekeeping and state --------------------------------------------------------------------
     def prune(self, now: float, keep_s: float = 3600.0) -> int:
-        """Forget incidents resolved more than ``keep_s`` ago (a late resolve of theirs is then ignored)."""
-        old = [i for i in self.incidents.values() if i.resolved_at is not None and now - i.resolved_at > keep_s]
-        for inc in old:
-            del self.incidents[inc.incident_id]
-            for aid in inc.members:
-                self.by_alert.pop(aid, None)
-        return len(old)
+        """Forget incidents resolved more than ``keep_s`` ago (a late resolve of theirs is then ignored).
+        Costs what it forgets: resolved incidents wait in the order they resolved."""
+        n = 0
+        while self._resolved and now - self._resolved[0][0] > keep_s:
+            _, iid = self._resolved.popleft()
+            inc = self.incidents.pop(iid, None)
+            if inc is not None:
+                n += 1
+                for aid in inc.members:
+                    self.by_alert.pop(aid, None)
+        return n
 
     def to_dict(self) -> dict:
         return {
@@ -260,9 +292,63 @@ class Correlator:
         """Restore :meth:`to_dict`'s output (this correlator's settings are kept)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"incident state version {state.get('version')!r}, expected {STATE_VERSION}")
-        self.pending = {}
+        self.pending, self._waiting = {}, {}
         for p in state["pending"]:
             alert = Alert.model_validate(p["alert"])
-            self.pending[alert.alert_id] = _Pending(alert, float(p["arrived_at"]), tuple(p["scopes"]))
+            self._wait(_Pending(alert, float(p["arrived_at"]), tuple(p["scopes"])))
         self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in state["incidents"]}
         self.by_alert = {aid: i.incident_id for i in self.incidents.values() for aid in i.members}
+        done = sorted((i.resolved_at, i.incident_id) for i in self.incidents.values() if i.resolved_at is not None)
+        self._resolved = deque(done)
+        groups = [i for i in self.incidents.values() if i.open and i.kind != "device"]
+        self._grouped = {(i.scope, *self._inc_key(i)): i.incident_id for i in groups}
+
+
+class Inventory:
+    """Each camera's site, tags and gateway, from the ``cameras`` topic's records (``CameraInfo``): what a
+    gateway declared, with what an operator set over it. Gives :class:`Correlator` its ``scopes``,
+    ``gateway`` and ``population``.
+
+    >>> inv = Inventory()
+    >>> inv.apply("gateway:c1", CameraInfo(camera_id="c1", source="gateway", site="north", gateway="g1"))
+    >>> inv.apply("operator:c1", CameraInfo(camera_id="c1", source="operator", tags={"zone": "dock"}))
+    >>> inv.scopes("c1"), inv.gateway("c1"), inv.population("site:north")
+    (['site:north', 'tag:zone=dock'], 'g1', 1)
+    """
+
+    def __init__(self) -> None:
+        self.records: dict[str, CameraInfo] = {}  # "<source>:<camera>" -> record
+        self.cameras: dict[str, dict] = {}  # camera -> effective {"site", "tags", "notes", "gateway"}
+        self._population: dict[str, int] = {}
+
+    def apply(self, key: str, info: CameraInfo | None) -> None:
+        """A record of the ``cameras`` topic; None is a tombstone (the key's record is removed)."""
+        if info is None:
+            old = self.records.pop(key, None)
+            camera = old.camera_id if old else key.partition(":")[2]
+        else:
+            self.records[f"{info.source}:{info.camera_id}"] = info
+            camera = info.camera_id
+        merged: dict = {"site": None, "tags": {}, "notes": None, "gateway": None}
+        for source in ("gateway", "operator"):  # the operator's fields win
+            if (r := self.records.get(f"{source}:{camera}")) is not None:
+                merged |= {k: getattr(r, k) for k in ("site", "notes", "gateway") if getattr(r, k) is not None}
+                merged["tags"] = {**merged["tags"], **r.tags}
+        self.cameras[camera] = merged
+        self._population = {}
+        for c in self.cameras:
+            for scope in self.scopes(c):
+                self._population[scope] = self._population.get(scope, 0) + 1
+
+    def scopes(self, camera_id: str) -> list[str]:
+        info = self.cameras.get(camera_id)
+        if info is None:
+            return []
+        site = [f"site:{info['site']}"] if info["site"] else []
+        return site + [f"tag:{k}={v}" for k, v in sorted(info["tags"].items())]
+
+    def gateway(self, camera_id: str) -> str:
+        return (self.cameras.get(camera_id) or {}).get("gateway") or ""
+
+    def population(self, scope: str) -> int:
+        return self._population.get(scope, 0)

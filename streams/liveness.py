@@ -10,7 +10,7 @@ The group keeps those partitions assigned to it and their cameras go dark; nothi
 Progress is what the group has committed: a worker commits a frame's offset only once its outputs are
 durable (the worker's "Delivery"), so a committed offset that moves is frames done. Every ``stall_s / 4``
 the watch reads the committed offsets of the frames partitions this worker holds (an admin client, as
-:mod:`streams.purge` does) and their first and end offsets (a consumer of no group), with clients of its
+:mod:`streams.devbroker.purge` does) and their first and end offsets (a consumer of no group), with clients of its
 own, so it still sees when faust's consumer is wedged.
 
 A partition is *waiting* when its end offset is past its committed offset (past its first offset when

@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import cv2
 import numpy as np
@@ -33,25 +32,17 @@ from core.contracts import (
     Timings,
     decode_record,
 )
+from core.fleetconfig import FLEET, base_settings, effective
+from core.monitoring import MonitorSettings
 from core.settings import Settings
+from models.protocol import Model as Detector  # any model the registry loads: see models/protocol.py
 from models.session import Inferred, timed
 from streams.decode import DecodedFrame, decode_frame
-from streams.fleetconfig import FLEET, base_settings, effective
 from streams.monitor import image as image_signals
-from streams.monitor.camera import CameraMonitor, MonitorSettings, restore
+from streams.monitor.camera import CameraMonitor, restore
 from streams.monitor.concept import frame_error
 
 log = logging.getLogger("cvops.worker")
-
-
-class Detector(Protocol):
-    name: str
-    version: str
-
-    def preprocess(self, images: Sequence) -> object: ...
-    def infer(self, batch: object) -> object: ...
-    def postprocess(self, outputs: object, sizes: Sequence[tuple[int, int]]) -> list[list]:
-        """Detections per image; ``sizes`` are the images' (height, width)."""
 
 
 @dataclass(frozen=True)
@@ -162,14 +153,14 @@ class FrameProcessor:
     def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
         """Decode, measure and pre-process one batch, frames in parallel; frames that fail become dead letters.
 
-        A detector that offers ``new_batch(n)`` and ``preprocess_into(image, slot)`` has its input batch
-        filled by the decode threads, each frame into its own slot; any other gets ``preprocess(images)``.
+        The detector's input batch (``new_batch(n)``) is filled by the decode threads, each frame into its
+        own slot (``preprocess_into(image, slot)``).
         """
         started = time.time()
         prepared = Prepared(started=started)
         det = self.detector
-        batch = det.new_batch(len(messages)) if hasattr(det, "preprocess_into") and hasattr(det, "new_batch") else None
-        slots = list(batch) if batch is not None else [None] * len(messages)
+        batch = det.new_batch(len(messages))
+        slots = list(batch)
         kept, pre_ms = [], 0.0
         for i, (msg, (frame, err, ms)) in enumerate(
             zip(messages, self._pool.map(self._decode, messages, slots), strict=True)
@@ -184,13 +175,8 @@ class FrameProcessor:
                 pre_ms += ms
         if not prepared.frames:
             return prepared
-        if batch is not None:
-            prepared.batch = batch if len(kept) == len(messages) else batch[kept]
-            prepared.preprocess_ms = pre_ms / len(kept)
-        else:
-            t0 = time.perf_counter()
-            prepared.batch = det.preprocess([f.decoded.image for f in prepared.frames])
-            prepared.preprocess_ms = _ms(t0) / len(prepared.frames)
+        prepared.batch = batch if len(kept) == len(messages) else batch[kept]
+        prepared.preprocess_ms = pre_ms / len(kept)
         return prepared
 
     def _postprocess(self, raw: object, sizes: list[tuple[int, int]]) -> list[list]:
@@ -212,13 +198,11 @@ class FrameProcessor:
 
     def start_inference(self, prepared: Prepared) -> Future | None:
         """Begin inferring a prepared batch without waiting: a future of :class:`models.session.Inferred`
-        for :meth:`finish`. A detector with ``submit`` (NanoDet) queues it on its lanes, so the next batch
-        can start before this one ends. None when there is nothing to start ahead (no frame left, or a
-        detector without ``submit``): :meth:`finish` then infers by itself."""
-        submit = getattr(self.detector, "submit", None)
-        if not prepared.frames or submit is None:
+        for :meth:`finish`. On CPU lanes the detector queues it behind the batch before, so the next batch
+        can start before this one ends. None when no frame is left to infer."""
+        if not prepared.frames:
             return None
-        return submit(prepared.batch)
+        return self.detector.submit(prepared.batch)
 
     def finish(
         self, prepared: Prepared, states: Mapping[str, dict | None], inferred: Inferred | None = None

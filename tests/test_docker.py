@@ -13,13 +13,13 @@ import json
 import re
 import shlex
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from uv import find_uv_bin
 
 from cli import build_parser
 from core.settings import Settings
@@ -30,11 +30,13 @@ DOCKER = ROOT / "docker"
 COMPOSE = DOCKER / "compose.yaml"
 COMPOSE_GPU = DOCKER / "compose.gpu.yaml"
 DOCKERFILES = {name: DOCKER / f"{name}.Dockerfile" for name in ("worker-cpu", "worker-gpu", "api")}
-PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+LOCK = tomllib.loads((ROOT / "uv.lock").read_text())
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?message}, ${NAME?message}
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 _RUN = {"capture_output": True, "text": True, "check": True}
+# uv reads uv.lock itself (uv is a dev dependency): no network, the lock as it is.
+UV_EXPORT = [find_uv_bin(), "export", "--frozen", "--offline", "--no-emit-project", "--no-hashes", "--no-header"]
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY", re.IGNORECASE)
 
 
@@ -148,10 +150,28 @@ def effective_settings(env: dict[str, str]) -> Settings:
     return Settings(_env_file=None, **fields)
 
 
-def onnxruntime_pin() -> str:
-    pins = [d for d in PYPROJECT["project"]["dependencies"] if re.match(r"onnxruntime\s*==", d)]
-    assert len(pins) == 1, pins
-    return pins[0].split("==", 1)[1].strip()
+def locked_version(name: str) -> str:
+    """The version of ``name`` in uv.lock (one version: the lock resolves it once for every extra)."""
+    versions = {p["version"] for p in LOCK["package"] if p["name"] == name}
+    assert len(versions) == 1, (name, versions)
+    return versions.pop()
+
+
+def locked_requirements(extra: str) -> dict[str, str]:
+    """Name -> version of what ``uv sync --extra EXTRA`` installs from uv.lock."""
+    out = subprocess.run([*UV_EXPORT, "--no-annotate", "--extra", extra], cwd=ROOT, **_RUN).stdout
+    return dict(line.split(" ", 1)[0].split("==") for line in out.splitlines() if "==" in line)
+
+
+def uv_syncs(path: Path) -> list[list[str]]:
+    """Each ``uv sync`` of a Dockerfile's RUN steps, as an argument list (shell variables left as written)."""
+    runs = [a for i, a in dockerfile(path) if i == "RUN"]
+    parts = [shlex.split(part) for run in runs for part in run.split("&&")]
+    return [argv for argv in parts if argv[:2] == ["uv", "sync"]]
+
+
+def extras(argv: list[str]) -> set[str]:
+    return {argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--extra"}
 
 
 # --- the files ------------------------------------------------------------------------------------------
@@ -304,29 +324,31 @@ def test_dockerfiles_copy_what_exists_and_what_their_dockerignore_lets_in():
 def test_gpu_image_installs_onnxruntime_gpu_and_never_onnxruntime():
     text = DOCKERFILES["worker-gpu"].read_text()
     steps = dockerfile(DOCKERFILES["worker-gpu"])
-    version = onnxruntime_pin()
-    args = dict(a.split("=", 1) for i, a in steps if i == "ARG" and "=" in a)
-    assert args.get("ONNXRUNTIME_GPU") == f"onnxruntime-gpu=={version}", "GPU wheel = the CPU pin's version"
     base = [a for i, a in steps if i == "FROM"][-1]
     assert re.match(r"nvidia/cuda:\d+\.\d+\.\d+-cudnn-runtime-ubuntu22\.04$", base), base
+    # The CUDA base follows the locked wheel's build: a new onnxruntime-gpu in uv.lock means a look at it.
+    version = locked_version("onnxruntime-gpu")
+    assert f"onnxruntime-gpu {version} from" in text, f"worker-gpu.Dockerfile does not say which CUDA {version} needs"
+    syncs = uv_syncs(DOCKERFILES["worker-gpu"])
+    assert syncs and all(extras(argv) == {"gpu"} and "--locked" in argv for argv in syncs), syncs
     runs = [a for i, a in steps if i == "RUN"]
-    assert any('--replace "onnxruntime=${ONNXRUNTIME_GPU}"' in a for a in runs), "no swap of onnxruntime"
     installs = [shlex.split(part) for run in runs for part in run.split("&&") if "pip install" in part]
     assert installs
     for argv in installs:
-        assert not [a for a in argv if re.match(r"onnxruntime($|[=<>~\[])", a)], f"installs the CPU wheel: {argv}"
+        assert not [a for a in argv if re.match(r"onnxruntime", a)], f"installs ONNX Runtime outside the lock: {argv}"
         if "/tmp/cvops" in argv:
-            assert "--no-deps" in argv, f"the project's own dependencies would bring onnxruntime: {argv}"
+            assert "--no-deps" in argv, f"the project's own dependencies would be resolved again: {argv}"
     assert "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider" in text
-    # What that install line resolves to: the script the image runs, on the real pyproject.toml.
-    script = [sys.executable, str(DOCKER / "requirements.py"), str(ROOT / "pyproject.toml")]
-    gpu = subprocess.run([*script, "--replace", f"onnxruntime={args['ONNXRUNTIME_GPU']}"], **_RUN)
-    cpu = subprocess.run(script, **_RUN)
-    assert f"onnxruntime-gpu=={version}" in gpu.stdout.split()
-    assert not [r for r in gpu.stdout.split() if re.match(r"onnxruntime\s*(==|$)", r)], gpu.stdout
-    assert f"onnxruntime=={version}" in cpu.stdout.split() and "onnxruntime-gpu" not in cpu.stdout
-    bad = subprocess.run([*script, "--replace", "onnxruntim=onnxruntime-gpu"], capture_output=True, text=True)
-    assert bad.returncode != 0, "a --replace that matches nothing must fail the build"
+
+
+def test_lock_installs_one_onnxruntime_per_extra():
+    """What the images' ``uv sync`` installs, read from uv.lock by uv itself: one ONNX Runtime build per extra."""
+    gpu, cpu = (set(locked_requirements(extra)) for extra in ("gpu", "cpu"))
+    assert "onnxruntime-gpu" in gpu and "onnxruntime" not in gpu, sorted(gpu)
+    assert "onnxruntime" in cpu and "onnxruntime-gpu" not in cpu, sorted(cpu)
+    assert locked_version("onnxruntime") == locked_version("onnxruntime-gpu"), "one ONNX Runtime release, two builds"
+    both = subprocess.run([*UV_EXPORT, "--extra", "cpu", "--extra", "gpu"], cwd=ROOT, capture_output=True, text=True)
+    assert both.returncode != 0 and "incompatible" in both.stderr, both.stderr
 
 
 def test_cpu_images_install_the_cpu_wheel():
@@ -334,6 +356,22 @@ def test_cpu_images_install_the_cpu_wheel():
         text = DOCKERFILES[name].read_text()
         assert "onnxruntime-gpu" not in text, name
         assert re.search(r"^FROM python:3\.11-slim", text, re.MULTILINE), name
+        syncs = uv_syncs(DOCKERFILES[name])
+        assert syncs and all("cpu" in extras(argv) and "--locked" in argv for argv in syncs), (name, syncs)
+        assert not any("gpu" in extras(argv) for argv in syncs), name
+    # The gateway's EXTRAS=local becomes --extra local beside --extra cpu.
+    run = next(a for i, a in dockerfile(DOCKERFILES["worker-cpu"]) if i == "RUN" and "uv sync" in a)
+    script = run.replace("cd /tmp/cvops", "true").replace("uv sync", "echo uv sync")
+    out = subprocess.run(["sh", "-c", script], env={"EXTRAS": "local,dev", "PATH": "/usr/bin:/bin"}, **_RUN)
+    assert extras(shlex.split(out.stdout)) == {"cpu", "local", "dev"}, out.stdout
+
+
+def test_images_install_with_the_uv_of_dev_and_of_the_lock():
+    """One uv everywhere: ./dev, the images and the lock (its format is uv's)."""
+    dev_version = re.search(r"^UV_VERSION=(\S+)$", (ROOT / "dev").read_text(), re.MULTILINE).group(1)
+    assert locked_version("uv") == dev_version
+    for name, path in DOCKERFILES.items():
+        assert re.findall(r"\buv==([\w.]+)", path.read_text()) == [dev_version], name
 
 
 def test_at_least_two_workers_and_enough_partitions():

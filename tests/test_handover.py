@@ -4,7 +4,7 @@ learned state.
 A worker stopped with SIGTERM leaves the group cleanly. A worker killed outright (SIGKILL) stays in the group
 until something removes it: a Kafka broker does after ``CVOPS_KAFKA_SESSION_TIMEOUT_S``; the embedded
 development broker never does, and the live worker removes it once it has sent no status for
-``CVOPS_PEER_TIMEOUT_S`` (:mod:`streams.peers`).
+``CVOPS_PEER_TIMEOUT_S`` (:mod:`streams.devbroker.peers`).
 """
 
 from __future__ import annotations

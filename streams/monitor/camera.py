@@ -53,12 +53,13 @@ import cv2
 import numpy as np
 
 from core.contracts import Alert, CameraView, DriftStatistic, Evidence, FrameMetrics
+from core.monitoring import MonitorSettings
 from streams.monitor.base import Change, Detector, Frame, Labelled, Observation, Tick, Where, alert_id, make_alert
 from streams.monitor.concept import ConceptDetector
 from streams.monitor.embedding import EmbeddingDetector
 from streams.monitor.faults import FeedDetector
 from streams.monitor.motion import MovedDetector
-from streams.monitor.policy import DEFAULT_HOLDOFF_S, AlertPolicy
+from streams.monitor.policy import AlertPolicy
 from streams.monitor.prediction import ClassMixDetector, ConfidenceDetector
 from streams.monitor.range import EVIDENCE_FRAMES, RangeDetector
 from streams.monitor.state import StateError, mapping, version
@@ -83,34 +84,6 @@ DETECTORS: tuple[type[Detector], ...] = (
     ConceptDetector,
     MovedDetector,
 )
-
-
-@dataclass(frozen=True)
-class MonitorSettings:
-    warmup: int = 60
-    tolerance: float = 1.0
-    consecutive: int = 3
-    expected_fps: float = 5.0
-    no_frames_s: float = 10.0
-    motion_every: int = 10  # 0 turns the moved-camera check off
-    motion_threshold_deg: float = 2.0
-    motion_threshold_px: float = 8.0
-    # Distribution tests (KS with Holm's correction) of the image signals: values, not seconds.
-    ks_reference: int = 200  # 0 turns them off
-    ks_window: int = 100
-    ks_every: int = 10
-    ks_alpha: float = 0.001
-    # Prediction drift: detections, not frames.
-    prediction_reference: int = 500  # 0 turns it off
-    prediction_window: int = 200
-    prediction_alpha: float = 0.001
-    # Embedding drift and outliers: sampled embeddings (one frame in CVOPS_EMBEDDING_EVERY).
-    embedding_reference: int = 50  # 0 turns it off
-    # Concept drift: labelled frames that came back on the feedback topic.
-    concept_reference: int = 100  # 0 turns it off
-    # Seconds a statistical alert's clear is held before it is sent, and a cause's after-effects last
-    # (streams.monitor.policy, docs/alerts.md).
-    alert_holdoff_s: float = DEFAULT_HOLDOFF_S
 
 
 @dataclass
@@ -230,14 +203,11 @@ class CameraMonitor:
         open_alerts += [(kind, signal, aid, "") for kind, signal, aid in kept if (kind, signal) not in sent]
         self.active.clear()
         where = Where(self.camera_id, "", model_name, model_version, now, self.frames)
-        return [
-            make_alert(
-                Change(kind, signal, "resolved", 0.0, 0.0, why, alert_id=aid, severity="info", caused_by=cause),
-                where,
-                {},
-            )  # fmt: skip
+        changes = [
+            Change(kind, signal, "resolved", 0.0, 0.0, why, alert_id=aid, severity="info", caused_by=cause)
             for kind, signal, aid, cause in open_alerts
         ]
+        return [make_alert(c, where, {}) for c in changes]
 
     def keep_thumbnail(
         self, frame_id: str, captured_at: float, jpeg: bytes, size: tuple[int, int], source: tuple[int, int]

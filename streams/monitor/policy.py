@@ -5,13 +5,13 @@ alerts. :class:`AlertPolicy` sits between them and the alerts topic, and does tw
 Alertmanager's inhibition rules and Prometheus's ``keep_firing_for`` do:
 
 - **Inhibition.** While a cause's alert is open on a camera (:data:`INHIBITS`: a device fault, an upstream
-  change, a moved camera), and for ``holdoff_s`` after it resolved (the windows still hold its frames), an
-  alert it explains is not raised as an alert of its own: it is sent with status ``suppressed`` and
-  ``caused_by`` set to the cause's alert id, and resolved with the same id. A symptom still open
-  ``holdoff_s`` after its cause resolved has outlived it: it is raised as an alert of its own (same id,
-  ``caused_by`` empty). A raise that a cause building up on this frame would explain (a black run shorter
-  than the fault's, a moved check not yet confirmed: ``brewing``) waits until that cause is raised (then it
-  is its symptom) or its run breaks (then it is raised).
+  change, a moved camera, one of the two detectors of an image signal), and for ``holdoff_s`` after it
+  resolved (the windows still hold its frames), an alert it explains is not raised as an alert of its own:
+  it is sent with status ``suppressed`` and ``caused_by`` set to the cause's alert id, and resolved with the
+  same id. A symptom still open ``holdoff_s`` after its cause resolved has outlived it: it is raised as an
+  alert of its own (same id, ``caused_by`` empty). A raise that a cause building up on this frame would
+  explain (a black run shorter than the fault's, a moved check not yet confirmed: ``brewing``) waits until
+  that cause is raised (then it is its symptom) or its run breaks (then it is raised).
 - **Hold-off.** A statistical alert (:data:`HELD`: the distribution, prediction, embedding, moved-camera and
   concept tests) whose detector clears is not resolved at once: its resolve is held for ``holdoff_s``, and a
   raise of the same signal in that time continues the same alert (nothing is sent). Only a clear that lasts
@@ -44,6 +44,7 @@ from core.contracts import Alert
 # What the cause explains on the same camera. Patterns on "type:signal" keys (fnmatch).
 _IMAGE = ("data_drift:*", "prediction_drift:*", "upstream_drift:bytes_per_pixel", "outlier:*", "embedding_drift:*")
 _VIEW = (*_IMAGE, "domain_drift:camera_moved")
+_SIGNALS = ("brightness", "contrast", "blur", "saturation")  # the image signals both data_drift detectors watch
 INHIBITS: dict[str, tuple[str, ...]] = {
     # Device faults: the camera or its link is broken, every statistic of the picture follows. A silence has
     # no picture: it explains the frame rate, not what the frames that end it show (a camera back with a dark
@@ -75,6 +76,10 @@ INHIBITS: dict[str, tuple[str, ...]] = {
     "upstream_drift:bytes_per_pixel": ("data_drift:blur_distribution", "data_drift:contrast_distribution"),
     # A moved camera sees another scene: its image statistics and what the model finds there follow.
     "domain_drift:camera_moved": ("data_drift:*", "prediction_drift:*", "outlier:*", "embedding_drift:*"),
+    # One image signal, two detectors (the range rule, quick on a step; the distribution test, on a slower
+    # move): whichever raises first is the alert, the other its symptom (a dusk is one brightness alert).
+    **{f"data_drift:{s}": (f"data_drift:{s}_distribution",) for s in _SIGNALS},
+    **{f"data_drift:{s}_distribution": (f"data_drift:{s}",) for s in _SIGNALS},
 }
 CAUSES = tuple(INHIBITS)  # in this order within one frame: a cause is settled before what it explains
 HELD = frozenset({"data_drift", "prediction_drift", "embedding_drift", "outlier", "domain_drift", "concept_drift"})

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from core.settings import Settings
+from core.topology import topology
 from store import Store
 from store.schema import migrate, migrations, reconcile
 from store.settings import TTL_COLUMNS, StoreSettings
+from store.tables import ALERTS, Column, mismatches
+from store.tables import TABLES as DECLARED
 
 TABLES = {"frame_metrics", "predictions", "alerts", "dead_letters", "detections", "metrics_minute", "cameras",
           "model_versions", "drift_stats", "device_health", "edge_cases", "schema_migrations",
@@ -76,3 +85,64 @@ def test_migration_2_backfills_what_migration_1_stored(empty_store, store_settin
     assert empty_store.query("SELECT sum(frames) FROM metrics_minute") == [(5,)]
     assert empty_store.query("SELECT label FROM detections ORDER BY det_index") == [("person",), ("car",), ("bus",)]
     assert empty_store.query("SELECT sum(frames) FROM cameras") == [(5,)]
+
+
+# --- the declared tables (store.tables) are the tables as they stand, to the byte
+
+SCHEMA = Path(__file__).with_name("schema.sql")
+
+
+def shown(store: Store, names=None) -> dict[str, str]:
+    """``SHOW CREATE TABLE`` of every table and view (or of ``names``), without the database's name."""
+    if names is None:
+        names = [n for (n,) in store.query("SELECT name FROM system.tables WHERE database = currentDatabase()")]
+    return {n: store.query(f"SHOW CREATE TABLE {n}")[0][0].replace(f"{store.database}.", "") for n in names}
+
+
+def expected() -> dict[str, str]:
+    """tests/store/schema.sql: the schema the migrations build, as ``SHOW CREATE TABLE`` wrote it before the
+    tables were declared in one place."""
+    parts = SCHEMA.read_text().split("-- ")[1:]
+    return {p.split("\n", 1)[0]: p.split("\n", 1)[1].rstrip("\n") for p in parts}
+
+
+def test_a_fresh_store_has_the_schema_the_migrations_built(empty_store, store_settings):
+    migrate(empty_store, settings=store_settings)  # declared tables first, then the migrations: no-ops on them
+    assert shown(empty_store) == expected()
+
+
+def test_an_existing_store_migrated_step_by_step_has_the_same_schema(empty_store, store_settings):
+    """A store from before the declarations: migration 1 applied on its own, the rest by migrate()."""
+    empty_store.command(
+        "CREATE TABLE schema_migrations (version UInt32, name String, applied_at DateTime64(3, 'UTC') DEFAULT "
+        "now64(3)) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    m1 = migrations(30)[0]
+    for statement in m1.statements:
+        empty_store.command(statement)
+    empty_store.insert("schema_migrations", [(1, m1.name)], ["version", "name"])
+    assert migrate(empty_store, settings=store_settings) == [m.version for m in migrations(30)][1:]
+    assert shown(empty_store) == expected()
+
+
+@pytest.mark.parametrize("table", DECLARED, ids=lambda t: t.name)
+def test_a_declaration_alone_creates_its_table(empty_store, store_settings, table):
+    empty_store.command(table.create(store_settings.ttl_for(table.name)))
+    reconcile(empty_store, store_settings)  # the dedup window, as every start sets it
+    assert shown(empty_store, [table.name]) == {table.name: expected()[table.name]}
+
+
+@pytest.mark.parametrize("table", DECLARED, ids=lambda t: t.name)
+def test_a_declaration_agrees_with_its_topic_and_contract(table):
+    assert mismatches(table) == []
+    spec = {t.name: t for t in topology(Settings(_env_file=None))}[table.topic]
+    assert spec.contract is table.contract
+
+
+def test_a_column_that_cannot_hold_its_field_is_named():
+    wrong = replace(ALERTS, spec=(*ALERTS.spec[:6], Column("value", "UInt32"), Column("extra", "String")))
+    assert mismatches(wrong) == [
+        "alerts.value: UInt32 cannot hold value: <class 'float'>",
+        "alerts.extra: extra is not a field of Alert ('extra')",
+    ]
+    assert mismatches(replace(ALERTS, spec=(Column("model_name", "Nullable(String)"),))) != []

@@ -20,7 +20,7 @@ from core.settings import Settings
 from core.topology import create_topics
 from store import Store
 from store.dsn import masked
-from store.writer import SINKS, StoreWriter, alert_columns
+from store.writer import SINKS, StoreWriter
 from tests.store.records import LIMITS, SETTINGS, alert, metrics, prediction, records_of
 
 pytestmark = pytest.mark.integration
@@ -207,14 +207,15 @@ def test_a_record_that_fails_in_a_way_nobody_foresaw_is_its_own_dead_letter(stor
     """Whatever raises while a batch is turned into columns, the batch is taken record by record: the one that
     still fails is a dead letter (processing_failed), and the others are stored as the batch would have been."""
 
-    def flaky(fields):
-        if "boom" in fields["alert_id"]:
+    def flaky(alert_id: str) -> str:
+        if "boom" in alert_id:
             raise ZeroDivisionError("a bug met by this record only")
-        return alert_columns(fields)
+        return alert_id
 
     w = StoreWriter(SETTINGS, store, LIMITS)
     topic = SETTINGS.topic("alerts")
-    w.topics[topic] = replace(w.topics[topic], columns_of=flaky)
+    table = w.topics[topic]
+    w.topics[topic] = replace(table, spec=(replace(table.spec[0], convert=flaky), *table.spec[1:]))
     batch = records_of("alerts", [alert(n=0), alert(n=1, alert_id="boom"), alert(n=2), alert(n=3)])
     tables, dead = w.to_columns(batch)
     assert [(d.reason, d.offset, d.partition) for d in dead] == [("processing_failed", 0, 1)]

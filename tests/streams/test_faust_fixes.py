@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
+import pytest
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
@@ -109,7 +110,7 @@ def test_a_fetch_asks_aiokafka_for_the_live_active_partitions_and_never_for_all(
     assert seen == [(True, True), (True, False)]
 
 
-def test_install_replaces_the_methods_on_the_pinned_faust_only(monkeypatch):
+def test_install_replaces_the_methods_on_the_pinned_faust_and_refuses_any_other(monkeypatch):
     def restore():
         for (cls, name), original in faust_fixes._originals.items():
             monkeypatch.setattr(cls, name, original)
@@ -121,5 +122,12 @@ def test_install_replaces_the_methods_on_the_pinned_faust_only(monkeypatch):
     assert Recovery.on_recovery_completed is faust_fixes.on_recovery_completed
     restore()
     monkeypatch.setattr(faust_fixes.faust, "__version__", "0.16.0")
-    assert faust_fixes.install() is False
+    with pytest.raises(faust_fixes.FaustVersionError, match=r"0\.16\.0.*written for 0\.15\.3.*issues/216"):
+        faust_fixes.install()
     assert Recovery.on_recovery_completed is faust_fixes._originals[Recovery, "on_recovery_completed"]
+
+
+def test_every_patch_names_its_faust_version_and_upstream_report():
+    assert {(p.owner, p.name) for p in faust_fixes.PATCHES} == set(faust_fixes._originals)
+    for p in faust_fixes.PATCHES:
+        assert p.written_for == faust_fixes.FIXED_VERSION and p.upstream.startswith("https://github.com/")

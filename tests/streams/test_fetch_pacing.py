@@ -1,4 +1,4 @@
-"""Holding a consumer's fetches (streams.fetch_pacing.hold) on a real broker: nothing more is fetched while
+"""Holding a consumer's fetches (streams.devbroker.fetch_pacing.hold) on a real broker: nothing more is fetched while
 its process is busy, and fetching resumes once it is not, or once the hold has lasted its longest."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from aiokafka.consumer.fetcher import Fetcher
 
 from core.settings import Settings
 from core.topology import create_topics
-from streams import fetch_pacing
+from streams.devbroker import fetch_pacing
 
 
 @pytest.fixture

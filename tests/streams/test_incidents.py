@@ -97,3 +97,12 @@ def test_state_round_trips_through_json():
 def test_direction():
     assert direction(alert("n0", value=10)) == "down" and direction(alert("n0", value=100)) == "up"
     assert direction(alert("n0", "blur_distribution", value=1e-6)) == "changed"
+
+
+def test_resolved_incidents_are_forgotten_after_a_while_and_open_ones_never():
+    c = correlator()
+    run(c, [(0, alert("n0")), (1, alert("n1")), (2, alert("n2")), (3, alert("s1"))])
+    run(c, [(t, alert(f"n{t - 10}", status="resolved")) for t in range(10, 13)])
+    assert c.prune(now=12 + 3599) == 0
+    assert c.prune(now=12 + 3601) == 1 and c.tick(now=12 + 3601)  # s1 became a device incident, still open
+    assert [i.kind for i in c.incidents.values()] == ["device"] and set(c.by_alert) == {"s1:brightness"}

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from core.contracts import WorkerStatus
 from core.settings import Settings
 from core.supervise import keep_running
-from streams.peers import GroupMember, StaleMembers
+from streams.devbroker.peers import GroupMember, StaleMembers
 
 A, B = GroupMember("m-a", "worker-a"), GroupMember("m-b", "worker-b")
 

@@ -95,26 +95,9 @@ def test_sampled_frames_carry_an_embedding(detector, street_frames):
     p.close()
 
 
-class _BatchOnly:
-    """The detector without its slot-filling methods: the processor falls back to ``preprocess(images)``."""
-
-    def __init__(self, detector):
-        self._d = detector
-        self.name, self.version = detector.name, detector.version
-
-    def preprocess(self, images):
-        return self._d.preprocess(images)
-
-    def infer(self, batch):
-        return self._d.infer(batch)
-
-    def postprocess(self, outputs, sizes):
-        return self._d.postprocess(outputs, sizes)
-
-
-@pytest.mark.parametrize("slots", [True, False], ids=["slots-filled-by-decode-threads", "batch-preprocess"])
-def test_a_bad_frame_inside_a_batch_leaves_the_others_detections_unchanged(detector, street_frames, slots):
-    p = FrameProcessor(Settings(_env_file=None), detector if slots else _BatchOnly(detector), decode_threads=3)
+@pytest.mark.parametrize("decode_threads", [3, 1], ids=["slots-filled-in-parallel", "slots-filled-in-turn"])
+def test_a_bad_frame_inside_a_batch_leaves_the_others_detections_unchanged(detector, street_frames, decode_threads):
+    p = FrameProcessor(Settings(_env_file=None), detector, decode_threads=decode_threads)
     try:
         frames = [street_frames[i] for i in (3, 13, 23, 33)]
         msgs = [message(f, "cam-5", i, offset=i) for i, f in enumerate(frames)]

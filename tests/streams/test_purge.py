@@ -12,7 +12,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from core.settings import Settings
 from core.topology import create_topics
-from streams.purge import FramesPurge, to_purge
+from streams.devbroker.purge import FramesPurge, to_purge
 
 
 def test_only_partitions_whose_commit_moved_past_the_last_purge_are_purged():

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from core.contracts import FrameMetrics
+from core.monitoring import MonitorSettings
 from streams.gateway import default_footage
 from streams.monitor import image
-from streams.monitor.camera import CameraMonitor, MonitorSettings, join_reference, split_reference
+from streams.monitor.camera import CameraMonitor, join_reference, split_reference
 
 
 class Feed:

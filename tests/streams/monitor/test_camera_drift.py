@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from core.contracts import FrameMetrics
-from streams.monitor.camera import CameraMonitor, MonitorSettings
+from core.monitoring import MonitorSettings
+from streams.monitor.camera import CameraMonitor
 
 OFF = {"motion_every": 0, "ks_reference": 0, "prediction_reference": 0, "embedding_reference": 0}
 SMALL = np.zeros((4, 4), np.uint8)

@@ -24,9 +24,11 @@ MODULES = {
     "concept": ["river"],
     "policy": [],
     "streams.process": [],
-    "streams.peers": [],
+    "streams.devbroker": [],
+    "streams.camera_states": [],
+    "streams.devbroker.peers": [],
     "streams.faust_fixes": [],
-    "streams.purge": [],
+    "streams.devbroker.purge": [],
 }
 
 

@@ -16,8 +16,9 @@ import pytest
 from skimage import data
 
 from core.contracts import FrameMetrics
+from core.monitoring import MonitorSettings
 from streams.monitor import image
-from streams.monitor.camera import DISTRIBUTION_SIGNALS, MonitorSettings
+from streams.monitor.camera import DISTRIBUTION_SIGNALS
 from streams.monitor.range import CameraHealth
 from streams.monitor.windows import MultiKS
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from core.contracts import Alert, FrameMetrics
+from core.monitoring import MonitorSettings
 from streams.gateway import default_footage
 from streams.monitor import image
-from streams.monitor.camera import CameraMonitor, MonitorSettings
+from streams.monitor.camera import CameraMonitor
 from streams.monitor.policy import AlertPolicy, explains
 
 SMALL = np.zeros((4, 4), np.uint8)
@@ -205,6 +206,27 @@ def test_the_rules():
     assert explains("upstream_drift:resolution", "data_drift:blur")
     assert not explains("upstream_drift:resolution", "data_drift:brightness")
     assert not explains("data_drift:blur", "device_fault:black")
+    # the two detectors of one image signal: whichever raises first explains the other, and no other signal
+    assert explains("data_drift:brightness", "data_drift:brightness_distribution")
+    assert explains("data_drift:brightness_distribution", "data_drift:brightness")
+    assert not explains("data_drift:brightness", "data_drift:contrast_distribution")
+
+
+def test_a_dusk_is_one_brightness_alert_the_distribution_test_its_symptom():
+    """Light falling slowly to 0.6 and staying there: the range rule and the distribution test both see the
+    brightness move; one alert is raised (here the distribution test's, whose window sees the slope first),
+    the other detector's is its symptom."""
+    cam = Camera()
+    cam.run(200)
+    sent = []
+    for i in range(150):
+        level = 100 * (1 - 0.4 * min(i, 50) / 50)
+        sent += cam.send(brightness=cam.rng.uniform(level - 10, level + 10))
+    both = ["data_drift:brightness", "data_drift:brightness_distribution"]
+    raised, suppressed = keys(sent, "raised"), keys(sent, "suppressed")
+    assert len(raised) == 1 and sorted(raised + suppressed) == both, sent
+    cause = next(a for a in sent if a.status == "raised")
+    assert all(a.caused_by == cause.alert_id for a in sent if a.status == "suppressed")
 
 
 def test_the_policy_state_survives_a_json_round_trip_and_an_older_state_loads_without_it():

@@ -1,5 +1,8 @@
 """Delete the frames the worker group has finished with, instead of keeping them until retention.
 
+Applies to: the embedded broker, noida-db 0.2.3, under the ``embedded`` broker profile (:mod:`streams.devbroker`);
+against Kafka, retention deletes the frames.
+
 Raw frames are nearly all of the broker's bytes, and once the worker group has committed past a frame
 nothing in cvops reads it again: its outputs were durable before the commit (docs/delivery.md). So each
 worker, every ``CVOPS_FRAMES_PURGE_EVERY_S``, asks the broker for the group's committed offsets of the
@@ -10,7 +13,8 @@ uses the same way for its repartition topics). Frames nobody processed still wai
 Why: the embedded development broker rewrites its whole state file about once a second while data
 changes, so its CPU grows with the bytes it holds (docs/development-broker.md): holding 32 MB
 of frames, it spent 40-47% of a core while small records trickled in (measured). Against Kafka the purge
-only frees disk early. Turn it off (0) if anything besides cvops' workers reads the frames topic.
+would only free disk early, so it does not run there. Turn it off (0) if anything besides cvops' workers
+reads the frames topic.
 
 >>> to_purge(committed={0: 120, 1: 40, 2: -1}, purged={0: 100, 1: 40})
 {0: 120}

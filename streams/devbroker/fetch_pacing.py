@@ -1,5 +1,8 @@
 """Pace empty fetches of every aiokafka consumer in this process (faust's included).
 
+Applies to: the embedded broker, noida-db 0.2.3, under the ``embedded`` broker profile (:mod:`streams.devbroker`
+installs it; under ``kafka`` nothing here runs). Written against aiokafka 0.14's ``Fetcher._proc_fetch_request``.
+
 Kafka brokers hold an empty fetch until data arrives or ``fetch_max_wait_ms`` passes (long polling), so an
 idle consumer costs nothing. Some Kafka-protocol brokers answer an empty fetch at once; the embedded
 development broker does, and an idle aiokafka consumer then spins at ~85% of a core (measured), starving

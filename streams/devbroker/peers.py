@@ -1,8 +1,8 @@
-"""Which workers are alive, and removing dead ones from the consumer group when the broker does not.
+"""Removing dead workers from the consumer group, which the embedded development broker never does.
 
-Every worker publishes a :class:`~core.contracts.WorkerStatus` on the workers topic every 10 s.
-:class:`WorkerDirectory` follows that topic (the API shows it; each worker reads it too). A status that cannot be
-read is skipped and logged with its offset (:class:`core.skips.SkipLog`); the directory goes on.
+Applies to: noida-db 0.2.3 (the embedded broker, ``cvops broker``), and only under the ``embedded`` broker
+profile (:mod:`streams.devbroker`). Every worker publishes a :class:`~core.contracts.WorkerStatus` on the
+workers topic every 10 s, and :class:`~streams.directory.WorkerDirectory` follows that topic.
 
 A Kafka broker removes a member that stops heartbeating after the session timeout, and the survivors take over
 its partitions. A broker that never does (the embedded development broker keeps a member killed with SIGKILL
@@ -32,23 +32,19 @@ member id (``group.instance.id``), hence the two request versions written out be
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 
-from core.contracts import WorkerStatus, decode_record
-from core.kafka import client_options
+from core.contracts import WorkerStatus
 from core.settings import Settings
-from core.skips import SkipLog
 from core.supervise import admin_rounds
-from streams import fetch_pacing
+from streams.directory import WorkerDirectory
 
 log = logging.getLogger(__name__)
 
@@ -87,39 +83,6 @@ class StaleMembers:
             if m.member_id != me and not vouched and now - seen >= self.timeout_s:
                 stale.append(m)
         return stale
-
-
-class WorkerDirectory:
-    """The latest status of every stream worker, read from the workers topic by :meth:`run`."""
-
-    def __init__(self, settings: Settings):
-        self.settings = settings
-        self.alive_s = settings.peer_timeout_s or 60.0
-        self.latest: dict[str, WorkerStatus] = {}
-        self.skipped = SkipLog(log)
-
-    def alive(self) -> list[WorkerStatus]:
-        now = time.time()
-        return [w for w in self.latest.values() if now - w.sent_at < self.alive_s]
-
-    async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Follow the workers topic from its start until ``stop`` is set (or the task is cancelled)."""
-        topic = self.settings.topic("workers")
-        consumer = AIOKafkaConsumer(topic, **client_options(self.settings), auto_offset_reset="earliest", group_id=None)
-        await consumer.start()
-        fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
-        try:
-            while stop is None or not stop.is_set():
-                for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                    for record in batch:
-                        try:
-                            status = decode_record(WorkerStatus, record.value)
-                        except Exception as exc:  # ContractError, or anything else: that record is skipped
-                            self.skipped.skip(record, exc)
-                            continue
-                        self.latest[status.worker_id] = status
-        finally:
-            await consumer.stop()
 
 
 async def group_members(admin: AIOKafkaAdminClient, group: str) -> list[GroupMember]:

@@ -13,7 +13,8 @@ on: a compacted topic has no dead letters, and the record's writer, the API, ref
 A camera's settings are the worker's ``CVOPS_`` settings, overridden by the fleet record, overridden by the
 camera's record (:func:`effective`). Thresholds apply to a live camera at once (:data:`LIVE`); sizes and
 the range rule's tolerance shape what a camera learns, so they apply when its references are learned
-again: set ``relearn_after`` (``POST /api/v1/config/cameras/{id}/relearn``) to do that now.
+again: set ``relearn_after`` (``POST /api/v1/config/cameras/{id}/relearn``) to do that now. Which is which
+is declared with each setting, in :data:`core.monitoring.MONITOR_SETTINGS`.
 """
 
 from __future__ import annotations
@@ -29,59 +30,27 @@ from aiokafka.structs import TopicPartition
 
 from core.contracts import CameraConfig, ContractError, MonitorOverrides, decode_record
 from core.kafka import client_options
+from core.monitoring import MONITOR_SETTINGS, MonitorSettings
 from core.settings import Settings
 from core.skips import SkipLog
-from streams import fetch_pacing
-from streams.monitor.camera import MonitorSettings
 
 log = logging.getLogger(__name__)
 
 FLEET = "fleet"
 
 # MonitorOverrides field -> MonitorSettings field
-FIELDS = {
-    "rule_warmup_frames": "warmup",
-    "rule_tolerance": "tolerance",
-    "rule_consecutive": "consecutive",
-    "expected_fps": "expected_fps",
-    "no_frames_s": "no_frames_s",
-    "motion_every": "motion_every",
-    "motion_threshold_deg": "motion_threshold_deg",
-    "motion_threshold_px": "motion_threshold_px",
-    "ks_reference": "ks_reference",
-    "ks_window": "ks_window",
-    "ks_alpha": "ks_alpha",
-    "prediction_reference": "prediction_reference",
-    "prediction_window": "prediction_window",
-    "prediction_alpha": "prediction_alpha",
-    "embedding_reference": "embedding_reference",
-    "concept_reference": "concept_reference",
-}
+FIELDS = {s.override: s.name for s in MONITOR_SETTINGS if s.override}
 # Applied to a live camera at once; the others when its references are next learned.
-LIVE = frozenset(
-    {"consecutive", "expected_fps", "no_frames_s", "motion_threshold_deg", "motion_threshold_px", "ks_alpha",
-     "prediction_alpha"}
-)  # fmt: skip
+LIVE = frozenset(s.name for s in MONITOR_SETTINGS if s.override and s.live)
 
 
 def base_settings(settings: Settings) -> MonitorSettings:
-    """The monitor settings of the workers' ``CVOPS_`` configuration: the level under the fleet's."""
-    return MonitorSettings(
-        warmup=settings.rule_warmup_frames,
-        tolerance=settings.rule_tolerance,
-        consecutive=settings.rule_consecutive,
-        expected_fps=settings.monitor_expected_fps,
-        no_frames_s=settings.monitor_no_frames_s,
-        motion_every=settings.monitor_motion_every,
-        ks_reference=settings.monitor_ks_reference,
-        ks_window=settings.monitor_ks_window,
-        ks_alpha=settings.monitor_ks_alpha,
-        prediction_reference=settings.monitor_prediction_reference,
-        prediction_window=settings.monitor_prediction_window,
-        embedding_reference=settings.monitor_embedding_reference if settings.embedding_model else 0,
-        concept_reference=settings.monitor_concept_reference,
-        alert_holdoff_s=settings.alert_holdoff_s,
-    )
+    """The monitor settings of the workers' ``CVOPS_`` configuration: the level under the fleet's. A setting
+    with no variable keeps its default; without an embedding model there are no embeddings to watch."""
+    values = {s.name: getattr(settings, s.env) for s in MONITOR_SETTINGS if s.env}
+    if not settings.embedding_model:
+        values["embedding_reference"] = 0
+    return MonitorSettings(**values)
 
 
 def effective(base: MonitorSettings, *levels: MonitorOverrides | None) -> MonitorSettings:
@@ -102,11 +71,21 @@ def effective(base: MonitorSettings, *levels: MonitorOverrides | None) -> Monito
 
 class ConfigFollower:
     """Reads the config topic from its start, then follows it; calls ``apply(scope, record or None)`` for
-    each record in order. :meth:`wait_loaded` returns once everything present at start has been applied."""
+    each record in order. :meth:`wait_loaded` returns once everything present at start has been applied.
 
-    def __init__(self, settings: Settings, apply: Callable[[str, CameraConfig | None], Awaitable[None] | None]):
+    ``started(consumer)``, when given, is called once its consumer has started: the worker and the API pace
+    its fetches there on the development broker (``streams.devbroker.fetch_pacing``), which answers an
+    empty fetch at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        apply: Callable[[str, CameraConfig | None], Awaitable[None] | None],
+        started: Callable[[AIOKafkaConsumer], None] | None = None,
+    ):
         self.settings = settings
         self.apply = apply
+        self.started = started
         self.loaded = asyncio.Event()
         self.skipped = SkipLog(log)
         self._task: asyncio.Task | None = None
@@ -130,7 +109,8 @@ class ConfigFollower:
         topic = self.settings.topic("config")
         consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)  # no group
         await consumer.start()
-        fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
+        if self.started is not None:
+            self.started(consumer)
         try:
             parts = consumer.partitions_for_topic(topic) or set()
             while not parts:  # not created yet: ``cvops topics`` (or the worker) creates it

@@ -1,0 +1,261 @@
+"""The incidents processor and the notifier: thin wiring around :mod:`streams.incidents` and :mod:`streams.notify`.
+
+Dataflow::
+
+    alerts ──Correlator──▶ incidents (IncidentRecord, keyed by incident id)
+                      └──▶ incidents-state (compacted: the correlator's state and the alerts offsets it covers)
+    incidents ──routes (CVOPS_NOTIFY_ROUTES)──▶ webhooks, chat, Alertmanager
+                                         └──▶ deadletters (reason delivery_failed) for a route that keeps failing
+
+Correlation needs every alert of a site, which spans partitions, so one correlator reads all of them: the
+processor assigns itself every alerts partition (no consumer group) and keeps its position in its own
+state record, written after the incident records it covers are acknowledged. After a crash it starts
+from the last state and reads the alerts after it again: the incidents they make have the same ids, so a
+replay repeats records (at-least-once) that a receiver or the store folds by ``event_id``; none is lost.
+Run one processor per deployment (a second one would send every incident twice, under the same ids).
+
+The notifier is an ordinary consumer group on ``incidents``: an offset is committed once every route has
+the record or has given up on it (then a dead letter records the route and the reason; the URL, which may
+hold a token, is never written anywhere).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from core.contracts import (
+    Alert,
+    CameraInfo,
+    ContractError,
+    DeadLetter,
+    IncidentRecord,
+    decode_record,
+    encode_record,
+)
+from core.kafka import client_options
+from core.settings import Settings
+from core.skips import SkipLog
+from streams.incidents import Correlator, Incident, IncidentEvent, Inventory
+from streams.notify import DeliveryFailed, Route, deliver, summary
+
+log = logging.getLogger("cvops.incidents")
+STATE_KEY = b"correlator"
+
+
+def record_of(event: IncidentEvent) -> IncidentRecord:
+    inc = event.incident
+    return IncidentRecord(
+        event_id=event.event_id, incident_id=inc.incident_id, status=event.status, kind=inc.kind,
+        scope=inc.scope, type=inc.type, signal=inc.signal, direction=inc.direction, cameras=inc.cameras,
+        members=dict(sorted(inc.members.items())), changed_alert_ids=list(event.alert_ids), opened_at=inc.opened_at,
+        resolved_at=inc.resolved_at, summary=summary(event),
+    )  # fmt: skip
+
+
+def event_of(record: IncidentRecord) -> IncidentEvent:
+    """The event a record describes, for the notifier (which holds no correlator)."""
+    inc = Incident(record.incident_id, record.kind, record.scope, record.type, record.signal, record.direction,
+                   record.opened_at, members=dict(record.members), resolved_at=record.resolved_at)  # fmt: skip
+    return IncidentEvent(record.status, inc, tuple(record.changed_alert_ids))
+
+
+def parse_routes(raw: str) -> list[Route]:
+    """``CVOPS_NOTIFY_ROUTES``: a JSON list of ``{"name", "url", "format"}``; a clear error for anything else.
+
+    >>> [r.where for r in parse_routes('[{"name": "ops", "url": "https://chat.example/T/B/x", "format": "chat"}]')]
+    ['ops (https://chat.example)']
+    >>> parse_routes('{"name": "ops"}')
+    Traceback (most recent call last):
+    ...
+    ValueError: CVOPS_NOTIFY_ROUTES must be a JSON list of routes
+    """
+    if not raw.strip():
+        return []
+    try:
+        items = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"CVOPS_NOTIFY_ROUTES is not JSON: {exc.msg} at {exc.pos}") from None
+    if not isinstance(items, list):
+        raise ValueError("CVOPS_NOTIFY_ROUTES must be a JSON list of routes")
+    routes = [Route.parse(item) for item in items]
+    if len({r.name for r in routes}) != len(routes):
+        raise ValueError("CVOPS_NOTIFY_ROUTES: route names must be unique")
+    return routes
+
+
+class IncidentProcessor:
+    """Reads alerts, writes incidents; see the module docstring for delivery."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.inventory = Inventory()
+        self.correlator = Correlator(
+            window_s=settings.incident_window_s, min_cameras=settings.incident_min_cameras,
+            min_share=settings.incident_min_share, scopes=self.inventory.scopes, gateway=self.inventory.gateway,
+            population=self.inventory.population,
+        )  # fmt: skip
+        self.skips = SkipLog(log)
+        self.offsets: dict[int, int] = {}
+
+    async def _load_state(self) -> None:
+        topic = self.settings.topic("incidents-state")
+        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            state = None
+            while await consumer.position(tp) < end:
+                for records in (await consumer.getmany(timeout_ms=1000)).values():
+                    state = next((r.value for r in reversed(records) if r.key == STATE_KEY and r.value), state)
+        finally:
+            await consumer.stop()
+        if state is None:
+            return
+        try:
+            d = json.loads(state)
+            self.correlator.load(d["correlator"])
+            self.offsets = {int(p): int(o) for p, o in d["offsets"].items()}
+            log.info(
+                "incident state restored: %d open incidents, %d alerts waiting",
+                sum(i.open for i in self.correlator.incidents.values()),
+                len(self.correlator.pending),
+            )
+        except (ValueError, KeyError, TypeError) as exc:  # a state this version cannot read: start afresh
+            log.warning("incident state unreadable (%s); starting from the alerts' end", exc)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        await self._load_state()
+        alerts = self.settings.topic("alerts")
+        consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False,
+                                    auto_offset_reset="latest")  # fmt: skip
+        producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
+        await consumer.start()
+        await producer.start()
+        try:
+            parts = [TopicPartition(alerts, p) for p in sorted(consumer.partitions_for_topic(alerts) or ())]
+            cameras = TopicPartition(self.settings.topic("cameras"), 0)
+            consumer.assign([*parts, cameras])
+            await consumer.seek_to_beginning(cameras)
+            await self._read_inventory(consumer, cameras)
+            for tp in parts:
+                if tp.partition in self.offsets:
+                    consumer.seek(tp, self.offsets[tp.partition])
+                else:
+                    await consumer.seek_to_end(tp)
+                    self.offsets[tp.partition] = await consumer.position(tp)
+            log.info("correlating alerts from %d partitions", len(parts))
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                events = self._take(batch)
+                events += self.correlator.tick(time.time())
+                self.correlator.prune(time.time())
+                if events or batch:
+                    await self._send(producer, events)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _read_inventory(self, consumer: AIOKafkaConsumer, cameras: TopicPartition) -> None:
+        """The whole inventory before the first alert, so that every camera's site is known."""
+        end = (await consumer.end_offsets([cameras]))[cameras]
+        consumer.pause(*[tp for tp in consumer.assignment() if tp != cameras])
+        while await consumer.position(cameras) < end:
+            self._take(await consumer.getmany(cameras, timeout_ms=1000))
+        consumer.resume(*consumer.assignment())
+        log.info("inventory: %d cameras", len(self.inventory.cameras))
+
+    def _take(self, batch) -> list[IncidentEvent]:
+        events = []
+        for tp, records in batch.items():
+            if tp.topic == self.settings.topic("cameras"):
+                for r in records:
+                    try:
+                        info = decode_record(CameraInfo, r.value) if r.value is not None else None
+                    except ContractError as exc:
+                        self.skips.skip(r, exc)
+                        continue
+                    self.inventory.apply(r.key.decode("utf-8", "replace") if r.key else "", info)
+                continue
+            for r in records:
+                self.offsets[tp.partition] = r.offset + 1
+                try:
+                    alert = decode_record(Alert, r.value)
+                except ContractError as exc:  # the worker's writer dead-letters bad alerts; here they are skipped
+                    self.skips.skip(r, exc)
+                    continue
+                events += self.correlator.observe(alert, now=r.timestamp / 1000 if r.timestamp else time.time())
+        return events
+
+    async def _send(self, producer: AIOKafkaProducer, events: list[IncidentEvent]) -> None:
+        topic = self.settings.topic("incidents")
+        sent = [
+            await producer.send(topic, encode_record(record_of(e)), key=e.incident.incident_id.encode()) for e in events
+        ]
+        await asyncio.gather(*sent)
+        for e in events:
+            log.info("incident %s %s: %s", e.incident.incident_id, e.status, summary(e))
+        state = {"correlator": self.correlator.to_dict(), "offsets": {str(p): o for p, o in self.offsets.items()}}
+        await producer.send_and_wait(self.settings.topic("incidents-state"), json.dumps(state).encode(),
+                                     key=STATE_KEY)  # fmt: skip
+
+
+class Notifier:
+    """Sends each incident record to every route; see the module docstring for delivery."""
+
+    def __init__(self, settings: Settings, routes: list[Route], attempts: int = 8):
+        self.settings = settings
+        self.routes = routes
+        self.attempts = attempts
+        self.skips = SkipLog(log)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        stop = stop or asyncio.Event()
+        topic = self.settings.topic("incidents")
+        consumer = AIOKafkaConsumer(topic, **client_options(self.settings), group_id=f"{self.settings.app_id}-notify",
+                                    enable_auto_commit=False, auto_offset_reset="earliest")  # fmt: skip
+        producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
+        await consumer.start()
+        await producer.start()
+        log.info("notifying %d route(s): %s", len(self.routes), ", ".join(r.where for r in self.routes) or "none")
+        try:
+            async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+                while not stop.is_set():
+                    batch = await consumer.getmany(timeout_ms=500, max_records=50)
+                    for records in batch.values():
+                        for r in records:
+                            await self._notify(client, producer, r)
+                    if batch:
+                        await consumer.commit()
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def _notify(self, client: httpx.AsyncClient, producer: AIOKafkaProducer, r) -> None:
+        try:
+            event = event_of(decode_record(IncidentRecord, r.value))
+        except ContractError as exc:
+            await self._dead(producer, r, exc.reason, exc.detail)
+            return
+        results = await asyncio.gather(
+            *(deliver(client, route, event, attempts=self.attempts) for route in self.routes), return_exceptions=True
+        )
+        for route, result in zip(self.routes, results, strict=True):
+            if isinstance(result, DeliveryFailed):
+                log.warning("%s", result)
+                await self._dead(producer, r, "delivery_failed", f"route {route.name}: {result.last}")
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def _dead(self, producer: AIOKafkaProducer, r, reason: str, detail: str) -> None:
+        dl = DeadLetter.of(r.topic, r.partition, r.offset, r.key, r.value, ContractError(reason, detail))
+        await producer.send_and_wait(self.settings.topic("deadletters"), encode_record(dl), key=r.key)

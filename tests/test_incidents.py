@@ -1,0 +1,175 @@
+"""Incidents across cameras, end to end: the real broker, ``cvops incidents`` as a process, and a real HTTP
+receiver on loopback that refuses for a while (nothing is lost, and what repeats has the same id)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
+
+from core.contracts import Alert, CameraInfo, IncidentRecord, encode_record
+from core.kafka import client_options
+from core.topology import create_topics
+from tests.conftest import free_port
+from tests.processes import cvops, wait_for
+from tests.test_feedback import read_until
+
+pytestmark = pytest.mark.integration
+SECRET = "T0KEN-in-the-path"
+
+
+class Receiver:
+    """A real HTTP server that records every POST, or answers 503 while ``down``."""
+
+    def __init__(self):
+        self.bodies: list[dict] = []
+        self.refused = 0
+        self.down = False
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                if outer.down:
+                    outer.refused += 1
+                    self.send_response(503)
+                else:
+                    outer.bodies.append({**json.loads(body), "key": self.headers.get("idempotency-key")})
+                    self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hooks/{SECRET}"
+
+    def ids(self, status: str | None = None) -> set[str]:
+        return {b["id"] for b in self.bodies if status is None or b["status"] == status}
+
+
+def alert(cam: str, signal: str, status: str = "raised", value: float = 40.0) -> Alert:
+    return Alert(alert_id=f"{cam}:{signal}", type="data_drift", status=status, camera_id=cam, signal=signal,
+                 value=value, threshold=80.0, window=60, raised_at=1.0, message="m")  # fmt: skip
+
+
+async def send(settings, topic: str, items: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(**client_options(settings))
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(settings.topic(topic), value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def test_a_site_that_darkens_is_one_incident_told_once_and_a_refusing_receiver_loses_nothing(settings, tmp_path):
+    receiver = Receiver()
+    receiver.thread.start()
+    routes = [{"name": "hook", "url": receiver.url, "format": "json"}]
+    s = settings.model_copy(update={"incident_window_s": 3.0, "notify_routes": SecretStr(json.dumps(routes))})
+    asyncio.run(create_topics(s))
+    site = [("n1", "north"), ("n2", "north"), ("n3", "north"), ("n4", "north"), ("s1", "south")]
+    asyncio.run(send(s, "cameras", [(f"operator:{c}", encode_record(CameraInfo(camera_id=c, source="operator",
+                                                                               site=site_)))
+                                    for c, site_ in site]))  # fmt: skip
+    log = tmp_path / "incidents.log"
+    try:
+        with cvops(s, "incidents", log) as proc:
+            wait_for(lambda: "correlating alerts" in log.read_text(), "the processor to start", [(proc, log)])
+            raised = [alert(c, "brightness") for c in ("n1", "n2", "n3")] + [alert("s1", "blur", value=5.0)]
+            asyncio.run(send(s, "alerts", [(a.camera_id, encode_record(a)) for a in raised]))
+            wait_for(lambda: len(receiver.ids("raised")) == 2, "two raised incidents", [(proc, log)])
+            kinds = sorted((b["incident"]["kind"], tuple(b["incident"]["cameras"])) for b in receiver.bodies)
+            assert kinds == [("device", ("s1",)), ("environment", ("n1", "n2", "n3"))]
+
+            receiver.down = True  # resolves must wait for the receiver, and still arrive
+            resolved = [alert(a.camera_id, a.signal, "resolved", a.value) for a in raised]
+            asyncio.run(send(s, "alerts", [(a.camera_id, encode_record(a)) for a in resolved]))
+            done = lambda rs: sum(r.status == "resolved" for r in rs) == 2  # noqa: E731
+            records = asyncio.run(read_until(s, "incidents", IncidentRecord, done))
+            wait_for(lambda: receiver.refused >= 2, "the notifier to retry", [(proc, log)])
+            receiver.down = False
+            wait_for(lambda: len(receiver.ids("resolved")) == 2, "two resolved incidents", [(proc, log)])
+    finally:
+        receiver.server.shutdown()
+    assert {r.event_id for r in records} == receiver.ids()  # every incident record told; nothing else
+    assert all(b["key"] == b["id"] for b in receiver.bodies)  # the id to deduplicate on, as a header too
+    assert SECRET not in log.read_text() and "127.0.0.1" in log.read_text()
+
+
+def test_a_route_that_is_not_a_url_is_refused_at_start(settings, tmp_path: Path):
+    bad = settings.model_copy(update={"notify_routes": SecretStr('[{"name": "x", "url": "ftp://h/"}]')})
+    log = tmp_path / "bad.log"
+    with cvops(bad, "incidents", log) as proc:
+        proc.wait(timeout=120)
+    assert proc.returncode == 2 and "must be http:// or https://" in log.read_text()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path):
+    """Debian's Alertmanager on a loopback port, clustering off, routing everything to a receiver that
+    sends nothing (``./dev test`` installs it)."""
+    exe = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if exe is None:
+        pytest.fail("Alertmanager is not installed: ./dev test installs Debian's prometheus-alertmanager")
+    cfg = tmp_path / "alertmanager.yml"
+    cfg.write_text("route:\n  receiver: nobody\n  group_wait: 1s\nreceivers:\n  - name: nobody\n")
+    port = free_port()
+    log = tmp_path / "alertmanager.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [exe, f"--config.file={cfg}", f"--storage.path={tmp_path / 'am'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _get(f"{url}/-/ready") is not None, "Alertmanager to be ready", [(proc, log)])
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _get(url: str):
+    try:
+        r = httpx.get(url, timeout=5)
+        return r.json() if r.status_code == 200 and "json" in r.headers.get("content-type", "") else r.text
+    except httpx.HTTPError:
+        return None
+
+
+def test_an_incident_appears_in_alertmanager_with_its_labels_and_resolves_there(settings, tmp_path, alertmanager):
+    routes = [{"name": "am", "url": alertmanager, "format": "alertmanager"}]
+    s = settings.model_copy(update={"incident_window_s": 2.0, "notify_routes": SecretStr(json.dumps(routes))})
+    asyncio.run(create_topics(s))
+    log = tmp_path / "incidents.log"
+
+    def active() -> list[dict]:
+        return [a for a in _get(f"{alertmanager}/api/v2/alerts") or [] if a["labels"].get("kind")]
+
+    with cvops(s, "incidents", log) as proc:
+        wait_for(lambda: "correlating alerts" in log.read_text(), "the processor to start", [(proc, log)])
+        lens = alert("c7", "blur", value=3.0)
+        asyncio.run(send(s, "alerts", [("c7", encode_record(lens))]))
+        shown = wait_for(active, "the incident in Alertmanager", [(proc, log)])
+        labels = shown[0]["labels"]
+        assert (labels["kind"], labels["scope"], labels["signal"], labels["direction"]) == (
+            "device", "camera:c7", "blur", "down")  # fmt: skip
+        assert labels["alertname"] == "cvops_device_incident" and shown[0]["status"]["state"] == "active"
+        asyncio.run(send(s, "alerts", [("c7", encode_record(alert("c7", "blur", "resolved", 3.0)))]))
+        wait_for(lambda: not active(), "the incident to resolve in Alertmanager", [(proc, log)])
