@@ -172,7 +172,7 @@ P_VALUE_DETECTORS = frozenset({"ks_holm", "chi_square", "ks"})
 
 
 class FrameMetrics(_Record):
-    """Health signals of one frame (see :mod:`streams.signals`)."""
+    """Health signals of one frame (see :mod:`streams.monitor.signals`)."""
 
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
     frame_id: str

@@ -69,8 +69,8 @@ from core.contracts import FrameMetrics, MonitorOverrides
 from core.fleetconfig import base_settings, effective
 from core.monitoring import MonitorSettings
 from core.settings import Settings
-from streams import signals as base_signals
 from streams.monitor import image as image_signals
+from streams.monitor import signals as base_signals
 from streams.monitor.camera import CameraMonitor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -535,7 +535,7 @@ def watched(motion_frames: int, frames: int) -> dict[str, int]:
     """Every detector the corpus exercises (alert ``type:signal``) -> the frames it watched."""
     from streams.monitor import faults, upstream
     from streams.monitor.camera import DISTRIBUTION_SIGNALS
-    from streams.rules import WATCHED
+    from streams.monitor.range import WATCHED
 
     keys = [f"data_drift:{s}" for s in WATCHED] + [f"data_drift:{s}_distribution" for s in DISTRIBUTION_SIGNALS]
     keys += ["prediction_drift:class_mix", "prediction_drift:confidence"]

@@ -1,28 +1,23 @@
-"""Change-point detectors on one scalar signal: ADWIN, Page-Hinkley and KSWIN behind one interface.
+"""A change-point detector on one scalar signal: ADWIN, which drives concept drift.
 
 Each wrapper is built like every detector here: ``update(x)`` returns ``self``, :attr:`drift_detected` is the
 verdict, ``to_dict()`` / ``from_dict()`` carry the state as plain, versioned data (numbers and lists), read
 back field by field (:mod:`streams.monitor.state`): a state that is not what it claims raises
 :class:`~streams.monitor.state.StateError`, and the camera learns again. Nothing is unpickled.
 
-Page-Hinkley and KSWIN are River's (pinned: ``river==0.23.0``), with their few attributes written out and set
-back. ADWIN is a port of River 0.23's, verdict for verdict (a test holds the two to the same detections):
+ADWIN is a port of River 0.23's, verdict for verdict (a test holds the two to the same detections):
 River keeps ADWIN's buckets in Cython fields that only pickle can read or write, and setting them from data
 would go through Cython's private pickling hooks into arrays indexed without bounds checks.
 
-Per update (this kind of machine): ADWIN about 15-40 µs (Python; it drives concept drift, one update per
-labelled frame), Page-Hinkley 0.5 µs, KSWIN about 300 µs.
+Per update (this kind of machine): about 15-40 µs (Python; one update per labelled frame). River's
+Page-Hinkley and KSWIN were wrapped here too and used nowhere: no scenario needed them, and they are gone.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from collections import deque
 from collections.abc import Mapping
 from typing import ClassVar
-
-from river import drift, stats
 
 from streams.monitor.state import StateError, flag, integer, mapping, number, numbers, version
 
@@ -291,103 +286,3 @@ class Adwin(_Detector):
 
     def _load(self, state: Mapping) -> None:
         self.detector.load(state)
-
-
-class PageHinkley(_Detector):
-    """Page-Hinkley: a cumulative sum of the deviations from the running mean (less ``delta``); a change
-    is found when it exceeds ``threshold`` (signal units). ``delta`` is the drift tolerated per value
-    (signal units): River's default, 0.005, suits signals of scale 1; on a signal with noise sigma, about
-    sigma / 4 keeps the random walk of the noise from reaching the threshold. ``mode``: "up", "down" or
-    "both". State: a handful of floats, about 0.4 KB as JSON.
-
-    >>> import random
-    >>> rng = random.Random(1)
-    >>> d = PageHinkley(threshold=30.0, delta=0.5)  # noise sigma 2
-    >>> stream = [rng.gauss(100, 2) for _ in range(300)] + [rng.gauss(90, 2) for _ in range(100)]
-    >>> print([i for i, x in enumerate(stream) if d.update(x).drift_detected])
-    [303]
-    """
-
-    kind = "page_hinkley"
-
-    def __init__(
-        self,
-        min_instances: int = 30,
-        delta: float = 0.005,
-        threshold: float = 50.0,
-        alpha: float = 1 - 0.0001,
-        mode: str = "both",
-    ):
-        super().__init__(min_instances=min_instances, delta=delta, threshold=threshold, alpha=alpha, mode=mode)
-
-    def _make(self):
-        return drift.PageHinkley(**self.params)
-
-    def _state(self) -> dict:
-        p = self.detector
-        return {
-            "mean_n": p._x_mean.n,
-            "mean": p._x_mean.get(),
-            "sum_increase": p._sum_increase,
-            "sum_decrease": p._sum_decrease,
-            "min_increase": None if math.isinf(p._min_increase) else p._min_increase,  # inf until the first value
-            "max_decrease": p._max_decrease,
-            "drift": p.drift_detected,
-        }
-
-    def _load(self, s: Mapping) -> None:
-        p = self.detector
-        p._x_mean = stats.Mean._from_state(number(s["mean_n"], "mean_n", lo=0), number(s["mean"], "mean"))
-        p._sum_increase, p._sum_decrease = number(s["sum_increase"], "sum+"), number(s["sum_decrease"], "sum-")
-        p._min_increase = math.inf if s["min_increase"] is None else number(s["min_increase"], "min_increase")
-        p._max_decrease = number(s["max_decrease"], "max_decrease")
-        p._drift_detected = flag(s["drift"], "drift")
-
-
-class Kswin(_Detector):
-    """KSWIN: a Kolmogorov-Smirnov test, at every value, of the last ``stat_size`` values of a window of
-    ``window_size`` against a random sample of its older part. The sample is random: ``seed`` makes it
-    repeatable (and is required here). About 300 µs per update; prefer
-    :class:`streams.monitor.windows.KSWindow`, which tests every k values, when the cost matters.
-    State: the window and the random generator's state, about 7 KB as JSON for a window of 100.
-
-    >>> import random
-    >>> rng = random.Random(1)
-    >>> d = Kswin(alpha=0.0001, seed=42)
-    >>> stream = [rng.gauss(100, 2) for _ in range(300)] + [rng.gauss(94, 2) for _ in range(100)]
-    >>> print([i for i, x in enumerate(stream) if d.update(x).drift_detected])
-    [313]
-    """
-
-    kind = "kswin"
-
-    def __init__(self, alpha: float = 0.005, window_size: int = 100, stat_size: int = 30, seed: int = 42):
-        if not 1 <= window_size <= 100_000 or not isinstance(seed, int):
-            raise ValueError("window_size must be from 1 to 100000, and seed an integer")
-        super().__init__(alpha=alpha, window_size=window_size, stat_size=stat_size, seed=seed)
-
-    def _make(self):
-        return drift.KSWIN(**self.params)
-
-    def _state(self) -> dict:
-        k = self.detector
-        rng_version, internal, gauss_next = k._rng.getstate()
-        return {
-            "window": list(k.window),
-            "n": k.n,
-            "p_value": float(k.p_value),
-            "drift": k.drift_detected,
-            "rng": [rng_version, list(internal), gauss_next],
-        }
-
-    def _load(self, s: Mapping) -> None:
-        k = self.detector
-        k.window = deque(numbers(s["window"], "window", most=k.window_size), maxlen=k.window_size)
-        k.n, k.p_value = integer(s["n"], "n"), number(s["p_value"], "p_value", lo=0, hi=1)
-        k._drift_detected = flag(s["drift"], "drift")
-        rng_version, internal, gauss_next = s["rng"]
-        if rng_version != 3 or not isinstance(internal, list) or len(internal) != 625:
-            raise StateError("rng: the state of a Mersenne Twister (version 3, 625 words) expected")
-        words = tuple(integer(w, "rng word", hi=2**32 - 1) for w in internal)
-        k._rng = random.Random()
-        k._rng.setstate((3, words, None if gauss_next is None else number(gauss_next, "gauss_next")))

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
+from typing import Any
 
+from streams.monitor.base import Change, Detector, Labelled, Observation, statistic
 from streams.monitor.changepoint import Adwin
 
 Box = tuple[float, float, float, float]
@@ -141,3 +143,51 @@ class ConceptDrift:
         obj.n, obj.reference_mean = int(d["n"]), float(d["reference_mean"])
         obj.drifted, obj.recent_mean = bool(d["drifted"]), float(d["recent_mean"])
         return obj
+
+
+class ConceptDetector(Detector):
+    """:class:`ConceptDrift` as a detector of the camera's monitor: ``concept_drift`` (``label_error``), from the
+    frames that come back labelled."""
+
+    name = "concept"
+
+    def __init__(self, inner: ConceptDrift):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> ConceptDetector | None:
+        return cls(ConceptDrift(reference=settings.concept_reference)) if settings.concept_reference else None
+
+    def observe(self, obs: Observation) -> list[Change]:
+        if not isinstance(obs, Labelled):
+            return []
+        c = self.inner
+        was = c.drift_detected
+        c.update(obs.error)
+        if c.drift_detected == was:
+            return []
+        text = (
+            f"the model's error on labelled frames rose to {c.recent_mean:.2f} (reference {c.reference_mean:.2f})"
+            if c.drift_detected
+            else f"the model's error on labelled frames is back to {c.recent_mean:.2f}"
+        )
+        status = "raised" if c.drift_detected else "resolved"
+        return [Change("concept_drift", "label_error", status, c.recent_mean, c.reference_mean + c.min_increase, text)]
+
+    def statistics(self) -> list:
+        """``adwin``, ``error``: recent error rate on labelled frames, and the rate that counts as drift."""
+        k = self.inner
+        if not k.ready:
+            return []
+        recent = sum(k.recent) / len(k.recent) if k.recent else 0.0
+        return statistic("adwin", "error", recent, k.reference_mean + k.min_increase, k.drift_detected, len(k.recent))
+
+    def essential(self) -> object:
+        return self.inner.drift_detected
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConceptDetector:
+        return cls(ConceptDrift.from_dict(d))

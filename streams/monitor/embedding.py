@@ -18,11 +18,15 @@ against 240 KB for the raw 1280, which matters because the state travels through
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from functools import cache
+from typing import Any
 
 import numpy as np
 
+from core.contracts import FrameMetrics
+from streams.monitor.base import Change, Detector, Frame, Observation, statistic
 from streams.monitor.outlier import AutoencoderOutlier
 from streams.monitor.windows import KSWindow
 
@@ -149,3 +153,72 @@ class EmbeddingDrift:
         obj.source_dim = int(d["source_dim"])
         obj.score, obj.run, obj.calm, obj.outlier = float(d["score"]), int(d["run"]), int(d["calm"]), bool(d["outlier"])
         return obj
+
+
+class EmbeddingDetector(Detector):
+    """:class:`EmbeddingDrift` as a detector of the camera's monitor: ``outlier`` (``embedding_outlier``) for
+    runs of outlying frames, ``embedding_drift`` (``embedding_score``) when the score distribution moves.
+    Frames without an embedding (most: they are sampled) are not looked at."""
+
+    name = "embedding"
+
+    def __init__(self, inner: EmbeddingDrift):
+        self.inner = inner
+        self.peak: float | None = None  # highest outlier score since the last sample; not persisted
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> EmbeddingDetector | None:
+        return cls(EmbeddingDrift(reference=settings.embedding_reference)) if settings.embedding_reference else None
+
+    def observe(self, obs: Observation) -> list[Change]:
+        if not isinstance(obs, Frame) or not obs.metrics.embedding:
+            return []
+        e = self.inner
+        was_outlier, was_drift = e.outlier, e.drift_detected
+        e.update(obs.metrics.embedding)
+        out = []
+        if e.outlier != was_outlier:
+            text = f"{e.consecutive} sampled frames in a row look unlike the reference (score {e.score:.2f})"
+            out.append(Change("outlier", "embedding_outlier", "raised" if e.outlier else "resolved", e.score,
+                              e.threshold, text))  # fmt: skip
+        if e.drift_detected != was_drift:
+            w = e.scores
+            text = f"embedding outlier scores shifted against the reference (KS D={w.statistic:.2f}, p={w.p_value:.1e})"
+            status = "raised" if e.drift_detected else "resolved"
+            out.append(Change("embedding_drift", "embedding_score", status, w.p_value, w.alpha, text))
+        return out
+
+    def annotate(self, metrics: FrameMetrics) -> dict:
+        """The frame's ``outlier_score`` when its embedding was scored."""
+        e = self.inner
+        if not (metrics.embedding and e.fitted and math.isfinite(e.score)):
+            return {}
+        self.peak = max(e.score, self.peak or 0.0)
+        return {"outlier_score": min(max(e.score, 0.0), 1e12)}  # the contract's bounds
+
+    def sampled(self) -> None:
+        self.peak = None
+
+    def statistics(self) -> list:
+        """``autoencoder``, ``embedding_outlier``: the highest outlier score since the last sample (or the last
+        score), and the calibrated threshold; ``ks``, ``embedding_score``: KS p-value of recent outlier scores
+        against the reference's, and alpha."""
+        e = self.inner
+        if not e.fitted:
+            return []
+        peak = self.peak if self.peak is not None else e.score
+        out = statistic("autoencoder", "embedding_outlier", peak, e.threshold, e.outlier, e.consecutive)
+        w = e.scores
+        if w.ready and len(w.window) == w.window_size:
+            out += statistic("ks", "embedding_score", w.p_value, w.alpha, e.drift_detected, w.window_size)
+        return out
+
+    def essential(self) -> object:
+        return [self.inner.fitted, self.inner.outlier, self.inner.drift_detected]
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EmbeddingDetector:
+        return cls(EmbeddingDrift.from_dict(d))

@@ -9,7 +9,9 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from collections.abc import Mapping
+from typing import Any
 
+from streams.monitor.base import Change, Detector, Frame, Observation, Tick
 from streams.monitor.state import integer, number
 
 NO_FRAMES = "no_frames"  # nothing arrived for longer than no_frames_s
@@ -210,3 +212,64 @@ class FeedHealth:
         obj.silent_checks = integer(d.get("silent_checks", 0), "silent_checks")
         obj.resumed = integer(d.get("resumed", 0), "resumed")
         return obj
+
+
+class FeedDetector(Detector):
+    """:class:`FeedHealth` as a detector of the camera's monitor: ``device_fault`` alerts, from frames and, for a
+    silent feed, from the worker's timer."""
+
+    name = "feed"
+    missing = "error"
+
+    def __init__(self, inner: FeedHealth):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> FeedDetector:
+        return cls(FeedHealth(expected_fps=settings.expected_fps, no_frames_s=settings.no_frames_s))
+
+    def observe(self, obs: Observation) -> list[Change]:
+        f = self.inner
+        if isinstance(obs, Frame):
+            m = obs.metrics
+            f.update(captured_at=m.captured_at, arrived_at=obs.arrived_at, frame_diff=obs.frame_diff,
+                     black=obs.black, over_exposed=obs.over_exposed)  # fmt: skip
+            return [Change("device_fault", fault, status, *self._value(fault)) for fault, status in f.changes]
+        if not isinstance(obs, Tick):
+            return []
+        f.check(obs.now)
+        out = []
+        for fault, status in f.changes:
+            gap = f.silent_for(obs.now)  # less the checks' lead while the worker catches up on a backlog
+            out.append(
+                Change("device_fault", fault, status, gap, f.no_frames_s, window=0, id_signal=fault,
+                       id_frame=f"silent-since-{f.last_arrival}",
+                       message=f"camera {obs.camera_id} sent no frame for {gap:.0f} s")
+            )  # fmt: skip
+        return out
+
+    def _value(self, fault: str) -> tuple[float, float, str]:
+        f = self.inner
+        if fault == LOW_FPS:
+            return f.fps or 0.0, f.expected_fps * (1 - f.fps_tolerance), f"{f.fps or 0:.1f} frames/s"
+        if fault == NO_FRAMES:
+            return 0.0, f.no_frames_s, "frames arrive again"
+        if fault == CLOCK_SKEW:
+            return f.skew or 0.0, f.skew_s, f"capture clock off by {f.skew or 0:.1f} s"
+        return float(f.runs.get(fault, 0)), float(f.run_frames), f"{fault.replace('_', ' ')} frames in a row"
+
+    def brewing(self) -> set[str]:
+        return {f"device_fault:{f}" for f, run in self.inner.runs.items() if run and f not in self.inner.faults}
+
+    def configure(self, settings: Any) -> None:
+        self.inner.expected_fps, self.inner.no_frames_s = settings.expected_fps, settings.no_frames_s
+
+    def essential(self) -> object:
+        return sorted(self.inner.faults)
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeedDetector:
+        return cls(FeedHealth.from_dict(d))

@@ -1,7 +1,7 @@
-"""Per-frame image signals, the set of :mod:`streams.signals` and more, measured on one small grey copy.
+"""Per-frame image signals, the set of :mod:`streams.monitor.signals` and more, measured on one small grey copy.
 
 Everything but width and height is measured on the analysis copy (grey, at most
-:data:`streams.signals.ANALYSIS_WIDTH` px wide), so a camera's figures are comparable over time and the cost
+:data:`streams.monitor.signals.ANALYSIS_WIDTH` px wide), so a camera's figures are comparable over time and the cost
 barely grows with resolution. Saturation needs colour: it is taken from a colour copy of the same small size.
 The small grey copy is returned, so that the next frame of the same camera can be compared with it
 (``frame_diff``) without keeping the full frame.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from streams import signals
+from streams.monitor import signals
 
 UNDER_EXPOSED_LUMA = 16  # a pixel at or below this is crushed black
 OVER_EXPOSED_LUMA = 239  # a pixel at or above this is clipped white
@@ -24,7 +24,7 @@ BLACK_CONTRAST = 5.0
 
 @dataclass(frozen=True)
 class ImageSignals(signals.ImageSignals):
-    """:class:`streams.signals.ImageSignals` plus exposure, colour and change signals."""
+    """:class:`streams.monitor.signals.ImageSignals` plus exposure, colour and change signals."""
 
     contrast: float  # std of luma, 0-255
     saturation: float  # mean S of HSV, 0-255
@@ -50,7 +50,7 @@ def _colour_sample(image: np.ndarray) -> np.ndarray:
 def measure(image_bgr: np.ndarray, previous_small: np.ndarray | None = None) -> ImageSignals:
     """Signals of one BGR (or grey) uint8 image; ``previous_small`` is the last frame's ``small`` copy.
 
-    Brightness and blur match :func:`streams.signals.measure`'s (to float rounding). Saturation is the mean
+    Brightness and blur match :func:`streams.monitor.signals.measure`'s (to float rounding). Saturation is the mean
     over a regular sample of the image, :data:`SATURATION_WIDTH` px wide. The exposure shares are taken on the
     area-averaged small copy, so isolated clipped pixels count less than in the full frame.
 

@@ -16,14 +16,15 @@ import base64
 import io
 import math
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from streams.monitor.base import Change, Detector, Frame, Observation, flips, statistic
+from streams.monitor.signals import ANALYSIS_WIDTH
 from streams.monitor.state import flag, integer
-from streams.signals import ANALYSIS_WIDTH
 
 ORB_FEATURES = 500
 RATIO = 0.75  # Lowe's ratio test: best match clearly better than the second best
@@ -137,7 +138,7 @@ class CameraMoved:
     """Flags a camera that has turned or shifted against its reference view.
 
     The first frame given (or :meth:`set_reference`) is the reference view: the small grey analysis copy
-    (:func:`streams.signals.analysis_copy`, px of that copy). Every ``every``-th frame is compared with it
+    (:func:`streams.monitor.signals.analysis_copy`, px of that copy). Every ``every``-th frame is compared with it
     (a few ms each on a 320 x 136 copy: ORB, matching and RANSAC; once a second is plenty for a camera at 5 fps).
     Each comparison is one of:
 
@@ -336,3 +337,71 @@ _EXTRA = ("small_share", "small_consecutive", "precise_inliers", "precise_residu
 def _agree(a: Motion, b: Motion) -> bool:
     """Two fits that place the view alike: the same move seen twice."""
     return abs(a.angle_deg - b.angle_deg) <= AGREE_DEG and abs(a.dx - b.dx) <= AGREE_PX and abs(a.dy - b.dy) <= AGREE_PX
+
+
+class MovedDetector(Detector):
+    """:class:`CameraMoved` as a detector of the camera's monitor: ``domain_drift`` (``camera_moved``), checked
+    every ``motion_every`` frames (0: off)."""
+
+    name = "moved"
+    missing = "none"  # a state saved with the check off keeps it off until the references are learned again
+
+    def __init__(self, inner: CameraMoved):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> MovedDetector | None:
+        s = settings
+        if not s.motion_every:
+            return None
+        return cls(
+            CameraMoved(
+                threshold_deg=s.motion_threshold_deg,
+                threshold_px=s.motion_threshold_px,
+                consecutive=3,
+                every=s.motion_every,
+                lost_is_moved=False,  # a lost view is a black or covered lens: a device fault, not a move
+            )
+        )
+
+    def observe(self, obs: Observation) -> list[Change]:
+        if not isinstance(obs, Frame):
+            return []
+        mv = self.inner
+        was = mv.drift_detected
+        mv.update(obs.small)
+        return [Change(*f, *self._value()) for f in flips(was, mv.drift_detected, "domain_drift", "camera_moved")]
+
+    def _value(self) -> tuple[float, float, str]:
+        last = self.inner.last
+        shift = math.hypot(last.dx, last.dy)
+        text = f"turned {last.angle_deg:.1f} degrees and shifted {shift:.0f} px against its reference view"
+        return last.angle_deg, self.inner.threshold_deg, text
+
+    def brewing(self) -> set[str]:
+        return {"domain_drift:camera_moved"} if self.inner.run and not self.inner.drift_detected else set()
+
+    def statistics(self) -> list:
+        """``orb_affine``, ``rotation_deg`` and ``shift_px``: the camera's measured turn and shift against its
+        reference view, and their thresholds (when the last comparison found enough matches)."""
+        mv = self.inner
+        if not mv.last.ok:
+            return []
+        turn, shift = abs(mv.last.angle_deg), math.hypot(mv.last.dx, mv.last.dy)
+        return [
+            *statistic("orb_affine", "rotation_deg", turn, mv.threshold_deg, mv.drift_detected, 1),
+            *statistic("orb_affine", "shift_px", shift, mv.threshold_px, mv.drift_detected, 1),
+        ]
+
+    def configure(self, settings: Any) -> None:
+        self.inner.threshold_deg, self.inner.threshold_px = settings.motion_threshold_deg, settings.motion_threshold_px
+
+    def essential(self) -> object:
+        return self.inner.drift_detected
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MovedDetector:
+        return cls(CameraMoved.from_dict(d))

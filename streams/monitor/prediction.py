@@ -21,10 +21,12 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
+from streams.monitor.base import Change, Detector, Frame, Observation, flips, statistic
 from streams.monitor.state import integer, mapping, number
 
 STATE_VERSION = 2  # of both detectors' to_dict; a state without it (or another) is learned again
@@ -498,3 +500,100 @@ class ConfidenceDrift:
             obj.frames.append([number(s, "window", 0, 1) for s in frame])
         obj._check()
         return obj
+
+
+class ClassMixDetector(Detector):
+    """:class:`ClassDistributionDrift` as a detector of the camera's monitor: ``prediction_drift``,
+    ``class_mix``."""
+
+    name = "classes"
+
+    def __init__(self, inner: ClassDistributionDrift):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> ClassMixDetector | None:
+        s = settings
+        if not s.prediction_reference:
+            return None
+        return cls(ClassDistributionDrift(reference=s.prediction_reference, window=s.prediction_window,
+                                          alpha=s.prediction_alpha))  # fmt: skip
+
+    def observe(self, obs: Observation) -> list[Change]:
+        if not isinstance(obs, Frame):
+            return []
+        c = self.inner
+        was = c.drift_detected
+        c.update(obs.labels)
+        if c.drift_detected == was:
+            return []
+        text = f"classes detected in the last {c.window_size} detections differ from the reference (p={c.p_value:.1e})"
+        return [
+            Change(*flip, c.p_value, c.alpha, text) for flip in flips(was, not was, "prediction_drift", "class_mix")
+        ]
+
+    def statistics(self) -> list:
+        """``chi_square``, ``class_mix``: p-value of the classes detected against the reference, and alpha."""
+        c = self.inner
+        if not (c.ready and len(c.window) == c.window_size):
+            return []
+        return statistic("chi_square", "class_mix", c.p_value, c.alpha, c.drift_detected, c.window_size)
+
+    def configure(self, settings: Any) -> None:
+        self.inner.alpha = settings.prediction_alpha
+
+    def essential(self) -> object:
+        return self.inner.drift_detected
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassMixDetector:
+        return cls(ClassDistributionDrift.from_dict(d))
+
+
+class ConfidenceDetector(Detector):
+    """:class:`ConfidenceDrift` as a detector of the camera's monitor: ``prediction_drift``, ``confidence``."""
+
+    name = "confidence"
+
+    def __init__(self, inner: ConfidenceDrift):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> ConfidenceDetector | None:
+        s = settings
+        if not s.prediction_reference:
+            return None
+        return cls(ConfidenceDrift(reference=s.prediction_reference, window=s.prediction_window))
+
+    def observe(self, obs: Observation) -> list[Change]:
+        if not isinstance(obs, Frame):
+            return []
+        c = self.inner
+        was = c.drift_detected
+        c.update([round(float(v), 4) for v in obs.scores])
+        if c.drift_detected == was:
+            return []
+        text = f"mean detection score {c.window_mean:.2f}, reference {c.reference_mean:.2f} (z={c.z_score:.1f})"
+        flip = flips(was, not was, "prediction_drift", "confidence")
+        return [Change(*f, c.window_mean, c.reference_mean, text) for f in flip]
+
+    def statistics(self) -> list:
+        """``z_test``, ``confidence``: z-score of the mean detection score against the reference, and the z it
+        must exceed (either way; the shift must also exceed the minimum delta)."""
+        z = self.inner
+        if not (z.ready and len(z.window) == z.window_size):
+            return []
+        return statistic("z_test", "confidence", z.z_score, z.z, z.drift_detected, z.window_size)
+
+    def essential(self) -> object:
+        return self.inner.drift_detected
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ConfidenceDetector:
+        return cls(ConfidenceDrift.from_dict(d))

@@ -11,6 +11,9 @@ from __future__ import annotations
 import statistics
 from collections import Counter, deque
 from collections.abc import Mapping
+from typing import Any
+
+from streams.monitor.base import Change, Detector, Frame, Observation, set_changes
 
 RESOLUTION = "resolution"
 ASPECT_RATIO = "aspect_ratio"
@@ -187,3 +190,50 @@ class UpstreamDrift:
         obj.bpps.extend(d["bpps"])
         obj.runs, obj.drifted = dict(d["runs"]), set(d["drifted"])
         return obj
+
+
+class UpstreamDetector(Detector):
+    """:class:`UpstreamDrift` as a detector of the camera's monitor: ``upstream_drift`` alerts."""
+
+    name = "upstream"
+    missing = "error"
+
+    def __init__(self, inner: UpstreamDrift):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> UpstreamDetector:
+        return cls(UpstreamDrift(reference=settings.warmup))
+
+    def observe(self, obs: Observation) -> list[Change]:
+        if not isinstance(obs, Frame):
+            return []
+        u, m = self.inner, obs.metrics
+        before = set(u.drifted)
+        u.update(m.width, m.height, m.encoding, captured_at=m.captured_at, nbytes=m.bytes)
+        changes = set_changes(before, set(u.drifted))
+        return [Change("upstream_drift", k, status, *self._value(k)) for k, status in changes]
+
+    def _value(self, signal: str) -> tuple[float, float, str]:
+        u = self.inner
+        if signal == FRAME_RATE:
+            return u.frame_rate or 0.0, u.reference_fps or 0.0, f"{u.frame_rate or 0:.1f} frames/s"
+        if signal in (RESOLUTION, ASPECT_RATIO):
+            w, h = u.ref_resolution or (0, 0)
+            text = f"{signal.replace('_', ' ')} changed from {w}x{h}"
+            return float(u.runs.get(signal, 0)), float(u.consecutive), text
+        return float(u.runs.get(signal, 0)), float(u.consecutive), f"{signal.replace('_', ' ')} changed"
+
+    def brewing(self) -> set[str]:
+        u = self.inner
+        return {f"upstream_drift:{k}" for k, run in u.runs.items() if run and k not in u.drifted}
+
+    def essential(self) -> object:
+        return sorted(self.inner.drifted)
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UpstreamDetector:
+        return cls(UpstreamDrift.from_dict(d))

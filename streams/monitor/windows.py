@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from streams.signals import contrast_explains, light_explains
+from streams.monitor.base import Change, Detector, Frame, Observation, set_changes, statistic
+from streams.monitor.signals import contrast_explains, light_explains
 
 
 class KSWindow:
@@ -239,8 +241,8 @@ class MultiKS:
     (:func:`log_shifts`): 10 % for brightness, contrast and saturation, 25 % for blur.
 
     The signal named is the one that moved: a signal of :data:`EXPLAINED_BY` whose factor (the median of
-    its quantiles' log factors) its cause's factor explains (:func:`streams.signals.light_explains`,
-    :func:`streams.signals.contrast_explains`) is
+    its quantiles' log factors) its cause's factor explains (:func:`streams.monitor.signals.light_explains`,
+    :func:`streams.monitor.signals.contrast_explains`) is
     not reported; a lower contrast moves saturation with it (contrast is the alert). The light moves
     brightness and contrast by the same factor, leaving contrast relative to brightness as it is: when
     both are watched, that ratio has a window of its own, and a contrast drift whose ratio did not drift
@@ -274,7 +276,7 @@ class MultiKS:
         self.every = every
         # Each window runs its own test only when told: alpha=0.5 there is unused, the decision is Holm's.
         self.windows = {s: KSWindow(reference, window, every=1, alpha=0.5, warmup=warmup) for s in signals}
-        # contrast relative to brightness (streams.rules.relative_contrast), when both are watched
+        # contrast relative to brightness (streams.monitor.range.relative_contrast), when both are watched
         self.relative = (
             KSWindow(reference, window, every=1, alpha=0.5, warmup=warmup)
             if {"contrast", "brightness"} <= set(self.windows)
@@ -365,3 +367,70 @@ class MultiKS:
         obj.relative = KSWindow.from_dict(d["relative"]) if d.get("relative") else None
         obj.since_test, obj.drifted = d["since_test"], set(d["drifted"])
         return obj
+
+
+# The image signals whose distributions are tested (data_drift, "<name>_distribution").
+DISTRIBUTION_SIGNALS = ("brightness", "contrast", "blur", "saturation")
+
+
+class DistributionDetector(Detector):
+    """:class:`MultiKS` on :data:`DISTRIBUTION_SIGNALS` as a detector of the camera's monitor: ``data_drift``,
+    signals ``<name>_distribution``; slower, subtler changes than the range rule's."""
+
+    name = "distributions"
+
+    def __init__(self, inner: MultiKS):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> DistributionDetector | None:
+        s = settings
+        if not s.ks_reference:
+            return None
+        return cls(
+            MultiKS(DISTRIBUTION_SIGNALS, reference=s.ks_reference, window=s.ks_window, every=s.ks_every,
+                    alpha=s.ks_alpha)
+        )  # fmt: skip
+
+    def observe(self, obs: Observation) -> list[Change]:
+        if not isinstance(obs, Frame):
+            return []
+        d, m = self.inner, obs.metrics
+        before = set(d.drifted)
+        # Rounded: the windows travel through the changelog as JSON, and 3 decimals are plenty for a test.
+        d.update({name: round(float(getattr(m, name)), 3) for name in DISTRIBUTION_SIGNALS})
+        changes = set_changes(before, set(d.drifted))
+        return [Change("data_drift", f"{k}_distribution", status, *self._value(k)) for k, status in changes]
+
+    def _value(self, name: str) -> tuple[float, float, str]:
+        w = self.inner.windows[name]
+        text = (
+            f"{name} distribution of the last {w.window_size} frames differs from "
+            f"the reference's {w.reference_size} (KS D={w.statistic:.2f}, p={w.p_value:.1e})"
+        )
+        return w.p_value, self.inner.alpha, text
+
+    def statistics(self) -> list:
+        """``ks_holm``, ``<signal>_distribution``: the KS p-value of the window against the reference, and the
+        level Holm's correction holds it to; drift below it."""
+        d = self.inner
+        full = {n: w for n, w in d.windows.items() if w.ready and len(w.window) == w.window_size}
+        levels = holm_levels({n: w.p_value for n, w in full.items()}, d.alpha)
+        return [
+            s
+            for n, w in full.items()
+            for s in statistic("ks_holm", f"{n}_distribution", w.p_value, levels[n], n in d.drifted, w.window_size)
+        ]
+
+    def configure(self, settings: Any) -> None:
+        self.inner.alpha = settings.ks_alpha
+
+    def essential(self) -> object:
+        return sorted(self.inner.drifted)
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DistributionDetector:
+        return cls(MultiKS.from_dict(d))

@@ -3,7 +3,7 @@ import time
 import cv2
 import numpy as np
 
-from streams import signals
+from streams.monitor import signals
 
 
 def test_size_and_aspect_ratio(street_frames):

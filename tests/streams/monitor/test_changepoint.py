@@ -7,7 +7,7 @@ import random
 import pytest
 from river import drift
 
-from streams.monitor.changepoint import Adwin, Kswin, PageHinkley
+from streams.monitor.changepoint import Adwin
 from streams.monitor.state import StateError
 
 from .conftest import through_json
@@ -18,11 +18,8 @@ def step(seed: int, before: float, after: float, sd: float = 2.0) -> list[float]
     return [rng.gauss(before, sd) for _ in range(300)] + [rng.gauss(after, sd) for _ in range(100)]
 
 
-@pytest.mark.parametrize(
-    "make", [lambda: Adwin(), lambda: PageHinkley(threshold=30, delta=0.5), lambda: Kswin(alpha=0.0001, seed=1)]
-)
-def test_a_step_is_found_soon_after_it_and_not_before(make):
-    d = make()
+def test_a_step_is_found_soon_after_it_and_not_before():
+    d = Adwin()
     found = [i for i, x in enumerate(step(7, 100, 90)) if d.update(x).drift_detected]
     assert found, "the step was missed"
     assert 300 <= found[0] <= 330
@@ -33,13 +30,7 @@ def test_adwin_checks_at_every_value_by_default():
     assert Adwin().detector.clock == 1
 
 
-def test_kswin_is_repeatable_with_its_seed():
-    stream = step(3, 0, 1, sd=1)
-    runs = [[i for i, x in enumerate(stream) if d.update(x).drift_detected] for d in (Kswin(seed=5), Kswin(seed=5))]
-    assert runs[0] == runs[1]
-
-
-@pytest.mark.parametrize("cls", [Adwin, PageHinkley, Kswin])
+@pytest.mark.parametrize("cls", [Adwin])
 def test_state_survives_a_json_round_trip(cls):
     stream = step(5, 100, 80)
     a = cls()
@@ -52,7 +43,7 @@ def test_state_survives_a_json_round_trip(cls):
 
 def test_state_of_another_kind_is_refused():
     with pytest.raises(StateError):
-        Adwin.from_dict(PageHinkley().to_dict())
+        Adwin.from_dict({**Adwin().to_dict(), "kind": "page_hinkley"})
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -85,7 +76,7 @@ class _WritesAFile:
         return (open, (str(self.path), "w"))
 
 
-@pytest.mark.parametrize("cls", [Adwin, PageHinkley, Kswin])
+@pytest.mark.parametrize("cls", [Adwin])
 def test_a_pickle_in_the_state_is_refused_and_never_run(cls, tmp_path):
     marker = tmp_path / "ran"
     payload = base64.b64encode(pickle.dumps(_WritesAFile(marker))).decode()
@@ -96,7 +87,7 @@ def test_a_pickle_in_the_state_is_refused_and_never_run(cls, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("cls", [Adwin, PageHinkley, Kswin])
+@pytest.mark.parametrize("cls", [Adwin])
 def test_a_state_of_another_version_or_with_fields_missing_is_refused(cls):
     state = cls().update(1.0).to_dict()
     with pytest.raises(StateError, match="version"):

@@ -8,6 +8,10 @@ import importlib
 import pytest
 
 MODULES = {
+    "base": [],
+    "camera": [],
+    "range": [],
+    "signals": [],
     "image": [],
     "windows": [],
     "changepoint": ["river"],

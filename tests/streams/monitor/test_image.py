@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streams import signals
+from streams.monitor import signals
 from streams.monitor.image import ImageSignals, measure
 
 

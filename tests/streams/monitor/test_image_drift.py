@@ -19,8 +19,8 @@ from core.contracts import FrameMetrics
 from core.monitoring import MonitorSettings
 from streams.monitor import image
 from streams.monitor.camera import DISTRIBUTION_SIGNALS
+from streams.monitor.range import CameraHealth
 from streams.monitor.windows import MultiKS
-from streams.rules import CameraHealth
 
 QUALITIES = (40, 50, 60, 70, 80, 90)  # JPEG quality, drawn at random for every frame
 GAINS = (0.96, 0.98, 1.0, 1.02, 1.04)  # light, a few percent either way

@@ -6,7 +6,7 @@ import pytest
 import skimage.data
 
 from streams.monitor.motion import MOVED, SMALL, STILL, UNSURE, CameraMoved, Motion, estimate_motion
-from streams.signals import analysis_copy
+from streams.monitor.signals import analysis_copy
 
 from .conftest import through_json
 

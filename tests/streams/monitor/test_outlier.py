@@ -1,13 +1,11 @@
 from __future__ import annotations
 
 import base64
-import math
-import pickle
 
 import numpy as np
 import pytest
 
-from streams.monitor.outlier import AutoencoderOutlier, HalfSpaceTreesOutlier, _conformal_threshold
+from streams.monitor.outlier import AutoencoderOutlier, _conformal_threshold
 from streams.monitor.state import StateError
 
 from .conftest import through_json
@@ -66,53 +64,6 @@ def test_autoencoder_unfitted_state_round_trips_and_refuses_to_score():
 def test_too_small_a_reference_is_refused():
     with pytest.raises(ValueError):
         AutoencoderOutlier().fit(np.zeros((5, 8)))
-
-
-def test_half_space_trees_flag_far_vectors_and_few_normal_ones():
-    _, _, draw = cluster(64, seed=2)
-    d = HalfSpaceTreesOutlier(false_alarm_rate=TARGET).fit(draw(600))
-    false_alarms = float(np.mean(d.score_many(draw(1000)) > d.threshold))
-    assert 0.005 <= false_alarms <= 2 * TARGET
-    far = draw(100) + 4.0  # every dimension shifted by about 4 sd
-    assert np.mean(d.score_many(far) > d.threshold) > 0.95
-    assert 0.0 <= d.update(far[0]).last_score <= 1.0 and d.is_outlier
-
-
-def test_half_space_trees_state_survives_a_json_round_trip():
-    _, _, draw = cluster(16, seed=3)
-    a = HalfSpaceTreesOutlier(n_trees=5, height=6).fit(draw(300))
-    b = HalfSpaceTreesOutlier.from_dict(through_json(a.to_dict()))
-    x = draw(20)
-    np.testing.assert_array_equal(a.score_many(x), b.score_many(x))
-    unfitted = HalfSpaceTreesOutlier.from_dict(through_json(HalfSpaceTreesOutlier().to_dict()))
-    assert not unfitted.fitted and math.isinf(unfitted.threshold)
-
-
-class _WritesAFile:
-    """Unpickled, this would create ``path``: what a hostile changelog record would carry."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
-def test_half_space_trees_state_is_data_and_a_pickle_in_its_place_is_refused(tmp_path):
-    _, _, draw = cluster(8, seed=4)
-    state = through_json(HalfSpaceTreesOutlier(n_trees=3, height=4).fit(draw(100)).to_dict())
-    assert state["version"] == 1 and len(state["model"]["trees"][0]["masses"]) == 2**5 - 1
-    marker = tmp_path / "ran"
-    payload = base64.b64encode(pickle.dumps(_WritesAFile(marker))).decode()
-    for bad in (
-        {**state, "model": payload},
-        {**state, "version": 2},
-        {**state, "model": {**state["model"], "trees": state["model"]["trees"][:2]}},  # a tree missing
-        {**state, "model": {**state["model"], "trees": [{"branches": [], "masses": []}] * 3}},  # wrong shape
-    ):
-        with pytest.raises(StateError):
-            HalfSpaceTreesOutlier.from_dict(bad)
-    assert not marker.exists()
 
 
 def test_autoencoder_state_with_a_wrong_version_shape_or_value_is_refused():

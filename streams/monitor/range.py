@@ -1,17 +1,19 @@
-"""Alert rules, pure: a camera's own reference range, and the per-camera bookkeeping around it.
+"""The range rule, pure: a camera's own reference range, and the per-camera bookkeeping around it.
 
 :class:`OutOfRange` follows River's shape: ``update(x)`` then ``drift_detected``. Its whole state is a
 small dict (:meth:`OutOfRange.to_dict`) so that the worker can keep it in a changelog-backed table and
-get it back after a restart or a rebalance.
+get it back after a restart or a rebalance. :class:`CameraHealth` watches a camera's signals with it, and
+:class:`RangeDetector` is that as a detector of the camera's monitor (:mod:`streams.monitor.base`).
 """
 
 from __future__ import annotations
 
 import math
-import uuid
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from core.contracts import Alert, FrameMetrics
+from core.contracts import Alert, DriftStatistic, FrameMetrics
+from streams.monitor.base import Change, Detector, Frame, Observation, Where, alert_id, make_alert
 
 
 @dataclass
@@ -99,12 +101,6 @@ class OutOfRange:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def alert_id(camera_id: str, signal: str, frame_id: str) -> str:
-    """Deterministic: a frame replayed after a crash raises the same alert id, which the store folds
-    into one row, instead of a second alert."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"cvops:{camera_id}/{signal}/{frame_id}"))
 
 
 # Signals watched by the range rule: the floor of each one's spread, and whether it varies by factors.
@@ -207,8 +203,14 @@ class CameraHealth:
 
     def observe(self, m: FrameMetrics, cooldown_s: float) -> list[Alert]:
         """Feed one frame's metrics; return the alerts raised or resolved by it."""
+        changes = self.changes(m, cooldown_s)
+        where = Where(m.camera_id, m.frame_id, m.model_name, m.model_version, m.processed_at, 0, self.recent_frames)
+        return [make_alert(c, where, {}) for c in changes]
+
+    def changes(self, m: FrameMetrics, cooldown_s: float) -> list[Change]:
+        """Feed one frame's metrics; the signals it raised or cleared (with their alert ids)."""
         self.recent_frames = [*self.recent_frames[-(EVIDENCE_FRAMES - 1) :], m.frame_id]
-        alerts = []
+        out = []
         if self.relative_contrast is not None:
             self.relative_contrast.update(relative_contrast(float(m.contrast), float(m.brightness)))
         for signal, det in self.detectors.items():
@@ -219,15 +221,15 @@ class CameraHealth:
                     continue
                 if m.processed_at - self.last_raised.get(signal, -math.inf) < cooldown_s:
                     continue
-                alert = self._alert(m, signal, det, "raised", alert_id(m.camera_id, signal, m.frame_id))
-                self.active[signal] = alert.alert_id
+                change = self._change(m, signal, det, "raised", alert_id(m.camera_id, signal, m.frame_id))
+                self.active[signal] = change.alert_id
                 self.last_raised[signal] = m.processed_at
-                alerts.append(alert)
+                out.append(change)
             elif signal in self.active and det.run == 0:
-                alerts.append(self._alert(m, signal, det, "resolved", self.active.pop(signal)))
-        return alerts
+                out.append(self._change(m, signal, det, "resolved", self.active.pop(signal)))
+        return out
 
-    def _alert(self, m: FrameMetrics, signal: str, det: OutOfRange, status: str, alert_id: str) -> Alert:
+    def _change(self, m: FrameMetrics, signal: str, det: OutOfRange, status: str, alert_id: str) -> Change:
         direction = "above" if det.last > det.upper else "below"
         if status == "raised":
             text = (
@@ -236,19 +238,45 @@ class CameraHealth:
             )
         else:
             text = f"{signal} of camera {m.camera_id} is back in its reference range ({det.last:.1f})"
-        return Alert(
-            alert_id=alert_id,
-            type="data_drift",
-            status=status,
-            severity="warning",
-            camera_id=m.camera_id,
-            signal=signal,
-            value=det.last,
-            threshold=det.threshold,
-            window=det.warmup,
-            model_name=m.model_name,
-            model_version=m.model_version,
-            evidence_frame_ids=list(self.recent_frames),
-            raised_at=m.processed_at,
-            message=text,
-        )
+        return Change("data_drift", signal, status, det.last, det.threshold, message=text, window=det.warmup,
+                      alert_id=alert_id)  # fmt: skip
+
+
+class RangeDetector(Detector):
+    """:class:`CameraHealth` as a detector: ``data_drift`` on brightness, blur, contrast and saturation."""
+
+    name = "health"
+    missing = "error"
+
+    def __init__(self, inner: CameraHealth):
+        self.inner = inner
+
+    @classmethod
+    def new(cls, settings: Any, camera_id: str) -> RangeDetector:
+        s = settings
+        return cls(CameraHealth.new(camera_id, warmup=s.warmup, tolerance=s.tolerance, consecutive=s.consecutive))
+
+    def observe(self, obs: Observation) -> list[Change]:
+        return self.inner.changes(obs.metrics, obs.cooldown_s) if isinstance(obs, Frame) else []
+
+    def statistics(self) -> list[DriftStatistic]:
+        return []
+
+    def configure(self, settings: Any) -> None:
+        for rule in self.inner.detectors.values():
+            rule.consecutive = settings.consecutive
+
+    def forget(self) -> list[tuple[str, str, str]]:
+        out = [("data_drift", signal, aid) for signal, aid in self.inner.active.items()]
+        self.inner.active.clear()
+        return out
+
+    def essential(self) -> object:
+        return self.inner.events()
+
+    def to_dict(self) -> dict:
+        return self.inner.to_dict()
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RangeDetector:
+        return cls(CameraHealth.from_dict(d))

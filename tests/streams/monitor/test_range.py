@@ -1,7 +1,7 @@
 import random
 
 from core.contracts import FrameMetrics
-from streams.rules import CameraHealth, OutOfRange
+from streams.monitor.range import CameraHealth, OutOfRange
 
 
 def metrics(i: int, brightness: float, blur: float, camera: str = "cam-1") -> FrameMetrics:
