@@ -193,7 +193,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
         detector.version,
-        ",".join(getattr(detector, "providers", ["?"])),
+        ",".join(detector.providers),
         settings.batch_max_size,
         settings.batch_max_wait_ms,
     )

@@ -188,7 +188,7 @@ class CameraMonitor:
         return [s for d in self.detectors.values() for s in d.statistics()]
 
     def apply(self, s: MonitorSettings) -> None:
-        """Take the thresholds of ``s`` at once (see :data:`streams.fleetconfig.LIVE`); sizes and the
+        """Take the thresholds of ``s`` at once (see :data:`core.fleetconfig.LIVE`); sizes and the
         range rule's tolerance shape what is learned, and apply when the references are learned again."""
         self.policy.holdoff_s = s.alert_holdoff_s
         for d in self.detectors.values():
