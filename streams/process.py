@@ -14,6 +14,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -91,6 +92,14 @@ class BatchResult:
     states: Mapping[str, dict] = field(default_factory=dict)
     essential: dict[str, dict] = field(default_factory=dict)  # camera id -> the part that changes on events
     frames_seen: dict[str, int] = field(default_factory=dict)  # camera id -> frames its monitor has seen
+
+
+class _When(NamedTuple):
+    """A batch's shared times: when it was judged (unix s) and its per-frame inference and post-processing."""
+
+    processed_at: float
+    inference_ms: float
+    postprocess_ms: float
 
 
 class FrameProcessor:
@@ -213,125 +222,116 @@ class FrameProcessor:
         out = BatchResult(dead_letters=list(prepared.dead_letters))
         if not prepared.frames:
             return out
-        det = self.detector
         images = [f.decoded.image for f in prepared.frames]
         if inferred is None:
-            inferred = timed(det.infer, prepared.batch)
+            inferred = timed(self.detector.infer, prepared.batch)
         t2 = time.perf_counter()
         found = self._postprocess(inferred.outputs, [im.shape[:2] for im in images])
         t3 = time.perf_counter()
         n = len(images)
-        inf_ms, post_ms = inferred.seconds * 1e3 / n, (t3 - t2) * 1e3 / n
-        processed_at = time.time()
-
+        when = _When(time.time(), inferred.seconds * 1e3 / n, (t3 - t2) * 1e3 / n)
         embeddings = self._embed(prepared) if self.settings.monitoring else {}
         monitors: dict[str, CameraMonitor] = {}
         for k, (frame, dets) in enumerate(zip(prepared.frames, found, strict=True)):
-            decoded = frame.decoded
-            h = decoded.header
+            h = frame.decoded.header
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
             ]
             self._remember(h.camera_id, h.frame_id, detections)
-            out.predictions.append(
-                Prediction(
-                    frame_id=h.frame_id,
-                    camera_id=h.camera_id,
-                    seq=h.seq,
-                    captured_at=h.captured_at,
-                    processed_at=processed_at,
-                    model_name=det.name,
-                    model_version=det.version,
-                    width=h.width,
-                    height=h.height,
-                    batch_size=n,
-                    detections=detections,
-                    timings=Timings(
-                        queue_ms=max(0.0, (prepared.started - h.captured_at) * 1e3),
-                        decode_ms=frame.decode_ms,
-                        preprocess_ms=prepared.preprocess_ms,
-                        inference_ms=inf_ms,
-                        postprocess_ms=post_ms,
-                    ),
-                )
-            )
+            out.predictions.append(self._prediction(prepared, frame, detections, n, when))
             if not self.settings.monitoring:
                 continue
-            monitor = monitors.get(h.camera_id)
-            if monitor is None:
-                monitor = monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id), out.alerts)
-            s = image_signals.with_previous(frame.signals, monitor.previous_small)
-            m = FrameMetrics(
-                frame_id=h.frame_id,
-                camera_id=h.camera_id,
-                seq=h.seq,
-                captured_at=h.captured_at,
-                processed_at=processed_at,
-                model_name=det.name,
-                model_version=det.version,
-                encoding=h.encoding,
-                bytes=len(decoded.frame.image),
-                width=s.width,
-                height=s.height,
-                aspect_ratio=s.aspect_ratio,
-                brightness=s.brightness,
-                blur=s.blur,
-                inference_ms=inf_ms,
-                detections=len(detections),
-                contrast=s.contrast,
-                saturation=s.saturation,
-                under_exposed=s.under_exposed,
-                over_exposed=s.over_exposed,
-                frame_diff=s.frame_diff,
-                black=s.black,
-                mean_confidence=sum(d.score for d in detections) / len(detections) if detections else 0.0,
-                embedding=embeddings.get(k),
-                embedding_model=f"{self.embedder.name}@{self.embedder.version}" if k in embeddings else "",
-            )
-            out.metrics.append(m)
-            if frame.thumbnail is not None:
-                monitor.keep_thumbnail(
-                    h.frame_id, h.captured_at, frame.thumbnail, frame.thumbnail_size, (h.width, h.height)
-                )
-            observe = dict(
-                arrived_at=frame.arrived_at or processed_at,
-                cooldown_s=self.settings.rule_cooldown_s,
-                frame_diff=s.frame_diff,
-                black=s.black,
-                over_exposed=s.over_exposed,
-                labels=[d.label for d in detections],
-                scores=[d.score for d in detections],
-            )
-            try:
-                raised = monitor.observe(m, s.small, **observe)
-            except Exception as exc:
-                if h.camera_id not in self._restored:
-                    raise
-                # A saved state that read back but cannot be used: the camera starts over, as for one unread.
-                log.warning(
-                    "camera %s: its saved state fails on the first frame (%s: %s); its references are learned again",
-                    h.camera_id, type(exc).__name__, str(exc)[:300],
-                )  # fmt: skip
-                monitor = monitors[h.camera_id] = self._monitors[h.camera_id] = CameraMonitor.new(
-                    h.camera_id, self.settings_for(h.camera_id)
-                )
-                raised = monitor.observe(m, s.small, **observe)
-            self._restored.discard(h.camera_id)
-            out.alerts += raised
-            sampled = monitor.sample(m, self.settings.monitor_stats_every_s)
-            if sampled:
-                out.metrics[-1] = m = m.model_copy(update=sampled)
-            out.evidence += [e for a in raised if a.status == "raised" for e in monitor.evidence(a)]
-            if frame.thumbnail is not None:
-                out.views += monitor.views(self.settings.view_every_s)
-            if frame.thumbnail is not None and self.settings.edge_cases_per_hour:
-                edge = self._edge_case(monitor, m)
-                if edge is not None:
-                    out.evidence.append(edge)
+            if h.camera_id not in monitors:
+                monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id), out.alerts)
+            self._judge(monitors, frame, detections, embeddings.get(k), when, out)
         out.states = _States(monitors)
         out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
         out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
         return out
+
+    def _prediction(
+        self, prepared: Prepared, frame: PreparedFrame, detections: list[Detection], n: int, when: _When
+    ) -> Prediction:
+        h, det = frame.decoded.header, self.detector
+        return Prediction(
+            frame_id=h.frame_id, camera_id=h.camera_id, seq=h.seq, captured_at=h.captured_at,
+            processed_at=when.processed_at, model_name=det.name, model_version=det.version, width=h.width,
+            height=h.height, batch_size=n, detections=detections,
+            timings=Timings(
+                queue_ms=max(0.0, (prepared.started - h.captured_at) * 1e3), decode_ms=frame.decode_ms,
+                preprocess_ms=prepared.preprocess_ms, inference_ms=when.inference_ms,
+                postprocess_ms=when.postprocess_ms,
+            ),
+        )  # fmt: skip
+
+    def _metrics(self, frame: PreparedFrame, s, detections: list[Detection], embedding, when: _When) -> FrameMetrics:
+        h, det = frame.decoded.header, self.detector
+        return FrameMetrics(
+            frame_id=h.frame_id, camera_id=h.camera_id, seq=h.seq, captured_at=h.captured_at,
+            processed_at=when.processed_at, model_name=det.name, model_version=det.version, encoding=h.encoding,
+            bytes=len(frame.decoded.frame.image), width=s.width, height=s.height, aspect_ratio=s.aspect_ratio,
+            brightness=s.brightness, blur=s.blur, inference_ms=when.inference_ms, detections=len(detections),
+            contrast=s.contrast, saturation=s.saturation, under_exposed=s.under_exposed,
+            over_exposed=s.over_exposed, frame_diff=s.frame_diff, black=s.black,
+            mean_confidence=sum(d.score for d in detections) / len(detections) if detections else 0.0,
+            embedding=embedding,
+            embedding_model=f"{self.embedder.name}@{self.embedder.version}" if embedding is not None else "",
+        )  # fmt: skip
+
+    def _judge(
+        self,
+        monitors: dict[str, CameraMonitor],
+        frame: PreparedFrame,
+        detections: list[Detection],
+        embedding,
+        when: _When,
+        out: BatchResult,
+    ) -> None:
+        """Measure one frame, let its camera's monitor judge it, and add what comes of it to ``out``."""
+        h = frame.decoded.header
+        monitor = monitors[h.camera_id]
+        s = image_signals.with_previous(frame.signals, monitor.previous_small)
+        m = self._metrics(frame, s, detections, embedding, when)
+        out.metrics.append(m)
+        if frame.thumbnail is not None:
+            monitor.keep_thumbnail(
+                h.frame_id, h.captured_at, frame.thumbnail, frame.thumbnail_size, (h.width, h.height)
+            )
+        observe = dict(
+            arrived_at=frame.arrived_at or when.processed_at,
+            cooldown_s=self.settings.rule_cooldown_s,
+            frame_diff=s.frame_diff,
+            black=s.black,
+            over_exposed=s.over_exposed,
+            labels=[d.label for d in detections],
+            scores=[d.score for d in detections],
+        )
+        try:
+            raised = monitor.observe(m, s.small, **observe)
+        except Exception as exc:
+            if h.camera_id not in self._restored:
+                raise
+            # A saved state that read back but cannot be used: the camera starts over, as for one unread.
+            log.warning(
+                "camera %s: its saved state fails on the first frame (%s: %s); its references are learned again",
+                h.camera_id, type(exc).__name__, str(exc)[:300],
+            )  # fmt: skip
+            monitor = monitors[h.camera_id] = self._monitors[h.camera_id] = CameraMonitor.new(
+                h.camera_id, self.settings_for(h.camera_id)
+            )
+            raised = monitor.observe(m, s.small, **observe)
+        self._restored.discard(h.camera_id)
+        out.alerts += raised
+        sampled = monitor.sample(m, self.settings.monitor_stats_every_s)
+        if sampled:
+            out.metrics[-1] = m = m.model_copy(update=sampled)
+        out.evidence += [e for a in raised if a.status == "raised" for e in monitor.evidence(a)]
+        if frame.thumbnail is not None:
+            out.views += monitor.views(self.settings.view_every_s)
+        if frame.thumbnail is not None and self.settings.edge_cases_per_hour:
+            edge = self._edge_case(monitor, m)
+            if edge is not None:
+                out.evidence.append(edge)
 
     def _edge_case(self, monitor: CameraMonitor, m: FrameMetrics) -> Evidence | None:
         """This frame as an edge case, if it is one: an embedding its camera's autoencoder finds outlying, or
