@@ -72,13 +72,22 @@ class Migration:
 
 
 def migrations(ttl_days: int) -> list[Migration]:
-    ttl = f"TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY"
+    """Every migration, in order; a store records the ones it has applied (``schema_migrations``)."""
     return [
-        Migration(
-            1,
-            "frame metrics, predictions, alerts, dead letters",
-            (
-                f"""
+        _migration_1(ttl_days),
+        _migration_2(ttl_days),
+        *_migrations_3_to_6(ttl_days),
+        *_migrations_7_to_9(ttl_days),
+    ]
+
+
+def _migration_1(ttl_days: int) -> Migration:
+    ttl = f"TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY"
+    return Migration(
+        1,
+        "frame metrics, predictions, alerts, dead letters",
+        (
+            f"""
 CREATE TABLE IF NOT EXISTS frame_metrics (
     frame_id String,
     camera_id LowCardinality(String),
@@ -100,7 +109,7 @@ CREATE TABLE IF NOT EXISTS frame_metrics (
 PARTITION BY toYYYYMMDD(captured_at)
 ORDER BY (camera_id, captured_at, frame_id)
 {ttl}""",
-                f"""
+            f"""
 CREATE TABLE IF NOT EXISTS predictions (
     frame_id String,
     camera_id LowCardinality(String),
@@ -130,7 +139,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 PARTITION BY toYYYYMMDD(captured_at)
 ORDER BY (camera_id, captured_at, frame_id)
 {ttl}""",
-                f"""
+            f"""
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id String,
     status LowCardinality(String),
@@ -150,7 +159,7 @@ CREATE TABLE IF NOT EXISTS alerts (
 PARTITION BY toYYYYMM(raised_at)
 ORDER BY (camera_id, alert_id, status)
 TTL toDateTime(raised_at) + INTERVAL {int(ttl_days)} DAY""",
-                f"""
+            f"""
 CREATE TABLE IF NOT EXISTS dead_letters (
     source_topic LowCardinality(String),
     partition UInt32,
@@ -164,9 +173,12 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (source_topic, partition, offset)
 TTL toDateTime(received_at) + INTERVAL {int(ttl_days)} DAY""",
-            ),
         ),
-        _migration_2(ttl_days),
+    )
+
+
+def _migrations_3_to_6(ttl_days: int) -> list[Migration]:
+    return [
         Migration(
             3,
             "frame_metrics: contrast, saturation, exposure, frame difference, black, mean confidence",
@@ -234,6 +246,11 @@ ALTER TABLE frame_metrics
                 f"CREATE MATERIALIZED VIEW IF NOT EXISTS drift_stats_sampled_mv TO drift_stats AS {SAMPLED_SELECT}",
             ),
         ),
+    ]
+
+
+def _migrations_7_to_9(ttl_days: int) -> list[Migration]:
+    return [
         Migration(
             7,
             "camera views: the newest latest and reference view of each camera",
@@ -306,12 +323,7 @@ ARRAY JOIN drift.signal AS signal, drift.detector AS detector, drift.window AS w
            drift.statistic AS statistic, drift.threshold AS threshold, drift.drifted AS drifted"""
 
 
-def _migration_2(ttl_days: int) -> Migration:
-    def ttl(column: str) -> str:
-        return f"TTL toDateTime({column}) + INTERVAL {int(ttl_days)} DAY"
-
-    ts = "DateTime64(3, 'UTC') CODEC(Delta, ZSTD)"
-    detections_select = """
+_M2_DETECTIONS_SELECT = """
 SELECT camera_id, label, captured_at, frame_id, toUInt16(det_index) AS det_index, processed_at, model_name,
        model_version, class_id, score, x1, y1, x2, y2,
        greatest(x2 - x1, 0) * greatest(y2 - y1, 0) AS area_px
@@ -319,7 +331,7 @@ FROM predictions
 ARRAY JOIN detections.label AS label, detections.class_id AS class_id, detections.score AS score,
            detections.x1 AS x1, detections.y1 AS y1, detections.x2 AS x2, detections.y2 AS y2,
            arrayEnumerate(detections.label) AS det_index"""
-    minute_select = """
+_M2_MINUTE_SELECT = """
 SELECT camera_id, toStartOfMinute(toDateTime(captured_at, 'UTC')) AS minute, model_name, model_version,
        count() AS frames, sum(detections) AS detections, sum(bytes) AS bytes,
        sum(toFloat64(brightness)) AS brightness_sum, min(brightness) AS brightness_min,
@@ -329,7 +341,7 @@ SELECT camera_id, toStartOfMinute(toDateTime(captured_at, 'UTC')) AS minute, mod
        min(captured_at) AS first_at, max(captured_at) AS last_at
 FROM frame_metrics
 GROUP BY camera_id, minute, model_name, model_version"""
-    cameras_select = """
+_M2_CAMERAS_SELECT = """
 SELECT camera_id, min(captured_at) AS first_seen, max(captured_at) AS last_seen, count() AS frames,
        argMaxState(frame_id, captured_at) AS last_frame_id, argMaxState(model_version, captured_at) AS last_model,
        argMaxState(width, captured_at) AS last_width, argMaxState(height, captured_at) AS last_height,
@@ -338,32 +350,38 @@ SELECT camera_id, min(captured_at) AS first_seen, max(captured_at) AS last_seen,
        argMaxState(detections, captured_at) AS last_detections
 FROM frame_metrics
 GROUP BY camera_id"""
-    models_select = """
+_M2_MODELS_SELECT = """
 SELECT model_name, model_version, min(captured_at) AS first_seen, max(captured_at) AS last_seen,
        count() AS frames, uniqState(camera_id) AS cameras, sum(toFloat64(inference_ms)) AS inference_ms_sum
 FROM frame_metrics
 GROUP BY model_name, model_version"""
-    drift_select = """
+_M2_DRIFT_SELECT = """
 SELECT camera_id, signal, type AS detector, raised_at AS computed_at, window, value AS statistic, threshold,
        status = 'raised' AS drift, model_name, model_version, alert_id
 FROM alerts
 WHERE type LIKE '%drift'"""
-    health_select = """
+_M2_HEALTH_SELECT = """
 SELECT camera_id, raised_at AS observed_at, signal, if(status = 'raised', 'fault', 'ok') AS status, value,
        threshold, message AS detail, alert_id
 FROM alerts
 WHERE type = 'device_fault'"""
-    edge_select = """
+_M2_EDGE_SELECT = """
 SELECT camera_id, raised_at AS flagged_at, frame_id, type AS reason, signal, value AS score, model_version,
        alert_id
 FROM alerts
 ARRAY JOIN evidence_frame_ids AS frame_id
 WHERE status = 'raised'"""
-    return Migration(
-        2,
-        "detections, per-minute and per-camera aggregates, model versions, drift, device health, edge cases",
-        (
-            f"""
+
+
+def _migration_2_detections(ttl_days: int) -> tuple[str, ...]:
+    """Migration 2's detections, per-minute and per-camera tables and their views."""
+
+    def ttl(column: str) -> str:
+        return f"TTL toDateTime({column}) + INTERVAL {int(ttl_days)} DAY"
+
+    ts = "DateTime64(3, 'UTC') CODEC(Delta, ZSTD)"
+    return (
+        f"""
 CREATE TABLE IF NOT EXISTS detections (
     camera_id LowCardinality(String),
     label LowCardinality(String),
@@ -384,8 +402,8 @@ CREATE TABLE IF NOT EXISTS detections (
 PARTITION BY toYYYYMMDD(captured_at)
 ORDER BY (camera_id, label, captured_at, frame_id, det_index)
 {ttl("captured_at")}""",
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS detections_mv TO detections AS {detections_select}",
-            f"""
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS detections_mv TO detections AS {_M2_DETECTIONS_SELECT}",
+        f"""
 CREATE TABLE IF NOT EXISTS metrics_minute (
     camera_id LowCardinality(String),
     minute DateTime('UTC') CODEC(Delta, ZSTD),
@@ -409,10 +427,10 @@ PARTITION BY toYYYYMM(minute)
 ORDER BY (camera_id, minute, model_name, model_version)
 {ttl("minute")}
 SETTINGS index_granularity = 256""",
-            # Small granules: a dashboard reads one camera's hour (60 rows), and every row of a granule read
-            # has its t-digest state decoded.
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_minute_mv TO metrics_minute AS {minute_select}",
-            """
+        # Small granules: a dashboard reads one camera's hour (60 rows), and every row of a granule read
+        # has its t-digest state decoded.
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS metrics_minute_mv TO metrics_minute AS {_M2_MINUTE_SELECT}",
+        """
 CREATE TABLE IF NOT EXISTS cameras (
     camera_id LowCardinality(String),
     first_seen SimpleAggregateFunction(min, DateTime64(3, 'UTC')),
@@ -428,8 +446,19 @@ CREATE TABLE IF NOT EXISTS cameras (
     last_detections AggregateFunction(argMax, UInt16, DateTime64(3, 'UTC'))
 ) ENGINE = AggregatingMergeTree
 ORDER BY camera_id""",
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS cameras_mv TO cameras AS {cameras_select}",
-            """
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS cameras_mv TO cameras AS {_M2_CAMERAS_SELECT}",
+    )
+
+
+def _migration_2_aggregates(ttl_days: int) -> tuple[str, ...]:
+    """Migration 2's model versions, drift, device health and edge cases, and their views."""
+
+    def ttl(column: str) -> str:
+        return f"TTL toDateTime({column}) + INTERVAL {int(ttl_days)} DAY"
+
+    ts = "DateTime64(3, 'UTC') CODEC(Delta, ZSTD)"
+    return (
+        """
 CREATE TABLE IF NOT EXISTS model_versions (
     model_name LowCardinality(String),
     model_version LowCardinality(String),
@@ -440,8 +469,8 @@ CREATE TABLE IF NOT EXISTS model_versions (
     inference_ms_sum SimpleAggregateFunction(sum, Float64)
 ) ENGINE = AggregatingMergeTree
 ORDER BY (model_name, model_version)""",
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS model_versions_mv TO model_versions AS {models_select}",
-            f"""
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS model_versions_mv TO model_versions AS {_M2_MODELS_SELECT}",
+        f"""
 CREATE TABLE IF NOT EXISTS drift_stats (
     camera_id LowCardinality(String),
     signal LowCardinality(String),
@@ -458,8 +487,8 @@ CREATE TABLE IF NOT EXISTS drift_stats (
 PARTITION BY toYYYYMM(computed_at)
 ORDER BY (camera_id, signal, computed_at, detector, alert_id)
 {ttl("computed_at")}""",
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS drift_stats_mv TO drift_stats AS {drift_select}",
-            f"""
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS drift_stats_mv TO drift_stats AS {_M2_DRIFT_SELECT}",
+        f"""
 CREATE TABLE IF NOT EXISTS device_health (
     camera_id LowCardinality(String),
     observed_at {ts},
@@ -473,8 +502,8 @@ CREATE TABLE IF NOT EXISTS device_health (
 PARTITION BY toYYYYMM(observed_at)
 ORDER BY (camera_id, signal, observed_at, alert_id)
 {ttl("observed_at")}""",
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS device_health_mv TO device_health AS {health_select}",
-            f"""
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS device_health_mv TO device_health AS {_M2_HEALTH_SELECT}",
+        f"""
 CREATE TABLE IF NOT EXISTS edge_cases (
     camera_id LowCardinality(String),
     flagged_at {ts},
@@ -488,23 +517,33 @@ CREATE TABLE IF NOT EXISTS edge_cases (
 PARTITION BY toYYYYMM(flagged_at)
 ORDER BY (camera_id, flagged_at, frame_id, reason)
 {ttl("flagged_at")}""",
-            f"CREATE MATERIALIZED VIEW IF NOT EXISTS edge_cases_mv TO edge_cases AS {edge_select}",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS edge_cases_mv TO edge_cases AS {_M2_EDGE_SELECT}",
+    )
+
+
+def _migration_2(ttl_days: int) -> Migration:
+    return Migration(
+        2,
+        "detections, per-minute and per-camera aggregates, model versions, drift, device health, edge cases",
+        (
+            *_migration_2_detections(ttl_days),
+            *_migration_2_aggregates(ttl_days),
             # Backfill what was stored before the views existed. TRUNCATE first keeps a re-run of an
             # interrupted migration exact; migrations run before the writer starts.
             "TRUNCATE TABLE IF EXISTS detections",
-            f"INSERT INTO detections {detections_select}",
+            f"INSERT INTO detections {_M2_DETECTIONS_SELECT}",
             "TRUNCATE TABLE IF EXISTS metrics_minute",
-            f"INSERT INTO metrics_minute {minute_select}",
+            f"INSERT INTO metrics_minute {_M2_MINUTE_SELECT}",
             "TRUNCATE TABLE IF EXISTS cameras",
-            f"INSERT INTO cameras {cameras_select}",
+            f"INSERT INTO cameras {_M2_CAMERAS_SELECT}",
             "TRUNCATE TABLE IF EXISTS model_versions",
-            f"INSERT INTO model_versions {models_select}",
+            f"INSERT INTO model_versions {_M2_MODELS_SELECT}",
             "TRUNCATE TABLE IF EXISTS drift_stats",
-            f"INSERT INTO drift_stats {drift_select}",
+            f"INSERT INTO drift_stats {_M2_DRIFT_SELECT}",
             "TRUNCATE TABLE IF EXISTS device_health",
-            f"INSERT INTO device_health {health_select}",
+            f"INSERT INTO device_health {_M2_HEALTH_SELECT}",
             "TRUNCATE TABLE IF EXISTS edge_cases",
-            f"INSERT INTO edge_cases {edge_select}",
+            f"INSERT INTO edge_cases {_M2_EDGE_SELECT}",
         ),
     )
 
