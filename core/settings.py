@@ -127,6 +127,12 @@ class Settings(MonitorEnvironment):
     decode_threads: int = Field(
         0, ge=0, le=64, description="threads decoding and pre-processing frames; 0 = one per core (at most 16)"
     )
+    decode_reduced: bool = Field(
+        True,
+        description="decode a JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg-turbo's scaled decoding) when the "
+        "model's input, the thumbnails and twice the image signals' analysis width all fit in fewer pixels than the "
+        "frame has; false = always at full size (docs/scaling.md)",
+    )
     max_pixels: int = Field(40_000_000, ge=1, description="frames claiming more pixels are rejected")
     max_clock_skew_s: float = Field(
         86_400.0,

@@ -55,6 +55,7 @@ class Model(Protocol):
     version: str
     task: str  # "detection" or "classification", as in the manifest
     labels: tuple[str, ...]
+    size: tuple[int, int]  # (width, height) of one image in the input batch
     providers: list[str]  # the execution providers the session really uses, best first
     lanes: int  # how many sessions share a batch (CPU lanes, :class:`models.session.Lanes`), else 1
 

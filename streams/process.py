@@ -6,6 +6,7 @@ here can be called and tested with plain bytes and a detector.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import threading
@@ -42,6 +43,7 @@ from streams.decode import DecodedFrame, decode_frame
 from streams.monitor import image as image_signals
 from streams.monitor.camera import CameraMonitor, restore
 from streams.monitor.concept import frame_error
+from streams.monitor.signals import ANALYSIS_WIDTH
 
 log = logging.getLogger("cvops.worker")
 
@@ -114,6 +116,7 @@ class FrameProcessor:
         self._recent: dict[str, OrderedDict[str, list]] = {}
         self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self.need = decode_need(settings, detector.size, embedder.size if embedder is not None else None)
         self._monitors: dict[str, CameraMonitor] = {}
         self._restored: set[str] = set()  # cameras whose monitor was rebuilt from a state and has seen no frame since
         self.monitor_settings = base_settings(settings)
@@ -134,7 +137,7 @@ class FrameProcessor:
         or the error, and the pre-process ms."""
         t0 = time.perf_counter()
         try:
-            decoded = decode_frame(msg.value, self.settings.max_pixels)
+            decoded = decode_frame(msg.value, self.settings.max_pixels, self.need)
             key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
             if key != decoded.header.camera_id:
                 raise ContractError(
@@ -143,7 +146,7 @@ class FrameProcessor:
             check_capture_time(decoded.header.captured_at, msg.timestamp, time.time(), self.settings.max_clock_skew_s)
             frame = PreparedFrame(decoded, _ms(t0), msg.timestamp, None)
             if self.settings.monitoring:
-                frame.signals = image_signals.measure(decoded.image)
+                frame.signals = full_size(image_signals.measure(decoded.image), decoded)
                 if self.settings.evidence_width:
                     frame.thumbnail, frame.thumbnail_size = thumbnail(decoded.image, self.settings.evidence_width)
         except ContractError as exc:
@@ -222,13 +225,12 @@ class FrameProcessor:
         out = BatchResult(dead_letters=list(prepared.dead_letters))
         if not prepared.frames:
             return out
-        images = [f.decoded.image for f in prepared.frames]
         if inferred is None:
             inferred = timed(self.detector.infer, prepared.batch)
         t2 = time.perf_counter()
-        found = self._postprocess(inferred.outputs, [im.shape[:2] for im in images])
+        found = self._postprocess(inferred.outputs, [f.decoded.size for f in prepared.frames])
         t3 = time.perf_counter()
-        n = len(images)
+        n = len(prepared.frames)
         when = _When(time.time(), inferred.seconds * 1e3 / n, (t3 - t2) * 1e3 / n)
         embeddings = self._embed(prepared) if self.settings.monitoring else {}
         monitors: dict[str, CameraMonitor] = {}
@@ -534,6 +536,40 @@ def check_capture_time(captured_at: float, arrived_at: float | None, now: float,
             "capture_time_out_of_range",
             f"captured {captured_at - now:.0f} s ahead of this worker's clock (at most {max_skew_s:.0f})",
         )
+
+
+def decode_need(
+    settings: Settings, model_size: tuple[int, int], embedder_size: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The fewest pixels (width, height) a frame may be decoded to (:func:`streams.decode.jpeg_scale`): the
+    detector's input, and with monitoring on the thumbnails, the embedder's input and twice the image
+    signals' analysis width. Twice, so that the analysis copy is still averaged from two pixels or more each
+    way and the signals stay comparable with a full decode's (blur within 1% on real footage: docs/scaling.md).
+    (0, 0), no reduction, when ``decode_reduced`` is off.
+
+    >>> s = Settings(_env_file=None)
+    >>> unwatched = s.model_copy(update={"monitoring": False})
+    >>> decode_need(s, (416, 416), (224, 224)), decode_need(unwatched, (416, 416), None)
+    ((640, 416), (416, 416))
+    """
+    if not settings.decode_reduced:
+        return 0, 0
+    widths, heights = [model_size[0]], [model_size[1]]
+    if settings.monitoring:
+        widths += [2 * ANALYSIS_WIDTH, settings.evidence_width]
+        if embedder_size is not None:
+            widths.append(embedder_size[0])
+            heights.append(embedder_size[1])
+    return max(widths), max(heights)
+
+
+def full_size(signals: image_signals.ImageSignals, decoded: DecodedFrame) -> image_signals.ImageSignals:
+    """``signals`` with the frame's own width, height and aspect ratio, whatever the scale it was decoded at
+    (the rest is measured on the analysis copy, of one size either way)."""
+    if decoded.scale == 1:
+        return signals
+    height, width = decoded.size
+    return dataclasses.replace(signals, width=width, height=height, aspect_ratio=width / height)
 
 
 def _ms(t0: float) -> float:
