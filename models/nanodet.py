@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from models.base import OnnxModel
+from models.providers import GpuOptions
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "nanodet-m"
 DEFAULT_PATH = ZOO_DIR / "nanodet-m.onnx"
@@ -64,6 +65,7 @@ class NanoDet(OnnxModel):
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         lanes: int = 1,
+        gpu: GpuOptions | None = None,
         score_threshold: float = 0.35,
         iou_threshold: float = 0.6,
         max_detections: int = 100,
@@ -83,6 +85,7 @@ class NanoDet(OnnxModel):
             providers=providers,
             intra_op_threads=intra_op_threads,
             lanes=lanes,
+            gpu=gpu,
         )
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold

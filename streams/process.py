@@ -6,7 +6,6 @@ here can be called and tested with plain bytes and a detector.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import logging
 import threading
@@ -39,7 +38,8 @@ from core.monitoring import MonitorSettings
 from core.settings import Settings
 from models.protocol import Model as Detector  # any model the registry loads: see models/protocol.py
 from models.session import Inferred, timed
-from streams.decode import DecodedFrame, decode_frame
+from streams.decode import DecodedFrame
+from streams.frames import FrameBackend, frame_backend
 from streams.monitor import image as image_signals
 from streams.monitor.camera import CameraMonitor, restore
 from streams.monitor.concept import frame_error
@@ -107,7 +107,14 @@ class _When(NamedTuple):
 class FrameProcessor:
     """Runs a batch of frame messages through decode, detection, signals and the health rule."""
 
-    def __init__(self, settings: Settings, detector: Detector, decode_threads: int = 2, embedder=None):
+    def __init__(
+        self,
+        settings: Settings,
+        detector: Detector,
+        decode_threads: int = 2,
+        embedder=None,
+        frames: FrameBackend | None = None,
+    ):
         self.settings = settings
         self.detector = detector
         self.embedder = embedder  # an ImageNet-style model with an embedding output, or None
@@ -117,6 +124,7 @@ class FrameProcessor:
         self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self.need = decode_need(settings, detector.size, embedder.size if embedder is not None else None)
+        self.frames = frames or frame_backend(settings, detector, self.need)
         self._monitors: dict[str, CameraMonitor] = {}
         self._restored: set[str] = set()  # cameras whose monitor was rebuilt from a state and has seen no frame since
         self.monitor_settings = base_settings(settings)
@@ -137,7 +145,7 @@ class FrameProcessor:
         or the error, and the pre-process ms."""
         t0 = time.perf_counter()
         try:
-            decoded = decode_frame(msg.value, self.settings.max_pixels, self.need)
+            decoded = self.frames.decode(msg.value)
             key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
             if key != decoded.header.camera_id:
                 raise ContractError(
@@ -146,9 +154,9 @@ class FrameProcessor:
             check_capture_time(decoded.header.captured_at, msg.timestamp, time.time(), self.settings.max_clock_skew_s)
             frame = PreparedFrame(decoded, _ms(t0), msg.timestamp, None)
             if self.settings.monitoring:
-                frame.signals = full_size(image_signals.measure(decoded.image), decoded)
+                frame.signals = self.frames.measure(decoded)
                 if self.settings.evidence_width:
-                    frame.thumbnail, frame.thumbnail_size = thumbnail(decoded.image, self.settings.evidence_width)
+                    frame.thumbnail, frame.thumbnail_size = self.frames.thumbnail(decoded, self.settings.evidence_width)
         except ContractError as exc:
             return None, exc, 0.0
         except Exception as exc:  # a decoder bug must not stop the stream either
@@ -157,7 +165,7 @@ class FrameProcessor:
             return frame, None, 0.0
         t1 = time.perf_counter()
         try:
-            self.detector.preprocess_into(decoded.image, slot)
+            self.frames.preprocess_into(decoded, slot)
         except Exception as exc:  # an image the model cannot take: this frame's dead letter, not the batch's
             return None, ContractError("preprocess_failed", f"{type(exc).__name__}: {exc}"), 0.0
         return frame, None, _ms(t1)
@@ -367,7 +375,7 @@ class FrameProcessor:
                 picked.append(k)
         if not picked:
             return {}
-        images = [prepared.frames[k].decoded.image for k in picked]
+        images = [self.frames.host_image(prepared.frames[k].decoded) for k in picked]
         outputs = self.embedder.postprocess(self.embedder.infer(self.embedder.preprocess(images)))
         return {k: [round(float(x), 5) for x in c.embedding] for k, c in zip(picked, outputs, strict=True)}
 
@@ -561,15 +569,6 @@ def decode_need(
             widths.append(embedder_size[0])
             heights.append(embedder_size[1])
     return max(widths), max(heights)
-
-
-def full_size(signals: image_signals.ImageSignals, decoded: DecodedFrame) -> image_signals.ImageSignals:
-    """``signals`` with the frame's own width, height and aspect ratio, whatever the scale it was decoded at
-    (the rest is measured on the analysis copy, of one size either way)."""
-    if decoded.scale == 1:
-        return signals
-    height, width = decoded.size
-    return dataclasses.replace(signals, width=width, height=height, aspect_ratio=width / height)
 
 
 def _ms(t0: float) -> float:
