@@ -23,6 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from core.settings import Settings
@@ -75,8 +76,6 @@ class CpuFrames:
         return full_size(image_signals.measure(decoded.image), decoded)
 
     def thumbnail(self, decoded: DecodedFrame, width: int) -> tuple[bytes, tuple[int, int]]:
-        from streams.process import thumbnail
-
         return thumbnail(decoded.image, width)
 
     def preprocess_into(self, decoded: DecodedFrame, slot: np.ndarray) -> None:
@@ -84,6 +83,18 @@ class CpuFrames:
 
     def host_image(self, decoded: DecodedFrame) -> np.ndarray:
         return decoded.image
+
+
+def thumbnail(image: np.ndarray, width: int, quality: int = 70) -> tuple[bytes, tuple[int, int]]:
+    """A JPEG of ``image`` ``width`` px wide (never wider than the image) and its size: about 0.4 ms and 4 KB
+    for a 1280x720 frame at 320 px."""
+    h, w = image.shape[:2]
+    if w > width:
+        image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_LINEAR)
+    ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("could not encode a thumbnail")
+    return jpg.tobytes(), (image.shape[1], image.shape[0])
 
 
 def full_size(signals: image_signals.ImageSignals, decoded: DecodedFrame) -> image_signals.ImageSignals:

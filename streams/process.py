@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from core.contracts import (
@@ -573,18 +572,6 @@ def decode_need(
 
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
-
-
-def thumbnail(image: np.ndarray, width: int, quality: int = 70) -> tuple[bytes, tuple[int, int]]:
-    """A JPEG of ``image`` ``width`` px wide (never wider than the image) and its size: about 0.4 ms and 4 KB
-    for a 1280x720 frame at 320 px."""
-    h, w = image.shape[:2]
-    if w > width:
-        image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_LINEAR)
-    ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("could not encode a thumbnail")
-    return jpg.tobytes(), (image.shape[1], image.shape[0])
 
 
 def silence_clock(wall: float, newest_arrival: float, since_last_batch_s: float, no_frames_s: float) -> float:
