@@ -27,6 +27,7 @@ from models.protocol import Model
 ZOO = Path(__file__).resolve().parent / "zoo"
 FAMILIES = {
     "nanodet": "models.nanodet:NanoDet",
+    "yolo": "models.yolo:Yolo",
     "imagenet-classifier": "models.classifier:ImageNetClassifier",
 }
 TASKS = {"detection", "classification", "embedding"}
