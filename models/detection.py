@@ -9,10 +9,10 @@ classes, then calls :func:`finish`; :class:`models.nanodet.NanoDet` and :class:`
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -45,35 +45,44 @@ def above(scores: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]
     return candidates[rows], classes
 
 
+class Thresholds(Protocol):
+    """What :func:`finish` reads from a detector: its labels, its input size (w, h) and its thresholds."""
+
+    labels: tuple[str, ...]
+    size: tuple[int, int]
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+
+
 def finish(
+    detector: Thresholds,
     boxes: np.ndarray,
     scores: np.ndarray,
     classes: np.ndarray,
-    *,
-    labels: Sequence[str],
-    input_size: tuple[int, int],
     image_size: tuple[int, int],
-    score_threshold: float,
-    iou_threshold: float,
-    max_detections: int,
 ) -> list[Detection]:
-    """One image's detections from its candidates: ``boxes`` [K, 4] x1, y1, x2, y2 in the model's input
-    (``input_size`` (w, h)), stretched back to the image (``image_size`` (h, w)) and clipped to it, then
-    class-wise NMS (OpenCV's), best first, at most ``max_detections``."""
+    """One image's detections from its candidates: ``boxes`` [K, 4] x1, y1, x2, y2 in the detector's input
+    (``detector.size`` (w, h)), stretched back to the image (``image_size`` (h, w)) and clipped to it, then
+    class-wise NMS (OpenCV's) at the detector's thresholds, best first, at most ``max_detections``."""
     if len(boxes) == 0:
         return []
-    (w_in, h_in), (height, width) = input_size, image_size
+    (w_in, h_in), (height, width) = detector.size, image_size
     boxes = boxes * np.array([width / w_in, height / h_in] * 2, np.float32)
     np.clip(boxes, 0, [width, height, width, height], out=boxes)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
     keep = cv2.dnn.NMSBoxesBatched(
-        xywh.astype(np.float64), scores.astype(np.float64), classes.astype(np.int32), score_threshold, iou_threshold
+        xywh.astype(np.float64),
+        scores.astype(np.float64),
+        classes.astype(np.int32),
+        detector.score_threshold,
+        detector.iou_threshold,
     )
     keep = np.asarray(keep, dtype=np.int64).reshape(-1)
-    keep = keep[np.argsort(-scores[keep], kind="stable")][:max_detections]
+    keep = keep[np.argsort(-scores[keep], kind="stable")][: detector.max_detections]
     return [
         Detection(
-            label=labels[int(classes[i])],
+            label=detector.labels[int(classes[i])],
             class_id=int(classes[i]),
             score=float(scores[i]),
             box=tuple(float(v) for v in boxes[i]),

@@ -113,19 +113,8 @@ class NanoDet(OnnxModel):
             if not boxes_l:
                 results.append([])
                 continue
-            results.append(
-                finish(
-                    np.concatenate(boxes_l),
-                    np.concatenate(scores_l),
-                    np.concatenate(classes_l),
-                    labels=self.labels,
-                    input_size=self.size,
-                    image_size=size,
-                    score_threshold=self.score_threshold,
-                    iou_threshold=self.iou_threshold,
-                    max_detections=self.max_detections,
-                )
-            )
+            boxes, scores, classes = (np.concatenate(parts) for parts in (boxes_l, scores_l, classes_l))
+            results.append(finish(self, boxes, scores, classes, size))
         return results
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:

@@ -81,19 +81,7 @@ class Yolo(OnnxModel):
         results: list[list[Detection]] = []
         for n, size in enumerate(sizes):
             cells, classes = above(scores[n], self.score_threshold)
-            results.append(
-                finish(
-                    boxes[n][cells],
-                    scores[n][cells, classes],
-                    classes,
-                    labels=self.labels,
-                    input_size=self.size,
-                    image_size=size,
-                    score_threshold=self.score_threshold,
-                    iou_threshold=self.iou_threshold,
-                    max_detections=self.max_detections,
-                )
-            )
+            results.append(finish(self, boxes[n][cells], scores[n][cells, classes], classes, size))
         return results
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from models import Model
 from models.detection import Detection
 from streams.gateway import default_footage
 
@@ -39,3 +40,18 @@ def best(dets: list[Detection], label: str) -> Detection | None:
 
 def contains(box: tuple[float, float, float, float], x: float, y: float) -> bool:
     return box[0] <= x <= box[2] and box[1] <= y <= box[3]
+
+
+def assert_batch_gives_what_single_images_give(
+    detector: Model, images: list[np.ndarray], score: float, box: float
+) -> None:
+    """The detections of a batch are those of each image alone: same labels, scores within ``score``, boxes
+    within ``box`` pixels; and the batch finds something in each image, on average."""
+    batched = detector.predict(images)
+    assert sum(len(d) for d in batched) >= len(images)
+    for image, dets in zip(images, batched, strict=True):
+        (single,) = detector.predict([image])
+        assert [d.label for d in dets] == [d.label for d in single]
+        for a, b in zip(dets, single, strict=True):
+            assert abs(a.score - b.score) < score
+            np.testing.assert_allclose(a.box, b.box, atol=box)

@@ -10,7 +10,7 @@ import pytest
 import skimage.data
 
 from models.nanodet import COCO_LABELS, DEFAULT_PATH, NanoDet, load_manifest
-from tests.models.footage import best, bgr, bikes_frames, contains
+from tests.models.footage import assert_batch_gives_what_single_images_give, best, bgr, bikes_frames, contains
 
 
 @pytest.fixture(scope="module")
@@ -72,14 +72,7 @@ def test_batched_equals_single(detector: NanoDet) -> None:
         frames[40],
         frames[105],
     ]
-    batched = detector.detect(images)
-    assert sum(len(d) for d in batched) >= len(images)
-    for image, dets in zip(images, batched, strict=True):
-        (single,) = detector.detect([image])
-        assert [d.label for d in dets] == [d.label for d in single]
-        for a, b in zip(dets, single, strict=True):
-            assert abs(a.score - b.score) < 1e-3
-            np.testing.assert_allclose(a.box, b.box, atol=0.5)
+    assert_batch_gives_what_single_images_give(detector, images, score=1e-3, box=0.5)
 
 
 def test_empty_and_threshold(detector: NanoDet) -> None:

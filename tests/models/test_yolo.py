@@ -14,7 +14,7 @@ from models.agreement import box_iou
 from models.detection import manifest_beside
 from models.nanodet import COCO_LABELS
 from models.yolo import DEFAULT_PATH, Yolo
-from tests.models.footage import best, bgr, bikes_frames, contains
+from tests.models.footage import assert_batch_gives_what_single_images_give, best, bgr, bikes_frames, contains
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +71,7 @@ def test_street_footage(detector: Yolo) -> None:
 def test_batched_equals_single(detector: Yolo) -> None:
     frames = bikes_frames({40, 105})
     images = [bgr(skimage.data.astronaut()), bgr(skimage.data.chelsea()), frames[40], frames[105]]
-    batched = detector.detect(images)
-    assert sum(len(d) for d in batched) >= len(images)
-    for image, dets in zip(images, batched, strict=True):
-        (single,) = detector.detect([image])
-        assert [d.label for d in dets] == [d.label for d in single]
-        for a, b in zip(dets, single, strict=True):
-            assert abs(a.score - b.score) < 1e-4
-            np.testing.assert_allclose(a.box, b.box, atol=0.1)
+    assert_batch_gives_what_single_images_give(detector, images, score=1e-4, box=0.1)
 
 
 def test_empty_threshold_and_bad_input(detector: Yolo) -> None:
