@@ -430,6 +430,12 @@ class IncidentRecord(_Record):
     opened_at: float = Field(description="unix seconds")
     resolved_at: float | None = Field(None, description="unix seconds, once every member has resolved")
     summary: str = Field(description="one line for people")
+    site: str = Field("", max_length=100, description="the site of every member camera when they share one (from "
+                      "the inventory); empty otherwise")  # fmt: skip
+    changed_at: float = Field(
+        default_factory=time.time, description="unix seconds: when this change was made (the time of the alert "
+        "record that made it, or of the processor's clock for an alert whose window closed)"
+    )  # fmt: skip
 
 
 def encode_record(record: _Record) -> bytes:

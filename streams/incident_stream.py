@@ -48,13 +48,14 @@ log = logging.getLogger("cvops.incidents")
 STATE_KEY = b"correlator"
 
 
-def record_of(event: IncidentEvent) -> IncidentRecord:
+def record_of(event: IncidentEvent, at: float, site: str = "") -> IncidentRecord:
+    """The record of ``event``, made at ``at`` (unix s); ``site``: its cameras' site, when they share one."""
     inc = event.incident
     return IncidentRecord(
         event_id=event.event_id, incident_id=inc.incident_id, status=event.status, kind=inc.kind,
         scope=inc.scope, type=inc.type, signal=inc.signal, direction=inc.direction, cameras=inc.cameras,
         members=dict(sorted(inc.members.items())), changed_alert_ids=list(event.alert_ids), opened_at=inc.opened_at,
-        resolved_at=inc.resolved_at, summary=summary(event),
+        resolved_at=inc.resolved_at, summary=summary(event), site=site, changed_at=at,
     )  # fmt: skip
 
 
@@ -157,8 +158,9 @@ class IncidentProcessor:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 events = self._take(batch)
-                events += self.correlator.tick(time.time())
-                self.correlator.prune(time.time())
+                now = time.time()
+                events += [(e, now) for e in self.correlator.tick(now)]
+                self.correlator.prune(now)
                 if events or batch:
                     await self._send(producer, events)
         finally:
@@ -174,7 +176,8 @@ class IncidentProcessor:
         consumer.resume(*consumer.assignment())
         log.info("inventory: %d cameras", len(self.inventory.cameras))
 
-    def _take(self, batch) -> list[IncidentEvent]:
+    def _take(self, batch) -> list[tuple[IncidentEvent, float]]:
+        """The inventory's changes applied; the incident events the alerts make, each with its alert's time."""
         events = []
         for tp, records in batch.items():
             if tp.topic == self.settings.topic("cameras"):
@@ -193,16 +196,18 @@ class IncidentProcessor:
                 except ContractError as exc:  # the worker's writer dead-letters bad alerts; here they are skipped
                     self.skips.skip(r, exc)
                     continue
-                events += self.correlator.observe(alert, now=r.timestamp / 1000 if r.timestamp else time.time())
+                now = r.timestamp / 1000 if r.timestamp else time.time()
+                events += [(e, now) for e in self.correlator.observe(alert, now=now)]
         return events
 
-    async def _send(self, producer: AIOKafkaProducer, events: list[IncidentEvent]) -> None:
+    async def _send(self, producer: AIOKafkaProducer, events: list[tuple[IncidentEvent, float]]) -> None:
         topic = self.settings.topic("incidents")
-        sent = [
-            await producer.send(topic, encode_record(record_of(e)), key=e.incident.incident_id.encode()) for e in events
-        ]
+        sent = []
+        for e, at in events:
+            record = record_of(e, at, self.inventory.site_of(e.incident.cameras))
+            sent.append(await producer.send(topic, encode_record(record), key=e.incident.incident_id.encode()))
         await asyncio.gather(*sent)
-        for e in events:
+        for e, _ in events:
             log.info("incident %s %s: %s", e.incident.incident_id, e.status, summary(e))
         state = {"correlator": self.correlator.to_dict(), "offsets": {str(p): o for p, o in self.offsets.items()}}
         await producer.send_and_wait(self.settings.topic("incidents-state"), json.dumps(state).encode(),

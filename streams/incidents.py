@@ -350,5 +350,17 @@ class Inventory:
     def gateway(self, camera_id: str) -> str:
         return (self.cameras.get(camera_id) or {}).get("gateway") or ""
 
+    def site_of(self, cameras: Iterable[str]) -> str:
+        """The site every one of ``cameras`` is at, or '' when they are at several, or one has none.
+
+        >>> inv = Inventory()
+        >>> for cam, site in (("c1", "north"), ("c2", "north"), ("c3", "south")):
+        ...     inv.apply(f"gateway:{cam}", CameraInfo(camera_id=cam, source="gateway", site=site))
+        >>> inv.site_of(["c1", "c2"]), inv.site_of(["c1", "c3"]), inv.site_of(["c1", "c9"])
+        ('north', '', '')
+        """
+        sites = {(self.cameras.get(c) or {}).get("site") for c in cameras}
+        return (sites.pop() or "") if len(sites) == 1 else ""
+
     def population(self, scope: str) -> int:
         return self._population.get(scope, 0)
