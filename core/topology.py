@@ -94,6 +94,8 @@ def topology(settings: Settings) -> list[TopicSpec]:
                   key="incident id"),
         TopicSpec("incidents-state", None, 1, -1, "the incidents processor's state and the offsets it covers",
                   compact=True, key="correlator"),
+        TopicSpec("acknowledgements", c.Acknowledgement, 1, -1, "who acknowledged or silenced an incident or a "
+                  "camera, and until when", compact=True, key="action:target:id"),
     ]  # fmt: skip
 
 

@@ -24,7 +24,8 @@ predictions by frame id, an alert's evidence by alert id), so that it reads a gr
 Migration 9 adds ``caused_by`` to the alerts (the cause a ``suppressed`` alert is a symptom of, see
 docs/alerts.md), and has ``drift_stats`` and ``device_health`` count a symptom as the drift or fault it is.
 Migration 10 adds ``incidents`` (one row per change of an incident across cameras) and ``camera_inventory``
-(what a gateway and an operator say of each camera: site, tags, notes), written from their topics.
+(what a gateway and an operator say of each camera: site, tags, notes), written from their topics;
+migration 11 ``acknowledgements`` (who acknowledged or silenced an incident or a camera, when, until when).
 
 The tables the writer fills are declared once, as they are now, in :mod:`store.tables`: a fresh store creates
 them from there first, and the migrations that built them step by step on an older store then change nothing
@@ -65,6 +66,7 @@ DEDUP_TABLES = (
     "camera_views",
     "incidents",
     "camera_inventory",
+    "acknowledgements",
 )
 
 
@@ -83,6 +85,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         *_migrations_3_to_6(ttl_days),
         *_migrations_7_to_9(ttl_days),
         _migration_10(ttl_days),
+        _migration_11(ttl_days),
     ]
 
 
@@ -350,6 +353,30 @@ CREATE TABLE IF NOT EXISTS camera_inventory (
     updated_at DateTime64(3, 'UTC')
 ) ENGINE = ReplacingMergeTree(updated_at)
 ORDER BY (camera_id, source)""",
+        ),
+    )
+
+
+def _migration_11(ttl_days: int) -> Migration:
+    return Migration(
+        11,
+        "acknowledgements and silences of incidents and cameras",
+        (
+            # Every acknowledgement, silence and lift: who, when, until when.
+            f"""
+CREATE TABLE IF NOT EXISTS acknowledgements (
+    action LowCardinality(String),
+    target LowCardinality(String),
+    target_id String,
+    by String,
+    via String,
+    at DateTime64(3, 'UTC'),
+    until Nullable(DateTime64(3, 'UTC')),
+    comment String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (target, target_id, action, at)
+TTL toDateTime(at) + INTERVAL {int(ttl_days)} DAY""",
         ),
     )
 

@@ -27,6 +27,7 @@ TTL_COLUMNS = {
     "evidence_frames": "captured_at",
     "camera_views": "captured_at",
     "incidents": "changed_at",
+    "acknowledgements": "at",
 }
 
 _TABLE_TTL = "retention of the table in the name, days; empty = CVOPS_TTL_DAYS"
@@ -52,6 +53,7 @@ class StoreSettings(BaseSettings):
     ttl_days_evidence_frames: int | None = Field(None, ge=1, description=_TABLE_TTL)
     ttl_days_camera_views: int | None = Field(None, ge=1, description=_TABLE_TTL)
     ttl_days_incidents: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_acknowledgements: int | None = Field(None, ge=1, description=_TABLE_TTL)
 
     store_dedup_window: int = Field(
         1000, ge=0, description="recent insert blocks each table remembers to drop a replayed one; 0 = off"

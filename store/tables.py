@@ -34,7 +34,17 @@ from operator import attrgetter, itemgetter
 
 import numpy as np
 
-from core.contracts import Alert, CameraInfo, CameraView, DeadLetter, Evidence, FrameMetrics, IncidentRecord, Prediction
+from core.contracts import (
+    Acknowledgement,
+    Alert,
+    CameraInfo,
+    CameraView,
+    DeadLetter,
+    Evidence,
+    FrameMetrics,
+    IncidentRecord,
+    Prediction,
+)
 from store.settings import TTL_COLUMNS
 
 TS = "DateTime64(3, 'UTC')"
@@ -421,5 +431,18 @@ CAMERA_INVENTORY = Table(
     fast_path=False,
 )  # fmt: skip
 
+ACKNOWLEDGEMENTS = Table(
+    "acknowledgements", "acknowledgements", Acknowledgement,
+    (
+        Column("action", LC), Column("target", LC), Column("target_id", "String"), Column("by", "String"),
+        Column("via", "String"), Column("at", TS), Column("until", f"Nullable({TS})"), Column("comment", "String"),
+    ),
+    # Every acknowledgement, silence and lift, who and when; the one in force for a target: the newest by ``at``.
+    engine="ReplacingMergeTree",
+    partition_by="toYYYYMM(at)",
+    order_by="(target, target_id, action, at)",
+    fast_path=False,
+)  # fmt: skip
+
 TABLES: tuple[Table, ...] = (FRAME_METRICS, PREDICTIONS, ALERTS, EVIDENCE_FRAMES, CAMERA_VIEWS, DEAD_LETTERS,
-                             INCIDENTS, CAMERA_INVENTORY)  # fmt: skip
+                             INCIDENTS, CAMERA_INVENTORY, ACKNOWLEDGEMENTS)  # fmt: skip

@@ -38,6 +38,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from core.contracts import (
+    Acknowledgement,
     Alert,
     CameraInfo,
     CameraView,
@@ -98,6 +99,7 @@ _TIMESTAMPS = {
     CameraView: ("captured_at",),
     IncidentRecord: ("opened_at", "changed_at"),
     CameraInfo: ("updated_at",),
+    Acknowledgement: ("at",),
 }
 _IDENTITY = {
     FrameMetrics: "frame_id",
@@ -107,6 +109,7 @@ _IDENTITY = {
     CameraView: "camera_id",
     IncidentRecord: "event_id",
     CameraInfo: "camera_id",
+    Acknowledgement: "target_id",
 }
 # Per contract: its text fields (str, or a list of str), but for the images and payloads, which it bounds itself
 # (Evidence, CameraView) or which the dead-letter topic's message size bounds (DeadLetter), and an incident's
@@ -118,7 +121,17 @@ _TEXT = {
         for name, info in kind.model_fields.items()
         if info.annotation in (str, "str", str | None, "str | None", list[str], "list[str]") and name not in _UNBOUNDED
     )
-    for kind in (FrameMetrics, Prediction, Alert, DeadLetter, Evidence, CameraView, IncidentRecord, CameraInfo)
+    for kind in (
+        FrameMetrics,
+        Prediction,
+        Alert,
+        DeadLetter,
+        Evidence,
+        CameraView,
+        IncidentRecord,
+        CameraInfo,
+        Acknowledgement,
+    )
 }
 _RANGE_LIST = {kind: tuple((name, low, high) for name, (low, high) in r.items()) for kind, r in _RANGES.items()}
 _FLAT_FLOATS: dict[type, tuple[str, ...]] = {}

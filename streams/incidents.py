@@ -334,11 +334,14 @@ class Inventory:
             if (r := self.records.get(f"{source}:{camera}")) is not None:
                 merged |= {k: getattr(r, k) for k in ("site", "notes", "gateway") if getattr(r, k) is not None}
                 merged["tags"] = {**merged["tags"], **r.tags}
+        # The populations move by this camera's change alone: a record costs the same with 5 cameras or 5,000.
+        for scope in self.scopes(camera):
+            self._population[scope] -= 1
+            if not self._population[scope]:
+                del self._population[scope]
         self.cameras[camera] = merged
-        self._population = {}
-        for c in self.cameras:
-            for scope in self.scopes(c):
-                self._population[scope] = self._population.get(scope, 0) + 1
+        for scope in self.scopes(camera):
+            self._population[scope] = self._population.get(scope, 0) + 1
 
     def scopes(self, camera_id: str) -> list[str]:
         info = self.cameras.get(camera_id)

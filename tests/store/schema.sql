@@ -1,3 +1,21 @@
+-- acknowledgements
+CREATE TABLE acknowledgements
+(
+    `action` LowCardinality(String),
+    `target` LowCardinality(String),
+    `target_id` String,
+    `by` String,
+    `via` String,
+    `at` DateTime64(3, 'UTC'),
+    `until` Nullable(DateTime64(3, 'UTC')),
+    `comment` String
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (target, target_id, action, at)
+TTL toDateTime(at) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
+
 -- alerts
 CREATE TABLE alerts
 (

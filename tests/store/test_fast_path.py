@@ -89,7 +89,11 @@ def assert_same_as_reference(w: StoreWriter, records: list[Record], now: float =
 
 def test_every_sink_that_declares_a_fast_path_has_a_fast_decoder():
     assert all((_FAST[sink.contract] is not None) == sink.fast_path for sink in SINKS.values())
-    assert {sink.table for sink in SINKS.values() if not sink.fast_path} == {"incidents", "camera_inventory"}
+    assert {sink.table for sink in SINKS.values() if not sink.fast_path} == {
+        "incidents",
+        "camera_inventory",
+        "acknowledgements",
+    }
 
 
 def test_a_contract_msgspec_cannot_mirror_has_no_fast_decoder():

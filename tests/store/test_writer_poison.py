@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from core.contracts import (
+    Acknowledgement,
     CameraInfo,
     CameraView,
     ContractError,
@@ -67,6 +68,9 @@ def valid(topic: str, n: int):
     if topic == "cameras":
         r = CameraInfo(camera_id=cam, source="gateway", site="north", updated_at=NOW)
         return r, r.camera_id
+    if topic == "acknowledgements":
+        r = Acknowledgement(action="silence", target="camera", target_id=cam, by="ann", at=NOW, until=NOW + 60)
+        return r, r.target_id
     r = DeadLetter.of("elsewhere", 0, 1000 + n, cam.encode(), b"junk", ContractError("corrupt_image", "test"))
     return r, r.key
 
@@ -74,7 +78,8 @@ def valid(topic: str, n: int):
 IDENTITY = {"metrics": ("frame_metrics", "frame_id"), "predictions": ("predictions", "frame_id"),
             "alerts": ("alerts", "alert_id"), "evidence": ("evidence_frames", "alert_id"),
             "views": ("camera_views", "camera_id"), "deadletters": ("dead_letters", "key"),
-            "incidents": ("incidents", "event_id"), "cameras": ("camera_inventory", "camera_id")}  # fmt: skip
+            "incidents": ("incidents", "event_id"), "cameras": ("camera_inventory", "camera_id"),
+            "acknowledgements": ("acknowledgements", "target_id")}  # fmt: skip
 
 
 def spliced(topic: str, field: str, token: str) -> bytes:
@@ -86,15 +91,17 @@ def spliced(topic: str, field: str, token: str) -> bytes:
 def poisons(topic: str) -> list[tuple[bytes | None, set[str]]]:
     """(value, the reasons it may be refused with) for every kind of hostile record."""
     text = {"metrics": "model_name", "predictions": "model_name", "alerts": "message", "evidence": "reason",
-            "views": "frame_id", "deadletters": "detail", "incidents": "summary",
-            "cameras": "notes"}[topic]  # fmt: skip
-    # incidents and cameras have no integer: their number is a time, and a huge one is no time of now
+            "views": "frame_id", "deadletters": "detail", "incidents": "summary", "cameras": "notes",
+            "acknowledgements": "comment"}[topic]  # fmt: skip
+    # incidents, cameras and acknowledgements have no integer: their number is a time, and a huge one no time of now
+    timed = ("incidents", "cameras", "acknowledgements")
     number = {"metrics": "seq", "predictions": "seq", "alerts": "window", "evidence": "width", "views": "width",
-              "deadletters": "offset", "incidents": "opened_at", "cameras": "updated_at"}[topic]  # fmt: skip
-    huge = {"out_of_range", "bad_record"} | ({"bad_timestamp"} if topic in ("incidents", "cameras") else set())
+              "deadletters": "offset", "incidents": "opened_at", "cameras": "updated_at",
+              "acknowledgements": "at"}[topic]  # fmt: skip
+    huge = {"out_of_range", "bad_record"} | ({"bad_timestamp"} if topic in timed else set())
     floating = {"metrics": "blur", "predictions": "processed_at", "alerts": "value", "evidence": "captured_at",
-                "views": "captured_at", "deadletters": "received_at", "incidents": "changed_at",
-                "cameras": "updated_at"}[topic]  # fmt: skip
+                "views": "captured_at", "deadletters": "received_at", "incidents": "resolved_at",
+                "cameras": "updated_at", "acknowledgements": "until"}[topic]  # fmt: skip
     return [
         (spliced(topic, "extra", "[" * 20_000 + "]" * 20_000), {"too_deep"}),
         (spliced(topic, number, "7" * 5000), {"number_too_large"}),
