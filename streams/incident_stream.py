@@ -5,7 +5,8 @@ Dataflow::
     alerts ──Correlator──▶ incidents (IncidentRecord, keyed by incident id)
                       └──▶ incidents-state (compacted: the correlator's state and the alerts offsets it covers)
     incidents ──routes (CVOPS_NOTIFY_ROUTES)──▶ webhooks, chat, Alertmanager
-                                         └──▶ deadletters (reason delivery_failed) for a route that keeps failing
+           ▲                             └──▶ deadletters (reason delivery_failed) for a route that keeps failing
+    acknowledgements (compacted: who acknowledged or silenced an incident or a camera, until when)
 
 Correlation needs every alert of a site, which spans partitions, so one correlator reads all of them: the
 processor assigns itself every alerts partition (no consumer group) and keeps its position in its own
@@ -16,7 +17,10 @@ Run one processor per deployment (a second one would send every incident twice, 
 
 The notifier is an ordinary consumer group on ``incidents``: an offset is committed once every route has
 the record or has given up on it (then a dead letter records the route and the reason; the URL, which may
-hold a token, is never written anywhere).
+hold a token, is never written anywhere). Before it tells anyone of a batch of records it reads the
+``acknowledgements`` topic up to its end, so that a silence or an acknowledgement set before an incident
+record was made is honoured for it (:class:`streams.notify.Silences`): a withheld record is logged, not sent,
+and its offset committed like the others.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.contracts import (
+    Acknowledgement,
     Alert,
     CameraInfo,
     ContractError,
@@ -41,8 +46,9 @@ from core.contracts import (
 from core.kafka import client_options
 from core.settings import Settings
 from core.skips import SkipLog
+from streams.compacted import CompactedReader
 from streams.incidents import Correlator, Incident, IncidentEvent, Inventory
-from streams.notify import DeliveryFailed, Route, deliver, summary
+from streams.notify import DeliveryFailed, Route, Silences, deliver, summary
 
 log = logging.getLogger("cvops.incidents")
 STATE_KEY = b"correlator"
@@ -222,6 +228,12 @@ class Notifier:
         self.routes = routes
         self.attempts = attempts
         self.skips = SkipLog(log)
+        self.silences = Silences()
+        self.acknowledgements = CompactedReader(settings, ["acknowledgements"], self._acknowledged)
+
+    def _acknowledged(self, r) -> None:
+        key = (r.key or b"").decode("utf-8", "replace")
+        self.silences.apply(key, decode_record(Acknowledgement, r.value) if r.value is not None else None)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -231,26 +243,35 @@ class Notifier:
         producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
         await consumer.start()
         await producer.start()
+        await self.acknowledgements.start()
         log.info("notifying %d route(s): %s", len(self.routes), ", ".join(r.where for r in self.routes) or "none")
         try:
             async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
                 while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=500, max_records=50)
+                    if batch:
+                        await self.acknowledgements.catch_up()
                     for records in batch.values():
                         for r in records:
                             await self._notify(client, producer, r)
                     if batch:
                         await consumer.commit()
         finally:
+            await self.acknowledgements.close()
             await consumer.stop()
             await producer.stop()
 
     async def _notify(self, client: httpx.AsyncClient, producer: AIOKafkaProducer, r) -> None:
         try:
-            event = event_of(decode_record(IncidentRecord, r.value))
+            record = decode_record(IncidentRecord, r.value)
         except ContractError as exc:
             await self._dead(producer, r, exc.reason, exc.detail)
             return
+        why = self.silences.withheld(record.incident_id, record.cameras, record.status, time.time())
+        if why is not None:
+            log.info("incident %s %s not sent: %s", record.incident_id, record.status, why)
+            return
+        event = event_of(record)
         results = await asyncio.gather(
             *(deliver(client, route, event, attempts=self.attempts) for route in self.routes), return_exceptions=True
         )

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
-from core.contracts import Alert, CameraInfo, IncidentRecord, encode_record
+from core.contracts import Acknowledgement, Alert, CameraInfo, IncidentRecord, encode_record
 from core.kafka import client_options
 from core.topology import create_topics
 from tests.conftest import free_port
@@ -109,6 +110,67 @@ def test_a_site_that_darkens_is_one_incident_told_once_and_a_refusing_receiver_l
     assert {r.event_id for r in records} == receiver.ids()  # every incident record told; nothing else
     assert all(b["key"] == b["id"] for b in receiver.bodies)  # the id to deduplicate on, as a header too
     assert SECRET not in log.read_text() and "127.0.0.1" in log.read_text()
+
+
+def acknowledge(settings, action: str, target: str, target_id: str, lift: bool = False) -> None:
+    """What the API publishes when someone acknowledges or silences (``lift``: ends it)."""
+    now = time.time()
+    ack = Acknowledgement(action=action, target=target, target_id=target_id, by="ann", at=now,
+                          until=now if lift else now + 3600)  # fmt: skip
+    asyncio.run(send(settings, "acknowledgements", [(ack.key, encode_record(ack))]))
+
+
+def test_silences_and_acknowledgements_withhold_what_they_should_and_nothing_else(settings, tmp_path):
+    """A silenced camera's incident is recorded but not told; a silenced incident tells nothing until its
+    silence is lifted; an acknowledged incident tells no join, but its resolve."""
+    receiver = Receiver()
+    receiver.thread.start()
+    routes = [{"name": "hook", "url": receiver.url, "format": "json"}]
+    s = settings.model_copy(update={"incident_window_s": 3.0, "notify_routes": SecretStr(json.dumps(routes))})
+    asyncio.run(create_topics(s))
+    sites = {**{f"n{i}": "north" for i in range(4)}, **{f"w{i}": "west" for i in range(4)}, "s1": "south"}
+    asyncio.run(send(s, "cameras", [(f"operator:{c}", encode_record(CameraInfo(camera_id=c, source="operator",
+                                                                               site=site)))
+                                    for c, site in sites.items()]))  # fmt: skip
+    log = tmp_path / "incidents.log"
+
+    def alerts(*items: Alert) -> None:
+        asyncio.run(send(s, "alerts", [(a.camera_id, encode_record(a)) for a in items]))
+
+    def told(status: str) -> dict[str, dict]:
+        return {b["incident"]["incident_id"]: b for b in receiver.bodies if b["status"] == status}
+
+    def withheld(iid: str, status: str) -> bool:
+        return f"incident {iid} {status} not sent" in log.read_text()
+
+    try:
+        with cvops(s, "incidents", log) as proc:
+            live = [(proc, log)]
+            wait_for(lambda: "correlating alerts" in log.read_text(), "the processor to start", live)
+            acknowledge(s, "silence", "camera", "s1")  # under maintenance
+            alerts(alert("s1", "blur", value=5.0), *(alert(f"n{i}", "brightness") for i in range(3)),
+                   *(alert(f"w{i}", "brightness") for i in range(3)))  # fmt: skip
+            raised = wait_for(lambda: len(told("raised")) == 2 and told("raised"), "two incidents told", live)
+            north, west = sorted(raised, key=lambda i: raised[i]["incident"]["cameras"][0])
+            records = asyncio.run(read_until(s, "incidents", IncidentRecord, lambda rs: len(rs) >= 3))
+            (lens,) = [r.incident_id for r in records if r.kind == "device"]  # recorded all the same
+            wait_for(lambda: withheld(lens, "raised"), "the silenced camera's incident withheld", live)
+
+            acknowledge(s, "silence", "incident", north)
+            acknowledge(s, "acknowledge", "incident", west)
+            alerts(alert("n3", "brightness"), alert("w3", "brightness"), alert("s1", "blur", "resolved", 5.0))
+            wait_for(lambda: withheld(north, "joined") and withheld(west, "joined") and withheld(lens, "resolved"),
+                     "the joins and the camera's resolve withheld", live)  # fmt: skip
+
+            acknowledge(s, "silence", "incident", north, lift=True)
+            alerts(*(alert(f"{site}{i}", "brightness", "resolved") for site in "nw" for i in range(4)))
+            wait_for(lambda: {north, west} <= set(told("resolved")), "both resolves told", live)
+    finally:
+        receiver.server.shutdown()
+    assert sorted((b["status"], b["incident"]["incident_id"]) for b in receiver.bodies) == sorted(
+        [("raised", north), ("raised", west), ("resolved", north), ("resolved", west)]
+    )  # nothing of the silenced camera, no join
+    assert told("resolved")[north]["incident"]["cameras"] == ["n0", "n1", "n2", "n3"]
 
 
 def test_a_route_that_is_not_a_url_is_refused_at_start(settings, tmp_path: Path):
