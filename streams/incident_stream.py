@@ -3,7 +3,8 @@
 Dataflow::
 
     alerts ──Correlator──▶ incidents (IncidentRecord, keyed by incident id)
-                      └──▶ incidents-state (compacted: the correlator's state and the alerts offsets it covers)
+                      └──▶ incidents-state (compacted: the correlator's state by key, and the alerts offsets
+                                            it covers)
     incidents ──routes (CVOPS_NOTIFY_ROUTES)──▶ webhooks, chat, Alertmanager
            ▲                             └──▶ deadletters (reason delivery_failed) for a route that keeps failing
     acknowledgements (compacted: who acknowledged or silenced an incident or a camera, until when)
@@ -14,6 +15,12 @@ state record, written after the incident records it covers are acknowledged. Aft
 from the last state and reads the alerts after it again: the incidents they make have the same ids, so a
 replay repeats records (at-least-once) that a receiver or the store folds by ``event_id``; none is lost.
 Run one processor per deployment (a second one would send every incident twice, under the same ids).
+
+The state is kept by key, one small record each (``incident:<id>``, ``pending:<alert id>``, a tombstone
+once it is gone, and ``offsets``), and a batch writes only the keys it changed, the offsets last: at thousands
+of cameras the whole state is megabytes, and one record of it would pass the topic's message size. A crash
+between a batch's keys and its offsets leaves some keys ahead of the offsets; the alerts read again from those
+offsets change nothing that is already there (a replayed raise or resolve is ignored), and finish the rest.
 
 The notifier is an ordinary consumer group on ``incidents``: an offset is committed once every route has
 the record or has given up on it (then a dead letter records the route and the reason; the URL, which may
@@ -51,7 +58,8 @@ from streams.incidents import Correlator, Incident, IncidentEvent, Inventory
 from streams.notify import DeliveryFailed, Route, Silences, deliver, summary
 
 log = logging.getLogger("cvops.incidents")
-STATE_KEY = b"correlator"
+OFFSETS_KEY = "offsets"
+LEGACY_KEY = "correlator"  # the whole state in one record, as it was written before it was kept by key
 
 
 def record_of(event: IncidentEvent, at: float, site: str = "") -> IncidentRecord:
@@ -109,35 +117,57 @@ class IncidentProcessor:
         )  # fmt: skip
         self.skips = SkipLog(log)
         self.offsets: dict[int, int] = {}
+        self._rewrite: dict[str, dict | None] = {}  # keys to write with the next batch's changes
 
     async def _load_state(self) -> None:
+        """The state topic folded by key (the newest value of each; a tombstone removes its key), restored."""
         topic = self.settings.topic("incidents-state")
         consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)
         await consumer.start()
+        values: dict[str, bytes] = {}
         try:
             tp = TopicPartition(topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
-            state = None
             while await consumer.position(tp) < end:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
-                    state = next((r.value for r in reversed(records) if r.key == STATE_KEY and r.value), state)
+                    for r in records:
+                        key = (r.key or b"").decode("utf-8", "replace")
+                        if r.value is None:
+                            values.pop(key, None)
+                        else:
+                            values[key] = r.value
         finally:
             await consumer.stop()
-        if state is None:
-            return
+        self.restore(values)
+
+    def restore(self, values: dict[str, bytes]) -> None:
+        """The correlator's state and the offsets from the state topic's values by key; a state this version
+        cannot read is logged and left (the processor starts afresh from the alerts' end)."""
         try:
-            d = json.loads(state)
-            self.correlator.load(d["correlator"])
-            self.offsets = {int(p): int(o) for p, o in d["offsets"].items()}
-            log.info(
-                "incident state restored: %d open incidents, %d alerts waiting",
-                sum(i.open for i in self.correlator.incidents.values()),
-                len(self.correlator.pending),
-            )
-        except (ValueError, KeyError, TypeError) as exc:  # a state this version cannot read: start afresh
+            if OFFSETS_KEY in values:
+                offsets = {int(p): int(o) for p, o in json.loads(values[OFFSETS_KEY])["offsets"].items()}
+                items = {k: json.loads(v) for k, v in values.items() if k not in (OFFSETS_KEY, LEGACY_KEY)}
+                self.correlator.load_items(items)
+                self.offsets = offsets
+            elif LEGACY_KEY in values:  # written whole by an earlier version: rewritten by key with the next batch
+                whole = json.loads(values[LEGACY_KEY])
+                self.correlator.load(whole["correlator"])
+                self.offsets = {int(p): int(o) for p, o in whole["offsets"].items()}
+                self._rewrite = {**self.correlator.items(), LEGACY_KEY: None}
+            else:
+                return
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("incident state unreadable (%s); starting from the alerts' end", exc)
+            self.correlator.load_items({})
+            self.offsets, self._rewrite = {}, {}
+            return
+        log.info(
+            "incident state restored: %d open incidents, %d alerts waiting",
+            sum(i.open for i in self.correlator.incidents.values()),
+            len(self.correlator.pending),
+        )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -215,9 +245,19 @@ class IncidentProcessor:
         await asyncio.gather(*sent)
         for e, _ in events:
             log.info("incident %s %s: %s", e.incident.incident_id, e.status, summary(e))
-        state = {"correlator": self.correlator.to_dict(), "offsets": {str(p): o for p, o in self.offsets.items()}}
-        await producer.send_and_wait(self.settings.topic("incidents-state"), json.dumps(state).encode(),
-                                     key=STATE_KEY)  # fmt: skip
+        await self._write_state(producer)
+
+    async def _write_state(self, producer: AIOKafkaProducer) -> None:
+        """The keys this batch changed, then the offsets: in this order on the state topic's one partition."""
+        topic = self.settings.topic("incidents-state")
+        changes = {**self._rewrite, **self.correlator.take_changes()}
+        self._rewrite = {}
+        offsets = {"version": 1, "offsets": {str(p): o for p, o in self.offsets.items()}}
+        sent = [
+            await producer.send(topic, json.dumps(value).encode() if value is not None else None, key=key.encode())
+            for key, value in [*changes.items(), (OFFSETS_KEY, offsets)]
+        ]
+        await asyncio.gather(*sent)
 
 
 class Notifier:

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
 from core.contracts import Acknowledgement, Alert, CameraInfo, IncidentRecord, encode_record
 from core.kafka import client_options
-from core.topology import create_topics
+from core.topology import create_topics, spec
+from streams.incident_stream import IncidentProcessor
 from tests.conftest import free_port
 from tests.processes import cvops, wait_for
 from tests.test_feedback import read_until
@@ -171,6 +172,71 @@ def test_silences_and_acknowledgements_withhold_what_they_should_and_nothing_els
         [("raised", north), ("raised", west), ("resolved", north), ("resolved", west)]
     )  # nothing of the silenced camera, no join
     assert told("resolved")[north]["incident"]["cameras"] == ["n0", "n1", "n2", "n3"]
+
+
+async def send_all(settings, topic: str, items: list[tuple[str, bytes]]) -> None:
+    """Many records at once (each acknowledged before this returns)."""
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        sent = [await producer.send(settings.topic(topic), value, key=key.encode()) for key, value in items]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def state_records(settings) -> list:
+    consumer = AIOKafkaConsumer(settings.topic("incidents-state"), bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    out = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=2000):
+            out += [r for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def test_the_state_of_5000_cameras_fits_the_state_topic_and_restores_after_a_restart(settings):
+    """5,000 cameras, each with an incident of its own: the whole state is over a megabyte, each of its
+    records a few hundred bytes; a second processor restores it and resolves what the first one raised."""
+    s = settings.model_copy(update={"incident_window_s": 2.0})
+    asyncio.run(create_topics(s))
+    cams = [f"cam{i}" for i in range(5000)]
+    inventory = [CameraInfo(camera_id=c, source="gateway", site=f"site{i // 50}") for i, c in enumerate(cams)]
+    asyncio.run(send_all(s, "cameras", [(f"gateway:{r.camera_id}", encode_record(r)) for r in inventory]))
+    raised = [alert(c, f"signal{i}") for i, c in enumerate(cams)]  # a signal of its own: no two group
+
+    async def run_until(processor: IncidentProcessor, alerts: list[Alert], done) -> None:
+        """Run ``processor``, send ``alerts`` once it has its place in the alerts topic, stop once ``done()``."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(processor.run(stop))
+        deadline = time.monotonic() + 240
+        while len(processor.offsets) < s.frames_partitions and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.1)
+        await send_all(s, "alerts", [(a.camera_id, encode_record(a)) for a in alerts])
+        while not done() and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(task, 60)  # a stop ends the batch in hand: its records and its state written
+
+    first = IncidentProcessor(s)
+    asyncio.run(run_until(first, raised, lambda: len(first.correlator.incidents) == 5000))
+    assert len(first.correlator.incidents) == 5000, "the first processor did not raise them all"
+    records = asyncio.run(state_records(s))
+    most = spec(s, "incidents-state").max_message_bytes
+    assert max(len(r.value or b"") for r in records) < most / 100
+    assert len(json.dumps(first.correlator.to_dict())) > most  # as one record, it would not fit
+
+    second = IncidentProcessor(s)
+    resolved = [alert(a.camera_id, a.signal, "resolved") for a in raised]
+    asyncio.run(
+        run_until(second, resolved, lambda: sum(not i.open for i in second.correlator.incidents.values()) == 5000)
+    )
+    incidents = asyncio.run(read_until(s, "incidents", IncidentRecord, lambda rs: len(rs) >= 10_000))
+    assert sorted(r.status for r in incidents).count("resolved") == 5000
+    assert len({r.event_id for r in incidents}) == len(incidents) == 10_000  # nothing raised again after the restart
 
 
 def test_a_route_that_is_not_a_url_is_refused_at_start(settings, tmp_path: Path):
