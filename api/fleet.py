@@ -17,6 +17,7 @@ from typing import Annotated
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import TOKEN_RESPONSES, Credentials, read_access, require_token
@@ -78,12 +79,13 @@ class FleetState:
                 self._producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
                 await self._producer.start()
         if isinstance(record, CameraInfo):
-            topic, key = "cameras", f"{record.source}:{record.camera_id}"
+            key = f"{record.source}:{record.camera_id}"
+            await self._producer.send_and_wait(self.settings.topic("cameras"), encode_record(record), key=key.encode())
             self.inventory.apply(key, record)
         else:
-            topic, key = "acknowledgements", record.key
-            self.silences.apply(key, record)
-        await self._producer.send_and_wait(self.settings.topic(topic), encode_record(record), key=key.encode())
+            topic = self.settings.topic("acknowledgements")
+            await self._producer.send_and_wait(topic, encode_record(record), key=record.key.encode())
+            self.silences.apply(record.key, record)
 
 
 def _state(request: Request) -> FleetState:
@@ -130,14 +132,13 @@ class InventoryChange(BaseModel):
 def camera_inventory(state: FleetState, camera_id: str, now: float, known: bool = False) -> CameraInventory | None:
     """One camera's inventory as the API shows it; None for a camera nobody described, unless ``known`` (then
     its fields are empty)."""
-    merged = state.inventory.cameras.get(camera_id)
     records = state.inventory.records
     gateway, operator = records.get(f"gateway:{camera_id}"), records.get(f"operator:{camera_id}")
-    if gateway is None and operator is None:
-        if not known:
-            return None
-        merged = None
-    merged = merged or {"site": None, "tags": {}, "notes": None, "gateway": None}
+    described = gateway is not None or operator is not None
+    if not described and not known:
+        return None
+    empty = {"site": None, "tags": {}, "notes": None, "gateway": None}
+    merged = state.inventory.cameras.get(camera_id, empty) if described else empty
     return CameraInventory(
         camera_id=camera_id, site=merged["site"], tags=merged["tags"], notes=merged["notes"],
         gateway=merged["gateway"], gateway_record=gateway, operator_record=operator,
@@ -220,7 +221,8 @@ class SilenceRequest(AcknowledgeRequest):
     for_s: float = Field(gt=0, le=90 * 86_400, description="seconds the silence lasts")  # type: ignore[assignment]
 
 
-def _via(request: Request, credentials) -> str:
+def _via(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str:
+    """What the server knows of a caller: a prefix of its token's SHA-256 (never the token) and its address."""
     token = hash_token(credentials.credentials)[:8] if credentials is not None else "none"
     return f"api token {token} from {request.client.host if request.client else 'unknown'}"
 
@@ -240,7 +242,9 @@ def _camera_known(store: Store, state: FleetState, camera_id: str) -> None:
         raise HTTPException(status_code=404, detail=f"unknown camera {camera_id!r}")
 
 
-async def _set(state: FleetState, action: str, target: str, target_id: str, body: AcknowledgeRequest, via: str):
+async def _set(
+    state: FleetState, action: str, target: str, target_id: str, body: AcknowledgeRequest, via: str
+) -> Acknowledgement:
     now = time.time()
     until = now + body.for_s if body.for_s is not None else None
     record = Acknowledgement(action=action, target=target, target_id=target_id, by=body.by, via=via, at=now,
@@ -249,7 +253,7 @@ async def _set(state: FleetState, action: str, target: str, target_id: str, body
     return record
 
 
-async def _lift(state: FleetState, action: str, target: str, target_id: str, by: str, via: str):
+async def _lift(state: FleetState, action: str, target: str, target_id: str, by: str, via: str) -> Acknowledgement:
     now = time.time()
     if state.silences.holding(action, target, target_id, now) is None:
         raise HTTPException(status_code=404, detail=f"{target} {target_id!r} has no {action} in force")
