@@ -507,8 +507,9 @@ async def play(
 
 async def collect(
     settings: Settings, want: list[int], done: asyncio.Event, timeout_s: float, watch: frozenset[str] | None = None
-) -> tuple[list[Alert], int, list[IncidentRecord]]:
-    """Raised and resolved alerts, until the worker answered ``want[0]`` frames (known once ``done`` is set).
+) -> tuple[list[Alert], list[float], int, list[IncidentRecord]]:
+    """Raised and resolved alerts and their broker times, until the worker answered ``want[0]`` frames (known
+    once ``done`` is set).
 
     With ``watch`` (the cameras whose incidents are scored), the incident records too, until those cameras'
     incidents are settled (:func:`incidents_settled`), or the incident window plus 10 s after the last alert.
@@ -520,6 +521,7 @@ async def collect(
     )  # fmt: skip
     await consumer.start()
     alerts: list[Alert] = []
+    arrivals: list[float] = []  # the alerts' broker times (unix s): the incidents processor's clock
     records: list[IncidentRecord] = []
     predictions = 0
     deadline = time.monotonic() + timeout_s
@@ -530,7 +532,8 @@ async def collect(
             for tp, batch in (await consumer.getmany(timeout_ms=300)).items():
                 if topics[tp.topic] == "alerts":
                     alerts += [decode_record(Alert, r.value) for r in batch]
-                    last_alert = max([last_alert] + [r.timestamp / 1000 for r in batch])
+                    arrivals += [r.timestamp / 1000 for r in batch]
+                    last_alert = max([last_alert, *arrivals[-len(batch) :]])
                 elif topics[tp.topic] == "incidents":
                     records += [decode_record(IncidentRecord, r.value) for r in batch]
                 else:
@@ -545,7 +548,7 @@ async def collect(
                 break
     finally:
         await consumer.stop()
-    return alerts, predictions, records
+    return alerts, arrivals, predictions, records
 
 
 def incidents_settled(alerts: list[Alert], records: list[IncidentRecord], cameras: frozenset[str]) -> bool:
@@ -637,7 +640,8 @@ def score_incidents(scenarios: list[Scenario], records: list[IncidentRecord], al
 
     An expected incident is *found* by an incident of its kind with exactly its cameras (and its signal, when
     given). Its alerts are *linked* when each member camera's raised alerts of the incident's type, signal and
-    direction are members of it. Every other incident on these cameras is *unexpected*.
+    direction are members of it (counted on the nearest incident of its kind when none is exactly it). Every
+    other incident on these cameras is *unexpected*.
     """
     incidents = list(fold_incidents(records).values())
     rows, unexpected = [], []
@@ -656,18 +660,18 @@ def score_incidents(scenarios: list[Scenario], records: list[IncidentRecord], al
                 "members": len(set(nearest["cameras"]) & set(want)) if nearest else 0, "alerts_linked": 0,
                 "member_alerts": 0, "resolved": bool(match and match["resolved"]),
             }  # fmt: skip
-            if match is not None:
-                key = (match["type"], match["signal"], match["direction"])
+            if nearest is not None:  # linked alerts of the nearest incident too, when it is not the one expected
+                key = (nearest["type"], nearest["signal"], nearest["direction"])
                 mine = {a.alert_id for a in alerts if a.status == "raised" and a.camera_id in want
                         and (a.type, a.signal, direction(a)) == key}  # fmt: skip
-                row |= {"member_alerts": len(mine), "alerts_linked": len(mine & match["members"].keys())}
+                row |= {"member_alerts": len(mine), "alerts_linked": len(mine & nearest["members"].keys())}
             rows.append(row)
         unexpected += [
             {k: i[k] for k in ("kind", "scope", "type", "signal", "direction", "cameras")} | {"scenario": s.name}
             for i in ours
         ]
     found = sum(r["found"] for r in rows)
-    linked = all(r["alerts_linked"] == r["member_alerts"] > 0 for r in rows)
+    linked = all(r["alerts_linked"] == r["member_alerts"] > 0 for r in rows if r["found"])
     summary = {
         "expected": len(rows), "found": found, "unexpected": len(unexpected),
         "alerts_linked": sum(r["alerts_linked"] for r in rows), "member_alerts": sum(r["member_alerts"] for r in rows),
@@ -747,14 +751,27 @@ def run_pipeline(args, settings: Settings, scenarios, plan, sources, work: Path,
         want = [10**12]
         done = asyncio.Event()
         reader = asyncio.create_task(collect(settings, want, done, args.timeout, watch))
+        t_play = time.monotonic()
         sent = await play(settings, plan, sources, ahead_s=args.timeout + 120)
         want[0] = sum(len(v) for v in sent.values())
         done.set()
         print(f"sent {want[0]} frames in {time.monotonic() - t_start:.0f} s; waiting for the worker", file=sys.stderr)
-        alerts, answered, records = await reader
+        alerts, arrivals, answered, records = await reader
+        camera_s = max((max(sent[full_id(s, c.id)], default=-1) + 1) / c.fps for s, c, _ in plan)
+        speed = camera_s / (time.monotonic() - t_play)
+        print(
+            f"the worker went through {camera_s:.0f} s of camera time in {time.monotonic() - t_play:.0f} s "
+            f"({speed:.2f} x real time): an incident window of {settings.incident_window_s:.0f} s spanned "
+            f"{settings.incident_window_s * speed:.0f} s of camera time", file=sys.stderr,
+        )  # fmt: skip
         if answered < want[0]:
             print(f"WARNING: the worker answered {answered} of {want[0]} frames; see {work / 'worker.log'}")
-        return sent, alerts, answered, records
+        (work / "alerts.jsonl").write_text(  # for a look afterwards, and for replaying them through a correlator
+            "".join(json.dumps({"broker_time": t, "alert": a.model_dump(mode="json")}) + "\n"
+                    for t, a in zip(arrivals, alerts, strict=True))
+        )  # fmt: skip
+        (work / "incidents.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records))
+        return sent, alerts, answered, records, round(speed, 3)
 
     try:
         return asyncio.run(run())
@@ -834,11 +851,9 @@ def main() -> int:
     print("worker settings: " + " ".join(f"CVOPS_{k.upper()}={v!r}" for k, v in worker_settings.items()))
     print(f"cameras: {len(plan)}, frames planned: {sum(n for *_, n in plan)}; work folder {work}", file=sys.stderr)
     try:
-        sent, alerts, answered, records = run_pipeline(args, settings, scenarios, plan, sources, work, t_start)
+        sent, alerts, answered, records, speed = run_pipeline(args, settings, scenarios, plan, sources, work, t_start)
     finally:
         broker.stop()
-    for name, items in (("alerts", alerts), ("incidents", records)):  # for a look afterwards
-        (work / f"{name}.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in items))
 
     scored = score(plan, sent, alerts, recovery)
     summary = summarise(scored)
@@ -865,6 +880,7 @@ def main() -> int:
         "cameras": len(plan),
         "frames_sent": sum(len(v) for v in sent.values()),
         "frames_answered": answered,
+        "real_time_factor": speed,  # camera time per wall-clock time while the worker worked
         "wall_s": round(time.monotonic() - t_start, 1),
         "worker_settings": worker_settings,
         "recovery_frames": recovery,

@@ -346,6 +346,7 @@ def test_incidents_are_scored_by_kind_cameras_and_linked_alerts(bench):
     # Without the stray incident, and with the environment incident two cameras short: found is exact.
     out = bench.score_incidents([s], [records[0], records[2]], alerts)
     assert out["summary"]["met"] is False and out["rows"][0]["found"] is False and out["rows"][0]["members"] == 2
+    assert (out["rows"][0]["alerts_linked"], out["rows"][0]["member_alerts"]) == (2, 3)  # of the nearest: c's is out
     assert bench.score_incidents([s], records[1:3], alerts)["summary"]["met"] is True
 
 
