@@ -3,10 +3,13 @@
     ./dev bench scenarios [--quick] [--scenario NAME ...] [--dir load-tests/scenarios]
 
 Every file in ``load-tests/scenarios/`` (YAML or JSON; schema in its README.md) describes cameras, their
-source footage, and events injected at a frame index with a magnitude (rotation, shift, blur, brightness,
-contrast, resolution, black frames, frozen feed, frame-rate drop, change of scene). This script plays them
-through the real pipeline: an embedded broker, topics as ``cvops`` creates them, one ``cvops worker``
-subprocess, and reads the alerts topic.
+source footage (and their site, tags and gateway), events injected at a frame index with a magnitude
+(rotation, shift, blur, brightness, light, contrast, resolution, black frames, frozen feed, frame-rate drop,
+change of scene), at once or ramping up over some frames, and the incidents across cameras it must make. This
+script plays them through the real pipeline: an embedded broker, topics as ``cvops`` creates them, the
+cameras' sites, tags and gateways on the ``cameras`` topic as their gateway declares them, one ``cvops
+worker`` subprocess and, when a scenario expects incidents, one ``cvops incidents`` subprocess; it reads the
+alerts and incidents topics.
 
 **Playing.** All cameras of all scenarios are played together (camera ids are prefixed with the scenario
 name), frame after frame in order of capture time. Time is simulated: frame ``seq`` of a camera at ``fps``
@@ -30,13 +33,27 @@ since a window still holding changed frames may raise after the change is over. 
 Every other raised alert (on a camera without events, or outside every event window) is a false alarm;
 ``false_alarms_per_10k`` is their count per 10,000 clean frames (frames sent outside every event window).
 Resolves are not counted. Targets: detected/events >= 0.95, correct_type/detected >= 0.9,
-median_delay_frames <= 50, false_alarms_per_10k <= 0.2.
+median_delay_frames <= 50, false_alarms_per_10k <= 0.2. A ramping event's delay counts from its first frame.
 
-Prints the worker settings, a table of events, the false alarms, the targets, then the clean corpus
-(``clean_corpus.py``: the camera monitors alone on some 150,000 clean frames, its false alarms per detector
-with their 95 % upper bound; the worker's default settings plus ``--set``), then one JSON line, the clean
-corpus's figures under ``clean_corpus``. ``--quick`` plays the cameras marked ``quick`` (the default), each
-cut at ``QUICK_FRAMES`` frames, and a slice of the clean corpus; ``--no-clean`` leaves the clean corpus out.
+**Incidents** (:func:`score_incidents`), for the scenarios that expect some and are played whole: an expected
+incident is found by an incident of its kind with exactly its cameras (and its signal, when given); its
+alerts are linked when each member camera's raised alerts of the incident's type, signal and direction are
+among its members (``IncidentRecord.members``, over its raise and joins); every other incident on the
+scenario's cameras is unexpected. Target: every expected incident found with its alerts linked, none
+unexpected. ``cvops incidents`` runs with its default settings; its clock is the alerts' broker time, which is
+the worker's wall clock, so its window (``CVOPS_INCIDENT_WINDOW_S``) spans camera time in the ratio the worker
+keeps up with the cameras (printed, and ``real_time_factor`` in the JSON line): on a machine slower than real
+time the window is shorter in camera time than in a deployment. The run waits until each of the watched
+cameras' raised alerts is in an incident and each incident whose members all resolved has its resolve (or the
+window plus 10 s after the last alert). The alerts (with their broker times) and the incident records are
+left in the run's work folder, ``alerts.jsonl`` and ``incidents.jsonl``.
+
+Prints the worker settings, a table of events, the false alarms, the incidents, the targets, then the
+clean corpus (``clean_corpus.py``: the camera monitors alone on some 150,000 clean frames, its false alarms
+per detector with their 95 % upper bound; the worker's default settings plus ``--set``), then one JSON line,
+the clean corpus's figures under ``clean_corpus``, the incidents' under ``incidents``. ``--quick`` plays the
+cameras marked ``quick`` (the default), each cut at ``QUICK_FRAMES`` frames, and a slice of the clean corpus;
+``--no-clean`` leaves the clean corpus out.
 """
 
 from __future__ import annotations
