@@ -657,8 +657,9 @@ def score_incidents(scenarios: list[Scenario], records: list[IncidentRecord], al
 
     An expected incident is *found* by an incident of its kind with exactly its cameras (and its signal, when
     given). Its alerts are *linked* when each member camera's raised alerts of the incident's type, signal and
-    direction are members of it (counted on the nearest incident of its kind when none is exactly it). Every
-    other incident on these cameras is *unexpected*.
+    direction are members of it. When none is exactly it, ``members``, ``nearest`` and the linked alerts are
+    those of the incident of its kind that shares most of its cameras. Every other incident on these cameras is
+    *unexpected*.
     """
     incidents = list(fold_incidents(records).values())
     rows, unexpected = [], []
@@ -666,14 +667,15 @@ def score_incidents(scenarios: list[Scenario], records: list[IncidentRecord], al
         ours = [i for i in incidents if any(c.startswith(f"{s.name}.") for c in i["cameras"])]
         for spec in s.incidents:
             want = sorted(full_id(s, c) for c in spec.cameras)
-            fits = [i for i in ours if i["kind"] == spec.kind and spec.signal in (None, i["signal"])]
-            match = next((i for i in fits if i["cameras"] == want), None)
-            nearest = match or max(fits, key=lambda i: len(set(i["cameras"]) & set(want)), default=None)
+            kind = [i for i in ours if i["kind"] == spec.kind]
+            match = next((i for i in kind if i["cameras"] == want and spec.signal in (None, i["signal"])), None)
+            nearest = match or max(kind, key=lambda i: len(set(i["cameras"]) & set(want)), default=None)
             if match is not None:
                 ours.remove(match)
             row = {
                 "scenario": s.name, "kind": spec.kind, "signal": spec.signal or "any", "cameras": len(want),
                 "found": match is not None, "scope": nearest["scope"] if nearest else "-",
+                "nearest": f"{nearest['type']}:{nearest['signal']} {nearest['direction']}" if nearest else "-",
                 "members": len(set(nearest["cameras"]) & set(want)) if nearest else 0, "alerts_linked": 0,
                 "member_alerts": 0, "resolved": bool(match and match["resolved"]),
             }  # fmt: skip
@@ -691,7 +693,8 @@ def score_incidents(scenarios: list[Scenario], records: list[IncidentRecord], al
     linked = all(r["alerts_linked"] == r["member_alerts"] > 0 for r in rows if r["found"])
     summary = {
         "expected": len(rows), "found": found, "unexpected": len(unexpected),
-        "alerts_linked": sum(r["alerts_linked"] for r in rows), "member_alerts": sum(r["member_alerts"] for r in rows),
+        "alerts_linked": sum(r["alerts_linked"] for r in rows if r["found"]),
+        "member_alerts": sum(r["member_alerts"] for r in rows if r["found"]),
         "resolved": sum(r["resolved"] for r in rows), "met": found == len(rows) and not unexpected and linked,
     }  # fmt: skip
     return {"rows": rows, "unexpected": unexpected, "summary": summary}
@@ -820,7 +823,7 @@ def print_report(scored: dict, summary: dict, incidents: dict | None) -> None:
         print(f"  {fa['camera']} seq {fa['seq']}: {fa['type']}:{fa['signal']}")
     if incidents is not None:
         print("incidents (cvops incidents, its default settings):")
-        cols = ("scenario", "kind", "signal", "cameras", "found", "members", "scope", "alerts_linked",
+        cols = ("scenario", "kind", "signal", "cameras", "found", "members", "scope", "nearest", "alerts_linked",
                 "member_alerts", "resolved")  # fmt: skip
         print_table(incidents["rows"], cols)
         print(f"unexpected incidents ({len(incidents['unexpected'])}):")

@@ -347,6 +347,11 @@ def test_incidents_are_scored_by_kind_cameras_and_linked_alerts(bench):
     out = bench.score_incidents([s], [records[0], records[2]], alerts)
     assert out["summary"]["met"] is False and out["rows"][0]["found"] is False and out["rows"][0]["members"] == 2
     assert (out["rows"][0]["alerts_linked"], out["rows"][0]["member_alerts"]) == (2, 3)  # of the nearest: c's is out
+    assert out["rows"][0]["nearest"] == "data_drift:brightness down"
+    other = _incident(bench, "i1", "raised", "environment", {**both, "s.c:brightness": "s.c"}, "saturation", "up")
+    out = bench.score_incidents([s], [other, records[2]], alerts)  # the cameras, but not the signal expected
+    assert not out["rows"][0]["found"] and out["rows"][0]["nearest"] == "data_drift:saturation up"
+    assert out["rows"][0]["members"] == 3 and len(out["unexpected"]) == 1
     assert bench.score_incidents([s], records[1:3], alerts)["summary"]["met"] is True
 
 
