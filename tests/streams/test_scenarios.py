@@ -366,3 +366,18 @@ def test_incidents_settle_once_every_alert_is_in_one_and_resolves_are_told(bench
     assert not bench.incidents_settled([a, b, *gone], [inc], watch)  # its resolve is due
     resolved = inc.model_copy(update={"status": "resolved", "event_id": "i1:resolved"})
     assert bench.incidents_settled([a, b, *gone], [inc, resolved], watch)
+
+
+def test_the_incident_scenarios_expect_what_the_fleet_issue_asks(bench):
+    """Dusk on eight cameras of a site while a ninth goes soft: one environment incident of the eight and one
+    device incident; a gateway that changes its cameras' resolution: one upstream incident."""
+    dusk = bench.load_scenario(bench.SCENARIO_DIR / "dusk-and-blur.yaml")
+    assert len({c.site for c in dusk.cameras} - {None}) == 1 and len(dusk.cameras) == 9
+    env, dev = sorted(dusk.incidents, key=lambda i: i.kind != "environment")
+    assert (env.kind, len(env.cameras), dev.kind) == ("environment", 8, "device")
+    assert {e.camera for e in dusk.events if e.kind == "light" and e.ramp_frames} == set(env.cameras)
+    assert [e.kind for e in dusk.events if e.camera == dev.cameras[0]] == ["blur"]
+    gateway = bench.load_scenario(bench.SCENARIO_DIR / "gateway-resolution.yaml")
+    (up,) = gateway.incidents
+    assert up.kind == "upstream" and set(up.cameras) == {c.id for c in gateway.cameras}
+    assert {e.kind for e in gateway.events} == {"resolution"} and len({c.gateway for c in gateway.cameras}) == 1
