@@ -779,11 +779,12 @@ def run_pipeline(args, settings: Settings, scenarios, plan, sources, work: Path,
         alerts, arrivals, answered, records = await reader
         camera_s = max((max(sent[full_id(s, c.id)], default=-1) + 1) / c.fps for s, c, _ in plan)
         speed = camera_s / (time.monotonic() - t_play)
-        print(
-            f"the worker went through {camera_s:.0f} s of camera time in {time.monotonic() - t_play:.0f} s "
-            f"({speed:.2f} x real time): an incident window of {settings.incident_window_s:.0f} s spanned "
-            f"{settings.incident_window_s * speed:.0f} s of camera time", file=sys.stderr,
-        )  # fmt: skip
+        window = ""
+        if watch:
+            span = settings.incident_window_s * speed
+            window = f": an incident window of {settings.incident_window_s:.0f} s spanned {span:.0f} s of camera time"
+        print(f"the worker went through {camera_s:.0f} s of camera time in {time.monotonic() - t_play:.0f} s "
+              f"({speed:.2f} x real time){window}", file=sys.stderr)  # fmt: skip
         if answered < want[0]:
             print(f"WARNING: the worker answered {answered} of {want[0]} frames; see {work / 'worker.log'}")
         (work / "alerts.jsonl").write_text(  # for a look afterwards, and for replaying them through a correlator
