@@ -17,7 +17,6 @@ from scipy import stats
 from streams.monitor.base import Change, Detector, Frame, Observation, set_changes, statistic
 from streams.monitor.signals import contrast_explains, light_explains
 
-
 KEEP = 200  # values kept of a complete reference (its evenly spaced quantiles): the state's size
 
 
