@@ -26,6 +26,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import alerts, cameras, config, evidence, fleet, incidents, pipeline, prometheus, sql
+from api.assignments import router as assignments_router
 from api.auth import TOKEN_RESPONSES, read_access
 from api.live import AlertFeed
 from api.settings import ApiSettings
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     app.include_router(evidence.router)
     app.include_router(incidents.router)
     app.include_router(fleet.router)
+    app.include_router(assignments_router)
     prometheus.install(app)
 
     @app.get("/", include_in_schema=False)

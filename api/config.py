@@ -3,7 +3,8 @@
 A change is a :class:`~core.contracts.CameraConfig` record on the compacted config topic (see
 :mod:`core.fleetconfig`): every worker follows that topic and applies it to the cameras it watches
 within about a second; ``GET /api/v1/workers`` shows, per worker, the time of the newest record applied.
-Reads follow the read access of the other routes; changes need an API token.
+Reads follow the read access of the other routes; changes need an API token. The models each scope's
+cameras go to are part of the same records, changed through :mod:`api.assignments`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pydantic import BaseModel, Field
 
 from api.auth import TOKEN_RESPONSES, read_access, require_token
 from api.guard import guarded
-from core.contracts import CameraConfig, MonitorOverrides, encode_record
+from core.assignment import SITE
+from core.contracts import CameraConfig, ModelAssignment, MonitorOverrides, encode_record
 from core.fleetconfig import FLEET, LIVE, ConfigFollower, base_settings, effective
 from core.kafka import client_options
 from core.settings import Settings
@@ -63,14 +65,27 @@ class ConfigState:
                 await self._producer.stop()
 
     async def replace(self, scope: str, overrides: MonitorOverrides, who: str, relearn: bool = False) -> CameraConfig:
-        """Publish ``scope``'s new overrides; a relearn request already made is kept, or one is made now."""
+        """Publish ``scope``'s new overrides; a relearn request already made is kept, or one is made now, and
+        so is its model assignment."""
         current = self.records.get(scope)
         relearn_after = time.time() if relearn else current.relearn_after if current else None
-        record = CameraConfig(scope=scope, overrides=overrides, relearn_after=relearn_after, updated_by=who)
+        record = CameraConfig(scope=scope, overrides=overrides, relearn_after=relearn_after, updated_by=who,
+                              models=current.models if current else None)  # fmt: skip
         await self.publish(scope, record)
         return record
 
-    async def publish(self, scope: str, record: CameraConfig | None) -> None:
+    async def assign(self, scope: str, models: ModelAssignment | None, who: str) -> CameraConfig | None:
+        """Publish ``scope``'s new model assignment (None: removed), its overrides and relearn request kept; a
+        scope left with neither gets a tombstone (None is returned)."""
+        current = self.records.get(scope)
+        record = CameraConfig(scope=scope, overrides=current.overrides if current else MonitorOverrides(),
+                              relearn_after=current.relearn_after if current else None, models=models,
+                              updated_by=who)  # fmt: skip
+        empty = models is None and not record.overrides.model_dump(exclude_none=True) and not record.relearn_after
+        await self.publish(scope, None if empty else record)
+        return None if empty else record
+
+    async def _producer_ready(self) -> AIOKafkaProducer:
         async with self._lock:
             if not self._topics_ready:
                 await create_topics(self.settings)
@@ -78,9 +93,18 @@ class ConfigState:
             if self._producer is None:
                 self._producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
                 await self._producer.start()
+            return self._producer
+
+    async def publish(self, scope: str, record: CameraConfig | None) -> None:
+        producer = await self._producer_ready()
         value = encode_record(record) if record is not None else None
-        await self._producer.send_and_wait(self.settings.topic("config"), value, key=scope.encode())
+        await producer.send_and_wait(self.settings.topic("config"), value, key=scope.encode())
         self._apply(scope, record)  # read-your-writes here; the follower confirms it shortly
+
+    async def send(self, topic: str, key: str, record) -> None:
+        """Publish ``record`` on topic ``topic`` (its name without the prefix), keyed ``key``."""
+        producer = await self._producer_ready()
+        await producer.send_and_wait(self.settings.topic(topic), encode_record(record), key=key.encode())
 
 
 def _state(request: Request) -> ConfigState:
@@ -101,6 +125,7 @@ class MonitorSettingsView(BaseModel):
 class FleetConfigView(BaseModel):
     defaults: MonitorSettingsView = Field(description="the workers' CVOPS_ settings, under every override")
     fleet: CameraConfig | None
+    sites: dict[str, CameraConfig] = Field(description="by site name: the sites' model assignments")
     cameras: dict[str, CameraConfig]
 
 
@@ -136,7 +161,8 @@ async def get_config(request: Request, state: StateDep) -> FleetConfigView:
     return FleetConfigView(
         defaults=_view(base_settings(state.settings)),
         fleet=state.records.get(FLEET),
-        cameras={k: v for k, v in sorted(state.records.items()) if k != FLEET},
+        sites={k.removeprefix(SITE): v for k, v in sorted(state.records.items()) if k.startswith(SITE)},
+        cameras={k: v for k, v in sorted(state.records.items()) if k != FLEET and not k.startswith(SITE)},
     )
 
 
@@ -162,6 +188,8 @@ async def put_fleet_config(overrides: MonitorOverrides, request: Request, state:
 def _not_fleet(camera_id: str) -> None:
     if camera_id == FLEET:
         raise HTTPException(status_code=422, detail=f"'{FLEET}' names the fleet's settings, not a camera")
+    if camera_id.startswith(SITE):
+        raise HTTPException(status_code=422, detail=f"'{SITE}...' names a site's settings, not a camera")
 
 
 @router.put("/cameras/{camera_id}", response_model=CameraConfig, status_code=status.HTTP_202_ACCEPTED,
@@ -176,11 +204,17 @@ async def put_camera_config(
 
 @router.delete("/cameras/{camera_id}", status_code=status.HTTP_202_ACCEPTED, dependencies=[Depends(require_token)])
 async def delete_camera_config(camera_id: CameraId, state: StateDep) -> dict:
-    """Remove one camera's overrides: it follows the fleet's settings again."""
+    """Remove one camera's overrides: it follows the fleet's settings again (its model assignment stays)."""
     _not_fleet(camera_id)
-    if camera_id not in state.records:
+    current = state.records.get(camera_id)
+    if current is None:
         raise HTTPException(status_code=404, detail=f"camera {camera_id!r} has no overrides")
-    await state.publish(camera_id, None)
+    if current.models is not None:
+        await state.publish(
+            camera_id, CameraConfig(scope=camera_id, models=current.models, updated_by=current.updated_by)
+        )
+    else:
+        await state.publish(camera_id, None)
     return {"camera_id": camera_id, "removed": True}
 
 

@@ -87,7 +87,7 @@ class ModelView(BaseModel):
     sha256: str
     input: dict
     labels: int
-    workers: list[str] = Field(description="ids of the live workers running this model")
+    workers: list[str] = Field(description="ids of the live workers running this model (as a champion or a challenger)")
 
 
 @router.get("/health/live", response_model=Health, tags=["health"])
@@ -126,7 +126,8 @@ def models(request: Request) -> list[ModelView]:
 
     running: dict[str, list[str]] = {}
     for w in request.app.state.workers.alive():
-        running.setdefault(f"{w.model_name}@{w.model_version}", []).append(w.worker_id)
+        for ref in w.models or [f"{w.model_name}@{w.model_version}"]:  # every model it serves
+            running.setdefault(ref, []).append(w.worker_id)
     return [
         ModelView(**s.summary(), workers=running.get(s.ref, []))
         for s in discover(request.app.state.settings.model_dirs)

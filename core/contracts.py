@@ -10,6 +10,8 @@
 | evidence     | camera id     | :class:`Evidence` (JSON)                                 |
 | views        | camera id     | :class:`CameraView` (JSON)                               |
 | deadletters  | source key    | :class:`DeadLetter` (JSON)                               |
+| shadow-predictions | camera id | :class:`ShadowPrediction` (JSON)                         |
+| model-changes | scope        | :class:`ModelChange` (JSON)                              |
 | workers      | worker id     | :class:`WorkerStatus` (JSON)                             |
 +--------------+---------------+----------------------------------------------------------+
 
@@ -51,6 +53,7 @@ AlertType = Literal[
     "concept_drift",
     "device_fault",
     "outlier",
+    "model_fault",
 ]
 
 
@@ -155,6 +158,55 @@ class Prediction(_Record):
     timings: Timings
 
 
+class ClassAgreement(_Record):
+    """One class on one frame: the champion's and the challenger's boxes, how many match one to one at IoU 0.5
+    (:mod:`models.agreement`), the challenger's score minus the champion's summed over the matches, and each
+    model's scores summed. Summed over frames, they give the challenger's precision, recall and F1 against the
+    champion, and the count and confidence deltas."""
+
+    label: str = Field(max_length=100)
+    champion: int = Field(ge=0, le=65_535, description="the champion's boxes of this class")
+    challenger: int = Field(ge=0, le=65_535, description="the challenger's boxes of this class")
+    matched: int = Field(ge=0, le=65_535, description="pairs matched at IoU 0.5")
+    score_delta_sum: float = Field(
+        ge=-65_535, le=65_535, description="challenger score - champion score, summed over the matched pairs"
+    )
+    champion_score_sum: float = Field(ge=0, le=65_535)
+    challenger_score_sum: float = Field(ge=0, le=65_535)
+
+
+class ShadowPrediction(Prediction):
+    """A challenger's detections on one frame of the share it sees in shadow (``model_name``, ``model_version``),
+    beside the champion's on the same frame: only ever on the shadow-predictions topic, never in the champion's
+    predictions, metrics or alerts."""
+
+    champion_name: str = Field(description="the champion that saw the same frame")
+    champion_version: str
+    agreement: list[ClassAgreement] = Field(description="per class seen by either model on this frame")
+
+
+class ModelChange(_Record):
+    """A scope's champion changed through the API: ``assign`` (set), ``promote`` (its challenger became the
+    champion) or ``rollback`` (the champion before the last promotion is back). Keyed by scope; the store keeps
+    every one: who, when, from which model version to which."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    change_id: str = Field(min_length=1, max_length=100)
+    scope: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+                       description="'fleet', 'site:<name>' or a camera id")  # fmt: skip
+    action: Literal["assign", "promote", "rollback"]
+    from_model: str = Field("", max_length=200, description="the champion before: name (empty: none assigned)")
+    from_version: str = Field("", max_length=100)
+    to_model: str = Field(max_length=200, description="the champion after")
+    to_version: str = Field(max_length=100)
+    challenger: str = Field("", max_length=200, description="name@version of the challenger after; empty: none")
+    share: float = Field(0.0, ge=0, le=1, description="the challenger's share of frames after")
+    by: str = Field(min_length=1, max_length=100, description="who, by the name they gave")
+    via: str = Field("", max_length=200, description="the caller's API token (a prefix of its SHA-256) and address")
+    at: float = Field(default_factory=time.time, description="unix seconds")
+    comment: str = Field("", max_length=1000)
+
+
 class DriftStatistic(_Record):
     """One detector's statistic for one signal of a camera at one instant, with the threshold it is held to:
     the monitors' state sampled every ``CVOPS_MONITOR_STATS_EVERY_S`` per camera, for plots over time."""
@@ -253,15 +305,52 @@ which when the camera's references are next learned.""",
 override in :data:`core.monitoring.MONITOR_SETTINGS` (its name, type and bounds come from there)."""
 
 
+MODEL_REF = r"^[A-Za-z0-9_.-]+(@[A-Za-z0-9_.+-]+)?$"  # a model of the registry: name or name@version
+
+
+class ModelAssignment(_Record):
+    """Which models a scope's cameras' frames go to (see :mod:`core.assignment`): a field left out keeps the
+    level below (camera over site over fleet over the workers' ``CVOPS_MODEL``)."""
+
+    champion: str | None = Field(
+        None,
+        max_length=200,
+        pattern=MODEL_REF,
+        description="the model whose predictions, metrics and alerts the cameras have (name or name@version)",
+    )
+    challenger: str | None = Field(
+        None,
+        max_length=200,
+        pattern=MODEL_REF,
+        description="a model run in shadow on a share of the frames: its predictions go to shadow-predictions only",
+    )
+    share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="the share of each camera's frames the challenger also sees, 0-1 (0: no shadow)",
+    )
+    previous: str | None = Field(
+        None,
+        max_length=200,
+        pattern=MODEL_REF,
+        description="the champion before the last promotion at this scope: what a roll back returns to",
+    )
+
+
 class CameraConfig(_Record):
-    """Monitor settings of the fleet (``scope`` "fleet") or of one camera, on the compacted config topic,
-    keyed by the scope. A tombstone (no value) removes a camera's overrides."""
+    """Monitor settings and model assignment of the fleet (``scope`` "fleet"), of a site (``site:<name>``) or
+    of one camera, on the compacted config topic, keyed by the scope. A tombstone (no value) removes them."""
 
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
     scope: str = Field(
-        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$", description="'fleet' or a camera id"
-    )
+        min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="'fleet', 'site:<name>' or a camera id",
+    )  # fmt: skip
     overrides: MonitorOverrides = Field(default_factory=MonitorOverrides)
+    models: ModelAssignment | None = Field(None, description="the models its cameras' frames go to; none: the "
+                                           "level below's")  # fmt: skip
     relearn_after: float | None = Field(
         None, description="unix s: learn the camera's references again from its frames after this time"
     )
@@ -372,8 +461,11 @@ class WorkerStatus(_Record):
 
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
     worker_id: str
-    model_name: str
+    model_name: str = Field(description="its own detector (CVOPS_MODEL): the champion where the config names none")
     model_version: str
+    models: list[str] = Field(
+        default_factory=list, description="name@version of every model it serves (champions and challengers)"
+    )
     providers: list[str] = Field(description="ONNX Runtime providers in use, as the session reports them")
     decoder: str = Field(
         "", max_length=200, description="where its frames are decoded, measured and pre-processed (frame backend)"

@@ -6,9 +6,11 @@ follows it (:class:`ConfigFollower`), so a restarted worker has the current sett
 and a change reaches every worker within a second, without a restart. Compaction keeps the last record per
 key; a tombstone removes a camera's overrides.
 
-A record that cannot be read or applied (bad JSON, the wrong shape, a scope that is not its key, or a failure
-nobody foresaw) is skipped and logged with its offset (:class:`core.skips.SkipLog`), and the follower goes
-on: a compacted topic has no dead letters, and the record's writer, the API, refuses such records already.
+A record that cannot be read or applied (bad JSON, the wrong shape, a scope that is not its key, a model the
+worker's registry does not have, or a failure nobody foresaw) is skipped and logged with its offset
+(:class:`core.skips.SkipLog`), and the follower goes on; a worker also dead-letters it with the reason (its
+``refuse``), the API refusing such records already. Every worker reads the whole topic, so each dead-letters
+it: the store keeps one row per record (by topic, partition and offset).
 
 A camera's settings are the worker's ``CVOPS_`` settings, overridden by the fleet record, overridden by the
 camera's record (:func:`effective`). Thresholds apply to a live camera at once (:data:`LIVE`); sizes and
@@ -28,6 +30,7 @@ from dataclasses import replace
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from core.assignment import FLEET as FLEET  # the fleet's scope, declared with the other scopes
 from core.contracts import CameraConfig, ContractError, MonitorOverrides, decode_record
 from core.kafka import client_options
 from core.monitoring import MONITOR_SETTINGS, MonitorSettings
@@ -35,8 +38,6 @@ from core.settings import Settings
 from core.skips import SkipLog
 
 log = logging.getLogger(__name__)
-
-FLEET = "fleet"
 
 # MonitorOverrides field -> MonitorSettings field
 FIELDS = {s.override: s.name for s in MONITOR_SETTINGS if s.override}
@@ -75,17 +76,20 @@ class ConfigFollower:
 
     ``started(consumer)``, when given, is called once its consumer has started: the worker and the API pace
     its fetches there on the development broker (``streams.devbroker.fetch_pacing``), which answers an
-    empty fetch at once."""
+    empty fetch at once. ``refuse(record, exc)``, when given, is awaited for a record that is skipped (the
+    worker dead-letters it)."""
 
     def __init__(
         self,
         settings: Settings,
         apply: Callable[[str, CameraConfig | None], Awaitable[None] | None],
         started: Callable[[AIOKafkaConsumer], None] | None = None,
+        refuse: Callable[[object, Exception], Awaitable[None]] | None = None,
     ):
         self.settings = settings
         self.apply = apply
         self.started = started
+        self.refuse = refuse
         self.loaded = asyncio.Event()
         self.skipped = SkipLog(log)
         self._task: asyncio.Task | None = None
@@ -130,6 +134,8 @@ class ConfigFollower:
                             await self._apply(r)
                         except Exception as exc:  # one record's failure skips that record, never the follower
                             self.skipped.skip(r, exc)
+                            if self.refuse is not None:
+                                await self.refuse(r, exc)
                 if not self.loaded.is_set():
                     positions = [await consumer.position(tp) for tp in tps]
                     if all(pos >= ends[tp] for pos, tp in zip(positions, tps, strict=True)):

@@ -78,13 +78,17 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec("frames", c.FrameHeader, n, settings.frames_retention_ms, "captured frames, from gateways",
                   settings.max_message_bytes),
         TopicSpec("predictions", c.Prediction, n, rec, "the model's detections, one per decoded frame"),
+        TopicSpec("shadow-predictions", c.ShadowPrediction, n, rec, "a challenger's detections on the share of "
+                  "frames it sees in shadow, with their agreement with the champion's"),
         TopicSpec("metrics", c.FrameMetrics, n, rec, "image signals and drift statistics, one per decoded frame"),
         TopicSpec("alerts", c.Alert, n, week, "raises, resolves and symptoms of a camera's detectors"),
         TopicSpec("evidence", c.Evidence, n, week, "thumbnails of the frames that prove each raised alert"),
         TopicSpec("views", c.CameraView, n, 3600_000, "each camera's latest view and its reference view"),
         TopicSpec("feedback", c.Feedback, n, week, "labels for frames, from people or a better model"),
-        TopicSpec("config", c.CameraConfig, 1, -1, "fleet and per-camera monitor settings", compact=True,
-                  key="scope: fleet or a camera id"),
+        TopicSpec("config", c.CameraConfig, 1, -1, "fleet, site and per-camera monitor settings and model "
+                  "assignments", compact=True, key="scope: fleet, site:<name> or a camera id"),
+        TopicSpec("model-changes", c.ModelChange, 1, 30 * 24 * 3600_000, "champions assigned, promoted and "
+                  "rolled back: who, when, from which model version to which", key="scope"),
         TopicSpec("deadletters", c.DeadLetter, n, week, "records no contract accepts, with the reason",
                   settings.max_message_bytes * 2, key="the original record's key"),
         TopicSpec("workers", c.WorkerStatus, 1, 3600_000, "each stream worker's status, every 10 s", key="worker id"),

@@ -25,7 +25,9 @@ Migration 9 adds ``caused_by`` to the alerts (the cause a ``suppressed`` alert i
 docs/alerts.md), and has ``drift_stats`` and ``device_health`` count a symptom as the drift or fault it is.
 Migration 10 adds ``incidents`` (one row per change of an incident across cameras) and ``camera_inventory``
 (what a gateway and an operator say of each camera: site, tags, notes), written from their topics;
-migration 11 ``acknowledgements`` (who acknowledged or silenced an incident or a camera, when, until when).
+migration 11 ``acknowledgements`` (who acknowledged or silenced an incident or a camera, when, until when);
+migration 12 ``shadow_predictions`` (a challenger's detections on the frames it sees in shadow, and their
+agreement with the champion's) and ``model_changes`` (champions assigned, promoted and rolled back).
 
 The tables the writer fills are declared once, as they are now, in :mod:`store.tables`: a fresh store creates
 them from there first, and the migrations that built them step by step on an older store then change nothing
@@ -67,6 +69,8 @@ DEDUP_TABLES = (
     "incidents",
     "camera_inventory",
     "acknowledgements",
+    "shadow_predictions",
+    "model_changes",
 )
 
 
@@ -86,6 +90,7 @@ def migrations(ttl_days: int) -> list[Migration]:
         *_migrations_7_to_9(ttl_days),
         _migration_10(ttl_days),
         _migration_11(ttl_days),
+        _migration_12(ttl_days),
     ]
 
 
@@ -377,6 +382,72 @@ CREATE TABLE IF NOT EXISTS acknowledgements (
 PARTITION BY toYYYYMM(at)
 ORDER BY (target, target_id, action, at)
 TTL toDateTime(at) + INTERVAL {int(ttl_days)} DAY""",
+        ),
+    )
+
+
+def _migration_12(ttl_days: int) -> Migration:
+    return Migration(
+        12,
+        "shadow predictions and model changes",
+        (
+            # A challenger's detections on the frames it sees in shadow, with per class the counts that give its
+            # agreement with the champion (summed over frames): one row per frame and challenger.
+            f"""
+CREATE TABLE IF NOT EXISTS shadow_predictions (
+    frame_id String,
+    camera_id LowCardinality(String),
+    seq UInt64,
+    captured_at DateTime64(3, 'UTC') CODEC(Delta(8), ZSTD(1)),
+    processed_at DateTime64(3, 'UTC') CODEC(Delta(8), ZSTD(1)),
+    model_name LowCardinality(String),
+    model_version LowCardinality(String),
+    champion_name LowCardinality(String),
+    champion_version LowCardinality(String),
+    width UInt32,
+    height UInt32,
+    batch_size UInt16,
+    inference_ms Float32,
+    detections Nested(
+        label LowCardinality(String),
+        class_id UInt16,
+        score Float32,
+        x1 Float32,
+        y1 Float32,
+        x2 Float32,
+        y2 Float32
+    ),
+    agreement Nested(
+        label LowCardinality(String),
+        champion UInt16,
+        challenger UInt16,
+        matched UInt16,
+        score_delta_sum Float64,
+        champion_score_sum Float64,
+        challenger_score_sum Float64
+    )
+) ENGINE = ReplacingMergeTree(processed_at)
+PARTITION BY toYYYYMMDD(captured_at)
+ORDER BY (camera_id, captured_at, frame_id, model_name, model_version)
+TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY""",
+            # Every champion assigned, promoted or rolled back through the API. Never expires.
+            """
+CREATE TABLE IF NOT EXISTS model_changes (
+    change_id String,
+    scope String,
+    action LowCardinality(String),
+    from_model LowCardinality(String),
+    from_version LowCardinality(String),
+    to_model LowCardinality(String),
+    to_version LowCardinality(String),
+    challenger String,
+    share Float32,
+    by String,
+    via String,
+    at DateTime64(3, 'UTC'),
+    comment String
+) ENGINE = ReplacingMergeTree
+ORDER BY (scope, at, change_id)""",
         ),
     )
 

@@ -13,7 +13,8 @@ import os
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Tables whose rows expire, with the column their TTL counts from (``camera_inventory`` never expires).
+# Tables whose rows expire, with the column their TTL counts from (``camera_inventory`` and ``model_changes``
+# never expire).
 TTL_COLUMNS = {
     "frame_metrics": "captured_at",
     "predictions": "captured_at",
@@ -28,6 +29,7 @@ TTL_COLUMNS = {
     "camera_views": "captured_at",
     "incidents": "changed_at",
     "acknowledgements": "at",
+    "shadow_predictions": "captured_at",
 }
 
 _TABLE_TTL = "retention of the table in the name, days; empty = CVOPS_TTL_DAYS"
@@ -54,6 +56,7 @@ class StoreSettings(BaseSettings):
     ttl_days_camera_views: int | None = Field(None, ge=1, description=_TABLE_TTL)
     ttl_days_incidents: int | None = Field(None, ge=1, description=_TABLE_TTL)
     ttl_days_acknowledgements: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_shadow_predictions: int | None = Field(None, ge=1, description=_TABLE_TTL)
 
     store_dedup_window: int = Field(
         1000, ge=0, description="recent insert blocks each table remembers to drop a replayed one; 0 = off"

@@ -43,7 +43,9 @@ from core.contracts import (
     Evidence,
     FrameMetrics,
     IncidentRecord,
+    ModelChange,
     Prediction,
+    ShadowPrediction,
 )
 from store.settings import TTL_COLUMNS
 
@@ -353,6 +355,36 @@ PREDICTIONS = Table(
     indexes=("frame_id_bloom frame_id TYPE bloom_filter(0.01) GRANULARITY 1",),
 )  # fmt: skip
 
+SHADOW_PREDICTIONS = Table(
+    "shadow_predictions", "shadow-predictions", ShadowPrediction,
+    (
+        Column("frame_id", "String"), Column("camera_id", LC), Column("seq", "UInt64"),
+        Column("captured_at", TS, codec=TS_DELTA), Column("processed_at", TS, codec=TS_DELTA),
+        Column("model_name", LC), Column("model_version", LC), Column("champion_name", LC),
+        Column("champion_version", LC), Column("width", "UInt32"), Column("height", "UInt32"),
+        Column("batch_size", "UInt16"), Column("inference_ms", "Float32", "timings.inference_ms"),
+        Column("detections.label", f"Array({LC})", "detections[].label"),
+        Column("detections.class_id", "Array(UInt16)", "detections[].class_id"),
+        Column("detections.score", "Array(Float32)", "detections[].score"),
+        Column("detections.x1", "Array(Float32)", "detections[].box[0]"),
+        Column("detections.y1", "Array(Float32)", "detections[].box[1]"),
+        Column("detections.x2", "Array(Float32)", "detections[].box[2]"),
+        Column("detections.y2", "Array(Float32)", "detections[].box[3]"),
+        # per class seen by either model on the frame: summed over frames, the challenger's agreement
+        Column("agreement.label", f"Array({LC})", "agreement[].label"),
+        Column("agreement.champion", "Array(UInt16)", "agreement[].champion"),
+        Column("agreement.challenger", "Array(UInt16)", "agreement[].challenger"),
+        Column("agreement.matched", "Array(UInt16)", "agreement[].matched"),
+        Column("agreement.score_delta_sum", "Array(Float64)", "agreement[].score_delta_sum"),
+        Column("agreement.champion_score_sum", "Array(Float64)", "agreement[].champion_score_sum"),
+        Column("agreement.challenger_score_sum", "Array(Float64)", "agreement[].challenger_score_sum"),
+    ),
+    engine="ReplacingMergeTree(processed_at)",
+    partition_by="toYYYYMMDD(captured_at)",
+    # a frame is seen by one challenger at a time; another after a change of challenger is a row of its own
+    order_by="(camera_id, captured_at, frame_id, model_name, model_version)",
+)  # fmt: skip
+
 ALERTS = Table(
     "alerts", "alerts", Alert,
     (
@@ -444,5 +476,20 @@ ACKNOWLEDGEMENTS = Table(
     fast_path=False,
 )  # fmt: skip
 
+MODEL_CHANGES = Table(
+    "model_changes", "model-changes", ModelChange,
+    (
+        Column("change_id", "String"), Column("scope", "String"), Column("action", LC),
+        Column("from_model", LC), Column("from_version", LC), Column("to_model", LC), Column("to_version", LC),
+        Column("challenger", "String"), Column("share", "Float32"), Column("by", "String"), Column("via", "String"),
+        Column("at", TS), Column("comment", "String"),
+    ),
+    # Every champion assigned, promoted or rolled back: who, when, from which version to which. Never expires.
+    engine="ReplacingMergeTree",
+    order_by="(scope, at, change_id)",
+    fast_path=False,
+)  # fmt: skip
+
 TABLES: tuple[Table, ...] = (FRAME_METRICS, PREDICTIONS, ALERTS, EVIDENCE_FRAMES, CAMERA_VIEWS, DEAD_LETTERS,
-                             INCIDENTS, CAMERA_INVENTORY, ACKNOWLEDGEMENTS)  # fmt: skip
+                             INCIDENTS, CAMERA_INVENTORY, ACKNOWLEDGEMENTS, SHADOW_PREDICTIONS,
+                             MODEL_CHANGES)  # fmt: skip

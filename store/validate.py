@@ -47,7 +47,9 @@ from core.contracts import (
     Evidence,
     FrameMetrics,
     IncidentRecord,
+    ModelChange,
     Prediction,
+    ShadowPrediction,
     Timings,
 )
 
@@ -85,6 +87,7 @@ _RANGES: dict[type, dict[str, tuple[float, float]]] = {
         "mean_confidence": (0, 1),
     },
     Prediction: {"seq": (0, U64), "width": (1, U32), "height": (1, U32), "batch_size": (1, U16)},
+    ShadowPrediction: {"seq": (0, U64), "width": (1, U32), "height": (1, U32), "batch_size": (1, U16)},
     Alert: {"window": (0, U32)},
     DeadLetter: {"partition": (0, U32), "offset": (0, U64)},
     Evidence: {"width": (1, 4096), "height": (1, 4096), "source_width": (1, U32), "source_height": (1, U32)},
@@ -93,6 +96,7 @@ _RANGES: dict[type, dict[str, tuple[float, float]]] = {
 _TIMESTAMPS = {
     FrameMetrics: ("captured_at", "processed_at"),
     Prediction: ("captured_at", "processed_at"),
+    ShadowPrediction: ("captured_at", "processed_at"),
     Alert: ("raised_at",),
     DeadLetter: ("received_at",),
     Evidence: ("captured_at",),
@@ -100,16 +104,19 @@ _TIMESTAMPS = {
     IncidentRecord: ("opened_at", "changed_at"),
     CameraInfo: ("updated_at",),
     Acknowledgement: ("at",),
+    ModelChange: ("at",),
 }
 _IDENTITY = {
     FrameMetrics: "frame_id",
     Prediction: "frame_id",
+    ShadowPrediction: "frame_id",
     Alert: "alert_id",
     Evidence: "alert_id",
     CameraView: "camera_id",
     IncidentRecord: "event_id",
     CameraInfo: "camera_id",
     Acknowledgement: "target_id",
+    ModelChange: "change_id",
 }
 # Per contract: its text fields (str, or a list of str), but for the images and payloads, which it bounds itself
 # (Evidence, CameraView) or which the dead-letter topic's message size bounds (DeadLetter), and an incident's
@@ -131,8 +138,11 @@ _TEXT = {
         IncidentRecord,
         CameraInfo,
         Acknowledgement,
+        ShadowPrediction,
+        ModelChange,
     )
 }
+_PREDICTIONS = (Prediction, ShadowPrediction)  # a model's detections on a frame, the champion's or a challenger's
 _RANGE_LIST = {kind: tuple((name, low, high) for name, (low, high) in r.items()) for kind, r in _RANGES.items()}
 _FLAT_FLOATS: dict[type, tuple[str, ...]] = {}
 
@@ -158,7 +168,7 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
     values = record.__dict__  # pydantic keeps the fields there; getattr per field is several times slower
     # NaN and infinity survive a sum, so one isfinite() clears the usual, all-finite record.
     flat = _FLAT_FLOATS.get(kind) or _flat_floats(kind)
-    if not math.isfinite(sum(values[name] for name in flat)) or kind is Prediction:
+    if not math.isfinite(sum(values[name] for name in flat)) or kind in _PREDICTIONS:
         for name, value in _numbers(record):
             if not math.isfinite(value):
                 found.append(("non_finite", f"{name} is {value}"))
@@ -185,7 +195,7 @@ def problems(record, now: float, limits: Limits = Limits()) -> list[tuple[str, s
             ratio = record.aspect_ratio
         if abs(record.aspect_ratio - ratio) > 0.01 * ratio:
             found.append(("inconsistent", f"aspect_ratio {record.aspect_ratio} but width/height is {ratio:.4f}"))
-    if kind is Prediction:
+    if kind in _PREDICTIONS:
         found += _prediction_problems(record, limits)
     if kind in (Evidence, CameraView) and (why := _image_problem(record.image_b64)) is not None:
         found.append(("bad_image", why))
@@ -311,7 +321,7 @@ def suspects(
             scan(values, lambda v: _too_long(v, limits))
     if kind is FrameMetrics:
         found |= _ratio_suspects(column("width"), column("height"), column("aspect_ratio"))
-    elif kind is Prediction:
+    elif kind in _PREDICTIONS:
         found |= _prediction_suspects(column, limits)
     elif kind in (Evidence, CameraView):  # rare records: each image is checked
         scan(column("image_b64"), lambda b: _image_problem(b) is not None)

@@ -57,11 +57,14 @@ class CompactedReader:
             n += self._apply(await self.consumer.getmany(*behind, timeout_ms=1000))
         return n
 
-    async def follow(self, stop: asyncio.Event) -> None:
-        """Read the topics whole, then apply records as they come until ``stop``."""
+    async def follow(self, stop: asyncio.Event, caught_up: asyncio.Event | None = None) -> None:
+        """Read the topics whole (then set ``caught_up``, when given), then apply records as they come until
+        ``stop``."""
         await self.start()
         try:
             await self.catch_up()
+            if caught_up is not None:
+                caught_up.set()
             while not stop.is_set():
                 assert self.consumer is not None
                 self._apply(await self.consumer.getmany(timeout_ms=1000))

@@ -50,8 +50,9 @@ class FrameBackend(Protocol):
         """A JPEG ``width`` px wide at most, and its size."""
         ...
 
-    def preprocess_into(self, decoded: DecodedFrame, slot: np.ndarray) -> None:
-        """The model's input for this frame into ``slot``, one slot of the detector's batch."""
+    def preprocess_into(self, decoded: DecodedFrame, slot: np.ndarray, model=None) -> None:
+        """The input of ``model`` (default: the worker's detector) for this frame into ``slot``, one slot of that
+        model's batch."""
         ...
 
     def host_image(self, decoded: DecodedFrame) -> np.ndarray:
@@ -78,8 +79,8 @@ class CpuFrames:
     def thumbnail(self, decoded: DecodedFrame, width: int) -> tuple[bytes, tuple[int, int]]:
         return thumbnail(decoded.image, width)
 
-    def preprocess_into(self, decoded: DecodedFrame, slot: np.ndarray) -> None:
-        self.detector.preprocess_into(decoded.image, slot)
+    def preprocess_into(self, decoded: DecodedFrame, slot: np.ndarray, model=None) -> None:
+        (model or self.detector).preprocess_into(decoded.image, slot)
 
     def host_image(self, decoded: DecodedFrame) -> np.ndarray:
         return decoded.image

@@ -264,7 +264,10 @@ class GpuFrames:
             raise ValueError("could not encode a thumbnail")
         return jpg.tobytes(), (host.shape[1], host.shape[0])
 
-    def preprocess_into(self, decoded: DecodedFrame, slot: np.ndarray) -> None:
+    def preprocess_into(self, decoded: DecodedFrame, slot: np.ndarray, model=None) -> None:
+        if model is not None and model is not self.detector:  # another model the worker serves: on the host
+            model.preprocess_into(self.host_image(decoded), slot)
+            return
         if not self.on_device:
             self.detector.preprocess_into(self.host_image(decoded), slot)
             return

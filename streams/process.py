@@ -2,6 +2,15 @@
 
 The faust agent in :mod:`streams.worker` hands raw messages in and sends what comes out; everything
 here can be called and tested with plain bytes and a detector.
+
+Models: each camera's frames go to its champion, and a share of them to its challenger in shadow, as the config
+assigns them per fleet, site or camera (:mod:`core.assignment`; the worker's own detector when none is).
+:meth:`FrameProcessor.route` groups a chunk's frames by champion, so that each model has its own batches; a
+batch's frames that its cameras' challengers see are pre-processed into the challenger's own batch as well
+(:class:`Shadow`), inferred beside the champion's, and give :class:`~core.contracts.ShadowPrediction` records
+with their agreement with the champion's boxes (:mod:`models.agreement`): never predictions, metrics or alerts.
+A model the config names is loaded once (:mod:`streams.modelpool`); one that fails to load leaves the champion
+(or the worker's detector, for a champion) serving, and raises one ``model_fault`` alert.
 """
 
 from __future__ import annotations
@@ -18,10 +27,13 @@ from typing import NamedTuple
 
 import numpy as np
 
+from core.assignment import FLEET, SITE, Route, effective, named, sampled, scopes
 from core.contracts import (
     Alert,
     CameraConfig,
+    CameraInfo,
     CameraView,
+    ClassAgreement,
     ContractError,
     DeadLetter,
     Detection,
@@ -29,17 +41,23 @@ from core.contracts import (
     Feedback,
     FrameMetrics,
     Prediction,
+    ShadowPrediction,
     Timings,
     decode_record,
 )
-from core.fleetconfig import FLEET, base_settings, effective
+from core.fleetconfig import base_settings
+from core.fleetconfig import effective as effective_settings
 from core.monitoring import MonitorSettings
 from core.settings import Settings
+from models.agreement import agreement
 from models.protocol import Model as Detector  # any model the registry loads: see models/protocol.py
 from models.session import Inferred, timed
 from streams.decode import DecodedFrame
 from streams.frames import FrameBackend, frame_backend
+from streams.incidents import Inventory
+from streams.modelpool import ModelPool, loader, ref_of, registry_check
 from streams.monitor import image as image_signals
+from streams.monitor.base import alert_id
 from streams.monitor.camera import CameraMonitor, restore
 from streams.monitor.concept import frame_error
 from streams.monitor.signals import ANALYSIS_WIDTH
@@ -70,6 +88,16 @@ class PreparedFrame:
 
 
 @dataclass
+class Shadow:
+    """A challenger's own batch: the frames of a champion's batch (``picks``, their places in it) it sees."""
+
+    model: Detector
+    picks: list[int]
+    batch: object
+    inferring: Future | None = None  # of its Inferred, once started beside the champion's
+
+
+@dataclass
 class Prepared:
     """A batch decoded and pre-processed, ready for inference."""
 
@@ -78,6 +106,8 @@ class Prepared:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     batch: object = None  # the detector's input tensor
     preprocess_ms: float = 0.0  # per frame
+    model: Detector | None = None  # the champion the batch goes to; None: the worker's detector
+    shadows: list[Shadow] = field(default_factory=list)  # its frames that challengers see, a batch per challenger
 
 
 @dataclass
@@ -93,6 +123,7 @@ class BatchResult:
     states: Mapping[str, dict] = field(default_factory=dict)
     essential: dict[str, dict] = field(default_factory=dict)  # camera id -> the part that changes on events
     frames_seen: dict[str, int] = field(default_factory=dict)  # camera id -> frames its monitor has seen
+    shadow_predictions: list[ShadowPrediction] = field(default_factory=list)  # challengers' detections
 
 
 class _When(NamedTuple):
@@ -113,14 +144,20 @@ class FrameProcessor:
         decode_threads: int = 2,
         embedder=None,
         frames: FrameBackend | None = None,
+        load=None,
+        check=None,
     ):
         self.settings = settings
-        self.detector = detector
+        self.detector = detector  # the worker's own (CVOPS_MODEL): the champion where the config names none
+        # Every model the config assigns, loaded once; ``load`` and ``check`` (tests) default to the registry's.
+        self.pool = ModelPool(detector, load or loader(settings), check or registry_check(settings))
+        self.inventory = Inventory()  # each camera's site, from the cameras topic (the worker follows it)
+        self._faults: dict[str, Alert] = {}  # model ref -> the model_fault alert raised for it, until resolved
         self.embedder = embedder  # an ImageNet-style model with an embedding output, or None
         self._seen: dict[str, int] = {}  # camera id -> frames seen, to sample the ones to embed
         # camera id -> frame id -> predicted (label, box): what late labels (the feedback topic) are scored against
         self._recent: dict[str, OrderedDict[str, list]] = {}
-        self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
+        self.configs: dict[str, CameraConfig] = {}  # scope (fleet, site:<name>, camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self.need = decode_need(settings, detector.size, embedder.size if embedder is not None else None)
         self.frames = frames or frame_backend(settings, detector, self.need)
@@ -137,7 +174,7 @@ class FrameProcessor:
         self._pool.shutdown(wait=False)
 
     def _decode(
-        self, msg: RawMessage, slot: np.ndarray | None = None
+        self, msg: RawMessage, slot: np.ndarray | None = None, model: Detector | None = None
     ) -> tuple[PreparedFrame | None, Exception | None, float]:
         """Decode one message, measure its image, make its thumbnail and, given its ``slot`` in the batch,
         pre-process it there: all in a decode thread (OpenCV and numpy release the GIL). Returns the frame
@@ -164,25 +201,52 @@ class FrameProcessor:
             return frame, None, 0.0
         t1 = time.perf_counter()
         try:
-            self.frames.preprocess_into(decoded, slot)
+            self.frames.preprocess_into(decoded, slot, model)
         except Exception as exc:  # an image the model cannot take: this frame's dead letter, not the batch's
             return None, ContractError("preprocess_failed", f"{type(exc).__name__}: {exc}"), 0.0
         return frame, None, _ms(t1)
 
-    def prepare(self, messages: Sequence[RawMessage]) -> Prepared:
-        """Decode, measure and pre-process one batch, frames in parallel; frames that fail become dead letters.
+    def route(self, messages: Sequence[RawMessage]) -> list[tuple[Detector, list[RawMessage]]]:
+        """``messages`` grouped by the champion of their camera (the message key), in order of first appearance:
+        each group is cut into batches of its own (:meth:`prepare`)."""
+        groups: dict[str, tuple[Detector, list[RawMessage]]] = {}
+        for m in messages:
+            camera = m.key.decode("utf-8", "replace") if m.key is not None else ""
+            model = self.champion(camera)
+            groups.setdefault(ref_of(model), (model, []))[1].append(m)
+        return list(groups.values())
+
+    def route_of(self, camera_id: str) -> Route:
+        """The camera's models as its fleet's, site's and own config records assign them."""
+        site = (self.inventory.cameras.get(camera_id) or {}).get("site")
+        levels = [self.configs.get(scope) for scope in scopes(camera_id, site)]
+        return effective(ref_of(self.detector), [c.models if c is not None else None for c in levels])
+
+    def champion(self, camera_id: str) -> Detector:
+        """The model the camera's frames go to: its champion, or the worker's detector while that one is not
+        loaded (it failed: see :meth:`_model_faults`)."""
+        return self.pool.get(self.route_of(camera_id).champion) or self.detector
+
+    def prepare(self, messages: Sequence[RawMessage], model: Detector | None = None) -> Prepared:
+        """Decode, measure and pre-process one batch for ``model`` (default: the worker's detector), frames in
+        parallel; frames that fail become dead letters. Frames that their cameras' challengers see are
+        pre-processed into each challenger's batch too (:attr:`Prepared.shadows`).
 
         The detector's input batch (``new_batch(n)``) is filled by the decode threads, each frame into its
         own slot (``preprocess_into(image, slot)``).
         """
         started = time.time()
-        prepared = Prepared(started=started)
-        det = self.detector
+        det = model or self.detector
+        prepared = Prepared(started=started, model=det)
         batch = det.new_batch(len(messages))
         slots = list(batch)
         kept, pre_ms = [], 0.0
+
+        def decode(msg: RawMessage, slot: np.ndarray):
+            return self._decode(msg, slot, det)
+
         for i, (msg, (frame, err, ms)) in enumerate(
-            zip(messages, self._pool.map(self._decode, messages, slots), strict=True)
+            zip(messages, self._pool.map(decode, messages, slots), strict=True)
         ):
             if frame is None:
                 prepared.dead_letters.append(
@@ -196,11 +260,42 @@ class FrameProcessor:
             return prepared
         prepared.batch = batch if len(kept) == len(messages) else batch[kept]
         prepared.preprocess_ms = pre_ms / len(kept)
+        prepared.shadows = self._shadows(prepared)
         return prepared
 
-    def _postprocess(self, raw: object, sizes: list[tuple[int, int]]) -> list[list]:
+    def _shadows(self, prepared: Prepared) -> list[Shadow]:
+        """The batch's frames each challenger sees (:func:`core.assignment.sampled`), pre-processed into a batch
+        of that challenger's. A challenger not loaded (it failed) sees none; a frame it cannot take is left out."""
+        picks: dict[str, list[int]] = {}
+        for k, frame in enumerate(prepared.frames):
+            h = frame.decoded.header
+            r = self.route_of(h.camera_id)
+            if r.shadowed and sampled(h.frame_id, r.share):
+                picks.setdefault(r.challenger, []).append(k)
+        out = []
+        for ref, ks in picks.items():
+            model = self.pool.get(ref)
+            if model is None or model is prepared.model:
+                continue
+            batch = model.new_batch(len(ks))
+
+            def fill(i: int, model=model, batch=batch, ks=ks) -> bool:
+                try:
+                    self.frames.preprocess_into(prepared.frames[ks[i]].decoded, batch[i], model)
+                    return True
+                except Exception:
+                    return False
+
+            ok = list(self._pool.map(fill, range(len(ks))))
+            kept = [i for i, good in enumerate(ok) if good]
+            if kept:
+                out.append(Shadow(model, [ks[i] for i in kept], batch if len(kept) == len(ks) else batch[kept]))
+        return out
+
+    def _postprocess(self, raw: object, sizes: list[tuple[int, int]], model: Detector | None = None) -> list[list]:
         """The detector's post-processing, one frame per decode thread when its outputs are batch-first
         arrays (as NanoDet's are): on a GPU it would otherwise be the slowest step of a batch."""
+        det = model or self.detector
         n = len(sizes)
         split = (
             n > 1
@@ -208,10 +303,10 @@ class FrameProcessor:
             and all(isinstance(o, np.ndarray) and o.shape[:1] == (n,) for o in raw)
         )
         if not split:
-            return self.detector.postprocess(raw, sizes)
+            return det.postprocess(raw, sizes)
 
         def one(k: int) -> list:
-            return self.detector.postprocess([o[k : k + 1] for o in raw], [sizes[k]])[0]
+            return det.postprocess([o[k : k + 1] for o in raw], [sizes[k]])[0]
 
         return list(self._pool.map(one, range(n)))
 
@@ -221,7 +316,10 @@ class FrameProcessor:
         can start before this one ends. None when no frame is left to infer."""
         if not prepared.frames:
             return None
-        return self.detector.submit(prepared.batch)
+        started = (prepared.model or self.detector).submit(prepared.batch)
+        for shadow in prepared.shadows:  # on the challengers' own sessions, beside the champion's
+            shadow.inferring = shadow.model.submit(shadow.batch)
+        return started
 
     def finish(
         self, prepared: Prepared, states: Mapping[str, dict | None], inferred: Inferred | None = None
@@ -232,15 +330,17 @@ class FrameProcessor:
         out = BatchResult(dead_letters=list(prepared.dead_letters))
         if not prepared.frames:
             return out
+        det = prepared.model or self.detector
         if inferred is None:
-            inferred = timed(self.detector.infer, prepared.batch)
+            inferred = timed(det.infer, prepared.batch)
         t2 = time.perf_counter()
-        found = self._postprocess(inferred.outputs, [f.decoded.size for f in prepared.frames])
+        found = self._postprocess(inferred.outputs, [f.decoded.size for f in prepared.frames], det)
         t3 = time.perf_counter()
         n = len(prepared.frames)
         when = _When(time.time(), inferred.seconds * 1e3 / n, (t3 - t2) * 1e3 / n)
         embeddings = self._embed(prepared) if self.settings.monitoring else {}
         monitors: dict[str, CameraMonitor] = {}
+        cameras: set[str] = set()
         for k, (frame, dets) in enumerate(zip(prepared.frames, found, strict=True)):
             h = frame.decoded.header
             detections = [
@@ -248,11 +348,15 @@ class FrameProcessor:
             ]
             self._remember(h.camera_id, h.frame_id, detections)
             out.predictions.append(self._prediction(prepared, frame, detections, n, when))
+            if h.camera_id not in cameras:
+                cameras.add(h.camera_id)
+                out.alerts += self._model_faults(h.camera_id, det, when.processed_at)
             if not self.settings.monitoring:
                 continue
             if h.camera_id not in monitors:
                 monitors[h.camera_id] = self._monitor(h.camera_id, states.get(h.camera_id), out.alerts)
-            self._judge(monitors, frame, detections, embeddings.get(k), when, out)
+            self._judge(monitors, frame, detections, embeddings.get(k), when, out, det)
+        out.shadow_predictions = self._shadow_predictions(prepared, out.predictions)
         out.states = _States(monitors)
         out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
         out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
@@ -261,7 +365,7 @@ class FrameProcessor:
     def _prediction(
         self, prepared: Prepared, frame: PreparedFrame, detections: list[Detection], n: int, when: _When
     ) -> Prediction:
-        h, det = frame.decoded.header, self.detector
+        h, det = frame.decoded.header, prepared.model or self.detector
         return Prediction(
             frame_id=h.frame_id, camera_id=h.camera_id, seq=h.seq, captured_at=h.captured_at,
             processed_at=when.processed_at, model_name=det.name, model_version=det.version, width=h.width,
@@ -273,8 +377,10 @@ class FrameProcessor:
             ),
         )  # fmt: skip
 
-    def _metrics(self, frame: PreparedFrame, s, detections: list[Detection], embedding, when: _When) -> FrameMetrics:
-        h, det = frame.decoded.header, self.detector
+    def _metrics(
+        self, frame: PreparedFrame, s, detections: list[Detection], embedding, when: _When, det: Detector
+    ) -> FrameMetrics:
+        h = frame.decoded.header
         return FrameMetrics(
             frame_id=h.frame_id, camera_id=h.camera_id, seq=h.seq, captured_at=h.captured_at,
             processed_at=when.processed_at, model_name=det.name, model_version=det.version, encoding=h.encoding,
@@ -295,12 +401,16 @@ class FrameProcessor:
         embedding,
         when: _When,
         out: BatchResult,
+        det: Detector,
     ) -> None:
         """Measure one frame, let its camera's monitor judge it, and add what comes of it to ``out``."""
         h = frame.decoded.header
         monitor = monitors[h.camera_id]
         s = image_signals.with_previous(frame.signals, monitor.previous_small)
-        m = self._metrics(frame, s, detections, embedding, when)
+        m = self._metrics(frame, s, detections, embedding, when, det)
+        # Frames that go to another model than before: the references that are the model's output start over.
+        out.alerts += monitor.switch_model(ref_of(det), self.settings_for(h.camera_id), when.processed_at,
+                                           self._model_names(monitor))  # fmt: skip
         out.metrics.append(m)
         if frame.thumbnail is not None:
             monitor.keep_thumbnail(
@@ -383,14 +493,88 @@ class FrameProcessor:
         """The cameras this processor holds a live monitor for."""
         return list(self._monitors)
 
+    def _levels(self, camera_id: str) -> list[CameraConfig]:
+        """The config records a camera's settings come from, least specific first: fleet, site, camera."""
+        site = (self.inventory.cameras.get(camera_id) or {}).get("site")
+        return [c for scope in scopes(camera_id, site) if (c := self.configs.get(scope)) is not None]
+
     def settings_for(self, camera_id: str) -> MonitorSettings:
-        """The camera's monitor settings: the worker's, then the fleet's overrides, then the camera's."""
-        levels = [self.configs.get(scope) for scope in (FLEET, camera_id)]
-        return effective(self.monitor_settings, *(c.overrides if c else None for c in levels))
+        """The camera's monitor settings: the worker's, then the fleet's overrides, its site's, its own."""
+        return effective_settings(self.monitor_settings, *(c.overrides for c in self._levels(camera_id)))
 
     def _relearn_after(self, camera_id: str) -> float:
-        return max((c.relearn_after or 0.0 for c in (self.configs.get(FLEET), self.configs.get(camera_id)) if c),
-                   default=0.0)  # fmt: skip
+        return max((c.relearn_after or 0.0 for c in self._levels(camera_id)), default=0.0)
+
+    def _model_names(self, monitor: CameraMonitor) -> tuple[str, str]:
+        """The (name, version) of the model the camera's frames went to last (the worker's detector if unknown)."""
+        name, _, version = monitor.model.partition("@")
+        return (name, version) if name and version else (self.detector.name, self.detector.version)
+
+    def _model_faults(self, camera_id: str, det: Detector, now: float) -> list[Alert]:
+        """One ``model_fault`` alert per model the camera should run and this worker could not load (raised
+        once, on the first camera that needs it; resolved when no config names the model any more, or it loads)."""
+        route, out = self.route_of(camera_id), []
+        wanted = [("champion", route.champion)] + ([("challenger", route.challenger)] if route.shadowed else [])
+        for role, ref in wanted:
+            if ref in self._faults or self.pool.get(ref) is not None:
+                continue
+            why = self.pool.why(ref)
+            serving = f"{det.name}@{det.version}"
+            alone = " alone" if role == "challenger" else " as the champion"
+            text = f"model fault on camera {camera_id}: the {role} {ref} could not be loaded ({why}); {serving} "
+            alert = Alert(
+                alert_id=alert_id(camera_id, f"model_fault/{role}", ref), type="model_fault",
+                severity="critical" if role == "champion" else "warning", camera_id=camera_id,
+                signal=f"{role}_load", value=1.0, threshold=0.0, window=0, model_name=det.name,
+                model_version=det.version, raised_at=now, message=f"{text}goes on serving{alone}",
+            )  # fmt: skip
+            self._faults[ref] = alert
+            out.append(alert)
+        return out
+
+    def _settle_faults(self, now: float) -> list[Alert]:
+        """Resolves of the model faults whose model loads now, or that no config record names any more."""
+        named_now = {r for c in self.configs.values() for r in named(c.models)}
+        out = []
+        for ref, raised in list(self._faults.items()):
+            if self.pool.get(ref) is None and ref in named_now:
+                continue
+            del self._faults[ref]
+            why = "it is loaded now" if self.pool.get(ref) is not None else "no config names it any more"
+            out.append(raised.model_copy(update={"status": "resolved", "raised_at": now, "message": f"model fault "
+                       f"cleared on camera {raised.camera_id}: {ref}: {why}"}))  # fmt: skip
+        return out
+
+    def _shadow_predictions(self, prepared: Prepared, predictions: list[Prediction]) -> list[ShadowPrediction]:
+        """Each challenger's detections on the frames it saw in shadow, beside the champion's prediction of the
+        same frame (``predictions``, in the batch's frame order), with their agreement per class. A challenger
+        that fails on a batch gives nothing for it; the champion's outputs stand."""
+        out = []
+        for shadow in prepared.shadows:
+            model = shadow.model
+            try:
+                inferring = shadow.inferring
+                inferred = inferring.result() if inferring is not None else timed(model.infer, shadow.batch)
+                sizes = [prepared.frames[k].decoded.size for k in shadow.picks]
+                found = model.postprocess(inferred.outputs, sizes)
+            except Exception as exc:
+                log.warning("challenger %s failed on a batch of %d frames (%s: %s); its shadow predictions are "
+                            "left out", ref_of(model), len(shadow.picks), type(exc).__name__, exc)  # fmt: skip
+                continue
+            n = len(shadow.picks)
+            for k, dets in zip(shadow.picks, found, strict=True):
+                champion = predictions[k]
+                mine = [Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box)
+                        for d in dets]  # fmt: skip
+                timings = champion.timings.model_copy(update={"inference_ms": inferred.seconds * 1e3 / n})
+                out.append(ShadowPrediction(
+                    **champion.model_dump(exclude={"model_name", "model_version", "batch_size", "detections",
+                                                   "timings"}),
+                    model_name=model.name, model_version=model.version, batch_size=n, detections=mine,
+                    timings=timings, champion_name=champion.model_name, champion_version=champion.model_version,
+                    agreement=class_agreement(champion.detections, mine),
+                ))  # fmt: skip
+        return out
 
     def _monitor(self, camera_id: str, state: dict | None, pending: list[Alert] | None = None) -> CameraMonitor:
         """The camera's live monitor (it keeps what is not persisted: the previous frame, evidence ids),
@@ -413,23 +597,41 @@ class FrameProcessor:
 
     def _relearn(self, monitor: CameraMonitor) -> tuple[CameraMonitor, list[Alert]]:
         cam = monitor.camera_id
-        resolved = monitor.resolve_all(
-            time.time(), self.detector.name, self.detector.version, "its references are being learned again"
-        )
+        why = "its references are being learned again"
+        resolved = monitor.resolve_all(time.time(), *self._model_names(monitor), why)
         fresh = CameraMonitor.new(cam, self.settings_for(cam))
         fresh.relearned_at = self._relearn_after(cam)
+        fresh.model = monitor.model
         fresh.frames, fresh.thumbnails = monitor.frames, monitor.thumbnails
         return fresh, resolved
 
+    def check(self, config: CameraConfig | None) -> None:
+        """:class:`ContractError` (``unknown_model``, ``not_a_detector``) for a config record naming a model that
+        this worker's registry does not have as a detector: the record is refused whole (dead-lettered)."""
+        for ref in named(config.models if config is not None else None):
+            self.pool.check(ref)
+
     def configure(self, scope: str, config: CameraConfig | None) -> BatchResult:
         """Take a config record (``None``: its scope's overrides removed) and apply it to the live cameras
-        it covers: thresholds at once, a relearn request by starting their monitors over."""
+        it covers: thresholds at once, a relearn request by starting their monitors over, the models it names
+        loaded (a model that failed before is tried again). A record naming a model the registry does not
+        have is refused whole (:meth:`check`: ContractError), before anything changes."""
+        self.check(config)
         if config is None:
             self.configs.pop(scope, None)
         else:
             self.configs[scope] = config
-        out = BatchResult()
-        cameras = list(self._monitors) if scope == FLEET else [scope] if scope in self._monitors else []
+        for ref in named(config.models if config is not None else None):
+            if (model := self.pool.ensure(ref, retry=True)) is not None:
+                self._fit_decode(model)
+        out = BatchResult(alerts=self._settle_faults(time.time()))
+        if scope == FLEET:
+            cameras = list(self._monitors)
+        elif scope.startswith(SITE):
+            site = scope.removeprefix(SITE)
+            cameras = [c for c in self._monitors if (self.inventory.cameras.get(c) or {}).get("site") == site]
+        else:
+            cameras = [scope] if scope in self._monitors else []
         for cam in cameras:
             monitor = self._monitors[cam]
             monitor.apply(self.settings_for(cam))
@@ -441,6 +643,26 @@ class FrameProcessor:
         out.frames_seen = {cam: mon.frames for cam, mon in monitors.items()}
         out.essential = {cam: mon.essential() for cam, mon in monitors.items()}
         return out
+
+    def inventory_record(self, record) -> None:
+        """A record of the ``cameras`` topic (the inventory, keyed ``<source>:<camera id>``): the cameras' sites,
+        for the settings and models assigned per site. ContractError for one that is not a CameraInfo."""
+        key = (record.key or b"").decode("utf-8", "replace")
+        info = decode_record(CameraInfo, record.value) if record.value is not None else None
+        if info is not None and key != f"{info.source}:{info.camera_id}":
+            raise ContractError("key_mismatch", f"the record of {info.source}:{info.camera_id} is keyed {key!r}")
+        self.inventory.apply(key, info)
+
+    def _fit_decode(self, model: Detector) -> None:
+        """Frames are decoded reduced to what the worker's models need (:func:`decode_need`): a model with a
+        larger input than that makes them decoded larger from now on."""
+        if self.need == (0, 0):
+            return
+        width, height = model.size
+        if width > self.need[0] or height > self.need[1]:
+            self.need = (max(width, self.need[0]), max(height, self.need[1]))
+            if hasattr(self.frames, "need"):
+                self.frames.need = self.need
 
     def forget(self) -> None:
         """Drop the live monitors (after a rebalance the saved states are the truth) and the predictions kept
@@ -480,9 +702,7 @@ class FrameProcessor:
                 if monitor is None:
                     monitor = monitors[fb.camera_id] = self._monitor(fb.camera_id, states.get(fb.camera_id), out.alerts)
                 error = frame_error(predicted, [(o.label, o.box) for o in fb.objects])
-                out.alerts += monitor.observe_feedback(
-                    fb.frame_id, error, time.time(), self.detector.name, self.detector.version
-                )
+                out.alerts += monitor.observe_feedback(fb.frame_id, error, time.time(), *self._model_names(monitor))
             except Exception as exc:
                 err = exc if isinstance(exc, ContractError) else processing_failed(exc)
                 out.dead_letters.append(DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err))
@@ -495,7 +715,7 @@ class FrameProcessor:
         """Silence alerts of the cameras this worker watches (the worker's timer calls it)."""
         out = []
         for monitor in list(self._monitors.values()):
-            out += monitor.check_silence(now, self.detector.name, self.detector.version)
+            out += monitor.check_silence(now, *self._model_names(monitor))
         return out
 
 
@@ -513,6 +733,26 @@ class _States(Mapping):
 
     def __len__(self) -> int:
         return len(self._monitors)
+
+
+def class_agreement(champion: Sequence[Detection], challenger: Sequence[Detection]) -> list[ClassAgreement]:
+    """Per class seen by either model on one frame: the challenger's boxes matched one to one with the champion's
+    at IoU 0.5 (:func:`models.agreement.agreement`), and each model's scores summed.
+
+    >>> person = Detection(label="person", class_id=0, score=0.8, box=(0, 0, 10, 20))
+    >>> [(a.label, a.champion, a.challenger, a.matched) for a in class_agreement([person], [person, person])]
+    [('person', 1, 2, 1)]
+    """
+    scores: dict[tuple[str, str], float] = {}
+    for role, dets in (("champion", champion), ("challenger", challenger)):
+        for d in dets:
+            scores[role, d.label] = scores.get((role, d.label), 0.0) + d.score
+    return [
+        ClassAgreement(label=label, champion=a.reference, challenger=a.candidate, matched=a.matched,
+                       score_delta_sum=a.score_delta_sum, champion_score_sum=scores.get(("champion", label), 0.0),
+                       challenger_score_sum=scores.get(("challenger", label), 0.0))
+        for label, a in agreement(champion, challenger).items()
+    ]  # fmt: skip
 
 
 def processing_failed(exc: Exception) -> ContractError:

@@ -4,8 +4,9 @@
 
 - **take** (:meth:`Stages.hold`, :meth:`Stages.take`): a chunk of frames from the stream; each message gets
   one extra reference, so that its offset is not committed before :meth:`Stages.confirm` lets it go.
-- **prepare** (:meth:`Stages.prepare_next`): the chunk cut into batches (:class:`~streams.batching.BatchPolicy`),
-  each decoded and pre-processed in the prepare thread.
+- **prepare** (:meth:`Stages.prepare_next`): the chunk's frames grouped by the model their camera's frames go to
+  (:meth:`~streams.process.FrameProcessor.route`), each group cut into batches of its own
+  (:class:`~streams.batching.BatchPolicy`), each decoded and pre-processed for its model in the prepare thread.
 - **infer** (:meth:`Stages.infer_next`): each batch started on the detector's lanes while the batch before it
   is still inferred; a chunk taken before a rebalance is dropped here, its frames coming again from the commit.
 - **judge** (:meth:`Stages.judge_oldest`): the oldest batch post-processed, measured and judged in the inference
@@ -35,7 +36,8 @@ from streams.camera_states import CameraStates
 from streams.process import BatchResult, FrameProcessor, Prepared, RawMessage, processing_failed
 
 log = logging.getLogger("cvops.worker")
-OUTPUTS = ("predictions", "metrics", "alerts", "evidence", "views")  # with deadletters, what a batch sends
+# With deadletters, what a batch sends: the topics, each from the BatchResult field of its name ("-" as "_").
+OUTPUTS = ("predictions", "metrics", "alerts", "evidence", "views", "shadow-predictions")
 
 
 @dataclass
@@ -124,7 +126,7 @@ class Outputs:
     async def publish(self, result: BatchResult) -> list:
         sends = []
         for topic, name in self.topics:
-            for r in getattr(result, name):
+            for r in getattr(result, name.replace("-", "_")):
                 sends.append(await topic.send(key=r.camera_id.encode(), value=encode_record(r)))
         for d in result.dead_letters:
             log.warning("dead letter %s[%d]@%d: %s", d.source_topic, d.partition, d.offset, d.detail)
@@ -193,7 +195,9 @@ class Stages:
         self.stats.newest_arrival = max([m.timestamp or 0.0 for m in msgs] + [self.stats.newest_arrival])
         loop = asyncio.get_running_loop()
         batches = [
-            loop.run_in_executor(self.prepare_pool, self.processor.prepare, b) for b in self.policy.batches(msgs, _key)
+            loop.run_in_executor(self.prepare_pool, self.processor.prepare, b, model)
+            for model, group in self.processor.route(msgs)  # each model its own batches
+            for b in self.policy.batches(group, _key)
         ]
         await self.inflight.prepared.put(PreparedChunk(taken.epoch, taken.events, msgs, batches))
 

@@ -18,7 +18,13 @@ Dataflow, top to bottom::
         (a chunk's offsets are released for commit once all of these are acknowledged; see Delivery)
 
     feedback (labels for frames) ──▶ FrameProcessor.feedback (score; same thread) ──▶ alerts (concept_drift)
-    config (fleet and camera settings, compacted; read whole by every worker) ──▶ FrameProcessor.configure
+    config (fleet, site and camera settings and models, compacted; read whole by every worker)
+        ──▶ FrameProcessor.configure (a record it refuses ──▶ deadletters)
+    cameras (the inventory: each camera's site, compacted; read whole) ──▶ FrameProcessor.inventory
+
+Models: a camera's frames go to its champion, and a share to its challenger in shadow (``shadow-predictions``),
+as the config assigns them (:mod:`core.assignment`); the worker loads each model it is assigned once, and each
+model has its own batches (:meth:`streams.process.FrameProcessor.route`).
 
 Delivery: the agent takes chunks of frames and hands them on to stages (decode; infer; judge and send),
 so that decoding, inference and the broker's acknowledgements overlap. Each message carries one extra
@@ -43,6 +49,7 @@ offset committed stops and exits with status 3, for its supervisor to start it a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -53,7 +60,7 @@ from pathlib import Path
 
 import faust
 
-from core.contracts import WorkerStatus, encode_record
+from core.contracts import ContractError, DeadLetter, WorkerStatus, encode_record
 from core.fleetconfig import ConfigFollower
 from core.kafka import faust_credentials
 from core.settings import Settings
@@ -61,8 +68,10 @@ from core.supervise import keep_running
 from streams import devbroker, faust_fixes, liveness
 from streams.batching import BatchPolicy
 from streams.camera_states import CameraStates
+from streams.compacted import CompactedReader
 from streams.devbroker import fetch_pacing
-from streams.process import FrameProcessor, silence_clock
+from streams.modelpool import gpu_options, loader
+from streams.process import BatchResult, FrameProcessor, processing_failed, silence_clock
 from streams.prometheus import WorkerMetrics
 from streams.stages import OUTPUTS, Outputs, Stages
 
@@ -70,30 +79,9 @@ log = logging.getLogger("cvops.worker")
 OUTPUT_LINGER_MS = 5  # how long an output record may wait for others to share its produce request
 
 
-def gpu_options(settings: Settings):
-    """The GPU providers' options the settings give (:mod:`models.providers`): used only where they run."""
-    from models.providers import GpuOptions
-
-    return GpuOptions(
-        device_id=settings.gpu_device,
-        trt_fp16=settings.trt_fp16,
-        trt_engine_cache=settings.trt_engine_cache,
-        max_batch=settings.batch_max_size,
-    )
-
-
 def load_detector(settings: Settings):
-    from models import load_detector as _load
-
-    return _load(
-        settings.model,
-        extra_dirs=settings.model_dirs,
-        providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads or None,
-        lanes=settings.inference_lanes,
-        score_threshold=settings.score_threshold,
-        gpu=gpu_options(settings),
-    )
+    """The worker's default detector, ``CVOPS_MODEL``: the champion of every camera the config assigns none."""
+    return loader(settings)(settings.model)
 
 
 def load_embedder(settings: Settings):
@@ -202,7 +190,9 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         settings,
         lambda scope, record: apply_config(stages, scope, record),
         started=lambda consumer: fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS),
+        refuse=lambda record, exc: refuse_config(stages, record, exc),
     )
+    inventory, inventory_read = CompactedReader(settings, ["cameras"], processor.inventory_record), asyncio.Event()
     log.info(
         "model %s@%s on %s, frames on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
@@ -220,6 +210,8 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         # defaults); a config topic that cannot be read within 30 s is logged and followed later.
         if not await config.wait_loaded(30.0):
             log.warning("the config topic was not read within 30 s: starting with the CVOPS_ settings")
+        with contextlib.suppress(TimeoutError):  # the sites, for the models and settings assigned per site
+            await asyncio.wait_for(inventory_read.wait(), 30.0)
         policy = stages.policy
         async for events in stream.take_events(policy.queue_limit, within=policy.max_queue_delay_ms / 1000):
             stages.hold(events)
@@ -258,6 +250,10 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         # The broker gone for a while must not stop the worker: read the topic again later.
         await keep_running(config.run, "config follower")
 
+    @app.task
+    async def follow_inventory():
+        await keep_running(lambda: inventory.follow(asyncio.Event(), inventory_read), "inventory follower")
+
     consumer = WorkerConsumer(app, frames.get_topic_name())
     devbroker.attach_to_worker(
         app,
@@ -279,6 +275,16 @@ def build_app(settings: Settings, detector=None) -> faust.App:
 async def apply_config(stages: Stages, scope: str, record) -> None:
     await stages.configure(scope, record)
     log.info("config %s %s", scope, record.overrides.model_dump(exclude_none=True) if record else "removed")
+    if record is not None and record.models is not None:
+        log.info("config %s models %s", scope, record.models.model_dump(exclude_none=True))
+
+
+async def refuse_config(stages: Stages, record, exc: Exception) -> None:
+    """A config record the worker cannot apply (a model its registry does not have...): a dead letter."""
+    err = exc if isinstance(exc, ContractError) else processing_failed(exc)
+    letter = DeadLetter.of(record.topic, record.partition, record.offset, record.key, record.value, err)
+    await asyncio.gather(*await stages.outputs.publish(BatchResult(dead_letters=[letter])))
+    stages.stats.dead_letters += 1
 
 
 class WorkerConsumer:
@@ -371,6 +377,7 @@ class StatusReport:
             worker_id=self.worker_id,
             model_name=self.detector.name,
             model_version=self.detector.version,
+            models=self.stages.processor.pool.refs,
             providers=list(getattr(self.detector, "providers", [])),
             decoder=self.stages.processor.frames.name,
             batch_max_size=settings.batch_max_size,

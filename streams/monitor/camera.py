@@ -23,6 +23,10 @@
 - :class:`streams.monitor.motion.MovedDetector` (``moved``): the camera turned or shifted against its reference
   view (``domain_drift``), checked every ``motion_every`` frames.
 
+The detectors whose references are what the model says (:data:`MODEL_DEPENDENT`: the class mix and the
+confidence) learn them again when the camera's frames go to another model (:meth:`CameraMonitor.switch_model`,
+after a promotion or a roll back); the others keep theirs: the camera has not changed.
+
 A detector's name is its key in the state; the monitor's attribute of that name is the detector's model
 (``monitor.embedding`` is the :class:`~streams.monitor.embedding.EmbeddingDrift`), or None when the
 settings turn it off. Adding a detector is a file with its class and a line in :data:`DETECTORS`.
@@ -85,6 +89,13 @@ DETECTORS: tuple[type[Detector], ...] = (
     MovedDetector,
 )
 
+# The detectors whose references are the model's own output, and the alert keys ("type:signal") they raise: learned
+# again when the camera's frames go to another model.
+MODEL_DEPENDENT: dict[str, tuple[str, ...]] = {
+    ClassMixDetector.name: ("prediction_drift:class_mix",),
+    ConfidenceDetector.name: ("prediction_drift:confidence",),
+}
+
 
 @dataclass
 class CameraMonitor:
@@ -94,6 +105,7 @@ class CameraMonitor:
     active: dict[str, str] = field(default_factory=dict)  # "kind:signal" -> alert id of the raise
     frames: int = 0
     relearned_at: float = 0.0  # unix s of the operator's last relearn request this monitor honoured
+    model: str = ""  # name@version of the model its MODEL_DEPENDENT references were learned from; "" unknown yet
     # the ids of the last frames, the evidence of an alert raised now; not persisted
     recent: deque = field(default_factory=lambda: deque(maxlen=EVIDENCE_FRAMES), repr=False)
     previous_small: np.ndarray | None = field(default=None, repr=False)  # for frame_diff; not persisted
@@ -194,14 +206,40 @@ class CameraMonitor:
         for d in self.detectors.values():
             d.configure(s)
 
-    def resolve_all(self, now: float, model_name: str, model_version: str, why: str) -> list[Alert]:
-        """Resolve every open alert of this camera (its references are about to be learned again)."""
-        open_alerts = self.policy.clear()  # with the ids and causes the policy sent them with
+    def switch_model(self, model: str, s: MonitorSettings, now: float, previous: tuple[str, str]) -> list[Alert]:
+        """The camera's frames go to ``model`` (name@version) from now on: when that is another model than the one
+        its references were learned from, the :data:`MODEL_DEPENDENT` detectors start over (their open alerts
+        resolved, with ``previous``, the model before, as (name, version)) and the others keep their
+        references. A monitor that does not know its model yet (new, or from an older state) takes ``model``."""
+        if model == self.model:
+            return []
+        known, self.model = self.model, model
+        if not known:
+            return []
+        keys = {k for name in MODEL_DEPENDENT for k in MODEL_DEPENDENT[name]}
+        why = f"its frames go to {model} now: the model's references are being learned again"
+        resolved = self.resolve_all(now, *previous, why, keys=keys, detectors=set(MODEL_DEPENDENT))
+        fresh = {k.name: k.new(s, self.camera_id) for k in DETECTORS if k.name in MODEL_DEPENDENT}
+        self.detectors = {
+            k.name: det
+            for k in DETECTORS
+            if (det := fresh.get(k.name) if k.name in MODEL_DEPENDENT else self.detectors.get(k.name)) is not None
+        }
+        return resolved
+
+    def resolve_all(
+        self, now: float, model_name: str, model_version: str, why: str, keys=None, detectors=None
+    ) -> list[Alert]:
+        """Resolve every open alert of this camera (its references are about to be learned again), or those of
+        ``keys`` ("type:signal") only, the ``detectors`` named (their names) forgetting theirs."""
+        open_alerts = self.policy.clear(keys)  # with the ids and causes the policy sent them with
         sent = {(kind, signal) for kind, signal, _, _ in open_alerts}
-        kept = [(*k.split(":", 1), aid) for k, aid in self.active.items()]
-        kept += [x for d in self.detectors.values() for x in d.forget()]
+        kept = [(*k.split(":", 1), aid) for k, aid in self.active.items() if keys is None or k in keys]
+        kept += [x for n, d in self.detectors.items() if detectors is None or n in detectors for x in d.forget()]
         open_alerts += [(kind, signal, aid, "") for kind, signal, aid in kept if (kind, signal) not in sent]
-        self.active.clear()
+        for k in list(self.active):
+            if keys is None or k in keys:
+                del self.active[k]
         where = Where(self.camera_id, "", model_name, model_version, now, self.frames)
         changes = [
             Change(kind, signal, "resolved", 0.0, 0.0, why, alert_id=aid, severity="info", caused_by=cause)
@@ -298,6 +336,7 @@ class CameraMonitor:
             **{k.name: d.essential() if (d := self.detectors.get(k.name)) else None for k in DETECTORS},
             "active": dict(self.active),
             "relearned_at": self.relearned_at,
+            "model": self.model,
             "policy": self.policy.to_dict(),
         }
 
@@ -310,6 +349,7 @@ class CameraMonitor:
             "active": dict(self.active),
             "frames": self.frames,
             "relearned_at": self.relearned_at,
+            "model": self.model,
             "policy": self.policy.to_dict(),
         }
 
@@ -327,6 +367,7 @@ class CameraMonitor:
             active={str(k): str(v) for k, v in mapping(d["active"], "active").items()},
             frames=int(d["frames"]),
             relearned_at=float(d.get("relearned_at", 0.0)),
+            model=str(d.get("model") or ""),  # a state from before: the model is learned from the next frame
             # A state from before the policy: none of its alerts is held or a symptom; they resolve as sent.
             policy=AlertPolicy.from_dict(d["policy"]) if d.get("policy") else AlertPolicy(holdoff_s=s.alert_holdoff_s),
         )

@@ -36,7 +36,7 @@ the policy never reads one.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 from core.contracts import Alert
@@ -219,8 +219,17 @@ class AlertPolicy:
             self.ended[k] = (o.alert.alert_id, a.raised_at)
         return [*out, a]
 
-    def clear(self) -> list[tuple[str, str, str, str]]:
-        """Forget everything; the (type, signal, alert id, caused_by) of each alert that was open, to resolve."""
+    def clear(self, keys: Collection[str] | None = None) -> list[tuple[str, str, str, str]]:
+        """Forget everything, or only the alerts of ``keys``; the (type, signal, alert id, caused_by) of each alert
+        that was open, to resolve."""
+        if keys is not None:
+            out = [(o.alert.type, o.alert.signal, o.alert.alert_id, o.alert.caused_by)
+                   for k, o in self.open.items() if k in keys]  # fmt: skip
+            for k in keys:
+                self.open.pop(k, None)
+                self.ended.pop(k, None)
+                self.waiting.pop(k, None)
+            return out
         out = [(o.alert.type, o.alert.signal, o.alert.alert_id, o.alert.caused_by) for o in self.open.values()]
         self.open.clear()
         self.ended.clear()

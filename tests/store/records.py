@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from core.contracts import Alert, Detection, FrameMetrics, Prediction, Timings, encode_record
+from core.contracts import (
+    Alert,
+    ClassAgreement,
+    Detection,
+    FrameMetrics,
+    Prediction,
+    ShadowPrediction,
+    Timings,
+    encode_record,
+)
 from core.settings import Settings
 from store.validate import Limits
 
@@ -34,6 +43,23 @@ def prediction(camera: str = "cam-1", seq: int = 0, at: float = T0, labels=("per
     )  # fmt: skip
     fields.update(changes)
     return Prediction(**fields)
+
+
+def shadow_prediction(camera: str = "cam-1", seq: int = 0, at: float = T0, **changes) -> ShadowPrediction:
+    """YOLOv4-tiny's detections on a frame beside NanoDet-m's: one person matched, one car of its own."""
+    champion = prediction(camera, seq, at)
+    fields = dict(
+        champion.model_dump(), model_name="yolov4-tiny", model_version="1.0.0", champion_name="nanodet-m",
+        champion_version="1",
+        detections=[Detection(label="person", class_id=0, score=0.6, box=(10, 10, 20, 30)),
+                    Detection(label="car", class_id=2, score=0.4, box=(100, 100, 200, 150))],
+        agreement=[ClassAgreement(label="car", champion=0, challenger=1, matched=0, score_delta_sum=0.0,
+                                  champion_score_sum=0.0, challenger_score_sum=0.4),
+                   ClassAgreement(label="person", champion=1, challenger=1, matched=1, score_delta_sum=0.1,
+                                  champion_score_sum=0.5, challenger_score_sum=0.6)],
+    )  # fmt: skip
+    fields.update(changes)
+    return ShadowPrediction(**fields)
 
 
 def alert(camera: str = "cam-1", n: int = 0, at: float = T0, **changes) -> Alert:

@@ -549,6 +549,27 @@ GROUP BY
     model_name,
     model_version
 
+-- model_changes
+CREATE TABLE model_changes
+(
+    `change_id` String,
+    `scope` String,
+    `action` LowCardinality(String),
+    `from_model` LowCardinality(String),
+    `from_version` LowCardinality(String),
+    `to_model` LowCardinality(String),
+    `to_version` LowCardinality(String),
+    `challenger` String,
+    `share` Float32,
+    `by` String,
+    `via` String,
+    `at` DateTime64(3, 'UTC'),
+    `comment` String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (scope, at, change_id)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
+
 -- model_versions
 CREATE TABLE model_versions
 (
@@ -631,3 +652,40 @@ CREATE TABLE schema_migrations
 ENGINE = ReplacingMergeTree
 ORDER BY version
 SETTINGS index_granularity = 8192
+
+-- shadow_predictions
+CREATE TABLE shadow_predictions
+(
+    `frame_id` String,
+    `camera_id` LowCardinality(String),
+    `seq` UInt64,
+    `captured_at` DateTime64(3, 'UTC') CODEC(Delta(8), ZSTD(1)),
+    `processed_at` DateTime64(3, 'UTC') CODEC(Delta(8), ZSTD(1)),
+    `model_name` LowCardinality(String),
+    `model_version` LowCardinality(String),
+    `champion_name` LowCardinality(String),
+    `champion_version` LowCardinality(String),
+    `width` UInt32,
+    `height` UInt32,
+    `batch_size` UInt16,
+    `inference_ms` Float32,
+    `detections.label` Array(LowCardinality(String)),
+    `detections.class_id` Array(UInt16),
+    `detections.score` Array(Float32),
+    `detections.x1` Array(Float32),
+    `detections.y1` Array(Float32),
+    `detections.x2` Array(Float32),
+    `detections.y2` Array(Float32),
+    `agreement.label` Array(LowCardinality(String)),
+    `agreement.champion` Array(UInt16),
+    `agreement.challenger` Array(UInt16),
+    `agreement.matched` Array(UInt16),
+    `agreement.score_delta_sum` Array(Float64),
+    `agreement.champion_score_sum` Array(Float64),
+    `agreement.challenger_score_sum` Array(Float64)
+)
+ENGINE = ReplacingMergeTree(processed_at)
+PARTITION BY toYYYYMMDD(captured_at)
+ORDER BY (camera_id, captured_at, frame_id, model_name, model_version)
+TTL toDateTime(captured_at) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000

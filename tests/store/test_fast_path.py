@@ -30,7 +30,17 @@ from core.contracts import (
 from store.tables import Fields, ts_column
 from store.validate import Limits, check, problems, suspects
 from store.writer import _FAST, SINKS, StoreWriter, _decode, fast_decoder
-from tests.store.records import LIMITS, SETTINGS, T0, Record, alert, metrics, prediction, records_of
+from tests.store.records import (
+    LIMITS,
+    SETTINGS,
+    T0,
+    Record,
+    alert,
+    metrics,
+    prediction,
+    records_of,
+    shadow_prediction,
+)
 
 # Derandomized: CI runs the same examples every time; raise max_examples locally to explore more.
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True)
@@ -93,6 +103,7 @@ def test_every_sink_that_declares_a_fast_path_has_a_fast_decoder():
         "incidents",
         "camera_inventory",
         "acknowledgements",
+        "model_changes",
     }
 
 
@@ -198,6 +209,7 @@ VALID = {
     "deadletters": json.loads(encode_record(dead_letter())),
     "evidence": json.loads(encode_record(evidence())),
     "views": json.loads(encode_record(view())),
+    "shadow-predictions": json.loads(encode_record(shadow_prediction())),
 }
 PATHS = {
     topic: [*raw, "extra", *(["timings.queue_ms", "timings.inference_ms", "timings.extra", "detections.0.box",

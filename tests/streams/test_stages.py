@@ -42,7 +42,10 @@ class Processor:
         self.forgotten = 0
         self.frames = 0
 
-    def prepare(self, msgs):
+    def route(self, msgs):
+        return [(None, list(msgs))]
+
+    def prepare(self, msgs, model=None):
         return Prepared(started=0.0, frames=list(msgs))
 
     def start_inference(self, prepared):
@@ -203,7 +206,7 @@ def test_outputs_send_each_record_to_its_topic_and_dead_letters_with_their_key()
             self.sent.append((key, value))
             return "ack"
 
-    topics = {name: Topic() for name in ("predictions", "metrics", "alerts", "evidence", "views")}
+    topics = {name: Topic() for name in ("predictions", "metrics", "alerts", "evidence", "views", "shadow-predictions")}
     dead = Topic()
     letter = DeadLetter.of("cvops.frames", 0, 7, b"cam-1", b"junk", ValueError("bad frame"))
     sends = asyncio.run(Outputs(topics, dead).publish(BatchResult(dead_letters=[letter])))
