@@ -56,6 +56,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import faust
@@ -186,13 +187,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         crash=app.crash,
         observe=prometheus.observe,
     )
-    config = ConfigFollower(
-        settings,
-        lambda scope, record: apply_config(stages, scope, record),
-        started=lambda consumer: fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS),
-        refuse=lambda record, exc: refuse_config(stages, record, exc),
-    )
-    inventory, inventory_read = CompactedReader(settings, ["cameras"], processor.inventory_record), asyncio.Event()
+    settings_read = follow_settings(app, settings, stages)
     log.info(
         "model %s@%s on %s, frames on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
@@ -206,12 +201,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     # The dataflow: frames ─▶ take ─▶ prepare ─▶ infer ─▶ judge, publish ─▶ confirm (streams.stages).
     @app.agent(frames, name="infer")
     async def take(stream):
-        # The fleet's and cameras' settings before the first frame (a restarted worker must not judge with
-        # defaults); a config topic that cannot be read within 30 s is logged and followed later.
-        if not await config.wait_loaded(30.0):
-            log.warning("the config topic was not read within 30 s: starting with the CVOPS_ settings")
-        with contextlib.suppress(TimeoutError):  # the sites, for the models and settings assigned per site
-            await asyncio.wait_for(inventory_read.wait(), 30.0)
+        await settings_read()
         policy = stages.policy
         async for events in stream.take_events(policy.queue_limit, within=policy.max_queue_delay_ms / 1000):
             stages.hold(events)
@@ -245,15 +235,6 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         arrival = stages.stats.newest_arrival
         await stages.check_silence(silence_clock(time.time(), arrival, since_batch, settings.monitor_no_frames_s))
 
-    @app.task
-    async def follow_config():
-        # The broker gone for a while must not stop the worker: read the topic again later.
-        await keep_running(config.run, "config follower")
-
-    @app.task
-    async def follow_inventory():
-        await keep_running(lambda: inventory.follow(asyncio.Event(), inventory_read), "inventory follower")
-
     consumer = WorkerConsumer(app, frames.get_topic_name())
     devbroker.attach_to_worker(
         app,
@@ -270,6 +251,38 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         prometheus.serve(settings.metrics_port, settings.metrics_host)
     app.cvops_processor = processor  # for tests and introspection
     return app
+
+
+def follow_settings(app: faust.App, settings: Settings, stages: Stages) -> Callable[[], Awaitable[None]]:
+    """Follow the config topic (the fleet's, sites' and cameras' settings and models) and the inventory (the
+    cameras' sites) for as long as the worker runs; the function returned waits until both have been read whole,
+    30 s at most each, before the first frame (a restarted worker must not judge with defaults): a topic that
+    cannot be read by then is logged and followed later."""
+    config = ConfigFollower(
+        settings,
+        lambda scope, record: apply_config(stages, scope, record),
+        started=lambda consumer: fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS),
+        refuse=lambda record, exc: refuse_config(stages, record, exc),
+    )
+    inventory = CompactedReader(settings, ["cameras"], stages.processor.inventory_record)
+    inventory_read = asyncio.Event()
+
+    @app.task
+    async def follow_config():
+        # The broker gone for a while must not stop the worker: read the topic again later.
+        await keep_running(config.run, "config follower")
+
+    @app.task
+    async def follow_inventory():
+        await keep_running(lambda: inventory.follow(asyncio.Event(), inventory_read), "inventory follower")
+
+    async def read() -> None:
+        if not await config.wait_loaded(30.0):
+            log.warning("the config topic was not read within 30 s: starting with the CVOPS_ settings")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(inventory_read.wait(), 30.0)
+
+    return read
 
 
 async def apply_config(stages: Stages, scope: str, record) -> None:
