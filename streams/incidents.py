@@ -8,8 +8,8 @@ Kinds, decided from the alerts that arrive within ``window_s`` of each other (li
 ``group_wait``):
 
 - ``environment``: at least ``min_cameras`` cameras of one scope (a site, or a tag) raise the same signal in
-  the same direction (dusk, rain, glare on a whole site). The two detectors of one image signal are one signal
-  (:func:`signal_of`), and a test's ``changed`` goes with ``up`` or ``down`` (:func:`compatible`);
+  compatible directions (dusk, rain, glare on a whole site): the two detectors of one image signal are one
+  signal (:func:`signal_of`), and a test's ``changed`` goes with ``up`` or ``down`` (:func:`compatible`);
 - ``upstream``: the same for ``upstream_drift`` alerts of the cameras behind one gateway (a gateway that
   halved every camera's resolution);
 - ``model``: ``prediction_drift`` of the same signal on ``min_cameras`` cameras of one model version, in any
