@@ -169,9 +169,11 @@ class Table:
     partition_by: str = ""
     indexes: tuple[str, ...] = ()
     columns: tuple[str, ...] = field(init=False)
+    types: tuple[str, ...] = field(init=False)  # the ClickHouse type of each column, in :attr:`columns` order
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(c.name for c in self.spec))
+        object.__setattr__(self, "types", tuple(c.type for c in self.spec))
 
     @property
     def table(self) -> str:
