@@ -1,7 +1,7 @@
 """The store writer: predictions, metrics, alerts and dead letters from Kafka into ClickHouse.
 
 Batches by rows and time (``store_batch_rows``, ``store_batch_wait_ms``) and inserts each table's rows
-column by column.
+column by column, on an insert thread of its own while the next batch is read and parsed (:meth:`StoreWriter.consume`).
 
 Loses nothing: a batch's offsets are committed only after its rows are inserted. When an insert fails
 the writer retries with backoff and reads nothing more meanwhile (backpressure: it pauses its partitions
