@@ -375,6 +375,9 @@ class WorkerStatus(_Record):
     model_name: str
     model_version: str
     providers: list[str] = Field(description="ONNX Runtime providers in use, as the session reports them")
+    decoder: str = Field(
+        "", max_length=200, description="where its frames are decoded, measured and pre-processed (frame backend)"
+    )
     batch_max_size: int
     partitions: list[int] = Field(description="frames partitions assigned to this worker")
     frames_per_s: float

@@ -60,7 +60,7 @@ def effective(base: MonitorSettings, *levels: MonitorOverrides | None) -> Monito
     >>> cam = MonitorOverrides(rule_consecutive=2)
     >>> s = effective(MonitorSettings(), fleet, cam)
     >>> (s.expected_fps, s.consecutive, s.warmup)
-    (10.0, 2, 60)
+    (10.0, 2, 150)
     """
     changes = {}
     for level in levels:

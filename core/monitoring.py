@@ -56,7 +56,7 @@ def _s(name, type_, default, description, **kw) -> MonitorSetting:
 # In the order of MonitorSettings, of the overrides' schema and of the reference.
 MONITOR_SETTINGS: tuple[MonitorSetting, ...] = (
     # The range rule: brightness, blur, contrast and saturation against the camera's recent range.
-    _s("warmup", int, 60, "frames in a camera's reference window",
+    _s("warmup", int, 150, "frames in a camera's reference window",
        env="rule_warmup_frames", override="rule_warmup_frames", bounds={"ge": 5}, override_max=100_000),
     _s("tolerance", float, 1.0, "range = reference 5-95% widened by this many spreads",
        env="rule_tolerance", override="rule_tolerance", bounds={"gt": 0}, override_max=100),

@@ -108,6 +108,17 @@ class Settings(MonitorEnvironment):
     providers: str = Field(
         "auto", description="ONNX Runtime providers in order, e.g. CUDAExecutionProvider,CPUExecutionProvider"
     )
+    gpu_device: int = Field(0, ge=0, description="CUDA device the TensorRT and CUDA providers run on (device_id)")
+    trt_fp16: bool = Field(
+        False,
+        description="TensorRT may build FP16 kernels (trt_fp16_enable): faster, scores move a little; "
+        "only where the TensorRT provider is in use",
+    )
+    trt_engine_cache: str = Field(
+        ".cvops/trt-engines",
+        description="folder where TensorRT keeps the engines it builds and its layer timings, so that a restart "
+        "reuses them (trt_engine_cache_path, trt_timing_cache_path); empty = built again at every start",
+    )
     batch_max_size: int = Field(8, ge=1, le=256, description="frames per inference batch at most")
     batch_max_wait_ms: int = Field(50, ge=1, description="longest a frame waits for its batch to fill, ms")
     embedding_model: str = Field(
@@ -126,6 +137,18 @@ class Settings(MonitorEnvironment):
     )
     decode_threads: int = Field(
         0, ge=0, le=64, description="threads decoding and pre-processing frames; 0 = one per core (at most 16)"
+    )
+    frame_backend: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description="where frames are decoded, measured and pre-processed: cpu (OpenCV), or gpu (nvImageCodec and "
+        "CuPy, used only where they import and a CUDA device is present, else cpu; not yet verified on a GPU: "
+        "docs/scaling.md)",
+    )
+    decode_reduced: bool = Field(
+        True,
+        description="decode a JPEG at 1/2, 1/4 or 1/8 of its size (libjpeg-turbo's scaled decoding) when the "
+        "model's input, the thumbnails and twice the image signals' analysis width all fit in fewer pixels than the "
+        "frame has; false = always at full size (docs/scaling.md)",
     )
     max_pixels: int = Field(40_000_000, ge=1, description="frames claiming more pixels are rejected")
     max_clock_skew_s: float = Field(

@@ -104,7 +104,7 @@ WORKER_SETTINGS = {
     "monitor_motion_every": 10,  # the moved-camera check on (the default); hand-held cameras turn it off
     "frames_partitions": 1,  # capture order across cameras, for the simulated clock
     "rule_cooldown_s": 60.0,
-    "rule_warmup_frames": 60,  # the range rule's and the upstream check's reference (the default)
+    "rule_warmup_frames": 150,  # the range rule's and the upstream check's reference (the default)
     # Shorter distribution references than the defaults (200, 100), so that a camera is ready by frame 150:
     "monitor_ks_reference": 100,  # the distribution tests: reference, then the sliding window
     "monitor_ks_window": 50,

@@ -39,6 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from models.providers import GpuOptions, with_options
 from models.session import Inferred, Lanes, open_session, timed
 
 
@@ -46,6 +47,8 @@ class OnnxModel(ABC):
     """One ONNX model of a family: manifest fields, session, batch and the steps every family shares.
 
     ``run_outputs`` are the session outputs :meth:`infer` fetches, in the order :meth:`outputs` receives them.
+    ``gpu``: the TensorRT and CUDA providers' options (:mod:`models.providers`), given to them only when they
+    are among ``providers``.
     """
 
     task: ClassVar[str]  # "detection" or "classification"
@@ -59,6 +62,7 @@ class OnnxModel(ABC):
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         lanes: int = 1,
+        gpu: GpuOptions | None = None,
     ) -> None:
         self.manifest = manifest
         self.name: str = manifest["name"]
@@ -70,9 +74,19 @@ class OnnxModel(ABC):
         self._mean = np.asarray(spec["mean"], np.float32).reshape(3, 1, 1)
         self._inv_std = (1.0 / np.asarray(spec["std"], np.float32)).reshape(3, 1, 1)
         self.run_outputs: list[str] = list(run_outputs)
-        self.session = open_session(path, providers, intra_op_threads, lanes)
+        self.session = open_session(path, self._requested(providers, gpu or GpuOptions()), intra_op_threads, lanes)
         self.providers: list[str] = self.session.get_providers()
         self._runner: ThreadPoolExecutor | None = None  # for submit() on a single session
+
+    def _requested(self, providers: Sequence[str] | None, gpu: GpuOptions) -> list:
+        """The providers asked for (default: :func:`models.registry.resolve_providers`), each GPU one with its
+        options; the engine cache's folder made when TensorRT is among them."""
+        from models.registry import resolve_providers
+
+        names = list(providers or resolve_providers())
+        if gpu.trt_engine_cache and "TensorrtExecutionProvider" in names:
+            Path(gpu.trt_engine_cache).mkdir(parents=True, exist_ok=True)
+        return with_options(names, gpu, self.input_name, self.manifest["input"]["shape"])
 
     @property
     def lanes(self) -> int:

@@ -41,6 +41,7 @@ import cv2
 import numpy as np
 
 from models.base import OnnxModel
+from models.providers import GpuOptions
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "efficientnet-lite0"
 DEFAULT_PATH = ZOO_DIR / "efficientnet-lite0.onnx"
@@ -147,6 +148,7 @@ class ImageNetClassifier(OnnxModel):
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         lanes: int = 1,
+        gpu: GpuOptions | None = None,
         top_k: int = 5,
     ) -> None:
         manifest = load_manifest(path)
@@ -168,6 +170,7 @@ class ImageNetClassifier(OnnxModel):
             providers=providers,
             intra_op_threads=intra_op_threads,
             lanes=lanes,
+            gpu=gpu,
         )
         self.top_k = max(1, min(int(top_k), len(self.labels)))
         self._check_session(source)

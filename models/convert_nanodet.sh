@@ -78,21 +78,5 @@ cp "$WORK/nanodet-m.onnx" "$OUT"
 SHA="$(sha256sum "$OUT" | cut -d' ' -f1)"
 step "wrote $OUT ($(du -h "$OUT" | cut -f1)), sha256 $SHA"
 # The helper names nodes canonically, so re-runs give the same bytes; keep the recorded checksum in step anyway.
-if [[ -f "$ZOO/manifest.json" ]]; then
-  "$VPY" - "$ZOO/manifest.json" "$SHA" <<'EOF'
-import json, sys
-path, sha = sys.argv[1:]
-with open(path) as f:
-    manifest = json.load(f)
-manifest["sha256"] = sha
-with open(path, "w") as f:
-    json.dump(manifest, f, indent=2)
-    f.write("\n")
-EOF
-  echo "updated sha256 in $ZOO/manifest.json"
-fi
-if [[ -f "$ZOO/NOTICE.md" ]]; then
-  sed -i -E "s/^(- sha256: \`)[0-9a-f]{64}(\`.*)$/\1$SHA\2/" "$ZOO/NOTICE.md"
-  echo "updated sha256 in $ZOO/NOTICE.md"
-fi
+"$VPY" "$ROOT/models/record_sha256.py" "$ZOO" "$SHA"
 step "done (temp dir removed)"

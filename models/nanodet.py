@@ -16,37 +16,26 @@ Example::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from models.base import OnnxModel
+from models.detection import Detection, above, finish, manifest_beside
+from models.providers import GpuOptions
 
 ZOO_DIR = Path(__file__).resolve().parent / "zoo" / "nanodet-m"
 DEFAULT_PATH = ZOO_DIR / "nanodet-m.onnx"
 
 
-@cache
 def load_manifest(path: str | Path = DEFAULT_PATH) -> dict:
     """The manifest.json next to the model file."""
-    with open(Path(path).with_name("manifest.json")) as f:
-        return json.load(f)
+    return manifest_beside(path)
 
 
 COCO_LABELS: tuple[str, ...] = tuple(load_manifest()["labels"])
-
-
-@dataclass(frozen=True)
-class Detection:
-    label: str
-    class_id: int
-    score: float
-    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in source-image pixels
 
 
 class NanoDet(OnnxModel):
@@ -64,6 +53,7 @@ class NanoDet(OnnxModel):
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         lanes: int = 1,
+        gpu: GpuOptions | None = None,
         score_threshold: float = 0.35,
         iou_threshold: float = 0.6,
         max_detections: int = 100,
@@ -83,6 +73,7 @@ class NanoDet(OnnxModel):
             providers=providers,
             intra_op_threads=intra_op_threads,
             lanes=lanes,
+            gpu=gpu,
         )
         self.score_threshold = score_threshold
         self.iou_threshold = iou_threshold
@@ -106,19 +97,14 @@ class NanoDet(OnnxModel):
 
     def postprocess(self, outputs: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]]) -> list[list[Detection]]:
         """Decode, threshold and class-wise NMS. ``sizes`` are the source images' (height, width)."""
-        w_in, h_in = self.size
         results: list[list[Detection]] = []
-        for n, (height, width) in enumerate(sizes):
+        for n, size in enumerate(sizes):
             boxes_l, scores_l, classes_l = [], [], []
             for k, centres in enumerate(self._centres):
                 scores, reg = outputs[2 * k][n], outputs[2 * k + 1][n]
-                # Cells whose best class passes first: a nonzero() over every cell x class is most of the
-                # cost of post-processing, and few cells pass. Same pairs, same order as the full search.
-                candidates = np.flatnonzero(scores.max(axis=1) > self.score_threshold)
-                if candidates.size == 0:
+                cells, classes = above(scores, self.score_threshold)
+                if cells.size == 0:
                     continue
-                rows, classes = np.nonzero(scores[candidates] > self.score_threshold)
-                cells = candidates[rows]
                 # Each side (left, top, right, bottom) is a distribution over 0..reg_max bins, in stride units.
                 logits = reg[cells].reshape(-1, 4, self.reg_max + 1)
                 prob = np.exp(logits - logits.max(axis=2, keepdims=True))
@@ -130,29 +116,8 @@ class NanoDet(OnnxModel):
             if not boxes_l:
                 results.append([])
                 continue
-            boxes = np.concatenate(boxes_l)
-            boxes *= np.array([width / w_in, height / h_in] * 2, np.float32)
-            np.clip(boxes, 0, [width, height, width, height], out=boxes)
-            scores = np.concatenate(scores_l)
-            classes = np.concatenate(classes_l)
-            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-            keep = cv2.dnn.NMSBoxesBatched(
-                xywh.astype(np.float64), scores.astype(np.float64), classes.astype(np.int32),
-                self.score_threshold, self.iou_threshold,
-            )  # fmt: skip
-            keep = np.asarray(keep, dtype=np.int64).reshape(-1)
-            keep = keep[np.argsort(-scores[keep], kind="stable")][: self.max_detections]
-            results.append(
-                [
-                    Detection(
-                        label=self.labels[int(classes[i])],
-                        class_id=int(classes[i]),
-                        score=float(scores[i]),
-                        box=tuple(float(v) for v in boxes[i]),
-                    )
-                    for i in keep
-                ]
-            )
+            boxes, scores, classes = (np.concatenate(parts) for parts in (boxes_l, scores_l, classes_l))
+            results.append(finish(self, boxes, scores, classes, size))
         return results
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:

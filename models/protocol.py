@@ -1,9 +1,9 @@
 """The life of a model, stated once: what the worker may call on any model the registry loads.
 
-Every family (:class:`models.nanodet.NanoDet`, the detector; :class:`models.classifier.ImageNetClassifier`,
-the classifier and embedder) implements all of it, most of it through :class:`models.base.OnnxModel`, so no
-caller asks a model what it can do. The steps are LitServe's (setup, decode, predict, encode) with a batch in
-the middle:
+Every family (:class:`models.nanodet.NanoDet` and :class:`models.yolo.Yolo`, the detectors;
+:class:`models.classifier.ImageNetClassifier`, the classifier and embedder) implements all of it, most of it
+through :class:`models.base.OnnxModel`, so no caller asks a model what it can do. The steps are LitServe's
+(setup, decode, predict, encode) with a batch in the middle:
 
 1. **setup**: :func:`models.load` reads the manifest, checks the file and opens the sessions on the execution
    providers asked for; ``providers`` then says which ones really run (a GPU build falls back to CPU where
@@ -15,7 +15,7 @@ the middle:
    future of :class:`models.session.Inferred` (the same outputs, and the seconds it took), so the next batch
    can be prepared meanwhile. Outputs are batch-first: item ``k`` of each array belongs to image ``k``.
 4. **decode**: :meth:`Model.postprocess` turns the outputs into one result per image: a list of
-   :class:`models.nanodet.Detection` for a detector, a :class:`models.classifier.Classification` for a
+   :class:`models.detection.Detection` for a detector, a :class:`models.classifier.Classification` for a
    classifier. ``sizes``, the images' (height, width), map boxes back to each image's own pixels (a
    classifier needs none and ignores them).
 
@@ -55,6 +55,7 @@ class Model(Protocol):
     version: str
     task: str  # "detection" or "classification", as in the manifest
     labels: tuple[str, ...]
+    size: tuple[int, int]  # (width, height) of one image in the input batch
     providers: list[str]  # the execution providers the session really uses, best first
     lanes: int  # how many sessions share a batch (CPU lanes, :class:`models.session.Lanes`), else 1
 

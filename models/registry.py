@@ -3,12 +3,13 @@
 Models are found in ``models/zoo/`` and in the folders listed in ``CVOPS_MODEL_DIRS`` (``os.pathsep``
 separated); each subfolder with a manifest is one model. Load one by ``name`` (its highest version) or
 ``name@version``: what :func:`load` gives is a :class:`models.protocol.Model`. A manifest names its
-pre/post-processing ``family``; adding a model of a known family (a NanoDet detector, an ImageNet-style
-classifier) needs only its ONNX file and a manifest, no code.
+pre/post-processing ``family``; adding a model of a known family (a NanoDet detector, a YOLO whose graph
+decodes its heads into boxes and scores, an ImageNet-style classifier) needs only its ONNX file and a manifest,
+no code.
 
 Required manifest fields: name, version, task, family, file, sha256, input (name, shape [N,3,H,W],
 layout NCHW, colour, resize, mean, std), labels, licence, source. Families add their own (NanoDet:
-strides, reg_max, outputs). The file's sha256 is checked at load: a model is what its manifest says.
+strides, reg_max, outputs; YOLO: outputs). The file's sha256 is checked at load: a model is what its manifest says.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from models.protocol import Model
 ZOO = Path(__file__).resolve().parent / "zoo"
 FAMILIES = {
     "nanodet": "models.nanodet:NanoDet",
+    "yolo": "models.yolo:Yolo",
     "imagenet-classifier": "models.classifier:ImageNetClassifier",
 }
 TASKS = {"detection", "classification", "embedding"}

@@ -21,11 +21,12 @@ GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 def open_session(
     path: str | Path,
-    providers: Sequence[str] | None = None,
+    providers: Sequence[str | tuple[str, dict]] | None = None,
     intra_op_threads: int | None = None,
     lanes: int = 1,
 ) -> ort.InferenceSession | Lanes:
-    """A session on ``providers`` (default: :func:`models.registry.resolve_providers`), idle threads not
+    """A session on ``providers`` (default: :func:`models.registry.resolve_providers`; a provider may come
+    with its options, as ``(name, {option: value})``: :func:`models.providers.with_options`), idle threads not
     spinning. Read the providers really in use from ``session.get_providers()``.
 
     ``lanes`` > 1 on a CPU session: that many sessions of one thread each, a batch split between them
@@ -48,7 +49,7 @@ def auto_lanes(intra_op_threads: int | None) -> int:
     return 1 if intra_op_threads else max(1, min(os.cpu_count() or 1, 8))
 
 
-def _session(path: str | Path, providers: list[str], intra_op_threads: int | None) -> ort.InferenceSession:
+def _session(path: str | Path, providers: list, intra_op_threads: int | None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     if intra_op_threads is not None:
         options.intra_op_num_threads = intra_op_threads

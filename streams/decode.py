@@ -7,6 +7,12 @@ An EXIF orientation tag is applied, as ``cv2.imread`` and image viewers do: the 
 (OpenCV told to ignore the tag) and turned as the tag that Pillow read from the same header says, so the size
 check and the turn rest on one reading of it. The frame header's width and height are the image as displayed,
 after the turn (a tag of 5 to 8 swaps them), and so are the detections' boxes.
+
+A JPEG may be decoded at a reduced scale (1/2, 1/4 or 1/8: libjpeg-turbo's scaled inverse DCT, through
+OpenCV's ``IMREAD_REDUCED_COLOR_*`` flags) when every use of the pixels needs fewer of them than the frame has
+(:func:`jpeg_scale`): the decode costs less and so do the resizes after it. The checks stay those of a full
+decode: the size is read from the image's own header, the pixels must come out at the size that scale gives,
+and a frame that fails gives the same dead-letter reason either way.
 """
 
 from __future__ import annotations
@@ -26,11 +32,39 @@ _PIL_FORMATS = {"jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 @dataclass(frozen=True)
 class DecodedFrame:
     frame: Frame
-    image: np.ndarray  # BGR uint8, H x W x 3
+    image: np.ndarray  # BGR uint8, H x W x 3: the frame's header size, or about 1/scale of it
+    scale: int = 1  # 1 = decoded at full size; 2, 4 or 8: JPEG decoded at that fraction
 
     @property
     def header(self):
         return self.frame.header
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width) of the frame as displayed, whatever the scale it was decoded at: the size its
+        detections' boxes and its metrics are given in."""
+        return self.frame.header.height, self.frame.header.width
+
+
+SCALES = (8, 4, 2)  # the reductions libjpeg-turbo decodes directly, largest first
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def jpeg_scale(width: int, height: int, need: tuple[int, int]) -> int:
+    """The largest reduction (8, 4, 2, else 1) at which a ``width`` x ``height`` JPEG still decodes to at least
+    ``need`` (width, height) pixels; libjpeg-turbo rounds a reduced side up (``ceil(side / scale)``).
+
+    >>> jpeg_scale(1920, 1080, (416, 416)), jpeg_scale(1280, 720, (416, 416)), jpeg_scale(3840, 2160, (320, 180))
+    (2, 1, 8)
+    >>> jpeg_scale(1280, 720, (0, 0))  # no need given: no reduction
+    1
+    """
+    if need[0] <= 0 and need[1] <= 0:
+        return 1
+    for scale in SCALES:
+        if -(-width // scale) >= need[0] and -(-height // scale) >= need[1]:
+            return scale
+    return 1
 
 
 _EXIF_ORIENTATION = 0x0112
@@ -69,25 +103,35 @@ def image_info(data: bytes, encoding: str) -> tuple[int, int, int]:
 
 def decode_image(data: bytes, encoding: str, max_pixels: int) -> np.ndarray:
     """BGR pixels of an encoded image, upright as its EXIF orientation says."""
+    return decode_scaled(data, encoding, max_pixels)[0]
+
+
+def decode_scaled(
+    data: bytes, encoding: str, max_pixels: int, need: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, int, tuple[int, int]]:
+    """BGR pixels of an encoded image, upright as its EXIF orientation says, a JPEG at the largest reduction
+    that still gives ``need`` (width, height, upright) pixels (:func:`jpeg_scale`); with the scale and the
+    image's full upright (width, height)."""
     width, height, orientation = image_info(data, encoding)
     if width * height > max_pixels:
         raise ContractError("too_many_pixels", f"image is {width}x{height}, more than the {max_pixels} pixels allowed")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
-    if image is None or image.shape[0] != height or image.shape[1] != width:
+    turned = orientation >= 5  # the need is upright; the pixels are decoded as stored
+    scale = jpeg_scale(width, height, need[::-1] if turned else need) if encoding == "jpeg" else 1
+    flags = _REDUCED.get(scale, cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if image is None or image.shape[:2] != (-(-height // scale), -(-width // scale)):
         raise ContractError("corrupt_image", f"{encoding} data could not be decoded ({len(data)} bytes)")
     for step in _UPRIGHT.get(orientation, []):
         image = step(image)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(image), scale, ((height, width) if turned else (width, height))
 
 
-def decode_frame(value: bytes | None, max_pixels: int) -> DecodedFrame:
-    """Parse and decode one frames-topic value; :class:`ContractError` names what is wrong."""
+def decode_frame(value: bytes | None, max_pixels: int, need: tuple[int, int] = (0, 0)) -> DecodedFrame:
+    """Parse and decode one frames-topic value, a JPEG reduced as ``need`` allows (:func:`decode_scaled`);
+    :class:`ContractError` names what is wrong."""
     frame = unpack_frame(value)
     h = frame.header
-    image = decode_image(frame.image, h.encoding, max_pixels)
-    if (image.shape[1], image.shape[0]) != (h.width, h.height):
-        raise ContractError(
-            "size_mismatch",
-            f"header says {h.width}x{h.height}, image is {image.shape[1]}x{image.shape[0]}",
-        )
-    return DecodedFrame(frame, image)
+    image, scale, (width, height) = decode_scaled(frame.image, h.encoding, max_pixels, need)
+    if (width, height) != (h.width, h.height):
+        raise ContractError("size_mismatch", f"header says {h.width}x{h.height}, image is {width}x{height}")
+    return DecodedFrame(frame, image, scale)

@@ -16,7 +16,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-import cv2
 import numpy as np
 
 from core.contracts import (
@@ -38,10 +37,12 @@ from core.monitoring import MonitorSettings
 from core.settings import Settings
 from models.protocol import Model as Detector  # any model the registry loads: see models/protocol.py
 from models.session import Inferred, timed
-from streams.decode import DecodedFrame, decode_frame
+from streams.decode import DecodedFrame
+from streams.frames import FrameBackend, frame_backend
 from streams.monitor import image as image_signals
 from streams.monitor.camera import CameraMonitor, restore
 from streams.monitor.concept import frame_error
+from streams.monitor.signals import ANALYSIS_WIDTH
 
 log = logging.getLogger("cvops.worker")
 
@@ -105,7 +106,14 @@ class _When(NamedTuple):
 class FrameProcessor:
     """Runs a batch of frame messages through decode, detection, signals and the health rule."""
 
-    def __init__(self, settings: Settings, detector: Detector, decode_threads: int = 2, embedder=None):
+    def __init__(
+        self,
+        settings: Settings,
+        detector: Detector,
+        decode_threads: int = 2,
+        embedder=None,
+        frames: FrameBackend | None = None,
+    ):
         self.settings = settings
         self.detector = detector
         self.embedder = embedder  # an ImageNet-style model with an embedding output, or None
@@ -114,6 +122,8 @@ class FrameProcessor:
         self._recent: dict[str, OrderedDict[str, list]] = {}
         self.configs: dict[str, CameraConfig] = {}  # scope ("fleet" or a camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
+        self.need = decode_need(settings, detector.size, embedder.size if embedder is not None else None)
+        self.frames = frames or frame_backend(settings, detector, self.need)
         self._monitors: dict[str, CameraMonitor] = {}
         self._restored: set[str] = set()  # cameras whose monitor was rebuilt from a state and has seen no frame since
         self.monitor_settings = base_settings(settings)
@@ -134,7 +144,7 @@ class FrameProcessor:
         or the error, and the pre-process ms."""
         t0 = time.perf_counter()
         try:
-            decoded = decode_frame(msg.value, self.settings.max_pixels)
+            decoded = self.frames.decode(msg.value)
             key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
             if key != decoded.header.camera_id:
                 raise ContractError(
@@ -143,9 +153,9 @@ class FrameProcessor:
             check_capture_time(decoded.header.captured_at, msg.timestamp, time.time(), self.settings.max_clock_skew_s)
             frame = PreparedFrame(decoded, _ms(t0), msg.timestamp, None)
             if self.settings.monitoring:
-                frame.signals = image_signals.measure(decoded.image)
+                frame.signals = self.frames.measure(decoded)
                 if self.settings.evidence_width:
-                    frame.thumbnail, frame.thumbnail_size = thumbnail(decoded.image, self.settings.evidence_width)
+                    frame.thumbnail, frame.thumbnail_size = self.frames.thumbnail(decoded, self.settings.evidence_width)
         except ContractError as exc:
             return None, exc, 0.0
         except Exception as exc:  # a decoder bug must not stop the stream either
@@ -154,7 +164,7 @@ class FrameProcessor:
             return frame, None, 0.0
         t1 = time.perf_counter()
         try:
-            self.detector.preprocess_into(decoded.image, slot)
+            self.frames.preprocess_into(decoded, slot)
         except Exception as exc:  # an image the model cannot take: this frame's dead letter, not the batch's
             return None, ContractError("preprocess_failed", f"{type(exc).__name__}: {exc}"), 0.0
         return frame, None, _ms(t1)
@@ -222,13 +232,12 @@ class FrameProcessor:
         out = BatchResult(dead_letters=list(prepared.dead_letters))
         if not prepared.frames:
             return out
-        images = [f.decoded.image for f in prepared.frames]
         if inferred is None:
             inferred = timed(self.detector.infer, prepared.batch)
         t2 = time.perf_counter()
-        found = self._postprocess(inferred.outputs, [im.shape[:2] for im in images])
+        found = self._postprocess(inferred.outputs, [f.decoded.size for f in prepared.frames])
         t3 = time.perf_counter()
-        n = len(images)
+        n = len(prepared.frames)
         when = _When(time.time(), inferred.seconds * 1e3 / n, (t3 - t2) * 1e3 / n)
         embeddings = self._embed(prepared) if self.settings.monitoring else {}
         monitors: dict[str, CameraMonitor] = {}
@@ -365,7 +374,7 @@ class FrameProcessor:
                 picked.append(k)
         if not picked:
             return {}
-        images = [prepared.frames[k].decoded.image for k in picked]
+        images = [self.frames.host_image(prepared.frames[k].decoded) for k in picked]
         outputs = self.embedder.postprocess(self.embedder.infer(self.embedder.preprocess(images)))
         return {k: [round(float(x), 5) for x in c.embedding] for k, c in zip(picked, outputs, strict=True)}
 
@@ -536,20 +545,33 @@ def check_capture_time(captured_at: float, arrived_at: float | None, now: float,
         )
 
 
+def decode_need(
+    settings: Settings, model_size: tuple[int, int], embedder_size: tuple[int, int] | None
+) -> tuple[int, int]:
+    """The fewest pixels (width, height) a frame may be decoded to (:func:`streams.decode.jpeg_scale`): the
+    detector's input, and with monitoring on the thumbnails, the embedder's input and twice the image
+    signals' analysis width. Twice, so that the analysis copy is still averaged from two pixels or more each
+    way and the signals stay comparable with a full decode's (blur within 1% on real footage: docs/scaling.md).
+    (0, 0), no reduction, when ``decode_reduced`` is off.
+
+    >>> s = Settings(_env_file=None)
+    >>> unwatched = s.model_copy(update={"monitoring": False})
+    >>> decode_need(s, (416, 416), (224, 224)), decode_need(unwatched, (416, 416), None)
+    ((640, 416), (416, 416))
+    """
+    if not settings.decode_reduced:
+        return 0, 0
+    widths, heights = [model_size[0]], [model_size[1]]
+    if settings.monitoring:
+        widths += [2 * ANALYSIS_WIDTH, settings.evidence_width]
+        if embedder_size is not None:
+            widths.append(embedder_size[0])
+            heights.append(embedder_size[1])
+    return max(widths), max(heights)
+
+
 def _ms(t0: float) -> float:
     return (time.perf_counter() - t0) * 1e3
-
-
-def thumbnail(image: np.ndarray, width: int, quality: int = 70) -> tuple[bytes, tuple[int, int]]:
-    """A JPEG of ``image`` ``width`` px wide (never wider than the image) and its size: about 0.4 ms and 4 KB
-    for a 1280x720 frame at 320 px."""
-    h, w = image.shape[:2]
-    if w > width:
-        image = cv2.resize(image, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_LINEAR)
-    ok, jpg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise ValueError("could not encode a thumbnail")
-    return jpg.tobytes(), (image.shape[1], image.shape[0])
 
 
 def silence_clock(wall: float, newest_arrival: float, since_last_batch_s: float, no_frames_s: float) -> float:

@@ -70,6 +70,18 @@ log = logging.getLogger("cvops.worker")
 OUTPUT_LINGER_MS = 5  # how long an output record may wait for others to share its produce request
 
 
+def gpu_options(settings: Settings):
+    """The GPU providers' options the settings give (:mod:`models.providers`): used only where they run."""
+    from models.providers import GpuOptions
+
+    return GpuOptions(
+        device_id=settings.gpu_device,
+        trt_fp16=settings.trt_fp16,
+        trt_engine_cache=settings.trt_engine_cache,
+        max_batch=settings.batch_max_size,
+    )
+
+
 def load_detector(settings: Settings):
     from models import load_detector as _load
 
@@ -80,6 +92,7 @@ def load_detector(settings: Settings):
         intra_op_threads=settings.intra_op_threads or None,
         lanes=settings.inference_lanes,
         score_threshold=settings.score_threshold,
+        gpu=gpu_options(settings),
     )
 
 
@@ -93,6 +106,7 @@ def load_embedder(settings: Settings):
         extra_dirs=settings.model_dirs,
         providers=settings.providers,
         intra_op_threads=settings.intra_op_threads or None,
+        gpu=gpu_options(settings),
     )
 
 
@@ -190,10 +204,11 @@ def build_app(settings: Settings, detector=None) -> faust.App:
         started=fetch_pacing.pace_slow_topic,
     )
     log.info(
-        "model %s@%s on %s; batches of up to %d frames, waiting at most %d ms",
+        "model %s@%s on %s, frames on %s; batches of up to %d frames, waiting at most %d ms",
         detector.name,
         detector.version,
         ",".join(detector.providers),
+        processor.frames.name,
         settings.batch_max_size,
         settings.batch_max_wait_ms,
     )
@@ -357,6 +372,7 @@ class StatusReport:
             model_name=self.detector.name,
             model_version=self.detector.version,
             providers=list(getattr(self.detector, "providers", [])),
+            decoder=self.stages.processor.frames.name,
             batch_max_size=settings.batch_max_size,
             partitions=assigned,
             frames_per_s=round(stats.frames / elapsed, 2),

@@ -39,7 +39,7 @@ OVERRIDES = [
     ("concept_reference", "integer", {"maximum": 1000000, "minimum": 0}),
 ]
 DEFAULTS = {
-    "warmup": 60, "tolerance": 1.0, "consecutive": 3, "expected_fps": 5.0, "no_frames_s": 10.0, "motion_every": 10,
+    "warmup": 150, "tolerance": 1.0, "consecutive": 3, "expected_fps": 5.0, "no_frames_s": 10.0, "motion_every": 10,
     "motion_threshold_deg": 2.0, "motion_threshold_px": 8.0, "ks_reference": 200, "ks_window": 100, "ks_every": 10,
     "ks_alpha": 0.001, "prediction_reference": 500, "prediction_window": 200, "prediction_alpha": 0.001,
     "embedding_reference": 50, "concept_reference": 100, "alert_holdoff_s": 300.0,

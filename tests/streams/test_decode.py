@@ -86,3 +86,56 @@ def test_an_exif_orientation_is_applied_and_the_header_gives_the_size_as_display
         with pytest.raises(ContractError) as err:
             decode_frame(frame(data, h, w), max_pixels=10**7)
         assert err.value.reason == "size_mismatch"
+
+
+def test_a_jpeg_is_decoded_at_the_largest_reduction_that_still_gives_what_is_needed(street_frames):
+    img = cv2.resize(street_frames[0], (1920, 1080), interpolation=cv2.INTER_LINEAR)
+    value = frame(jpeg(img), 1920, 1080)
+    for need, scale in (((0, 0), 1), ((640, 416), 2), ((480, 270), 4), ((240, 135), 8), ((1921, 10), 1)):
+        decoded = decode_frame(value, 10**7, need)
+        assert decoded.scale == scale
+        assert decoded.image.shape == (1080 // scale, 1920 // scale, 3) and decoded.size == (1080, 1920)
+    with pytest.raises(ContractError) as err:  # the header is checked against the full size, not the reduced one
+        decode_frame(frame(jpeg(img), 960, 540), 10**7, (640, 416))
+    assert err.value.reason == "size_mismatch"
+    png = cv2.imencode(".png", img)[1].tobytes()  # no scaled decoding outside JPEG
+    assert decode_frame(frame(png, 1920, 1080, "png"), 10**7, (240, 135)).scale == 1
+
+
+def test_odd_sizes_round_up_as_libjpeg_does(street_frames):
+    img = cv2.resize(street_frames[0], (1366, 767))
+    decoded = decode_frame(frame(jpeg(img), 1366, 767), 10**7, (300, 150))
+    assert decoded.scale == 4 and decoded.image.shape == (192, 342, 3)
+
+
+@pytest.mark.parametrize("orientation", (1, 6))
+def test_a_reduced_decode_is_turned_and_sized_as_displayed(street_frames, orientation):
+    data = with_orientation(cv2.resize(street_frames[0], (1280, 544)), orientation)
+    w, h = (544, 1280) if orientation == 6 else (1280, 544)
+    full = decode_frame(frame(data, w, h), 10**7)
+    half = decode_frame(frame(data, w, h), 10**7, (w // 2, h // 2))  # the need is upright too
+    assert half.scale == 2 and half.image.shape == (h // 2, w // 2, 3) and half.size == full.size == (h, w)
+    shrunk = cv2.resize(full.image, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    assert np.abs(shrunk.astype(int) - half.image).mean() < 2
+
+
+def test_corrupt_and_truncated_images_give_the_same_reason_at_any_scale(street_frames):
+    data = jpeg(cv2.resize(street_frames[0], (1280, 544)))
+    rng = np.random.default_rng(7)
+    variants = [data[:cut] for cut in range(0, len(data), len(data) // 40)]
+    for _ in range(60):
+        bad = bytearray(data)
+        for position in rng.integers(0, len(data), int(rng.integers(1, 30))):
+            bad[position] = int(rng.integers(0, 256))
+        variants.append(bytes(bad))
+
+    def reason(value: bytes, need: tuple[int, int]) -> str:
+        try:
+            decode_frame(value, 10**7, need)
+            return "ok"
+        except ContractError as exc:
+            return exc.reason
+
+    outcomes = [(reason(frame(v, 1280, 544), (0, 0)), reason(frame(v, 1280, 544), (160, 68))) for v in variants]
+    assert all(full == reduced for full, reduced in outcomes), [o for o in outcomes if o[0] != o[1]]
+    assert {"ok", "corrupt_image"} <= {full for full, _ in outcomes}  # both kinds were met

@@ -165,7 +165,7 @@ def test_a_softer_picture_is_still_blur(street_frames, source, sigma):
 @pytest.mark.parametrize("source", ["street", "still"])
 def test_a_slow_dusk_is_one_cause_brightness(street_frames, source):
     """Light falling to 0.6 over 40 s (200 frames at 5 frames/s), then staying: brightness is the signal
-    named (by the range rule, and by the distribution test once its window has seen enough), once each;
+    named (by the distribution test or the range rule, whichever sees it first), once each;
     contrast, which fell by the same factor, blur and saturation are not. On the street camera, whose
     brightness varies by more than that from shot to shot, nothing is raised."""
     frames = street_frames if source == "street" else still("astronaut", 640)
@@ -175,6 +175,6 @@ def test_a_slow_dusk_is_one_cause_brightness(street_frames, source):
         cam.send(image.measure(jpeg(back_and_forth(frames, i), 75, gain)))
     signals = [signal for _, signal in cam.raised]
     if source == "still":
-        assert signals and signals[0] == "brightness", cam.raised
+        assert signals and signals[0] in ("brightness", "brightness_distribution"), cam.raised
     assert sorted(set(signals)) == sorted(signals), cam.raised  # each at most once: no flapping
     assert set(signals) <= {"brightness", "brightness_distribution"}, cam.raised
