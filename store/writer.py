@@ -1,7 +1,7 @@
 """The store writer: predictions, metrics, alerts and dead letters from Kafka into ClickHouse.
 
 Batches by rows and time (``store_batch_rows``, ``store_batch_wait_ms``) and inserts each table's rows
-column by column, on an insert thread of its own while the next batch is read and parsed (:meth:`StoreWriter.consume`).
+column by column, on an insert thread of its own (:meth:`StoreWriter.consume`).
 
 Loses nothing: a batch's offsets are committed only after its rows are inserted. When an insert fails
 the writer retries with backoff and reads nothing more meanwhile (backpressure: it pauses its partitions
@@ -433,11 +433,11 @@ class StoreWriter:
     async def consume(self, consumer, producer, stop: asyncio.Event) -> None:
         """The loop: read a batch, insert it (retrying), publish its dead letters, then commit its offsets.
 
-        Two batches are in hand at once, in a pipeline of two stages: batch N's insert runs on the writer's
-        insert thread while batch N+1 is read and parsed on the event loop (the engine holds no GIL while it
-        ingests, so the two overlap). Batch N+1 is inserted only after batch N is stored, its dead letters
-        acknowledged and its offsets committed, and each commit names its own batch's offsets, so a commit never
-        covers a row not yet stored; while the store is down, at most that one parsed batch waits in memory.
+        Two batches are in hand at once: batch N's insert runs on the writer's own insert thread while batch
+        N+1 is read (the insert starts when the loop next waits, for a fetch or for the insert itself). Batch N+1
+        is inserted only after batch N is stored, its dead letters acknowledged and its offsets committed, and
+        each commit names its own batch's offsets, so a commit never covers a row not yet stored; while the store
+        is down, at most that one parsed batch waits in memory.
 
         ``consumer`` and ``producer`` are started aiokafka clients, or anything with the same methods
         (``getmany``, ``commit``, ``pause``, ``resume``, ``assignment``; ``send``): the tests use fakes.
@@ -486,10 +486,11 @@ class StoreWriter:
                     if not await task:
                         break
                 if parsed is not None and not stop.is_set():
+                    # Not forced to start before the next batch is parsed (it starts when the loop next waits:
+                    # for a fetch, or for this task): on 2 shared cores the engine's insert already keeps more
+                    # than one core busy, and forcing the overlap measured no faster on a quiet machine and
+                    # about a tenth slower on a loaded one (docs/store.md).
                     inflight = asyncio.create_task(store(records, *parsed))
-                    # One step of that task hands its first insert to the insert thread, before the next batch
-                    # is read and parsed (a consumer with records at hand returns them without yielding).
-                    await asyncio.sleep(0)
         finally:
             try:
                 if inflight is not None:

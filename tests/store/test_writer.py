@@ -233,7 +233,8 @@ def test_stopping_while_the_store_is_down_commits_nothing(store):
 
 
 class Watched(FakeConsumer):
-    """A FakeConsumer that logs what the writer asked of it, for the ordering test."""
+    """A FakeConsumer that logs what the writer asked of it, for the ordering test. Like aiokafka's consumer
+    waiting for a fetch, it lets other tasks run before it answers."""
 
     def __init__(self, records: list[Record], events: list):
         super().__init__(records)
@@ -242,6 +243,7 @@ class Watched(FakeConsumer):
         self.second_batch_read = threading.Event()
 
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None):
+        await asyncio.sleep(0)
         out = await super().getmany(timeout_ms, max_records)
         got = sum(len(v) for v in out.values())
         if got:
@@ -273,9 +275,9 @@ class Ordered:
         self.events.append(("stored", rows))
 
 
-def test_the_next_batch_is_parsed_while_one_is_inserted_and_commits_follow_the_inserts(store):
-    """Batch N+1 is read and parsed while batch N is inserted (on the insert thread); batch N's offsets are
-    committed only after its rows are stored, and batch N+1 is inserted only after that commit."""
+def test_the_next_batch_is_read_while_one_is_inserted_and_commits_follow_the_inserts(store):
+    """Batch N+1 is read while batch N is inserted (on the insert thread); batch N's offsets are committed only
+    after its rows are stored, and batch N+1 is inserted only after that commit."""
     batch = SETTINGS.store_batch_rows
     records = records_of("metrics", [metrics(seq=i, at=T0 + i) for i in range(3 * batch)], partitions=1)
     events: list = []
