@@ -1,8 +1,9 @@
-"""The HTTP API: health, cameras, alerts (stored and live), analysts' SQL, workers, models and pipeline counts,
-and the dashboard that shows them (``/dashboard/``, static files in ``api/dashboard``). FastAPI; the OpenAPI
-schema is at /openapi.json, its pages at /docs and /redoc: reads like the others, so with
-``CVOPS_API_READ_PUBLIC=false`` they need a token too, and so does ``/metrics``. Routes live by subject in
-:mod:`api.cameras`, :mod:`api.alerts`, :mod:`api.sql`; who may call what in :mod:`api.auth`, checked before
+"""The HTTP API: health, cameras, alerts (stored and live), incidents, the inventory, acknowledgements and
+silences, analysts' SQL, workers, models and pipeline counts, and the dashboard that shows them
+(``/dashboard/``, static files in ``api/dashboard``). FastAPI; the OpenAPI schema is at /openapi.json, its
+pages at /docs and /redoc: reads like the others, so with ``CVOPS_API_READ_PUBLIC=false`` they need a token
+too, and so does ``/metrics``. Routes live by subject in :mod:`api.cameras`, :mod:`api.alerts`,
+:mod:`api.incidents`, :mod:`api.fleet`, :mod:`api.sql`; who may call what in :mod:`api.auth`, checked before
 a body is read (:mod:`api.guard`); the API's own settings in :mod:`api.settings`.
 
 With the embedded store (a chdb DSN) this process also runs the store writer, since one process owns a
@@ -29,7 +30,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import alerts, cameras, config, evidence, pipeline, prometheus, sql
+from api import alerts, cameras, config, evidence, fleet, incidents, pipeline, prometheus, sql
 from api.auth import TOKEN_RESPONSES, read_access
 from api.live import AlertFeed
 from api.settings import ApiSettings
@@ -52,8 +53,9 @@ async def _lifespan(
     settings: Settings, api_settings: ApiSettings, slow_consumer_started: ConsumerStarted | None, app: FastAPI
 ):
     """The store (migrated), and the API's background tasks: the worker directory, the live alert feed, the
-    config follower and, with an embedded store, the store writer; each kept running until shutdown.
-    ``slow_consumer_started`` is given the consumers of the slow topics (worker statuses, config) once started."""
+    config follower, the inventory and acknowledgements follower and, with an embedded store, the store writer;
+    each kept running until shutdown. ``slow_consumer_started`` is given the consumers of the slow topics (worker
+    statuses, config) once started."""
     store = await asyncio.to_thread(connect, settings.store_dsn, reader_dsn=StoreSettings().store_sql_dsn)
     await asyncio.to_thread(migrate, store, settings.ttl_days)
     if store.reader_dsn:
@@ -65,9 +67,10 @@ async def _lifespan(
     app.state.workers = WorkerDirectory(settings, started=slow_consumer_started)
     app.state.alert_feed = AlertFeed(settings, api_settings.api_sse_queue, api_settings.api_sse_max_subscribers)
     app.state.config = config.ConfigState(settings, started=slow_consumer_started)
+    app.state.fleet = fleet.FleetState(settings)
     stop = asyncio.Event()
     loops = [(app.state.workers, "worker directory", 10), (app.state.alert_feed, "live alert feed", 10),
-             (app.state.config, "config follower", 10)]  # fmt: skip
+             (app.state.config, "config follower", 10), (app.state.fleet, "fleet follower", 10)]  # fmt: skip
     if settings.api_store_writer:
         app.state.writer = StoreWriter(settings, store)
         loops.append((app.state.writer, "store writer", 30))
@@ -135,6 +138,8 @@ def create_app(
     app.include_router(sql.router)
     app.include_router(config.router)
     app.include_router(evidence.router)
+    app.include_router(incidents.router)
+    app.include_router(fleet.router)
     prometheus.install(app)
 
     @app.get("/", include_in_schema=False)

@@ -431,8 +431,46 @@ class IncidentRecord(_Record):
     members: dict[str, str] = Field(description="member alert id (of its raise) -> camera id")
     changed_alert_ids: list[str] = Field(description="the alerts this record is about (new members on a join)")
     opened_at: float = Field(description="unix seconds")
-    resolved_at: float | None = Field(None, description="unix seconds, once every member has resolved")
+    resolved_at: float | None = Field(
+        None, allow_inf_nan=False, description="unix seconds, once every member has resolved"
+    )
     summary: str = Field(description="one line for people")
+    site: str = Field("", max_length=100, description="the site of every member camera when they share one (from "
+                      "the inventory); empty otherwise")  # fmt: skip
+    changed_at: float = Field(
+        default_factory=time.time, description="unix seconds: when this change was made (the time of the alert "
+        "record that made it, or of the processor's clock for an alert whose window closed)"
+    )  # fmt: skip
+
+
+class Acknowledgement(_Record):
+    """A person acknowledged or silenced an incident or a camera, on the compacted ``acknowledgements`` topic
+    keyed by :attr:`key` (the newest record of a key holds). It holds from ``at`` until ``until`` (null: until
+    lifted, or for an incident until it ends); lifting one is a record whose ``until`` is its ``at``.
+
+    An acknowledgement stops repeats (an incident's ``joined`` notifications); a silence stops every
+    notification. An incident is acknowledged or silenced when it is itself, or when every one of its cameras
+    is (``streams.notify.Silences``). A silenced camera's alerts are recorded all the same."""
+
+    schema_version: Literal[1] = RECORD_SCHEMA_VERSION
+    action: Literal["acknowledge", "silence"]
+    target: Literal["incident", "camera"]
+    target_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$",
+                           description="the incident's id or the camera's")  # fmt: skip
+    by: str = Field(min_length=1, max_length=100, description="who, by the name they gave")
+    via: str = Field("", max_length=200, description="what the server knew of the caller: its API token (a prefix "
+                     "of the token's SHA-256) and address")  # fmt: skip
+    at: float = Field(default_factory=time.time, description="unix seconds")
+    until: float | None = Field(None, allow_inf_nan=False, description="unix seconds when it ends; null: until lifted")
+    comment: str = Field("", max_length=1000)
+
+    @property
+    def key(self) -> str:
+        return f"{self.action}:{self.target}:{self.target_id}"
+
+    def holds(self, now: float) -> bool:
+        """Whether it is in force at ``now`` (unix s)."""
+        return self.until is None or now < self.until
 
 
 def encode_record(record: _Record) -> bytes:

@@ -75,8 +75,9 @@ MONITOR_SETTINGS: tuple[MonitorSetting, ...] = (
     _s("motion_threshold_px", float, 8.0, "a shift of more than this against the reference view is a move, px",
        override="motion_threshold_px", live=True, bounds={"gt": 0}, override_max=10_000),
     # Distribution tests (KS with Holm's correction) of the image signals: values, not seconds.
-    _s("ks_reference", int, 200,
-       "frames in a camera's reference window for the KS tests of its image signals; 0 = off",
+    _s("ks_reference", int, 600,
+       "frames in a camera's reference window for the KS tests of its image signals (kept as 200 quantiles); "
+       "0 = off",
        env="monitor_ks_reference", override="ks_reference", bounds={"ge": 0}, override_max=100_000),
     _s("ks_window", int, 100, "frames in the sliding window tested against it",
        env="monitor_ks_window", override="ks_window", bounds={"ge": 10}, override_max=100_000),
@@ -91,6 +92,13 @@ MONITOR_SETTINGS: tuple[MonitorSetting, ...] = (
        env="monitor_prediction_window", override="prediction_window", bounds={"ge": 10}, override_max=1_000_000),
     _s("prediction_alpha", float, 0.001, "chance of a false class-mix alert per test round",
        override="prediction_alpha", live=True, bounds={"gt": 0, "lt": 1}),
+    _s("prediction_reference_frames", int, 750,
+       "frames with detections the prediction reference spans at least (so that it sees objects come and go)",
+       env="monitor_prediction_reference_frames", override="prediction_reference_frames", bounds={"ge": 1},
+       override_max=1_000_000),
+    _s("prediction_window_frames", int, 150, "frames with detections the recent window spans at least",
+       env="monitor_prediction_window_frames", override="prediction_window_frames", bounds={"ge": 1},
+       override_max=1_000_000),
     # Embedding drift and outliers: sampled embeddings (one frame in CVOPS_EMBEDDING_EVERY).
     _s("embedding_reference", int, 50,
        "sampled embeddings an outlier autoencoder is fitted on, per camera; 0 = off (also when "

@@ -93,7 +93,9 @@ def topology(settings: Settings) -> list[TopicSpec]:
         TopicSpec("incidents", c.IncidentRecord, n, 30 * 24 * 3600_000, "incidents across cameras",
                   key="incident id"),
         TopicSpec("incidents-state", None, 1, -1, "the incidents processor's state and the offsets it covers",
-                  compact=True, key="correlator"),
+                  compact=True, key="offsets, incident:<id> or pending:<alert id>"),
+        TopicSpec("acknowledgements", c.Acknowledgement, 1, -1, "who acknowledged or silenced an incident or a "
+                  "camera, and until when", compact=True, key="action:target:id"),
     ]  # fmt: skip
 
 

@@ -66,13 +66,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen:
-    """``cvops worker`` with exactly ``settings`` (as ``CVOPS_*`` variables), in its own process group."""
+def start_worker(settings: Settings, log: Path, command: str = "worker") -> subprocess.Popen:
+    """``cvops worker`` (or another ``cvops`` command) with exactly ``settings`` (as ``CVOPS_*`` variables), in
+    its own process group."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CVOPS_")}
     env.update({f"CVOPS_{k.upper()}": str(v) for k, v in settings.model_dump().items()})
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "cli", "worker"],
+            [sys.executable, "-m", "cli", command],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

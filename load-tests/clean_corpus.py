@@ -403,6 +403,7 @@ class Camera:
     light_period: float  # frames
     light_phase: float
     light_steps: bool  # small random steps on top
+    seed: int = SEED  # of the plan: the camera's order of frames and light draw from it too
 
     @property
     def pooled(self) -> bool:
@@ -427,6 +428,7 @@ def plan(cameras: int, frames: int, scenes: Sequence[Scene], seed: int = SEED) -
                 light_period=float(rng.uniform(500, 3000)),
                 light_phase=float(rng.uniform(0, 2 * np.pi)),
                 light_steps=varying,
+                seed=seed,
             )
         )
     return out
@@ -482,7 +484,7 @@ def monitor_settings(settings: Settings, scene: Scene) -> MonitorSettings:
 def replay(cam: Camera, m: Measured, settings: Settings, model: tuple[str, str]) -> list[tuple[int, str]]:
     """Play one clean camera through a camera monitor, as :mod:`streams.process` does; the (seq,
     "type:signal") of every alert raised."""
-    rng = np.random.default_rng([SEED, zlib.crc32(cam.id.encode())])
+    rng = np.random.default_rng([cam.seed, zlib.crc32(cam.id.encode())])
     monitor = CameraMonitor.new(cam.id, monitor_settings(settings, cam.scene))
     order, levels = _order(cam, m.sources, rng), _levels(cam, rng)
     fields = list(m.signals)
@@ -584,6 +586,7 @@ def run(
     cache_dir: Path = CACHE_DIR,
     log=None,
     workers: int = 1,
+    seed: int = SEED,
 ) -> dict:
     """Measure (or read from the cache) the scenes, replay the clean cameras and score them."""
     t0 = time.monotonic()
@@ -593,7 +596,7 @@ def run(
     if unknown:
         raise ValueError(f"unknown scenes {unknown}; known: {', '.join(BY_NAME)}")
     default_cameras, default_frames = (QUICK_CAMERAS, QUICK_FRAMES) if quick else (CAMERAS, FRAMES)
-    cams = plan(cameras or default_cameras, frames or default_frames, [BY_NAME[n] for n in names])
+    cams = plan(cameras or default_cameras, frames or default_frames, [BY_NAME[n] for n in names], seed)
     corpus = Corpus(settings, cache_dir, log)
     measured = {n: corpus.scene(BY_NAME[n]) for n in dict.fromkeys(c.scene.name for c in cams)}
     model = tuple(corpus.detector_ref.split(":")[0].split("@", 1))
@@ -610,6 +613,7 @@ def run(
     out = score(cams, raised)
     out |= {
         "quick": quick,
+        "seed": seed,
         "scenes": names,
         "variants": sum(len(m.nbytes) for m in measured.values()),
         "measure_s": round(corpus.built_s, 1),
@@ -668,6 +672,13 @@ def main() -> int:
     ap.add_argument("--frames", type=int, help=f"frames per camera (default {FRAMES}; --quick {QUICK_FRAMES})")
     ap.add_argument("--scene", action="append", default=[], help=f"only this scene; repeatable ({', '.join(BY_NAME)})")
     ap.add_argument("--cache-dir", type=Path, default=CACHE_DIR)
+    ap.add_argument(
+        "--seed",
+        type=int,
+        default=SEED,
+        help=f"of the cameras' plan: starts, light, order (default {SEED}); "
+        "the measured variants stay the same (cached)",
+    )
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="replay processes")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a worker setting (core.settings.Settings field) over the defaults")  # fmt: skip
@@ -675,7 +686,16 @@ def main() -> int:
     sets = parse_sets(args.set)
     settings = Settings(_env_file=None, **sets)
     print("monitor settings: worker defaults" + "".join(f" CVOPS_{k.upper()}={v!r}" for k, v in sets.items()))
-    result = run(args.quick, args.cameras, args.frames, args.scene, settings, args.cache_dir, workers=args.workers)
+    result = run(
+        args.quick,
+        args.cameras,
+        args.frames,
+        args.scene,
+        settings,
+        args.cache_dir,
+        workers=args.workers,
+        seed=args.seed,
+    )
     report(result)
     print(json.dumps(summary(result)))
     return 0

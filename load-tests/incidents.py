@@ -6,7 +6,9 @@ Every record is decoded from its JSON bytes, as the processor reads it. Side by 
 alone (the floor any consumer of the alerts topic pays) and decode + correlate. Printed: records/s against
 the rate the fleet makes, CPU per record, the grouping delay (simulated seconds from an alert's arrival to
 the incident record that carries it: p50, p95; a lone alert waits the whole window by design), and whether
-each dusk became exactly one environment incident of its 50 cameras.
+each dusk became exactly one environment incident of its 50 cameras. And the state the processor writes to
+its changelog, as it does, every 500 records: the keys a batch changed (its largest record and the bytes per
+simulated second, their CPU apart), against the whole state as one record at the end.
 
     ./dev bench incidents            # 5,000 cameras, 30 simulated minutes
     ./dev bench incidents --quick    # 1,000 cameras, 10 minutes
@@ -79,8 +81,9 @@ def run(cameras: int, minutes: int, min_share: float | None = None) -> dict:
     kinds: dict[str, int] = {}
     environment: list[tuple[int, int]] = []  # (dusk alerts, cameras) of each environment incident of a dusk
     coincidences = 0  # environment incidents of background alerts that happened to coincide
+    state = {"bytes": 0, "largest": 0, "cpu": 0.0}
     t0 = time.process_time()
-    for at, raw in records:
+    for n, (at, raw) in enumerate(records, 1):
         alert = decode_record(Alert, raw)
         if alert.status == "raised":
             arrived[alert.alert_id] = at
@@ -96,7 +99,10 @@ def run(cameras: int, minutes: int, min_share: float | None = None) -> dict:
                 else:
                     coincidences += 1
         corr.prune(at)
-    both_cpu = time.process_time() - t0
+        if n % 500 == 0 or n == len(records):  # a batch's state, as the processor writes it
+            write_state(corr, state)
+    both_cpu = time.process_time() - t0 - state["cpu"]
+    whole = len(json.dumps(corr.to_dict()))
     rate_needed = len(records) / (minutes * 60)
     return {
         "cameras": cameras,
@@ -116,7 +122,21 @@ def run(cameras: int, minutes: int, min_share: float | None = None) -> dict:
         "dusk_incidents": len(environment),
         "dusk_sizes": sorted({d for d, _ in environment}),
         "coincidence_incidents": coincidences,
+        "state_bytes_per_s": round(state["bytes"] / (minutes * 60)),
+        "state_largest_record_bytes": state["largest"],
+        "state_cpu_us_per_record": round(state["cpu"] / len(records) * 1e6, 1),
+        "whole_state_bytes": whole,
     }
+
+
+def write_state(corr: Correlator, state: dict) -> None:
+    """What a batch writes to the state topic: the keys it changed, encoded (their CPU counted apart)."""
+    t0 = time.process_time()
+    for value in corr.take_changes().values():
+        size = len(json.dumps(value).encode()) if value is not None else 0
+        state["bytes"] += size
+        state["largest"] = max(state["largest"], size)
+    state["cpu"] += time.process_time() - t0
 
 
 def report(r: dict, out=sys.stdout) -> None:
@@ -133,6 +153,10 @@ def report(r: dict, out=sys.stdout) -> None:
                                      f"{r['dusk_sizes']})"),
         ("background coincidences", f"{r['coincidence_incidents']} environment incidents at min_share "
                                     f"{r['min_share']}"),
+        ("state written by key", f"{r['state_bytes_per_s']} B per simulated s, largest record "
+                                 f"{r['state_largest_record_bytes']} B, {r['state_cpu_us_per_record']} us CPU "
+                                 "per alert record"),
+        ("state as one record", f"{r['whole_state_bytes']} B at the end"),
     ]  # fmt: skip
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -3,10 +3,13 @@
     ./dev bench scenarios [--quick] [--scenario NAME ...] [--dir load-tests/scenarios]
 
 Every file in ``load-tests/scenarios/`` (YAML or JSON; schema in its README.md) describes cameras, their
-source footage, and events injected at a frame index with a magnitude (rotation, shift, blur, brightness,
-contrast, resolution, black frames, frozen feed, frame-rate drop, change of scene). This script plays them
-through the real pipeline: an embedded broker, topics as ``cvops`` creates them, one ``cvops worker``
-subprocess, and reads the alerts topic.
+source footage (and their site, tags and gateway), events injected at a frame index with a magnitude
+(rotation, shift, blur, brightness, light, contrast, resolution, black frames, frozen feed, frame-rate drop,
+change of scene), at once or ramping up over some frames, and the incidents across cameras it must make. This
+script plays them through the real pipeline: an embedded broker, topics as ``cvops`` creates them, the
+cameras' sites, tags and gateways on the ``cameras`` topic as their gateway declares them, one ``cvops
+worker`` subprocess and, when a scenario expects incidents, one ``cvops incidents`` subprocess; it reads the
+alerts and incidents topics.
 
 **Playing.** All cameras of all scenarios are played together (camera ids are prefixed with the scenario
 name), frame after frame in order of capture time. Time is simulated: frame ``seq`` of a camera at ``fps``
@@ -30,13 +33,27 @@ since a window still holding changed frames may raise after the change is over. 
 Every other raised alert (on a camera without events, or outside every event window) is a false alarm;
 ``false_alarms_per_10k`` is their count per 10,000 clean frames (frames sent outside every event window).
 Resolves are not counted. Targets: detected/events >= 0.95, correct_type/detected >= 0.9,
-median_delay_frames <= 50, false_alarms_per_10k <= 0.2.
+median_delay_frames <= 50, false_alarms_per_10k <= 0.2. A ramping event's delay counts from its first frame.
 
-Prints the worker settings, a table of events, the false alarms, the targets, then the clean corpus
-(``clean_corpus.py``: the camera monitors alone on some 150,000 clean frames, its false alarms per detector
-with their 95 % upper bound; the worker's default settings plus ``--set``), then one JSON line, the clean
-corpus's figures under ``clean_corpus``. ``--quick`` plays the cameras marked ``quick`` (the default), each
-cut at ``QUICK_FRAMES`` frames, and a slice of the clean corpus; ``--no-clean`` leaves the clean corpus out.
+**Incidents** (:func:`score_incidents`), for the scenarios that expect some and are played whole: an expected
+incident is found by an incident of its kind with exactly its cameras (and its signal, when given); its
+alerts are linked when each member camera's raised alerts of the incident's type, signal and direction are
+among its members (``IncidentRecord.members``, over its raise and joins); every other incident on the
+scenario's cameras is unexpected. Target: every expected incident found with its alerts linked, none
+unexpected. ``cvops incidents`` runs with its default settings; its clock is the alerts' broker time, which is
+the worker's wall clock, so its window (``CVOPS_INCIDENT_WINDOW_S``) spans camera time in the ratio the worker
+keeps up with the cameras (printed, and ``real_time_factor`` in the JSON line): on a machine slower than real
+time the window is shorter in camera time than in a deployment. The run waits until each of the watched
+cameras' raised alerts is in an incident and each incident whose members all resolved has its resolve (or the
+window plus 10 s after the last alert). The alerts (with their broker times) and the incident records are
+left in the run's work folder, ``alerts.jsonl`` and ``incidents.jsonl``.
+
+Prints the worker settings, a table of events, the false alarms, the incidents, the targets, then the
+clean corpus (``clean_corpus.py``: the camera monitors alone on some 150,000 clean frames, its false alarms
+per detector with their 95 % upper bound; the worker's default settings plus ``--set``), then one JSON line,
+the clean corpus's figures under ``clean_corpus``, the incidents' under ``incidents``. ``--quick`` plays the
+cameras marked ``quick`` (the default), each cut at ``QUICK_FRAMES`` frames, and a slice of the clean corpus;
+``--no-clean`` leaves the clean corpus out.
 """
 
 from __future__ import annotations
@@ -71,20 +88,33 @@ import itertools
 import clean_corpus
 from _common import free_port, start_worker
 
-from core.contracts import Alert, AlertType, CameraConfig, FrameHeader, MonitorOverrides, decode_record, pack_frame
+from core.contracts import (
+    Alert,
+    AlertType,
+    CameraConfig,
+    FrameHeader,
+    IncidentRecord,
+    MonitorOverrides,
+    decode_record,
+    pack_frame,
+)
 from core.settings import Settings
 from core.topology import create_topics
 from streams.devbroker import fetch_pacing
 from streams.gateway import (
     EVENT_KINDS,
+    NEUTRAL,
     Event,
     _ping_pong,
     apply_event,
+    declare_cameras,
     default_footage,
     encode,
     frame_kept,
     split_shots,
 )
+from streams.incidents import KINDS as INCIDENT_KINDS
+from streams.incidents import direction
 from streams.localbroker import EmbeddedBroker
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
@@ -113,10 +143,15 @@ WORKER_SETTINGS = {
 # may raise after the change is over) plus the 50-frame delay target.
 RECOVERY_FRAMES = WORKER_SETTINGS["monitor_ks_window"] + 50
 
-Kind = Literal["rotate", "shift", "blur", "brightness", "contrast", "resolution", "black", "freeze", "fps", "scene"]
+Kind = Literal[
+    "rotate", "shift", "blur", "brightness", "light", "contrast", "resolution", "black", "freeze", "fps", "scene"
+]
 assert set(Kind.__args__) == set(EVENT_KINDS)
+IncidentKind = Literal["environment", "upstream", "model", "device"]
+assert set(IncidentKind.__args__) == set(INCIDENT_KINDS)
 CameraId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=40)]
-NUMERIC = {"rotate", "shift", "blur", "brightness", "contrast", "resolution", "fps"}
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=40)]  # a site, gateway, tag
+NUMERIC = {"rotate", "shift", "blur", "brightness", "light", "contrast", "resolution", "fps"}
 
 
 class _Strict(BaseModel):
@@ -133,6 +168,9 @@ class CameraSpec(_Strict):
     noise: float = Field(2.0, ge=0, le=50, description="sensor noise of a still: Gaussian sigma, grey levels")
     quick: bool = Field(True, description="played by --quick too")
     monitor: MonitorOverrides | None = Field(None, description="per-camera monitor overrides (config topic)")
+    site: Name | None = Field(None, description="its site, as a gateway's --site declares it")
+    tags: dict[Name, Name] = Field(default_factory=dict, max_length=20, description="key=value, as --tag")
+    gateway: Name | None = Field(None, description="the gateway it publishes through, as --gateway-id")
 
     @model_validator(mode="after")
     def _source(self) -> CameraSpec:
@@ -146,14 +184,20 @@ class EventSpec(_Strict):
     kind: Kind
     magnitude: float | str | None = None
     duration_frames: int | None = Field(None, gt=0, description="default: to the end of the camera's frames")
+    ramp_frames: int | None = Field(None, gt=0, description="the change comes on over this many frames")
     expect: list[AlertType] = Field(min_length=1, description="alert types that count as the right answer")
 
     @model_validator(mode="after")
     def _magnitude(self) -> EventSpec:
         m = self.magnitude
+        if self.ramp_frames is not None:
+            if self.kind not in NEUTRAL:
+                raise ValueError(f"{self.kind} cannot ramp: only {', '.join(NEUTRAL)} can")
+            if self.duration_frames is not None and self.ramp_frames > self.duration_frames:
+                raise ValueError(f"a ramp of {self.ramp_frames} frames is longer than the event")
         if self.kind in NUMERIC and (not isinstance(m, int | float) or isinstance(m, bool)):
             raise ValueError(f"{self.kind} needs a numeric magnitude, not {m!r}")
-        if self.kind in ("resolution", "contrast", "fps", "blur") and m <= 0:
+        if self.kind in ("resolution", "light", "contrast", "fps", "blur") and m <= 0:
             raise ValueError(f"{self.kind} needs a positive magnitude, not {m!r}")
         if self.kind == "fps" and m >= 1:
             raise ValueError("fps is a drop: its magnitude is a factor below 1")
@@ -166,12 +210,31 @@ class EventSpec(_Strict):
         return self
 
 
+class IncidentSpec(_Strict):
+    """An incident across cameras (``streams.incidents``) the run must make: its kind and exactly its cameras."""
+
+    kind: IncidentKind
+    cameras: list[CameraId] = Field(min_length=1, description="exactly its member cameras")
+    signal: str | None = Field(None, description="the shared signal (e.g. brightness); left out: any")
+
+    @model_validator(mode="after")
+    def _size(self) -> IncidentSpec:
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError("an incident's cameras are listed once each")
+        if (self.kind == "device") != (len(self.cameras) == 1):
+            raise ValueError("a device incident has exactly one camera, and only a device incident has one")
+        return self
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z0-9-]+$", max_length=30)
     description: str = ""
     seed: int = 0
     cameras: list[CameraSpec] = Field(min_length=1)
     events: list[EventSpec] = Field(default_factory=list)
+    incidents: list[IncidentSpec] = Field(
+        default_factory=list, description="exactly the incidents the run makes on these cameras (cvops incidents)"
+    )
 
     @model_validator(mode="after")
     def _refs(self) -> Scenario:
@@ -188,7 +251,23 @@ class Scenario(_Strict):
             for a, b in itertools.pairwise(mine):
                 if a.duration_frames is None or a.at_frame + a.duration_frames + RECOVERY_FRAMES > b.at_frame:
                     raise ValueError(f"events on {c.id!r} at {a.at_frame} and {b.at_frame} overlap (with recovery)")
+        for inc in self.incidents:
+            check_incident(inc, cams)
         return self
+
+
+def check_incident(inc: IncidentSpec, cams: dict[str, CameraSpec]) -> None:
+    """An expected incident names cameras of the scenario that share the scope its kind groups by."""
+    unknown = [c for c in inc.cameras if c not in cams]
+    if unknown:
+        raise ValueError(f"incident on unknown camera(s) {unknown}")
+    members = [cams[c] for c in inc.cameras]
+    if inc.kind == "environment":
+        shared = set.intersection(*({("site", m.site)} | set(m.tags.items()) for m in members)) - {("site", None)}
+        if not shared:
+            raise ValueError(f"the cameras of an environment incident share no site or tag: {inc.cameras}")
+    if inc.kind == "upstream" and (members[0].gateway is None or len({m.gateway for m in members}) > 1):
+        raise ValueError(f"the cameras of an upstream incident are behind one gateway: {inc.cameras}")
 
 
 def check_source(source: str) -> None:
@@ -298,7 +377,9 @@ def camera_frames(
 ) -> Iterator[tuple[int, bytes, int, int]]:
     """(seq, JPEG, width, height) of one camera's frames as the gateway sends them, events applied."""
     events = [
-        Event(cam.id, e.at_frame, e.kind, e.magnitude, e.duration_frames) for e in scenario.events if e.camera == cam.id
+        Event(cam.id, e.at_frame, e.kind, e.magnitude, e.duration_frames, e.ramp_frames)
+        for e in scenario.events
+        if e.camera == cam.id
     ]
     rng = np.random.default_rng([scenario.seed, sum(map(ord, cam.id))])
     own = sources.indices(cam.source, rng)
@@ -307,7 +388,7 @@ def camera_frames(
     for seq in range(frames):
         index = next(own)
         scene_idx = {s: next(it) for s, it in scenes.items()}  # every source runs on, as time does
-        active = [e for e in events if e.active(seq)]
+        active = [e.at(seq) for e in events if e.active(seq)]  # a ramping event at this frame's magnitude
         if not all(frame_kept(seq, e) for e in active):
             continue
         if last is not None and any(e.kind == "freeze" for e in active):
@@ -346,6 +427,43 @@ async def publish_config(settings: Settings, scenarios: list[Scenario]) -> None:
                     )
     finally:
         await producer.stop()
+
+
+def scoped(scenario: Scenario, name: str) -> str:
+    """A site, gateway or tag value of a scenario as the run declares it: prefixed like its cameras' ids, so
+    that scenarios played together never share a scope."""
+    return f"{scenario.name}.{name}"
+
+
+def inventory(scenarios: list[Scenario]) -> list[tuple[list[str], str | None, dict[str, str], str | None]]:
+    """What the cameras' gateways declare, one (cameras, site, tags, gateway) per group of cameras that share
+    them; cameras that declare nothing are left out."""
+    groups: dict[tuple, list[str]] = {}
+    for s in scenarios:
+        for c in s.cameras:
+            if c.site is not None or c.tags or c.gateway is not None:
+                site = scoped(s, c.site) if c.site is not None else None
+                tags = tuple(sorted((k, scoped(s, v)) for k, v in c.tags.items()))
+                gateway = scoped(s, c.gateway) if c.gateway is not None else None
+                groups.setdefault((site, tags, gateway), []).append(full_id(s, c.id))
+    return [(cameras, site, dict(tags), gateway) for (site, tags, gateway), cameras in groups.items()]
+
+
+async def publish_inventory(settings: Settings, scenarios: list[Scenario]) -> int:
+    """The :func:`inventory` on the ``cameras`` topic, as a gateway started with ``--site``, ``--tag`` and
+    ``--gateway-id`` declares it (``streams.gateway.declare_cameras``); the records sent."""
+    return sum([await declare_cameras(settings, *group) for group in inventory(scenarios)])
+
+
+async def start_incidents(settings: Settings, log: Path, timeout_s: float = 120.0) -> subprocess.Popen:
+    """``cvops incidents``, once it reads the alerts (it starts at their end: alerts before that are not its)."""
+    proc = start_worker(settings, log, "incidents")
+    deadline = time.monotonic() + timeout_s
+    while "correlating alerts" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"cvops incidents did not start; see {log}")
+        await asyncio.sleep(0.5)
+    return proc
 
 
 async def play(
@@ -405,32 +523,66 @@ async def play(
 
 
 async def collect(
-    settings: Settings, want: list[int], done: asyncio.Event, timeout_s: float
-) -> tuple[list[Alert], int]:
-    """Raised and resolved alerts, until the worker answered ``want[0]`` frames (known once ``done`` is set)."""
+    settings: Settings, want: list[int], done: asyncio.Event, timeout_s: float, watch: frozenset[str] | None = None
+) -> tuple[list[Alert], list[float], int, list[IncidentRecord]]:
+    """Raised and resolved alerts and their broker times, until the worker answered ``want[0]`` frames (known
+    once ``done`` is set).
+
+    With ``watch`` (the cameras whose incidents are scored), the incident records too, until those cameras'
+    incidents are settled (:func:`incidents_settled`), or the incident window plus 10 s after the last alert.
+    """
+    topics = {settings.topic(t): t for t in ("alerts", "predictions", *(("incidents",) if watch else ()))}
     consumer = AIOKafkaConsumer(
-        settings.topic("alerts"), settings.topic("predictions"), bootstrap_servers=settings.kafka_bootstrap,
+        *topics, bootstrap_servers=settings.kafka_bootstrap,
         auto_offset_reset="earliest", group_id=f"scenarios-{uuid.uuid4().hex[:6]}",
     )  # fmt: skip
     await consumer.start()
     alerts: list[Alert] = []
+    arrivals: list[float] = []  # the alerts' broker times (unix s): the incidents processor's clock
+    records: list[IncidentRecord] = []
     predictions = 0
     deadline = time.monotonic() + timeout_s
     finished_at = None
+    last_alert = time.time()  # the processor's clock: the alert records' broker time, then the wall clock
     try:
         while time.monotonic() < deadline:
-            for tp, records in (await consumer.getmany(timeout_ms=300)).items():
-                if tp.topic == settings.topic("alerts"):
-                    alerts += [decode_record(Alert, r.value) for r in records]
+            for tp, batch in (await consumer.getmany(timeout_ms=300)).items():
+                if topics[tp.topic] == "alerts":
+                    alerts += [decode_record(Alert, r.value) for r in batch]
+                    arrivals += [r.timestamp / 1000 for r in batch]
+                    last_alert = max([last_alert, *arrivals[-len(batch) :]])
+                elif topics[tp.topic] == "incidents":
+                    records += [decode_record(IncidentRecord, r.value) for r in batch]
                 else:
-                    predictions += len(records)
+                    predictions += len(batch)
             if done.is_set() and predictions >= want[0] and finished_at is None:
                 finished_at = time.monotonic()
-            if finished_at is not None and time.monotonic() - finished_at > 3.0:  # late alerts of the last batch
+            if finished_at is None or time.monotonic() - finished_at <= 3.0:  # late alerts of the last batch
+                continue
+            if watch is None or incidents_settled(alerts, records, watch):
+                break
+            if time.time() > last_alert + settings.incident_window_s + 10:
                 break
     finally:
         await consumer.stop()
-    return alerts, predictions
+    return alerts, arrivals, predictions, records
+
+
+def incidents_settled(alerts: list[Alert], records: list[IncidentRecord], cameras: frozenset[str]) -> bool:
+    """Whether no more incident records can come of ``alerts`` on ``cameras``: each of their raised alerts is
+    a member of an incident, and each incident whose member alerts have all resolved has its resolve."""
+    members: dict[str, set[str]] = {}
+    resolved = set()
+    for r in records:
+        if cameras.intersection(r.cameras):
+            members.setdefault(r.incident_id, set()).update(r.members)
+            if r.status == "resolved":
+                resolved.add(r.incident_id)
+    linked = set().union(*members.values())
+    if any(a.status == "raised" and a.camera_id in cameras and a.alert_id not in linked for a in alerts):
+        return False
+    gone = {a.alert_id for a in alerts if a.status == "resolved"}
+    return all(iid in resolved for iid, m in members.items() if m <= gone)
 
 
 # --- scoring ----------------------------------------------------------------------------------------------
@@ -484,6 +636,70 @@ def score(
     return {"rows": rows, "clean_frames": clean_frames, "false_alarms": false_alarms}
 
 
+def fold_incidents(records: list[IncidentRecord]) -> dict[str, dict]:
+    """Incident id -> the incident its records describe: kind, scope, key, every member alert (raise and joins)
+    and its cameras, whether it resolved."""
+    out: dict[str, dict] = {}
+    for r in records:
+        inc = out.setdefault(r.incident_id, {
+            "incident_id": r.incident_id, "kind": r.kind, "scope": r.scope, "type": r.type, "signal": r.signal,
+            "direction": r.direction, "members": {}, "resolved": False,
+        })  # fmt: skip
+        inc["members"].update(r.members)
+        inc["resolved"] = inc["resolved"] or r.status == "resolved"
+    for inc in out.values():
+        inc["cameras"] = sorted(set(inc["members"].values()))
+    return out
+
+
+def score_incidents(scenarios: list[Scenario], records: list[IncidentRecord], alerts: list[Alert]) -> dict:
+    """The expected incidents of ``scenarios`` against those the processor made on their cameras.
+
+    An expected incident is *found* by an incident of its kind with exactly its cameras (and its signal, when
+    given). Its alerts are *linked* when each member camera's raised alerts of the incident's type, signal and
+    direction are members of it. When none is exactly it, ``members``, ``nearest`` and the linked alerts are
+    those of the incident of its kind that shares most of its cameras. Every other incident on these cameras is
+    *unexpected*.
+    """
+    incidents = list(fold_incidents(records).values())
+    rows, unexpected = [], []
+    for s in scenarios:
+        ours = [i for i in incidents if any(c.startswith(f"{s.name}.") for c in i["cameras"])]
+        for spec in s.incidents:
+            want = sorted(full_id(s, c) for c in spec.cameras)
+            kind = [i for i in ours if i["kind"] == spec.kind]
+            match = next((i for i in kind if i["cameras"] == want and spec.signal in (None, i["signal"])), None)
+            nearest = match or max(kind, key=lambda i: len(set(i["cameras"]) & set(want)), default=None)
+            if match is not None:
+                ours.remove(match)
+            row = {
+                "scenario": s.name, "kind": spec.kind, "signal": spec.signal or "any", "cameras": len(want),
+                "found": match is not None, "scope": nearest["scope"] if nearest else "-",
+                "nearest": f"{nearest['type']}:{nearest['signal']} {nearest['direction']}" if nearest else "-",
+                "members": len(set(nearest["cameras"]) & set(want)) if nearest else 0, "alerts_linked": 0,
+                "member_alerts": 0, "resolved": bool(match and match["resolved"]),
+            }  # fmt: skip
+            if nearest is not None:  # linked alerts of the nearest incident too, when it is not the one expected
+                key = (nearest["type"], nearest["signal"], nearest["direction"])
+                mine = {a.alert_id for a in alerts if a.status == "raised" and a.camera_id in want
+                        and (a.type, a.signal, direction(a)) == key}  # fmt: skip
+                row |= {"member_alerts": len(mine), "alerts_linked": len(mine & nearest["members"].keys())}
+            rows.append(row)
+        unexpected += [
+            {k: i[k] for k in ("kind", "scope", "type", "signal", "direction", "cameras")} | {"scenario": s.name}
+            for i in ours
+        ]
+    found = sum(r["found"] for r in rows)
+    linked = all(r["alerts_linked"] == r["member_alerts"] > 0 for r in rows if r["found"])
+    summary = {
+        "expected": len(rows), "found": found, "unexpected": len(unexpected),
+        "alerts_linked": sum(r["alerts_linked"] for r in rows if r["found"]),
+        "member_alerts": sum(r["member_alerts"] for r in rows if r["found"]),
+        "resolved": sum(r["resolved"] for r in rows), "met": found == len(rows) and not unexpected and linked,
+    }  # fmt: skip
+    return {"rows": rows, "unexpected": unexpected, "summary": summary}
+
+
 def summarise(scored: dict) -> dict:
     rows = scored["rows"]
     detected = [r for r in rows if r["detected"]]
@@ -513,7 +729,7 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help=f"cameras marked quick, at most {QUICK_FRAMES} frames each")
     ap.add_argument("--scenario", action="append", default=[], help="only this scenario (name); repeatable")
@@ -524,7 +740,105 @@ def main() -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="a worker setting (core.settings.Settings field, e.g. monitor_ks_window=100) over the run's own",
     )  # fmt: skip
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def incident_scenarios(plan: list[tuple[Scenario, CameraSpec, int]]) -> list[Scenario]:
+    """The scenarios whose incidents are scored: those that declare some and whose cameras are all played
+    whole (``--quick`` cuts them)."""
+    out = []
+    for s in {id(s): s for s, _, _ in plan}.values():  # in order, once each
+        played = {c.id: n for t, c, n in plan if t is s}
+        if s.incidents and all(played.get(c.id) == c.frames for c in s.cameras):
+            out.append(s)
+    return out
+
+
+def run_pipeline(args, settings: Settings, scenarios, plan, sources, work: Path, t_start: float):
+    """The broker's topics, the cameras' configuration and inventory, ``cvops incidents`` (when incidents are
+    scored), one ``cvops worker``; every frame played. The frames sent, the alerts, the frames answered, the
+    incident records."""
+    watch = frozenset(full_id(s, c.id) for s in incident_scenarios(plan) for c in s.cameras) or None
+    procs: list[subprocess.Popen] = []
+
+    async def run():
+        await create_topics(settings)
+        await publish_config(settings, scenarios)
+        await publish_inventory(settings, scenarios)
+        if watch:
+            procs.append(await start_incidents(settings, work / "incidents.log"))
+        procs.append(start_worker(settings, work / "worker.log"))
+        want = [10**12]
+        done = asyncio.Event()
+        reader = asyncio.create_task(collect(settings, want, done, args.timeout, watch))
+        t_play = time.monotonic()
+        sent = await play(settings, plan, sources, ahead_s=args.timeout + 120)
+        want[0] = sum(len(v) for v in sent.values())
+        done.set()
+        print(f"sent {want[0]} frames in {time.monotonic() - t_start:.0f} s; waiting for the worker", file=sys.stderr)
+        alerts, arrivals, answered, records = await reader
+        camera_s = max((max(sent[full_id(s, c.id)], default=-1) + 1) / c.fps for s, c, _ in plan)
+        speed = camera_s / (time.monotonic() - t_play)
+        window = ""
+        if watch:
+            span = settings.incident_window_s * speed
+            window = f": an incident window of {settings.incident_window_s:.0f} s spanned {span:.0f} s of camera time"
+        print(f"the worker went through {camera_s:.0f} s of camera time in {time.monotonic() - t_play:.0f} s "
+              f"({speed:.2f} x real time){window}", file=sys.stderr)  # fmt: skip
+        if answered < want[0]:
+            print(f"WARNING: the worker answered {answered} of {want[0]} frames; see {work / 'worker.log'}")
+        (work / "alerts.jsonl").write_text(  # for a look afterwards, and for replaying them through a correlator
+            "".join(json.dumps({"broker_time": t, "alert": a.model_dump(mode="json")}) + "\n"
+                    for t, a in zip(arrivals, alerts, strict=True))
+        )  # fmt: skip
+        (work / "incidents.jsonl").write_text("".join(r.model_dump_json() + "\n" for r in records))
+        return sent, alerts, answered, records, round(speed, 3)
+
+    try:
+        return asyncio.run(run())
+    finally:
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def print_table(rows: list[dict], cols: tuple[str, ...], extra: dict[str, list[str]] | None = None) -> None:
+    table = [[str(r[k]) for k in cols] + [",".join(v[i]) for v in (extra or {}).values()] for i, r in enumerate(rows)]
+    header = [*cols, *(extra or {})]
+    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=False)]
+    for line in [header, *table]:
+        print("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=False)))
+
+
+def print_report(scored: dict, summary: dict, incidents: dict | None) -> None:
+    cols = ("scenario", "camera", "kind", "magnitude", "at_frame", "expect", "detected", "correct_type",
+            "delay_frames", "first")  # fmt: skip
+    print_table(scored["rows"], cols, {"raised": [r["raised"] for r in scored["rows"]]})
+    print(f"false alarms ({len(scored['false_alarms'])} in {scored['clean_frames']} clean frames):")
+    for fa in scored["false_alarms"]:
+        print(f"  {fa['camera']} seq {fa['seq']}: {fa['type']}:{fa['signal']}")
+    if incidents is not None:
+        print("incidents (cvops incidents, its default settings):")
+        cols = ("scenario", "kind", "signal", "cameras", "found", "members", "scope", "nearest", "alerts_linked",
+                "member_alerts", "resolved")  # fmt: skip
+        print_table(incidents["rows"], cols)
+        print(f"unexpected incidents ({len(incidents['unexpected'])}):")
+        for u in incidents["unexpected"]:
+            print(f"  {u['kind']} on {u['scope']}: {u['type']}:{u['signal']} {u['direction']}, {u['cameras']}")
+    for k, (op, target) in TARGETS.items():
+        print(f"target {k} {op} {target}: {summary[k]} -> {'met' if summary['targets_met'][k] else 'NOT met'}")
+    if incidents is not None:
+        met = "met" if incidents["summary"]["met"] else "NOT met"
+        print(f"target incidents exactly as expected, their alerts linked: {incidents['summary']} -> {met}")
+
+
+def main() -> int:
+    args = parse_args()
     t_start = time.monotonic()
     scenarios = [load_scenario(p) for p in scenario_files(args.dir)]
     if args.scenario:
@@ -557,53 +871,19 @@ def main() -> int:
     )  # fmt: skip
     print("worker settings: " + " ".join(f"CVOPS_{k.upper()}={v!r}" for k, v in worker_settings.items()))
     print(f"cameras: {len(plan)}, frames planned: {sum(n for *_, n in plan)}; work folder {work}", file=sys.stderr)
-    worker = None
     try:
-
-        async def run() -> tuple[dict, list[Alert], int]:
-            await create_topics(settings)
-            await publish_config(settings, scenarios)
-            nonlocal worker
-            worker = start_worker(settings, work / "worker.log")
-            want = [10**12]
-            done = asyncio.Event()
-            reader = asyncio.create_task(collect(settings, want, done, args.timeout))
-            sent = await play(settings, plan, sources, ahead_s=args.timeout + 120)
-            want[0] = sum(len(v) for v in sent.values())
-            done.set()
-            print(
-                f"sent {want[0]} frames in {time.monotonic() - t_start:.0f} s; waiting for the worker", file=sys.stderr
-            )
-            alerts, answered = await reader
-            if answered < want[0]:
-                print(f"WARNING: the worker answered {answered} of {want[0]} frames; see {work / 'worker.log'}")
-            return sent, alerts, answered
-
-        sent, alerts, answered = asyncio.run(run())
+        sent, alerts, answered, records, speed = run_pipeline(args, settings, scenarios, plan, sources, work, t_start)
     finally:
-        if worker is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
         broker.stop()
 
     scored = score(plan, sent, alerts, recovery)
     summary = summarise(scored)
-    cols = ("scenario", "camera", "kind", "magnitude", "at_frame", "expect", "detected", "correct_type",
-            "delay_frames", "first")  # fmt: skip
-    table = [[str(r[k]) for k in cols] + [",".join(r["raised"])] for r in scored["rows"]]
-    header = [*cols, "raised"]
-    widths = [max(len(x) for x in col) for col in zip(header, *table, strict=False)]
-    for line in [header, *table]:
-        print("  ".join(x.ljust(w) for x, w in zip(line, widths, strict=False)))
-    print(f"false alarms ({len(scored['false_alarms'])} in {scored['clean_frames']} clean frames):")
-    for fa in scored["false_alarms"]:
-        print(f"  {fa['camera']} seq {fa['seq']}: {fa['type']}:{fa['signal']}")
-    for k, (op, target) in TARGETS.items():
-        print(f"target {k} {op} {target}: {summary[k]} -> {'met' if summary['targets_met'][k] else 'NOT met'}")
+    incidents = None
+    if scored_scenarios := incident_scenarios(plan):
+        incidents = score_incidents(scored_scenarios, records, alerts)
+        summary["incidents"] = incidents["summary"]
+        summary["targets_met"]["incidents"] = incidents["summary"]["met"]
+    print_report(scored, summary, incidents)
     if not args.no_clean:
         sets = clean_corpus.parse_sets(args.set)
         print(
@@ -621,6 +901,7 @@ def main() -> int:
         "cameras": len(plan),
         "frames_sent": sum(len(v) for v in sent.values()),
         "frames_answered": answered,
+        "real_time_factor": speed,  # camera time per wall-clock time while the worker worked
         "wall_s": round(time.monotonic() - t_start, 1),
         "worker_settings": worker_settings,
         "recovery_frames": recovery,

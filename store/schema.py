@@ -23,6 +23,9 @@ Migration 8 adds bloom-filter skip indexes where a look-up's key is not in the s
 predictions by frame id, an alert's evidence by alert id), so that it reads a granule or two, not the table.
 Migration 9 adds ``caused_by`` to the alerts (the cause a ``suppressed`` alert is a symptom of, see
 docs/alerts.md), and has ``drift_stats`` and ``device_health`` count a symptom as the drift or fault it is.
+Migration 10 adds ``incidents`` (one row per change of an incident across cameras) and ``camera_inventory``
+(what a gateway and an operator say of each camera: site, tags, notes), written from their topics;
+migration 11 ``acknowledgements`` (who acknowledged or silenced an incident or a camera, when, until when).
 
 The tables the writer fills are declared once, as they are now, in :mod:`store.tables`: a fresh store creates
 them from there first, and the migrations that built them step by step on an older store then change nothing
@@ -61,6 +64,9 @@ DEDUP_TABLES = (
     "edge_cases",
     "evidence_frames",
     "camera_views",
+    "incidents",
+    "camera_inventory",
+    "acknowledgements",
 )
 
 
@@ -78,6 +84,8 @@ def migrations(ttl_days: int) -> list[Migration]:
         _migration_2(ttl_days),
         *_migrations_3_to_6(ttl_days),
         *_migrations_7_to_9(ttl_days),
+        _migration_10(ttl_days),
+        _migration_11(ttl_days),
     ]
 
 
@@ -301,6 +309,76 @@ TTL toDateTime(captured_at) + INTERVAL {int(ttl_days)} DAY""",
             ),
         ),
     ]
+
+
+def _migration_10(ttl_days: int) -> Migration:
+    return Migration(
+        10,
+        "incidents across cameras and the camera inventory",
+        (
+            # One row per change of an incident (raise, join, resolve), keyed by its event id; the latest state
+            # of an incident is argMax(..., changed_at). Its member alerts are the keys of ``members``.
+            f"""
+CREATE TABLE IF NOT EXISTS incidents (
+    event_id String,
+    incident_id String,
+    status LowCardinality(String),
+    kind LowCardinality(String),
+    scope String,
+    site LowCardinality(String),
+    type LowCardinality(String),
+    signal LowCardinality(String),
+    direction LowCardinality(String),
+    cameras Array(String),
+    members Map(String, String),
+    changed_alert_ids Array(String),
+    opened_at DateTime64(3, 'UTC'),
+    resolved_at Nullable(DateTime64(3, 'UTC')),
+    changed_at DateTime64(3, 'UTC'),
+    summary String
+) ENGINE = ReplacingMergeTree(changed_at)
+PARTITION BY toYYYYMM(opened_at)
+ORDER BY (incident_id, event_id)
+TTL toDateTime(changed_at) + INTERVAL {int(ttl_days)} DAY""",
+            # What each source (a gateway, an operator) says of a camera: one row per camera and source once
+            # merged, the newest winning. Never expires: a camera's site is not forgotten for being unchanged.
+            """
+CREATE TABLE IF NOT EXISTS camera_inventory (
+    camera_id LowCardinality(String),
+    source LowCardinality(String),
+    site LowCardinality(String),
+    tags Map(String, String),
+    notes String,
+    gateway LowCardinality(String),
+    updated_at DateTime64(3, 'UTC')
+) ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (camera_id, source)""",
+        ),
+    )
+
+
+def _migration_11(ttl_days: int) -> Migration:
+    return Migration(
+        11,
+        "acknowledgements and silences of incidents and cameras",
+        (
+            # Every acknowledgement, silence and lift: who, when, until when.
+            f"""
+CREATE TABLE IF NOT EXISTS acknowledgements (
+    action LowCardinality(String),
+    target LowCardinality(String),
+    target_id String,
+    by String,
+    via String,
+    at DateTime64(3, 'UTC'),
+    until Nullable(DateTime64(3, 'UTC')),
+    comment String
+) ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (target, target_id, action, at)
+TTL toDateTime(at) + INTERVAL {int(ttl_days)} DAY""",
+        ),
+    )
 
 
 DRIFT_SELECT = """

@@ -13,7 +13,7 @@ import os
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Tables whose rows expire, with the column their TTL counts from.
+# Tables whose rows expire, with the column their TTL counts from (``camera_inventory`` never expires).
 TTL_COLUMNS = {
     "frame_metrics": "captured_at",
     "predictions": "captured_at",
@@ -26,6 +26,8 @@ TTL_COLUMNS = {
     "metrics_minute": "minute",
     "evidence_frames": "captured_at",
     "camera_views": "captured_at",
+    "incidents": "changed_at",
+    "acknowledgements": "at",
 }
 
 _TABLE_TTL = "retention of the table in the name, days; empty = CVOPS_TTL_DAYS"
@@ -50,6 +52,8 @@ class StoreSettings(BaseSettings):
     ttl_days_metrics_minute: int | None = Field(None, ge=1, description=_TABLE_TTL)
     ttl_days_evidence_frames: int | None = Field(None, ge=1, description=_TABLE_TTL)
     ttl_days_camera_views: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_incidents: int | None = Field(None, ge=1, description=_TABLE_TTL)
+    ttl_days_acknowledgements: int | None = Field(None, ge=1, description=_TABLE_TTL)
 
     store_dedup_window: int = Field(
         1000, ge=0, description="recent insert blocks each table remembers to drop a replayed one; 0 = off"

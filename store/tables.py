@@ -34,7 +34,17 @@ from operator import attrgetter, itemgetter
 
 import numpy as np
 
-from core.contracts import Alert, CameraView, DeadLetter, Evidence, FrameMetrics, Prediction
+from core.contracts import (
+    Acknowledgement,
+    Alert,
+    CameraInfo,
+    CameraView,
+    DeadLetter,
+    Evidence,
+    FrameMetrics,
+    IncidentRecord,
+    Prediction,
+)
 from store.settings import TTL_COLUMNS
 
 TS = "DateTime64(3, 'UTC')"
@@ -60,6 +70,10 @@ def ts_column(unix_s: Sequence[float]) -> list[int]:
 
 def _or_empty(text: str | None) -> str:
     return text or ""
+
+
+def _ts_or_null(unix_s: float | None) -> int | None:
+    return None if unix_s is None else _ts(unix_s)
 
 
 def _decoded_size(b64: str) -> int:
@@ -168,6 +182,9 @@ class Table:
     order_by: str
     partition_by: str = ""
     indexes: tuple[str, ...] = ()
+    # Whether the writer decodes its records with msgspec first (store.writer's fast path): not for a contract
+    # msgspec cannot mirror (validators, maps), whose few records take the contract's path.
+    fast_path: bool = True
     columns: tuple[str, ...] = field(init=False)
     types: tuple[str, ...] = field(init=False)  # the ClickHouse type of each column, in :attr:`columns` order
 
@@ -181,7 +198,8 @@ class Table:
 
     @property
     def ttl_column(self) -> str:
-        return TTL_COLUMNS[self.name]
+        """The column its rows expire by; empty for a table whose rows never expire (the inventory)."""
+        return TTL_COLUMNS.get(self.name, "")
 
     def create(self, ttl_days: int) -> str:
         """The ``CREATE TABLE`` of this table as it is now, with a retention of ``ttl_days``."""
@@ -191,7 +209,8 @@ class Table:
         if self.partition_by:
             lines.append(f"PARTITION BY {self.partition_by}")
         lines.append(f"ORDER BY {self.order_by}")
-        lines.append(f"TTL toDateTime({self.ttl_column}) + INTERVAL {int(ttl_days)} DAY")
+        if self.ttl_column:
+            lines.append(f"TTL toDateTime({self.ttl_column}) + INTERVAL {int(ttl_days)} DAY")
         return "\n".join(lines)
 
     def columns_of(self, fields: Fields) -> list[list]:
@@ -203,6 +222,8 @@ class Table:
                 values = list(map(c.convert, values))
             elif c.type.startswith("DateTime64(3"):
                 values = ts_column(values)
+            elif c.type.startswith("Nullable(DateTime64(3"):
+                values = list(map(_ts_or_null, values))
             out.append(values)
         return out
 
@@ -251,6 +272,8 @@ def _holds(ch_type: str, annotation) -> bool:
     """Whether a ClickHouse column of ``ch_type`` holds every value of ``annotation`` (bounds aside)."""
     inner = re.fullmatch(r"(Nullable|LowCardinality|Array)\((.*)\)", ch_type)
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if (pair := re.fullmatch(r"Map\(((?:LowCardinality\()?\w+\)?), (.*)\)", ch_type)) is not None:
+        return origin is dict and _holds(pair[1], args[0]) and _holds(pair[2], args[1])
     optional = origin in (typing.Union, types.UnionType) and type(None) in args
     if inner is not None and inner[1] == "Nullable":
         return optional and _holds(inner[2], next(a for a in args if a is not type(None)))
@@ -379,4 +402,49 @@ CAMERA_VIEWS = Table(
     order_by="(camera_id, role)",
 )  # fmt: skip
 
-TABLES: tuple[Table, ...] = (FRAME_METRICS, PREDICTIONS, ALERTS, EVIDENCE_FRAMES, CAMERA_VIEWS, DEAD_LETTERS)
+INCIDENTS = Table(
+    "incidents", "incidents", IncidentRecord,
+    (
+        Column("event_id", "String"), Column("incident_id", "String"), Column("status", LC), Column("kind", LC),
+        Column("scope", "String"), Column("site", LC), Column("type", LC), Column("signal", LC),
+        Column("direction", LC), Column("cameras", "Array(String)"),
+        Column("members", "Map(String, String)"),  # the member alerts' ids -> their cameras
+        Column("changed_alert_ids", "Array(String)"), Column("opened_at", TS),
+        Column("resolved_at", f"Nullable({TS})"), Column("changed_at", TS), Column("summary", "String"),
+    ),
+    # One row per change (raise, join, resolve), keyed by its event id: a replayed record folds into its row.
+    # An incident's latest state: argMax(..., changed_at) per incident_id.
+    engine="ReplacingMergeTree(changed_at)",
+    partition_by="toYYYYMM(opened_at)",
+    order_by="(incident_id, event_id)",
+    fast_path=False,
+)  # fmt: skip
+
+CAMERA_INVENTORY = Table(
+    "camera_inventory", "cameras", CameraInfo,
+    (
+        Column("camera_id", LC), Column("source", LC), Column("site", LC, convert=_or_empty),
+        Column("tags", "Map(String, String)"), Column("notes", "String", convert=_or_empty),
+        Column("gateway", LC, convert=_or_empty), Column("updated_at", TS),
+    ),
+    # One row per camera and source once merged (the newest wins); the operator's fields win over the gateway's.
+    engine="ReplacingMergeTree(updated_at)",
+    order_by="(camera_id, source)",
+    fast_path=False,
+)  # fmt: skip
+
+ACKNOWLEDGEMENTS = Table(
+    "acknowledgements", "acknowledgements", Acknowledgement,
+    (
+        Column("action", LC), Column("target", LC), Column("target_id", "String"), Column("by", "String"),
+        Column("via", "String"), Column("at", TS), Column("until", f"Nullable({TS})"), Column("comment", "String"),
+    ),
+    # Every acknowledgement, silence and lift, who and when; the one in force for a target: the newest by ``at``.
+    engine="ReplacingMergeTree",
+    partition_by="toYYYYMM(at)",
+    order_by="(target, target_id, action, at)",
+    fast_path=False,
+)  # fmt: skip
+
+TABLES: tuple[Table, ...] = (FRAME_METRICS, PREDICTIONS, ALERTS, EVIDENCE_FRAMES, CAMERA_VIEWS, DEAD_LETTERS,
+                             INCIDENTS, CAMERA_INVENTORY, ACKNOWLEDGEMENTS)  # fmt: skip

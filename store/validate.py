@@ -38,12 +38,15 @@ import numpy as np
 from pydantic import BaseModel
 
 from core.contracts import (
+    Acknowledgement,
     Alert,
+    CameraInfo,
     CameraView,
     ContractError,
     DeadLetter,
     Evidence,
     FrameMetrics,
+    IncidentRecord,
     Prediction,
     Timings,
 )
@@ -94,6 +97,9 @@ _TIMESTAMPS = {
     DeadLetter: ("received_at",),
     Evidence: ("captured_at",),
     CameraView: ("captured_at",),
+    IncidentRecord: ("opened_at", "changed_at"),
+    CameraInfo: ("updated_at",),
+    Acknowledgement: ("at",),
 }
 _IDENTITY = {
     FrameMetrics: "frame_id",
@@ -101,17 +107,31 @@ _IDENTITY = {
     Alert: "alert_id",
     Evidence: "alert_id",
     CameraView: "camera_id",
+    IncidentRecord: "event_id",
+    CameraInfo: "camera_id",
+    Acknowledgement: "target_id",
 }
 # Per contract: its text fields (str, or a list of str), but for the images and payloads, which it bounds itself
-# (Evidence, CameraView) or which the dead-letter topic's message size bounds (DeadLetter).
+# (Evidence, CameraView) or which the dead-letter topic's message size bounds (DeadLetter), and an incident's
+# cameras and alerts, as many as the fleet has (its record's size bounds them).
+_UNBOUNDED = ("image_b64", "payload_b64", "cameras", "changed_alert_ids")
 _TEXT = {
     kind: tuple(
         name
         for name, info in kind.model_fields.items()
-        if info.annotation in (str, "str", str | None, "str | None", list[str], "list[str]")
-        and name not in ("image_b64", "payload_b64")
+        if info.annotation in (str, "str", str | None, "str | None", list[str], "list[str]") and name not in _UNBOUNDED
     )
-    for kind in (FrameMetrics, Prediction, Alert, DeadLetter, Evidence, CameraView)
+    for kind in (
+        FrameMetrics,
+        Prediction,
+        Alert,
+        DeadLetter,
+        Evidence,
+        CameraView,
+        IncidentRecord,
+        CameraInfo,
+        Acknowledgement,
+    )
 }
 _RANGE_LIST = {kind: tuple((name, low, high) for name, (low, high) in r.items()) for kind, r in _RANGES.items()}
 _FLAT_FLOATS: dict[type, tuple[str, ...]] = {}

@@ -203,7 +203,7 @@ SINKS = {table.topic: table for table in TABLES}
 metrics_row, prediction_row, alert_row = FRAME_METRICS.row, PREDICTIONS.row, ALERTS.row
 dead_letter_row, evidence_row, view_row = DEAD_LETTERS.row, EVIDENCE_FRAMES.row, CAMERA_VIEWS.row
 
-_FAST = {sink.contract: fast_decoder(sink.contract) for sink in SINKS.values()}
+_FAST = {sink.contract: fast_decoder(sink.contract) if sink.fast_path else None for sink in SINKS.values()}
 
 
 class StoreWriter:

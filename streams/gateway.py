@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -646,28 +646,58 @@ class _Sender:
 
 # Scenario events: a change injected into one camera's frames from a frame index on, with a magnitude
 # (load-tests/scenarios.py plays them; load-tests/scenarios/README.md documents the files).
-IMAGE_EVENTS = ("rotate", "shift", "blur", "brightness", "contrast", "resolution", "black")
+IMAGE_EVENTS = ("rotate", "shift", "blur", "brightness", "light", "contrast", "resolution", "black")
 STREAM_EVENTS = ("freeze", "fps", "scene")  # the player handles these: they change which frames are sent
 EVENT_KINDS = IMAGE_EVENTS + STREAM_EVENTS
+# Events that may come on gradually (``ramp_frames``), and the magnitude that changes nothing, where a ramp starts.
+NEUTRAL = {"rotate": 0.0, "shift": 0.0, "blur": 0.0, "brightness": 0.0, "light": 1.0, "contrast": 1.0}
 
 
 @dataclass(frozen=True)
 class Event:
     """``kind`` on ``camera_id`` from frame ``at_frame`` (the gateway's ``seq``) for ``duration_frames``
     frames (None: to the end). ``magnitude``: degrees counter-clockwise (rotate), px to the right (shift),
-    Gaussian sigma in px (blur), grey levels added (brightness), factor on the spread about the mean
-    (contrast), factor on width and height (resolution), factor on the frame rate (fps), a source
-    (scene); none for black and freeze."""
+    Gaussian sigma in px (blur), grey levels added (brightness), factor on every pixel value (light: less or
+    more light on the scene, 0.5 halves it), factor on the spread about the mean (contrast), factor on width
+    and height (resolution), factor on the frame rate (fps), a source (scene); none for black and freeze.
+
+    ``ramp_frames`` (the kinds of :data:`NEUTRAL` only): the change comes on gradually, its magnitude going
+    in a straight line from the neutral one (no change) to ``magnitude`` over that many frames, then held, as
+    dusk darkens a view over minutes. :meth:`at` gives the event as it is on one frame."""
 
     camera_id: str
     at_frame: int
     kind: str
     magnitude: float | str | None = None
     duration_frames: int | None = None
+    ramp_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ramp_frames is not None and (self.kind not in NEUTRAL or self.ramp_frames <= 0):
+            raise ValueError(
+                f"a ramp needs a positive frame count and a kind of {', '.join(NEUTRAL)}; not {self.kind!r} "
+                f"over {self.ramp_frames}"
+            )
 
     def active(self, seq: int) -> bool:
         end = None if self.duration_frames is None else self.at_frame + self.duration_frames
         return seq >= self.at_frame and (end is None or seq < end)
+
+    def at(self, seq: int) -> Event:
+        """This event as frame ``seq`` (an active one) shows it: on a ramp, the magnitude reached by then
+        (frame ``at_frame`` is the first step, frame ``at_frame + ramp_frames - 1`` the full magnitude).
+
+        >>> dusk = Event("cam", 100, "brightness", -60.0, ramp_frames=300)
+        >>> [dusk.at(s).magnitude for s in (100, 249, 399, 500)]
+        [-0.2, -30.0, -60.0, -60.0]
+        >>> Event("cam", 0, "contrast", 0.5, ramp_frames=2).at(0).magnitude
+        0.75
+        """
+        if self.ramp_frames is None:
+            return self
+        share = min(1.0, (seq - self.at_frame + 1) / self.ramp_frames)
+        start = NEUTRAL[self.kind]
+        return replace(self, magnitude=start + (float(self.magnitude) - start) * share, ramp_frames=None)
 
 
 def apply_event(image: np.ndarray, event: Event) -> np.ndarray:
@@ -685,9 +715,13 @@ def apply_event(image: np.ndarray, event: Event) -> np.ndarray:
         move = np.float32([[1, 0, float(m)], [0, 1, 0]])
         return cv2.warpAffine(image, move, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if kind == "blur":
+        if float(m) <= 0:  # the start of a ramp: no blur yet
+            return image.copy()
         return cv2.GaussianBlur(image, (0, 0), sigmaX=float(m))
     if kind == "brightness":
         return np.clip(image.astype(np.int16) + round(float(m)), 0, 255).astype(np.uint8)
+    if kind == "light":
+        return np.clip(np.rint(image.astype(np.float32) * float(m)), 0, 255).astype(np.uint8)
     if kind == "contrast":
         mean = image.reshape(-1, image.shape[2] if image.ndim == 3 else 1).mean(axis=0)
         out = (image.astype(np.float32) - mean) * float(m) + mean

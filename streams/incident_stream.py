@@ -3,9 +3,11 @@
 Dataflow::
 
     alerts ──Correlator──▶ incidents (IncidentRecord, keyed by incident id)
-                      └──▶ incidents-state (compacted: the correlator's state and the alerts offsets it covers)
+                      └──▶ incidents-state (compacted: the correlator's state by key, and the alerts offsets
+                                            it covers)
     incidents ──routes (CVOPS_NOTIFY_ROUTES)──▶ webhooks, chat, Alertmanager
-                                         └──▶ deadletters (reason delivery_failed) for a route that keeps failing
+           ▲                             └──▶ deadletters (reason delivery_failed) for a route that keeps failing
+    acknowledgements (compacted: who acknowledged or silenced an incident or a camera, until when)
 
 Correlation needs every alert of a site, which spans partitions, so one correlator reads all of them: the
 processor assigns itself every alerts partition (no consumer group) and keeps its position in its own
@@ -14,9 +16,18 @@ from the last state and reads the alerts after it again: the incidents they make
 replay repeats records (at-least-once) that a receiver or the store folds by ``event_id``; none is lost.
 Run one processor per deployment (a second one would send every incident twice, under the same ids).
 
+The state is kept by key, one small record each (``incident:<id>``, ``pending:<alert id>``, a tombstone
+once it is gone, and ``offsets``), and a batch writes only the keys it changed, the offsets last: at thousands
+of cameras the whole state is megabytes, and one record of it would pass the topic's message size. A crash
+between a batch's keys and its offsets leaves some keys ahead of the offsets; the alerts read again from those
+offsets change nothing that is already there (a replayed raise or resolve is ignored), and finish the rest.
+
 The notifier is an ordinary consumer group on ``incidents``: an offset is committed once every route has
 the record or has given up on it (then a dead letter records the route and the reason; the URL, which may
-hold a token, is never written anywhere).
+hold a token, is never written anywhere). Before it tells anyone of a batch of records it reads the
+``acknowledgements`` topic up to its end, so that a silence or an acknowledgement set before an incident
+record was made is honoured for it (:class:`streams.notify.Silences`): a withheld record is logged, not sent,
+and its offset committed like the others.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from core.contracts import (
+    Acknowledgement,
     Alert,
     CameraInfo,
     ContractError,
@@ -41,20 +53,23 @@ from core.contracts import (
 from core.kafka import client_options
 from core.settings import Settings
 from core.skips import SkipLog
+from streams.compacted import CompactedReader
 from streams.incidents import Correlator, Incident, IncidentEvent, Inventory
-from streams.notify import DeliveryFailed, Route, deliver, summary
+from streams.notify import DeliveryFailed, Route, Silences, deliver, summary
 
 log = logging.getLogger("cvops.incidents")
-STATE_KEY = b"correlator"
+OFFSETS_KEY = "offsets"
+LEGACY_KEY = "correlator"  # the whole state in one record, as it was written before it was kept by key
 
 
-def record_of(event: IncidentEvent) -> IncidentRecord:
+def record_of(event: IncidentEvent, at: float, site: str = "") -> IncidentRecord:
+    """The record of ``event``, made at ``at`` (unix s); ``site``: its cameras' site, when they share one."""
     inc = event.incident
     return IncidentRecord(
         event_id=event.event_id, incident_id=inc.incident_id, status=event.status, kind=inc.kind,
         scope=inc.scope, type=inc.type, signal=inc.signal, direction=inc.direction, cameras=inc.cameras,
         members=dict(sorted(inc.members.items())), changed_alert_ids=list(event.alert_ids), opened_at=inc.opened_at,
-        resolved_at=inc.resolved_at, summary=summary(event),
+        resolved_at=inc.resolved_at, summary=summary(event), site=site, changed_at=at,
     )  # fmt: skip
 
 
@@ -102,35 +117,57 @@ class IncidentProcessor:
         )  # fmt: skip
         self.skips = SkipLog(log)
         self.offsets: dict[int, int] = {}
+        self._rewrite: dict[str, dict | None] = {}  # keys to write with the next batch's changes
 
     async def _load_state(self) -> None:
+        """The state topic folded by key (the newest value of each; a tombstone removes its key), restored."""
         topic = self.settings.topic("incidents-state")
         consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)
         await consumer.start()
+        values: dict[str, bytes] = {}
         try:
             tp = TopicPartition(topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
             end = (await consumer.end_offsets([tp]))[tp]
-            state = None
             while await consumer.position(tp) < end:
                 for records in (await consumer.getmany(timeout_ms=1000)).values():
-                    state = next((r.value for r in reversed(records) if r.key == STATE_KEY and r.value), state)
+                    for r in records:
+                        key = (r.key or b"").decode("utf-8", "replace")
+                        if r.value is None:
+                            values.pop(key, None)
+                        else:
+                            values[key] = r.value
         finally:
             await consumer.stop()
-        if state is None:
-            return
+        self.restore(values)
+
+    def restore(self, values: dict[str, bytes]) -> None:
+        """The correlator's state and the offsets from the state topic's values by key; a state this version
+        cannot read is logged and left (the processor starts afresh from the alerts' end)."""
         try:
-            d = json.loads(state)
-            self.correlator.load(d["correlator"])
-            self.offsets = {int(p): int(o) for p, o in d["offsets"].items()}
-            log.info(
-                "incident state restored: %d open incidents, %d alerts waiting",
-                sum(i.open for i in self.correlator.incidents.values()),
-                len(self.correlator.pending),
-            )
-        except (ValueError, KeyError, TypeError) as exc:  # a state this version cannot read: start afresh
+            if OFFSETS_KEY in values:
+                offsets = {int(p): int(o) for p, o in json.loads(values[OFFSETS_KEY])["offsets"].items()}
+                items = {k: json.loads(v) for k, v in values.items() if k not in (OFFSETS_KEY, LEGACY_KEY)}
+                self.correlator.load_items(items)
+                self.offsets = offsets
+            elif LEGACY_KEY in values:  # written whole by an earlier version: rewritten by key with the next batch
+                whole = json.loads(values[LEGACY_KEY])
+                self.correlator.load(whole["correlator"])
+                self.offsets = {int(p): int(o) for p, o in whole["offsets"].items()}
+                self._rewrite = {**self.correlator.items(), LEGACY_KEY: None}
+            else:
+                return
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("incident state unreadable (%s); starting from the alerts' end", exc)
+            self.correlator.load_items({})
+            self.offsets, self._rewrite = {}, {}
+            return
+        log.info(
+            "incident state restored: %d open incidents, %d alerts waiting",
+            sum(i.open for i in self.correlator.incidents.values()),
+            len(self.correlator.pending),
+        )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -157,8 +194,9 @@ class IncidentProcessor:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 events = self._take(batch)
-                events += self.correlator.tick(time.time())
-                self.correlator.prune(time.time())
+                now = time.time()
+                events += [(e, now) for e in self.correlator.tick(now)]
+                self.correlator.prune(now)
                 if events or batch:
                     await self._send(producer, events)
         finally:
@@ -174,7 +212,8 @@ class IncidentProcessor:
         consumer.resume(*consumer.assignment())
         log.info("inventory: %d cameras", len(self.inventory.cameras))
 
-    def _take(self, batch) -> list[IncidentEvent]:
+    def _take(self, batch) -> list[tuple[IncidentEvent, float]]:
+        """The inventory's changes applied; the incident events the alerts make, each with its alert's time."""
         events = []
         for tp, records in batch.items():
             if tp.topic == self.settings.topic("cameras"):
@@ -193,20 +232,32 @@ class IncidentProcessor:
                 except ContractError as exc:  # the worker's writer dead-letters bad alerts; here they are skipped
                     self.skips.skip(r, exc)
                     continue
-                events += self.correlator.observe(alert, now=r.timestamp / 1000 if r.timestamp else time.time())
+                now = r.timestamp / 1000 if r.timestamp else time.time()
+                events += [(e, now) for e in self.correlator.observe(alert, now=now)]
         return events
 
-    async def _send(self, producer: AIOKafkaProducer, events: list[IncidentEvent]) -> None:
+    async def _send(self, producer: AIOKafkaProducer, events: list[tuple[IncidentEvent, float]]) -> None:
         topic = self.settings.topic("incidents")
+        sent = []
+        for e, at in events:
+            record = record_of(e, at, self.inventory.site_of(e.incident.cameras))
+            sent.append(await producer.send(topic, encode_record(record), key=e.incident.incident_id.encode()))
+        await asyncio.gather(*sent)
+        for e, _ in events:
+            log.info("incident %s %s: %s", e.incident.incident_id, e.status, summary(e))
+        await self._write_state(producer)
+
+    async def _write_state(self, producer: AIOKafkaProducer) -> None:
+        """The keys this batch changed, then the offsets: in this order on the state topic's one partition."""
+        topic = self.settings.topic("incidents-state")
+        changes = {**self._rewrite, **self.correlator.take_changes()}
+        self._rewrite = {}
+        offsets = {"version": 1, "offsets": {str(p): o for p, o in self.offsets.items()}}
         sent = [
-            await producer.send(topic, encode_record(record_of(e)), key=e.incident.incident_id.encode()) for e in events
+            await producer.send(topic, json.dumps(value).encode() if value is not None else None, key=key.encode())
+            for key, value in [*changes.items(), (OFFSETS_KEY, offsets)]
         ]
         await asyncio.gather(*sent)
-        for e in events:
-            log.info("incident %s %s: %s", e.incident.incident_id, e.status, summary(e))
-        state = {"correlator": self.correlator.to_dict(), "offsets": {str(p): o for p, o in self.offsets.items()}}
-        await producer.send_and_wait(self.settings.topic("incidents-state"), json.dumps(state).encode(),
-                                     key=STATE_KEY)  # fmt: skip
 
 
 class Notifier:
@@ -217,6 +268,12 @@ class Notifier:
         self.routes = routes
         self.attempts = attempts
         self.skips = SkipLog(log)
+        self.silences = Silences()
+        self.acknowledgements = CompactedReader(settings, ["acknowledgements"], self._acknowledged)
+
+    def _acknowledged(self, r) -> None:
+        key = (r.key or b"").decode("utf-8", "replace")
+        self.silences.apply(key, decode_record(Acknowledgement, r.value) if r.value is not None else None)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         stop = stop or asyncio.Event()
@@ -226,26 +283,35 @@ class Notifier:
         producer = AIOKafkaProducer(**client_options(self.settings), acks="all")
         await consumer.start()
         await producer.start()
+        await self.acknowledgements.start()
         log.info("notifying %d route(s): %s", len(self.routes), ", ".join(r.where for r in self.routes) or "none")
         try:
             async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
                 while not stop.is_set():
                     batch = await consumer.getmany(timeout_ms=500, max_records=50)
+                    if batch:
+                        await self.acknowledgements.catch_up()
                     for records in batch.values():
                         for r in records:
                             await self._notify(client, producer, r)
                     if batch:
                         await consumer.commit()
         finally:
+            await self.acknowledgements.close()
             await consumer.stop()
             await producer.stop()
 
     async def _notify(self, client: httpx.AsyncClient, producer: AIOKafkaProducer, r) -> None:
         try:
-            event = event_of(decode_record(IncidentRecord, r.value))
+            record = decode_record(IncidentRecord, r.value)
         except ContractError as exc:
             await self._dead(producer, r, exc.reason, exc.detail)
             return
+        why = self.silences.withheld(record.incident_id, record.cameras, record.status, time.time())
+        if why is not None:
+            log.info("incident %s %s not sent: %s", record.incident_id, record.status, why)
+            return
+        event = event_of(record)
         results = await asyncio.gather(
             *(deliver(client, route, event, attempts=self.attempts) for route in self.routes), return_exceptions=True
         )

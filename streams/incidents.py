@@ -21,7 +21,9 @@ incident: its cause is.
 
 Ids are deterministic (the kind, the scope, the key and the first alert's id), so alerts replayed after a
 crash open the same incident again, and a receiver can deduplicate on the incident id and its status.
-State is data (:meth:`Correlator.to_dict`), for a changelog to restore.
+State is data, kept by key (``incident:<id>``, ``pending:<alert id>``) so that a compacted changelog holds one
+small record per key and a batch writes only what it changed (:meth:`Correlator.take_changes`,
+:meth:`Correlator.load_items`); :meth:`Correlator.to_dict` gives it whole.
 
 >>> c = Correlator(window_s=60, min_cameras=3, scopes=lambda cam: ["site:north"])
 >>> def dark(cam, at):
@@ -156,6 +158,7 @@ class Correlator:
         self._waiting: dict[tuple, dict[str, None]] = {}  # ... the pending alerts' ids, in arrival order
         self._grouped: dict[tuple, str] = {}  # ... the open group incident's id
         self._resolved: deque[tuple[float, str]] = deque()  # (resolved at, incident id), oldest first
+        self._dirty: set[str] = set()  # state keys changed since the last take_changes()
 
     # -- the life of an alert ------------------------------------------------------------------------
     def observe(self, alert: Alert, now: float) -> list[IncidentEvent]:
@@ -172,6 +175,7 @@ class Correlator:
             if (iid := self._grouped.get((scope, *key))) is not None:
                 inc = self.incidents[iid]
                 inc.members[alert.alert_id] = alert.camera_id
+                self._dirty.add(f"incident:{iid}")
                 self.by_alert[alert.alert_id] = iid
                 return [*events, IncidentEvent("joined", inc, (alert.alert_id,))]
         self._wait(_Pending(alert, now, scopes))
@@ -192,11 +196,13 @@ class Correlator:
 
     def _wait(self, p: _Pending) -> None:
         self.pending[p.alert.alert_id] = p
+        self._dirty.add(f"pending:{p.alert.alert_id}")
         for scope in p.scopes:
             self._waiting.setdefault((scope, *self._key(p.alert)), {})[p.alert.alert_id] = None
 
     def _unwait(self, p: _Pending) -> None:
         del self.pending[p.alert.alert_id]
+        self._dirty.add(f"pending:{p.alert.alert_id}")
         for scope in p.scopes:
             group = self._waiting.get(k := (scope, *self._key(p.alert)), {})
             group.pop(p.alert.alert_id, None)
@@ -213,6 +219,7 @@ class Correlator:
         if inc is None or not inc.open or alert.alert_id in inc.resolved_members:
             return []
         inc.resolved_members.add(alert.alert_id)
+        self._dirty.add(f"incident:{inc.incident_id}")
         if inc.resolved_members >= inc.members.keys():
             inc.resolved_at = now
             self._grouped.pop((inc.scope, *self._inc_key(inc)), None)
@@ -244,6 +251,7 @@ class Correlator:
                        members={a.alert_id: a.camera_id for a in alerts})  # fmt: skip
         self.incidents[iid] = inc
         self.by_alert.update(dict.fromkeys(inc.members, iid))
+        self._dirty.add(f"incident:{iid}")
         if kind != "device":
             self._grouped[(scope, *key)] = iid
         return IncidentEvent("raised", inc, tuple(inc.members))
@@ -274,17 +282,16 @@ class Correlator:
             inc = self.incidents.pop(iid, None)
             if inc is not None:
                 n += 1
+                self._dirty.add(f"incident:{iid}")
                 for aid in inc.members:
                     self.by_alert.pop(aid, None)
         return n
 
     def to_dict(self) -> dict:
+        """The whole state, as one JSON-able value (:meth:`load` restores it)."""
         return {
             "version": STATE_VERSION,
-            "pending": [
-                {"alert": p.alert.model_dump(mode="json"), "arrived_at": p.arrived_at, "scopes": list(p.scopes)}
-                for p in self.pending.values()
-            ],
+            "pending": [self._pending_dict(p) for p in self.pending.values()],
             "incidents": [i.to_dict() for i in self.incidents.values()],
         }
 
@@ -292,16 +299,65 @@ class Correlator:
         """Restore :meth:`to_dict`'s output (this correlator's settings are kept)."""
         if state.get("version") != STATE_VERSION:
             raise ValueError(f"incident state version {state.get('version')!r}, expected {STATE_VERSION}")
-        self.pending, self._waiting = {}, {}
-        for p in state["pending"]:
-            alert = Alert.model_validate(p["alert"])
-            self._wait(_Pending(alert, float(p["arrived_at"]), tuple(p["scopes"])))
-        self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in state["incidents"]}
+        self._restore(state["pending"], state["incidents"])
+
+    def items(self) -> dict[str, dict]:
+        """The whole state by key: ``incident:<id>`` and ``pending:<alert id>``, each a JSON-able value."""
+        out = {f"pending:{aid}": {"version": STATE_VERSION, **self._pending_dict(p)} for aid, p in self.pending.items()}
+        out |= {f"incident:{iid}": {"version": STATE_VERSION, **i.to_dict()} for iid, i in self.incidents.items()}
+        return out
+
+    def take_changes(self) -> dict[str, dict | None]:
+        """The value of every key changed since the last call (None: the key is gone), for a compacted changelog
+        keyed like :meth:`items`. A batch of alerts changes a few keys, whatever the whole state holds."""
+        out: dict[str, dict | None] = {}
+        for key in sorted(self._dirty):
+            kind, _, name = key.partition(":")
+            value = self.pending.get(name) if kind == "pending" else self.incidents.get(name)
+            if value is None:
+                out[key] = None
+            elif isinstance(value, _Pending):
+                out[key] = {"version": STATE_VERSION, **self._pending_dict(value)}
+            else:
+                out[key] = {"version": STATE_VERSION, **value.to_dict()}
+        self._dirty.clear()
+        return out
+
+    def load_items(self, items: dict[str, dict]) -> None:
+        """Restore the state from its keys' latest values (:meth:`items`, or a changelog folded by key);
+        ValueError for a value of another version or a key of no known kind."""
+        pending, incidents = [], []
+        for key, value in items.items():
+            if value.get("version") != STATE_VERSION:
+                raise ValueError(f"incident state {key!r}: version {value.get('version')!r}, expected {STATE_VERSION}")
+            kind = key.partition(":")[0]
+            if kind not in ("pending", "incident"):
+                raise ValueError(f"incident state key {key!r} is of no known kind")
+            (pending if kind == "pending" else incidents).append({k: v for k, v in value.items() if k != "version"})
+        self._restore(pending, incidents)
+
+    @staticmethod
+    def _pending_dict(p: _Pending) -> dict:
+        return {"alert": p.alert.model_dump(mode="json"), "arrived_at": p.arrived_at, "scopes": list(p.scopes)}
+
+    def _restore(self, pending: list[dict], incidents: list[dict]) -> None:
+        self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in incidents}
         self.by_alert = {aid: i.incident_id for i in self.incidents.values() for aid in i.members}
+        self.pending, self._waiting = {}, {}
+        # In arrival order. An alert an incident already holds is no longer waiting: a changelog cut between the
+        # incident's record and its alerts' tombstones (the next changes write those tombstones).
+        stale = set()
+        for p in sorted(pending, key=lambda p: float(p["arrived_at"])):
+            alert = Alert.model_validate(p["alert"])
+            if alert.alert_id in self.by_alert:
+                stale.add(f"pending:{alert.alert_id}")
+            else:
+                self._wait(_Pending(alert, float(p["arrived_at"]), tuple(p["scopes"])))
         done = sorted((i.resolved_at, i.incident_id) for i in self.incidents.values() if i.resolved_at is not None)
         self._resolved = deque(done)
         groups = [i for i in self.incidents.values() if i.open and i.kind != "device"]
         self._grouped = {(i.scope, *self._inc_key(i)): i.incident_id for i in groups}
+        self._dirty = stale
 
 
 class Inventory:
@@ -334,11 +390,14 @@ class Inventory:
             if (r := self.records.get(f"{source}:{camera}")) is not None:
                 merged |= {k: getattr(r, k) for k in ("site", "notes", "gateway") if getattr(r, k) is not None}
                 merged["tags"] = {**merged["tags"], **r.tags}
+        # The populations move by this camera's change alone: a record costs the same with 5 cameras or 5,000.
+        for scope in self.scopes(camera):
+            self._population[scope] -= 1
+            if not self._population[scope]:
+                del self._population[scope]
         self.cameras[camera] = merged
-        self._population = {}
-        for c in self.cameras:
-            for scope in self.scopes(c):
-                self._population[scope] = self._population.get(scope, 0) + 1
+        for scope in self.scopes(camera):
+            self._population[scope] = self._population.get(scope, 0) + 1
 
     def scopes(self, camera_id: str) -> list[str]:
         info = self.cameras.get(camera_id)
@@ -349,6 +408,18 @@ class Inventory:
 
     def gateway(self, camera_id: str) -> str:
         return (self.cameras.get(camera_id) or {}).get("gateway") or ""
+
+    def site_of(self, cameras: Iterable[str]) -> str:
+        """The site every one of ``cameras`` is at, or '' when they are at several, or one has none.
+
+        >>> inv = Inventory()
+        >>> for cam, site in (("c1", "north"), ("c2", "north"), ("c3", "south")):
+        ...     inv.apply(f"gateway:{cam}", CameraInfo(camera_id=cam, source="gateway", site=site))
+        >>> inv.site_of(["c1", "c2"]), inv.site_of(["c1", "c3"]), inv.site_of(["c1", "c9"])
+        ('north', '', '')
+        """
+        sites = {(self.cameras.get(c) or {}).get("site") for c in cameras}
+        return (sites.pop() or "") if len(sites) == 1 else ""
 
     def population(self, scope: str) -> int:
         return self._population.get(scope, 0)

@@ -8,17 +8,19 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import SecretStr
 
-from core.contracts import Alert, CameraInfo, IncidentRecord, encode_record
+from core.contracts import Acknowledgement, Alert, CameraInfo, IncidentRecord, encode_record
 from core.kafka import client_options
-from core.topology import create_topics
+from core.topology import create_topics, spec
+from streams.incident_stream import IncidentProcessor
 from tests.conftest import free_port
 from tests.processes import cvops, wait_for
 from tests.test_feedback import read_until
@@ -109,6 +111,132 @@ def test_a_site_that_darkens_is_one_incident_told_once_and_a_refusing_receiver_l
     assert {r.event_id for r in records} == receiver.ids()  # every incident record told; nothing else
     assert all(b["key"] == b["id"] for b in receiver.bodies)  # the id to deduplicate on, as a header too
     assert SECRET not in log.read_text() and "127.0.0.1" in log.read_text()
+
+
+def acknowledge(settings, action: str, target: str, target_id: str, lift: bool = False) -> None:
+    """What the API publishes when someone acknowledges or silences (``lift``: ends it)."""
+    now = time.time()
+    ack = Acknowledgement(action=action, target=target, target_id=target_id, by="ann", at=now,
+                          until=now if lift else now + 3600)  # fmt: skip
+    asyncio.run(send(settings, "acknowledgements", [(ack.key, encode_record(ack))]))
+
+
+def test_silences_and_acknowledgements_withhold_what_they_should_and_nothing_else(settings, tmp_path):
+    """A silenced camera's incident is recorded but not told; a silenced incident tells nothing until its
+    silence is lifted; an acknowledged incident tells no join, but its resolve."""
+    receiver = Receiver()
+    receiver.thread.start()
+    routes = [{"name": "hook", "url": receiver.url, "format": "json"}]
+    s = settings.model_copy(update={"incident_window_s": 3.0, "notify_routes": SecretStr(json.dumps(routes))})
+    asyncio.run(create_topics(s))
+    sites = {**{f"n{i}": "north" for i in range(4)}, **{f"w{i}": "west" for i in range(4)}, "s1": "south"}
+    asyncio.run(send(s, "cameras", [(f"operator:{c}", encode_record(CameraInfo(camera_id=c, source="operator",
+                                                                               site=site)))
+                                    for c, site in sites.items()]))  # fmt: skip
+    log = tmp_path / "incidents.log"
+
+    def alerts(*items: Alert) -> None:
+        asyncio.run(send(s, "alerts", [(a.camera_id, encode_record(a)) for a in items]))
+
+    def told(status: str) -> dict[str, dict]:
+        return {b["incident"]["incident_id"]: b for b in receiver.bodies if b["status"] == status}
+
+    def withheld(iid: str, status: str) -> bool:
+        return f"incident {iid} {status} not sent" in log.read_text()
+
+    try:
+        with cvops(s, "incidents", log) as proc:
+            live = [(proc, log)]
+            wait_for(lambda: "correlating alerts" in log.read_text(), "the processor to start", live)
+            acknowledge(s, "silence", "camera", "s1")  # under maintenance
+            alerts(alert("s1", "blur", value=5.0), *(alert(f"n{i}", "brightness") for i in range(3)),
+                   *(alert(f"w{i}", "brightness") for i in range(3)))  # fmt: skip
+            raised = wait_for(lambda: len(told("raised")) == 2 and told("raised"), "two incidents told", live)
+            north, west = sorted(raised, key=lambda i: raised[i]["incident"]["cameras"][0])
+            records = asyncio.run(read_until(s, "incidents", IncidentRecord, lambda rs: len(rs) >= 3))
+            (lens,) = [r.incident_id for r in records if r.kind == "device"]  # recorded all the same
+            wait_for(lambda: withheld(lens, "raised"), "the silenced camera's incident withheld", live)
+
+            acknowledge(s, "silence", "incident", north)
+            acknowledge(s, "acknowledge", "incident", west)
+            alerts(alert("n3", "brightness"), alert("w3", "brightness"), alert("s1", "blur", "resolved", 5.0))
+            wait_for(lambda: withheld(north, "joined") and withheld(west, "joined") and withheld(lens, "resolved"),
+                     "the joins and the camera's resolve withheld", live)  # fmt: skip
+
+            acknowledge(s, "silence", "incident", north, lift=True)
+            alerts(*(alert(f"{site}{i}", "brightness", "resolved") for site in "nw" for i in range(4)))
+            wait_for(lambda: {north, west} <= set(told("resolved")), "both resolves told", live)
+    finally:
+        receiver.server.shutdown()
+    assert sorted((b["status"], b["incident"]["incident_id"]) for b in receiver.bodies) == sorted(
+        [("raised", north), ("raised", west), ("resolved", north), ("resolved", west)]
+    )  # nothing of the silenced camera, no join
+    assert told("resolved")[north]["incident"]["cameras"] == ["n0", "n1", "n2", "n3"]
+
+
+async def send_all(settings, topic: str, items: list[tuple[str, bytes]]) -> None:
+    """Many records at once (each acknowledged before this returns)."""
+    producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=20)
+    await producer.start()
+    try:
+        sent = [await producer.send(settings.topic(topic), value, key=key.encode()) for key, value in items]
+        await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+
+
+async def state_records(settings) -> list:
+    consumer = AIOKafkaConsumer(settings.topic("incidents-state"), bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest")  # fmt: skip
+    await consumer.start()
+    out = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=2000):
+            out += [r for records in batch.values() for r in records]
+    finally:
+        await consumer.stop()
+    return out
+
+
+def test_the_state_of_5000_cameras_fits_the_state_topic_and_restores_after_a_restart(settings):
+    """5,000 cameras, each with an incident of its own: the whole state is over a megabyte, each of its
+    records a few hundred bytes; a second processor restores it and resolves what the first one raised."""
+    s = settings.model_copy(update={"incident_window_s": 2.0})
+    asyncio.run(create_topics(s))
+    cams = [f"cam{i}" for i in range(5000)]
+    inventory = [CameraInfo(camera_id=c, source="gateway", site=f"site{i // 50}") for i, c in enumerate(cams)]
+    asyncio.run(send_all(s, "cameras", [(f"gateway:{r.camera_id}", encode_record(r)) for r in inventory]))
+    raised = [alert(c, f"signal{i}") for i, c in enumerate(cams)]  # a signal of its own: no two group
+
+    async def run_until(processor: IncidentProcessor, alerts: list[Alert], done) -> None:
+        """Run ``processor``, send ``alerts`` once it has its place in the alerts topic, stop once ``done()``."""
+        stop = asyncio.Event()
+        task = asyncio.create_task(processor.run(stop))
+        deadline = time.monotonic() + 240
+        while len(processor.offsets) < s.frames_partitions and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.1)
+        await send_all(s, "alerts", [(a.camera_id, encode_record(a)) for a in alerts])
+        while not done() and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.2)
+        stop.set()
+        await asyncio.wait_for(task, 60)  # a stop ends the batch in hand: its records and its state written
+
+    first = IncidentProcessor(s)
+    asyncio.run(run_until(first, raised, lambda: len(first.correlator.incidents) == 5000))
+    assert len(first.correlator.incidents) == 5000, "the first processor did not raise them all"
+    records = asyncio.run(state_records(s))
+    most = spec(s, "incidents-state").max_message_bytes
+    assert max(len(r.value or b"") for r in records) < most / 100
+    assert len(json.dumps(first.correlator.to_dict())) > most  # as one record, it would not fit
+
+    second = IncidentProcessor(s)
+    resolved = [alert(a.camera_id, a.signal, "resolved") for a in raised]
+    asyncio.run(
+        run_until(second, resolved, lambda: sum(not i.open for i in second.correlator.incidents.values()) == 5000)
+    )
+    incidents = asyncio.run(read_until(s, "incidents", IncidentRecord, lambda rs: len(rs) >= 10_000))
+    assert sorted(r.status for r in incidents).count("resolved") == 5000
+    assert len({r.event_id for r in incidents}) == len(incidents) == 10_000  # nothing raised again after the restart
 
 
 def test_a_route_that_is_not_a_url_is_refused_at_start(settings, tmp_path: Path):

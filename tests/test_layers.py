@@ -25,6 +25,12 @@ MAY_IMPORT: dict[str, set[str]] = {
     "cli": {"core", "store", "models", "api", "streams"},
 }
 
+# Imports that run upward today, each to be moved down (then removed here: the test fails on a stale entry).
+# api/fleet.py reads the camera inventory, the silences and the compacted topics with the incident processor's
+# own classes (streams.incidents.Inventory, streams.notify.Silences, streams.compacted.CompactedReader); their
+# pure parts belong in core.
+KNOWN_UPWARD: set[tuple[str, str]] = {("api/fleet.py", "streams")}
+
 
 def imported(source: str) -> set[str]:
     """The top-level names of every absolute import in ``source``, at any depth, and of every
@@ -54,10 +60,15 @@ def test_every_product_package_has_its_place():
 @pytest.mark.parametrize("package", sorted(MAY_IMPORT))
 def test_no_import_runs_upward(package):
     others = set(MAY_IMPORT) - {package}
-    wrong = []
+    wrong, known = [], set()
     for path in sorted((ROOT / package).rglob("*.py")):
         for name in sorted((imported(path.read_text()) & others) - MAY_IMPORT[package]):
-            wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+            if (str(path.relative_to(ROOT)), name) in KNOWN_UPWARD:
+                known.add((str(path.relative_to(ROOT)), name))
+            else:
+                wrong.append(f"{path.relative_to(ROOT)} imports {name}")
+    stale = {k for k in KNOWN_UPWARD if k[0].split("/")[0] == package} - known
+    assert not stale, f"no longer imported upward: remove {sorted(stale)} from KNOWN_UPWARD"
     assert not wrong, f"{package} may import only {sorted(MAY_IMPORT[package]) or 'nothing of cvops'}: {wrong}"
 
 

@@ -35,14 +35,17 @@ OVERRIDES = [
     ("prediction_reference", "integer", {"maximum": 1000000, "minimum": 0}),
     ("prediction_window", "integer", {"maximum": 1000000, "minimum": 10}),
     ("prediction_alpha", "number", {"exclusiveMaximum": 1, "exclusiveMinimum": 0}),
+    ("prediction_reference_frames", "integer", {"maximum": 1000000, "minimum": 1}),
+    ("prediction_window_frames", "integer", {"maximum": 1000000, "minimum": 1}),
     ("embedding_reference", "integer", {"maximum": 100000, "minimum": 0}),
     ("concept_reference", "integer", {"maximum": 1000000, "minimum": 0}),
 ]
 DEFAULTS = {
     "warmup": 150, "tolerance": 1.0, "consecutive": 3, "expected_fps": 5.0, "no_frames_s": 10.0, "motion_every": 10,
-    "motion_threshold_deg": 2.0, "motion_threshold_px": 8.0, "ks_reference": 200, "ks_window": 100, "ks_every": 10,
+    "motion_threshold_deg": 2.0, "motion_threshold_px": 8.0, "ks_reference": 600, "ks_window": 100, "ks_every": 10,
     "ks_alpha": 0.001, "prediction_reference": 500, "prediction_window": 200, "prediction_alpha": 0.001,
-    "embedding_reference": 50, "concept_reference": 100, "alert_holdoff_s": 300.0,
+    "prediction_reference_frames": 750, "prediction_window_frames": 150, "embedding_reference": 50,
+    "concept_reference": 100, "alert_holdoff_s": 300.0,
 }  # fmt: skip
 # Settings field (CVOPS_ + upper case) -> MonitorSettings field
 VARIABLES = {
@@ -50,7 +53,10 @@ VARIABLES = {
     "monitor_expected_fps": "expected_fps", "monitor_no_frames_s": "no_frames_s",
     "monitor_motion_every": "motion_every", "monitor_ks_reference": "ks_reference", "monitor_ks_window": "ks_window",
     "monitor_ks_alpha": "ks_alpha", "monitor_prediction_reference": "prediction_reference",
-    "monitor_prediction_window": "prediction_window", "monitor_embedding_reference": "embedding_reference",
+    "monitor_prediction_window": "prediction_window",
+    "monitor_prediction_reference_frames": "prediction_reference_frames",
+    "monitor_prediction_window_frames": "prediction_window_frames",
+    "monitor_embedding_reference": "embedding_reference",
     "monitor_concept_reference": "concept_reference", "alert_holdoff_s": "alert_holdoff_s",
 }  # fmt: skip
 

@@ -45,6 +45,11 @@ from core.contracts import Alert
 _IMAGE = ("data_drift:*", "prediction_drift:*", "upstream_drift:bytes_per_pixel", "outlier:*", "embedding_drift:*")
 _VIEW = (*_IMAGE, "domain_drift:camera_moved")
 _SIGNALS = ("brightness", "contrast", "blur", "saturation")  # the image signals both data_drift detectors watch
+# What a change of one image signal explains besides the other detector of the same signal (see INHIBITS).
+_ALSO = {
+    "blur": ("data_drift:contrast_distribution",),
+    "brightness": ("data_drift:blur_distribution", "prediction_drift:*", "outlier:*", "embedding_drift:*"),
+}
 INHIBITS: dict[str, tuple[str, ...]] = {
     # Device faults: the camera or its link is broken, every statistic of the picture follows. A silence has
     # no picture: it explains the frame rate, not what the frames that end it show (a camera back with a dark
@@ -78,8 +83,11 @@ INHIBITS: dict[str, tuple[str, ...]] = {
     "domain_drift:camera_moved": ("data_drift:*", "prediction_drift:*", "outlier:*", "embedding_drift:*"),
     # One image signal, two detectors (the range rule, quick on a step; the distribution test, on a slower
     # move): whichever raises first is the alert, the other its symptom (a dusk is one brightness alert).
-    **{f"data_drift:{s}": (f"data_drift:{s}_distribution",) for s in _SIGNALS},
-    **{f"data_drift:{s}_distribution": (f"data_drift:{s}",) for s in _SIGNALS},
+    # Besides: a soft lens also lowers contrast a little; and in a darker (or brighter) picture the model
+    # finds other things, with other scores, and near black sensor noise and JPEG move the sharpness signal,
+    # so a change of light explains those too (a dusk must not raise a second alert on the model).
+    **{f"data_drift:{s}": (f"data_drift:{s}_distribution", *_ALSO.get(s, ())) for s in _SIGNALS},
+    **{f"data_drift:{s}_distribution": (f"data_drift:{s}", *_ALSO.get(s, ())) for s in _SIGNALS},
 }
 CAUSES = tuple(INHIBITS)  # in this order within one frame: a cause is settled before what it explains
 HELD = frozenset({"data_drift", "prediction_drift", "embedding_drift", "outlier", "domain_drift", "concept_drift"})

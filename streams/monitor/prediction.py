@@ -517,7 +517,8 @@ class ClassMixDetector(Detector):
         if not s.prediction_reference:
             return None
         return cls(ClassDistributionDrift(reference=s.prediction_reference, window=s.prediction_window,
-                                          alpha=s.prediction_alpha))  # fmt: skip
+                                          alpha=s.prediction_alpha, reference_frames=s.prediction_reference_frames,
+                                          window_frames=s.prediction_window_frames))  # fmt: skip
 
     def observe(self, obs: Observation) -> list[Change]:
         if not isinstance(obs, Frame):
@@ -566,7 +567,9 @@ class ConfidenceDetector(Detector):
         s = settings
         if not s.prediction_reference:
             return None
-        return cls(ConfidenceDrift(reference=s.prediction_reference, window=s.prediction_window))
+        return cls(ConfidenceDrift(reference=s.prediction_reference, window=s.prediction_window,
+                                   reference_frames=s.prediction_reference_frames,
+                                   window_frames=s.prediction_window_frames))  # fmt: skip
 
     def observe(self, obs: Observation) -> list[Change]:
         if not isinstance(obs, Frame):

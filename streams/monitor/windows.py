@@ -17,6 +17,8 @@ from scipy import stats
 from streams.monitor.base import Change, Detector, Frame, Observation, set_changes, statistic
 from streams.monitor.signals import contrast_explains, light_explains
 
+KEEP = 200  # values kept of a complete reference (its evenly spaced quantiles): the state's size
+
 
 class KSWindow:
     """Two-sample Kolmogorov-Smirnov test of the last ``window`` values against a reference window.
@@ -39,10 +41,16 @@ class KSWindow:
     absorb.) Testing every ``every`` values keeps the cost down (one test takes about 0.5 ms for 200
     against 100 values) and, with it, the chances of a false alarm.
 
-    Parameters: reference (values), window (values), every (values between tests), alpha (0-1),
-    warmup (values skipped before the reference starts).
+    A long reference is kept as ``keep`` evenly spaced quantiles of its values once it is complete (its
+    lag-1 autocorrelation measured first, on the values in their order), so that a reference of minutes
+    costs no more state than one of seconds; the test then counts it as at most ``keep`` values, which
+    makes it slightly more cautious than the full reference would.
 
-    State: the reference and the window, ``reference + window`` floats: about 5 KB as JSON for 200 + 100.
+    Parameters: reference (values), window (values), every (values between tests), alpha (0-1),
+    warmup (values skipped before the reference starts), keep (values kept of a complete reference).
+
+    State: the reference (at most ``keep`` floats once complete) and the window: about 5 KB as JSON for
+    200 + 100.
 
     >>> import random
     >>> rng = random.Random(3)
@@ -55,30 +63,54 @@ class KSWindow:
     drift at 549: D=0.24, p=6.0e-04
     """
 
-    def __init__(self, reference: int = 200, window: int = 100, every: int = 10, alpha: float = 0.001, warmup: int = 0):
-        if reference < 1 or window < 1 or every < 1 or warmup < 0 or not 0 < alpha < 1:
-            raise ValueError("reference, window and every must be positive, warmup >= 0, 0 < alpha < 1")
+    def __init__(
+        self,
+        reference: int = 200,
+        window: int = 100,
+        every: int = 10,
+        alpha: float = 0.001,
+        warmup: int = 0,
+        keep: int = KEEP,
+    ):
+        if reference < 1 or window < 1 or every < 1 or warmup < 0 or keep < 2 or not 0 < alpha < 1:
+            raise ValueError("reference, window and every must be positive, warmup >= 0, keep >= 2, 0 < alpha < 1")
         self.reference_size = reference
         self.window_size = window
         self.every = every
         self.alpha = alpha
         self.warmup = warmup
+        self.keep = keep
         self._reset()
 
     def _reset(self) -> None:
         self.seen = 0  # values received, warm-up included
         self.reference: list[float] = []
+        self.learned = False  # the reference is complete (and kept as at most ``keep`` quantiles)
         self._reference_array: np.ndarray | None = None  # the reference as scipy wants it, made once
         self.window: deque[float] = deque(maxlen=self.window_size)
         self.since_test = 0
         self.statistic = 0.0  # last test's KS statistic D, 0-1
         self.p_value = 1.0  # last test's p-value
-        self._lag1 = 0.0  # the reference's lag-1 autocorrelation, clipped to 0-0.9
+        self._lag1: float | None = None  # the reference's lag-1 autocorrelation, clipped to 0-0.9, once known
 
     @property
     def ready(self) -> bool:
         """The reference is complete: values now go to the sliding window."""
-        return len(self.reference) >= self.reference_size
+        return self.learned
+
+    def add_reference(self, x: float) -> None:
+        """One more value of the reference being learned; the last one completes it."""
+        self.reference.append(float(x))
+        if len(self.reference) >= self.reference_size:
+            self._complete()
+
+    def _complete(self) -> None:
+        values = np.asarray(self.reference, float)
+        self._lag1 = lag1_autocorrelation(values)
+        if len(values) > self.keep:
+            self.reference = [round(float(v), 3) for v in np.quantile(values, (np.arange(self.keep) + 0.5) / self.keep)]
+        self._reference_array = None
+        self.learned = True
 
     def set_reference(self, values: Iterable[float]) -> KSWindow:
         """Replace the reference (an operator's choice, e.g. after a deliberate camera change); the sliding
@@ -86,6 +118,7 @@ class KSWindow:
         self.reference = [float(v) for v in values]
         self._reference_array = None
         self.reference_size = len(self.reference)
+        self._complete()
         self.window.clear()
         self.since_test = 0
         self.statistic, self.p_value = 0.0, 1.0
@@ -96,7 +129,7 @@ class KSWindow:
         if self.seen <= self.warmup:
             return self
         if not self.ready:
-            self.reference.append(float(x))
+            self.add_reference(x)
             return self
         self.window.append(float(x))
         self.since_test += 1
@@ -111,14 +144,16 @@ class KSWindow:
             return self.statistic, self.p_value
         if self._reference_array is None or len(self._reference_array) != len(self.reference):
             self._reference_array = np.asarray(self.reference)
+        if self._lag1 is None:  # a state saved before the autocorrelation was kept: the values are in order
             self._lag1 = lag1_autocorrelation(self._reference_array)
         window = np.fromiter(self.window, float, len(self.window))
         result = stats.ks_2samp(self._reference_array, window)
         self.statistic, self.p_value = float(result.statistic), float(result.pvalue)
         # only an autocorrelation clearly above what independent values show by chance (2 / sqrt(n))
-        if self._lag1 > 2 / math.sqrt(len(self._reference_array)):
+        if self._lag1 > 2 / math.sqrt(self.reference_size):
             shrink = (1 - self._lag1) / (1 + self._lag1)
-            m, n = max(1.0, len(self._reference_array) * shrink), max(1.0, len(window) * shrink)
+            kept = len(self._reference_array)
+            m, n = max(1.0, min(kept, self.reference_size * shrink)), max(1.0, len(window) * shrink)
             self.p_value = max(self.p_value, float(stats.kstwobign.sf(self.statistic * math.sqrt(m * n / (m + n)))))
         return self.statistic, self.p_value
 
@@ -133,7 +168,10 @@ class KSWindow:
             "every": self.every,
             "alpha": self.alpha,
             "warmup": self.warmup,
+            "keep": self.keep,
             "seen": self.seen,
+            "learned": self.learned,
+            "lag1": self._lag1,
             "reference": list(self.reference),
             "window": list(self.window),
             "since_test": self.since_test,
@@ -143,9 +181,12 @@ class KSWindow:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> KSWindow:
-        obj = cls(d["reference_size"], d["window_size"], d["every"], d["alpha"], d["warmup"])
+        obj = cls(d["reference_size"], d["window_size"], d["every"], d["alpha"], d["warmup"], d.get("keep", KEEP))
         obj.seen, obj.since_test = d["seen"], d["since_test"]
         obj.reference = list(d["reference"])
+        # states saved before the reference was summarised kept it whole: complete when it was full
+        obj.learned = bool(d.get("learned", len(obj.reference) >= obj.reference_size))
+        obj._lag1 = d.get("lag1")
         obj.window.extend(d["window"])
         obj.statistic, obj.p_value = d["statistic"], d["p_value"]
         return obj
@@ -296,7 +337,7 @@ class MultiKS:
                 if w.seen <= w.warmup:
                     continue
                 if not w.ready:
-                    w.reference.append(float(v))
+                    w.add_reference(v)
                 else:
                     w.window.append(float(v))
         c, b = values.get("contrast"), values.get("brightness")
@@ -304,7 +345,11 @@ class MultiKS:
         if r is not None and c is not None and b is not None:
             r.seen += 1
             if r.seen > r.warmup:
-                (r.window if r.ready else r.reference).append(100 * float(c) / max(float(b), 1.0))
+                x = 100 * float(c) / max(float(b), 1.0)
+                if r.ready:
+                    r.window.append(x)
+                else:
+                    r.add_reference(x)
         self.since_test += 1
         if self.since_test >= self.every:
             self.test()

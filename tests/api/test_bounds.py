@@ -91,7 +91,7 @@ def body_routes(app) -> list[APIRoute]:
 
 
 def concrete(path: str) -> str:
-    return path.replace("{camera_id}", f"cam-{uuid.uuid4().hex[:8]}")
+    return path.replace("{camera_id}", f"cam-{uuid.uuid4().hex[:8]}").replace("{incident_id}", "inc-0123456789abcdef")
 
 
 # --- bodies -------------------------------------------------------------------------------------------------------

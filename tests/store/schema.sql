@@ -1,3 +1,21 @@
+-- acknowledgements
+CREATE TABLE acknowledgements
+(
+    `action` LowCardinality(String),
+    `target` LowCardinality(String),
+    `target_id` String,
+    `by` String,
+    `via` String,
+    `at` DateTime64(3, 'UTC'),
+    `until` Nullable(DateTime64(3, 'UTC')),
+    `comment` String
+)
+ENGINE = ReplacingMergeTree
+PARTITION BY toYYYYMM(at)
+ORDER BY (target, target_id, action, at)
+TTL toDateTime(at) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
+
 -- alerts
 CREATE TABLE alerts
 (
@@ -21,6 +39,21 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(raised_at)
 ORDER BY (camera_id, alert_id, status)
 TTL toDateTime(raised_at) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
+
+-- camera_inventory
+CREATE TABLE camera_inventory
+(
+    `camera_id` LowCardinality(String),
+    `source` LowCardinality(String),
+    `site` LowCardinality(String),
+    `tags` Map(String, String),
+    `notes` String,
+    `gateway` LowCardinality(String),
+    `updated_at` DateTime64(3, 'UTC')
+)
+ENGINE = ReplacingMergeTree(updated_at)
+ORDER BY (camera_id, source)
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
 
 -- camera_views
@@ -415,6 +448,32 @@ ENGINE = ReplacingMergeTree(processed_at)
 PARTITION BY toYYYYMMDD(captured_at)
 ORDER BY (camera_id, captured_at, frame_id)
 TTL toDateTime(captured_at) + toIntervalDay(30)
+SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
+
+-- incidents
+CREATE TABLE incidents
+(
+    `event_id` String,
+    `incident_id` String,
+    `status` LowCardinality(String),
+    `kind` LowCardinality(String),
+    `scope` String,
+    `site` LowCardinality(String),
+    `type` LowCardinality(String),
+    `signal` LowCardinality(String),
+    `direction` LowCardinality(String),
+    `cameras` Array(String),
+    `members` Map(String, String),
+    `changed_alert_ids` Array(String),
+    `opened_at` DateTime64(3, 'UTC'),
+    `resolved_at` Nullable(DateTime64(3, 'UTC')),
+    `changed_at` DateTime64(3, 'UTC'),
+    `summary` String
+)
+ENGINE = ReplacingMergeTree(changed_at)
+PARTITION BY toYYYYMM(opened_at)
+ORDER BY (incident_id, event_id)
+TTL toDateTime(changed_at) + toIntervalDay(30)
 SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000
 
 -- metrics_minute

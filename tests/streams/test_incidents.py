@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
-from core.contracts import Alert
-from streams.incidents import Correlator, direction
+from core.contracts import Alert, CameraInfo
+from streams.incidents import Correlator, Inventory, direction
 
 SITES = {f"n{i}": "site:north" for i in range(10)} | {"s1": "site:south", "s2": "site:south"}
 GATEWAYS = {f"n{i}": "gw-a" for i in range(10)}
@@ -106,3 +107,110 @@ def test_resolved_incidents_are_forgotten_after_a_while_and_open_ones_never():
     assert c.prune(now=12 + 3599) == 0
     assert c.prune(now=12 + 3601) == 1 and c.tick(now=12 + 3601)  # s1 became a device incident, still open
     assert [i.kind for i in c.incidents.values()] == ["device"] and set(c.by_alert) == {"s1:brightness"}
+
+
+def test_the_inventorys_populations_follow_each_change_of_a_camera():
+    inv, rng = Inventory(), random.Random(3)
+    for i in range(300):
+        cam, source = f"c{rng.randrange(60)}", rng.choice(("gateway", "operator"))
+        if rng.random() < 0.2:
+            inv.apply(f"{source}:{cam}", None)
+        else:
+            site, tags = rng.choice((None, "north", "south")), rng.choice(({}, {"side": "east"}, {"zone": "dock"}))
+            inv.apply(f"{source}:{cam}", CameraInfo(camera_id=cam, source=source, site=site, tags=tags))
+        counted: dict[str, int] = {}
+        for c in inv.cameras:
+            for scope in inv.scopes(c):
+                counted[scope] = counted.get(scope, 0) + 1
+        assert {s: inv.population(s) for s in counted} == counted and inv._population == counted, i
+
+
+def fleet_feed(cameras: int = 5000, site_size: int = 50, seed: int = 5) -> list[tuple[float, Alert]]:
+    """Every camera raises one alert in the first minute, on a signal of its own choosing (no coincidence
+    groups), and the 50 cameras of site 0 darken together (one environment incident)."""
+    rng = random.Random(seed)
+    signals = ("blur", "contrast", "saturation", "frame_diff", "aspect_ratio", "bytes")
+    feed = []
+    for c in range(cameras):
+        signal = "brightness" if c < site_size else rng.choice(signals)
+        value = 20.0 if c < site_size else rng.choice((20.0, 200.0))
+        at = rng.uniform(0, 60)
+        feed.append((at, alert(f"cam{c}", signal, at=at, value=value, aid=f"cam{c}:{signal}")))
+    return sorted(feed, key=lambda f: f[0])
+
+
+def fleet_correlator() -> Correlator:
+    return Correlator(window_s=120, min_cameras=3, min_share=0.5, scopes=lambda cam: [f"site:{int(cam[3:]) // 50}"],
+                      population=lambda scope: 50)  # fmt: skip
+
+
+def test_the_state_of_5000_cameras_is_kept_by_key_each_record_far_under_the_topics_message_size():
+    from core.settings import Settings
+    from core.topology import spec
+
+    most = spec(Settings(_env_file=None), "incidents-state").max_message_bytes
+    c, feed = fleet_correlator(), fleet_feed()
+    run(c, feed)
+    c.tick(200.0)  # every lone alert is a device incident by now
+    changes = c.take_changes()
+    sizes = {key: len(json.dumps(value)) for key, value in changes.items() if value is not None}
+    assert sum(k.startswith("incident:") for k in sizes) == 5000 - 50 + 1
+    assert max(sizes.values()) < most / 50  # the biggest, the site's 50 cameras: about 5 KB
+    assert len(json.dumps(c.to_dict())) > most  # whole, one record would not fit
+    # a batch writes what it changed: a resolve changes its incident alone
+    c.observe(feed[0][1].model_copy(update={"status": "resolved"}), now=300.0)
+    assert len(c.take_changes()) == 1
+
+
+def test_a_state_restored_from_its_keys_goes_on_as_the_original_would():
+    feed = fleet_feed()
+    original = fleet_correlator()
+    run(original, feed[:3000])  # part of the fleet waits still, part is grouped
+    folded: dict[str, dict] = {}
+    for key, value in original.take_changes().items():
+        if value is None:
+            folded.pop(key, None)
+        else:
+            folded[key] = json.loads(json.dumps(value))
+    restored = fleet_correlator()
+    restored.load_items(folded)
+    assert restored.to_dict() == original.to_dict()
+    tail = feed[3000:] + [(500.0 + i, a.model_copy(update={"status": "resolved"})) for i, (_, a) in enumerate(feed)]
+    assert run(restored, tail) == run(original, tail)
+    with pytest.raises(ValueError, match="version"):
+        restored.load_items({"incident:x": {"version": 99}})
+
+
+def test_a_changelog_cut_between_an_incident_and_its_alerts_tombstones_is_completed_on_restore():
+    c = correlator()
+    run(c, [(0, alert("n0")), (1, alert("n1"))])
+    items = {k: json.loads(json.dumps(v)) for k, v in c.take_changes().items()}
+    run(c, [(2, alert("n2"))])  # groups the three: the incident's key, then three tombstones
+    changes = c.take_changes()
+    (incident,) = [k for k in changes if k.startswith("incident:")]
+    items[incident] = json.loads(json.dumps(changes[incident]))  # the crash came before the tombstones
+    restored = correlator()
+    restored.load_items(items)
+    assert restored.pending == {} and set(restored.by_alert) == {"n0:brightness", "n1:brightness", "n2:brightness"}
+    assert restored.take_changes() == {"pending:n0:brightness": None, "pending:n1:brightness": None}
+    assert run(restored, [(3, alert("n3"))]) == [("joined", "environment", ("n0", "n1", "n2", "n3"))]
+
+
+def test_a_state_written_whole_by_an_earlier_version_is_restored_and_rewritten_by_key():
+    from core.settings import Settings
+    from streams.incident_stream import LEGACY_KEY, OFFSETS_KEY, IncidentProcessor
+
+    before = correlator()
+    run(before, [(0, alert("n0")), (1, alert("n1"))])
+    whole = json.dumps({"correlator": before.to_dict(), "offsets": {"0": 7, "1": 9}}).encode()
+    p = IncidentProcessor(Settings(_env_file=None))
+    p.restore({LEGACY_KEY: whole})
+    assert p.offsets == {0: 7, 1: 9} and set(p.correlator.pending) == {"n0:brightness", "n1:brightness"}
+    assert p._rewrite == {**p.correlator.items(), LEGACY_KEY: None}  # the next batch writes it by key
+    again = IncidentProcessor(Settings(_env_file=None))
+    keyed = {k: json.dumps(v).encode() for k, v in p.correlator.items().items()}
+    again.restore({**keyed, OFFSETS_KEY: b'{"version": 1, "offsets": {"0": 7, "1": 9}}'})
+    assert again.correlator.to_dict() == p.correlator.to_dict() and again.offsets == p.offsets
+    broken = IncidentProcessor(Settings(_env_file=None))
+    broken.restore({**keyed, OFFSETS_KEY: b"not json"})  # unreadable: logged, and it starts afresh
+    assert broken.offsets == {} and broken.correlator.to_dict() == correlator().to_dict()

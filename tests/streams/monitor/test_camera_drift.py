@@ -59,7 +59,12 @@ def test_a_shift_inside_the_normal_range_is_caught_by_the_distribution_test():
 
 def test_a_new_mix_of_classes_is_prediction_drift():
     rng = random.Random(2)
-    s = MonitorSettings(**{**OFF, "prediction_reference": 120}, prediction_window=60)
+    s = MonitorSettings(
+        **{**OFF, "prediction_reference": 120},
+        prediction_window=60,
+        prediction_reference_frames=60,
+        prediction_window_frames=30,
+    )
     cam = Camera(CameraMonitor.new("cam-1", s))
     for _ in range(200):
         assert cam.send(labels=rng.choices(["car", "person"], k=2), scores=[0.7, 0.6]) == []

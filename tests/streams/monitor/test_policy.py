@@ -21,7 +21,8 @@ SMALL = np.zeros((4, 4), np.uint8)
 # Every detector fed by frame metrics on, with small windows; no embeddings, no moved check unless asked.
 SETTINGS = MonitorSettings(
     warmup=20, motion_every=0, ks_reference=60, ks_window=30, ks_every=5, prediction_reference=120,
-    prediction_window=60, embedding_reference=0, concept_reference=0,
+    prediction_window=60, prediction_reference_frames=60, prediction_window_frames=30, embedding_reference=0,
+    concept_reference=0,
 )  # fmt: skip
 
 
@@ -210,6 +211,25 @@ def test_the_rules():
     assert explains("data_drift:brightness", "data_drift:brightness_distribution")
     assert explains("data_drift:brightness_distribution", "data_drift:brightness")
     assert not explains("data_drift:brightness", "data_drift:contrast_distribution")
+    # a change of light explains what the model and the sharpness signal do in the dark; a soft lens, contrast
+    for light in ("data_drift:brightness", "data_drift:brightness_distribution"):
+        assert explains(light, "prediction_drift:class_mix") and explains(light, "data_drift:blur_distribution")
+    assert not explains("data_drift:brightness", "data_drift:blur")  # a lens going soft at dusk is still one
+    assert explains("data_drift:blur", "data_drift:contrast_distribution")
+    assert not explains("data_drift:contrast_distribution", "data_drift:blur")  # a contrast drop is contrast
+
+
+def test_a_dark_view_s_prediction_drift_is_a_symptom_of_the_light():
+    """The light falls and stays down; then what the model finds changes (other classes in the dark): the
+    class-mix alert is sent as a symptom of the brightness alert, not as a second cause."""
+    cam = Camera()
+    cam.run(200)
+    sent = cam.run(60, brightness=40.0)
+    assert keys(sent, "raised") == ["data_drift:brightness"]
+    cause = next(a for a in sent if a.status == "raised")
+    sent = cam.run(150, brightness=40.0, labels=["dog", "dog"])
+    assert "prediction_drift:class_mix" in keys(sent, "suppressed") and keys(sent, "raised") == [], sent
+    assert {a.caused_by for a in sent if a.status == "suppressed"} == {cause.alert_id}
 
 
 def test_a_dusk_is_one_brightness_alert_the_distribution_test_its_symptom():
