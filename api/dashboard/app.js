@@ -273,35 +273,37 @@
       .join(' › ');
   }
 
-  // ------------------------------------------------ fleet view: a tile per camera, filtered and sorted
+  // ------------------------------------------------ fleet view: a tile per camera, filtered, grouped and sorted
+
+  const FLEET_HTML = `
+    <section id="fleet" class="fleet">
+      <div class="toolbar">
+        <input id="filter" type="search" placeholder="Filter: camera id, status, site or tag" aria-label="filter cameras"
+               spellcheck="false">
+        <label>Site <select id="site-filter" aria-label="cameras of site"><option value="">all</option></select></label>
+        <label>Tag <select id="tag-filter" aria-label="cameras with tag"><option value="">any</option></select></label>
+        <label>Group
+          <select id="group" aria-label="group cameras">
+            <option value="site">by site</option><option value="none">none</option>
+          </select>
+        </label>
+        <label>Sort
+          <select id="sort" aria-label="sort cameras">
+            <option value="status">status (worst first)</option>
+            <option value="name">name</option>
+            <option value="fps">fps (lowest first)</option>
+            <option value="fps-desc">fps (highest first)</option>
+            <option value="alerts">active alerts (most first)</option>
+          </select>
+        </label>
+        <span id="fleet-summary" class="summary"></span>
+      </div>
+      <div id="tiles"></div>
+    </section>`;
 
   function fleetView() {
     crumbs([['Fleet']]);
-    view.innerHTML = `
-      <section id="fleet" class="fleet">
-        <div class="toolbar">
-          <input id="filter" type="search" placeholder="Filter: camera id, status, site or tag" aria-label="filter cameras"
-                 spellcheck="false">
-          <label>Site <select id="site-filter" aria-label="cameras of site"><option value="">all</option></select></label>
-          <label>Tag <select id="tag-filter" aria-label="cameras with tag"><option value="">any</option></select></label>
-          <label>Group
-            <select id="group" aria-label="group cameras">
-              <option value="site">by site</option><option value="none">none</option>
-            </select>
-          </label>
-          <label>Sort
-            <select id="sort" aria-label="sort cameras">
-              <option value="status">status (worst first)</option>
-              <option value="name">name</option>
-              <option value="fps">fps (lowest first)</option>
-              <option value="fps-desc">fps (highest first)</option>
-              <option value="alerts">active alerts (most first)</option>
-            </select>
-          </label>
-          <span id="fleet-summary" class="summary"></span>
-        </div>
-        <div id="tiles"></div>
-      </section>`;
+    view.innerHTML = FLEET_HTML;
     const filter = $('#filter');
     const sort = $('#sort');
     filter.value = state.filter;
@@ -361,15 +363,7 @@
       const tiles = $('#tiles');
       if (!tiles) return;
       renderInventoryChoices();
-      const words = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
-      const shown = state.cameras.filter((c) => {
-        const inv = state.inventory.get(c.camera_id);
-        if (state.site && (inv?.site || '') !== state.site) return false;
-        if (state.tag && !tagsOf(inv).includes(state.tag)) return false;
-        const hay = `${c.camera_id} ${c.status} ${inv?.site || ''} ${tagsOf(inv).join(' ')}`.toLowerCase();
-        return words.every((w) => hay.includes(w));
-      });
-      shown.sort(comparator(state.sort));
+      const shown = shownCameras();
       const counts = { ok: 0, warning: 0, alert: 0, offline: 0 };
       for (const c of state.cameras) counts[c.status] = (counts[c.status] || 0) + 1;
       $('#fleet-summary').innerHTML =
@@ -378,12 +372,7 @@
           .map(([s, n]) => `<span class="dot status-${s}"></span>${n} ${s}`)
           .join(' · ') +
         (state.fleetError ? ` · <span class="error">${esc(state.fleetError.message)}</span>` : '');
-      // One string, one innerHTML assignment for the whole grid (500 tiles render in a few ms).
-      const groups = groupCameras(shown, state.group);
-      let html;
-      if (!shown.length) html = `<p class="empty">${state.cameras.length ? 'No camera matches the filter.' : emptyFleetText()}</p>`;
-      else if (!groups) html = `<div class="tiles">${shown.map(tileHtml).join('')}</div>`;
-      else html = groups.map(([key, cams]) => groupHtml(key, cams)).join('');
+      const html = tilesHtml(shown);
       if (html !== lastHtml) {
         tiles.innerHTML = html;
         lastHtml = html;
@@ -392,6 +381,27 @@
     }
     render();
     return { onFleet: render };
+  }
+
+  // The cameras that the filters let through, sorted.
+  function shownCameras() {
+    const words = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
+    const shown = state.cameras.filter((c) => {
+      const inv = state.inventory.get(c.camera_id);
+      if (state.site && (inv?.site || '') !== state.site) return false;
+      if (state.tag && !tagsOf(inv).includes(state.tag)) return false;
+      const hay = `${c.camera_id} ${c.status} ${inv?.site || ''} ${tagsOf(inv).join(' ')}`.toLowerCase();
+      return words.every((w) => hay.includes(w));
+    });
+    return shown.sort(comparator(state.sort));
+  }
+
+  // One string, one innerHTML assignment for the whole grid (500 tiles render in a few ms).
+  function tilesHtml(shown) {
+    if (!shown.length) return `<p class="empty">${state.cameras.length ? 'No camera matches the filter.' : emptyFleetText()}</p>`;
+    const groups = groupCameras(shown, state.group);
+    if (!groups) return `<div class="tiles">${shown.map(tileHtml).join('')}</div>`;
+    return groups.map(([key, cams]) => groupHtml(key, cams)).join('');
   }
 
   // The site, tag and grouping choices that the inventory offers; a choice that it no longer offers is dropped.
@@ -497,31 +507,35 @@
 
   // ------------------------------------------------ camera view: summary, plots, active and recent alerts
 
+  function cameraHtml(cameraId, range) {
+    return `
+    <section id="camera" class="camera" data-camera="${esc(cameraId)}">
+      <div class="heading"><h1>${esc(cameraId)}</h1><span id="cam-status"></span></div>
+      <div id="cam-facts" class="facts"></div>
+      <div id="cam-inventory" class="facts"></div>
+      <div id="cam-actions" class="actions"></div>
+      <div id="cam-views" class="thumbs"></div>
+      <div class="toolbar">
+        <span>Signals over the last</span>
+        <span class="ranges">${RANGES.map(
+          (r, i) => `<button type="button" data-range="${i}"${r === range ? ' aria-pressed="true"' : ''}>${r.label}</button>`,
+        ).join('')}</span>
+        <span id="plots-note" class="muted"></span>
+      </div>
+      <div id="plots" class="plots"></div>
+      <div class="toolbar"><h2>Drift statistics</h2><span id="drift-note" class="muted"></span></div>
+      <div id="drift-plots" class="plots"></div>
+      <div class="columns">
+        <section><h2>Active alerts</h2><ol id="cam-active" class="alerts"><li class="muted">Loading…</li></ol></section>
+        <section><h2>Recent alerts</h2><ol id="cam-recent" class="alerts"><li class="muted">Loading…</li></ol></section>
+      </div>
+    </section>`;
+  }
+
   function cameraView(cameraId) {
     crumbs([['Fleet', '#/'], [cameraId]]);
     let range = RANGES[1];
-    view.innerHTML = `
-      <section id="camera" class="camera" data-camera="${esc(cameraId)}">
-        <div class="heading"><h1>${esc(cameraId)}</h1><span id="cam-status"></span></div>
-        <div id="cam-facts" class="facts"></div>
-        <div id="cam-inventory" class="facts"></div>
-        <div id="cam-actions" class="actions"></div>
-        <div id="cam-views" class="thumbs"></div>
-        <div class="toolbar">
-          <span>Signals over the last</span>
-          <span class="ranges">${RANGES.map(
-            (r, i) => `<button type="button" data-range="${i}"${r === range ? ' aria-pressed="true"' : ''}>${r.label}</button>`,
-          ).join('')}</span>
-          <span id="plots-note" class="muted"></span>
-        </div>
-        <div id="plots" class="plots"></div>
-        <div class="toolbar"><h2>Drift statistics</h2><span id="drift-note" class="muted"></span></div>
-        <div id="drift-plots" class="plots"></div>
-        <div class="columns">
-          <section><h2>Active alerts</h2><ol id="cam-active" class="alerts"><li class="muted">Loading…</li></ol></section>
-          <section><h2>Recent alerts</h2><ol id="cam-recent" class="alerts"><li class="muted">Loading…</li></ol></section>
-        </div>
-      </section>`;
+    view.innerHTML = cameraHtml(cameraId, range);
     const plots = new PlotSet($('#plots'), cameraId);
     const driftPlots = new PlotSet($('#drift-plots'), cameraId);
     const actions = actionPanel($('#cam-actions'), 'camera', cameraId, () => refresh());
@@ -549,8 +563,9 @@
         ]);
         if (gone) return;
         renderDetail(detail);
-        renderInventory(inventory);
-        renderViews(detail);
+        $('#cam-inventory').innerHTML = inventoryHtml(inventory);
+        actions.update(inventory?.acknowledged, inventory?.silenced);
+        renderViews(cameraId, detail, shownViews, () => gone);
         const until = Math.ceil(Date.now() / 1000 / 60) * 60;
         const since = Math.max(until - range.s, Math.floor(detail.first_seen_at / 60) * 60 - 60);
         const alerts = await api('alerts', { camera_id: cameraId, since, until, limit: 1000 }).catch(() => []);
@@ -571,37 +586,6 @@
         $('#cam-facts').innerHTML = `<p class="error">${esc(err.status === 404 ? `Unknown camera ${cameraId}.` : err.message)}</p>`;
       }
       if (!gone) timer = setTimeout(refresh, CAMERA_REFRESH_MS);
-    }
-
-    // What the camera sees now, and beside it the reference view its moved-camera check compares with.
-    async function renderViews(d) {
-      const roles = [
-        ['latest', d.view_at, 'now'],
-        ['reference', d.reference_view_at, 'reference view'],
-      ].filter(([, at]) => at);
-      for (const [role, at] of roles) {
-        if (shownViews.get(role)?.at === at) continue;
-        const src = await imageUrl(`/api/v1/cameras/${enc(cameraId)}/view.jpg?role=${role}&at=${at}`).catch(() => null);
-        if (gone || !src) return;
-        const old = shownViews.get(role);
-        shownViews.set(role, { at, src });
-        if (old) URL.revokeObjectURL(old.src);
-      }
-      $('#cam-views').innerHTML = roles
-        .map(([role, , label]) => {
-          const v = shownViews.get(role);
-          return v ? `<figure class="thumb view-${role}" data-role="${role}"><img src="${v.src}" alt="${esc(label)}"><figcaption>${esc(label)}, ${esc(fmtTime(v.at))}</figcaption></figure>` : '';
-        })
-        .join('');
-    }
-
-    function renderInventory(inv) {
-      $('#cam-inventory').innerHTML = inv
-        ? `<dl>${fact('site', inv.site || '–')}${fact('tags', tagsOf(inv).join(', ') || '–')}${fact('gateway', inv.gateway || '–')}${
-            inv.notes ? `<div class="wide"><dt>notes</dt><dd>${esc(inv.notes)}</dd></div>` : ''
-          }</dl>`
-        : '';
-      actions.update(inv?.acknowledged, inv?.silenced);
     }
 
     function renderDetail(d) {
@@ -636,6 +620,35 @@
         if (a.camera_id === cameraId) refresh();
       },
     };
+  }
+
+  // What the camera sees now, and beside it the reference view its moved-camera check compares with.
+  async function renderViews(cameraId, d, shownViews, gone) {
+    const roles = [
+      ['latest', d.view_at, 'now'],
+      ['reference', d.reference_view_at, 'reference view'],
+    ].filter(([, at]) => at);
+    for (const [role, at] of roles) {
+      if (shownViews.get(role)?.at === at) continue;
+      const src = await imageUrl(`/api/v1/cameras/${enc(cameraId)}/view.jpg?role=${role}&at=${at}`).catch(() => null);
+      if (gone() || !src) return;
+      const old = shownViews.get(role);
+      shownViews.set(role, { at, src });
+      if (old) URL.revokeObjectURL(old.src);
+    }
+    $('#cam-views').innerHTML = roles
+      .map(([role, , label]) => {
+        const v = shownViews.get(role);
+        return v ? `<figure class="thumb view-${role}" data-role="${role}"><img src="${v.src}" alt="${esc(label)}"><figcaption>${esc(label)}, ${esc(fmtTime(v.at))}</figcaption></figure>` : '';
+      })
+      .join('');
+  }
+
+  // A camera's site, tags, gateway and notes; '' when the API has none.
+  function inventoryHtml(inv) {
+    if (!inv) return '';
+    const notes = inv.notes ? `<div class="wide"><dt>notes</dt><dd>${esc(inv.notes)}</dd></div>` : '';
+    return `<dl>${fact('site', inv.site || '–')}${fact('tags', tagsOf(inv).join(', ') || '–')}${fact('gateway', inv.gateway || '–')}${notes}</dl>`;
   }
 
   function fact(label, value) {
@@ -1441,6 +1454,7 @@
     // the series route has it (brightness for brightness_distribution too), and the drift statistic of the signal
     // where a detector samples it. Returns what it drew ([] for nothing), null when the view was left.
     async showShared({ signal, cameras, since, until, step, alerts }) {
+      if (!cameras.length) return [];
       const known = await seriesSignals(cameras[0]);
       const base = signal.replace(/_distribution$/, '');
       const each = (path, params, fallback) => Promise.all(cameras.map((c) => api(`cameras/${enc(c)}/${path}`, params).catch((err) => ({ err, ...fallback }))));
