@@ -5,8 +5,9 @@ that ``./dev test`` starts, with an embedded ClickHouse in a temporary directory
 The gateway blurs one camera's frames after a few seconds (its ``--fault`` option, as the demo does) and the
 worker, with a short reference window, raises a ``data_drift`` alert on its blur; the page must show it
 arriving through the live stream, and its evidence when clicked. Every wait is on a condition of the page,
-with generous timeouts. ``./dev test -m browser`` runs these tests alone; the screenshots land in
-``test-artifacts/``.
+with generous timeouts. Another runs ``cvops incidents`` beside the API, for the incidents, the fleet by
+site and acknowledging through the page. ``./dev test -m browser`` runs these tests alone; the screenshots
+land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
