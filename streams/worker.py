@@ -201,7 +201,7 @@ def build_app(settings: Settings, detector=None) -> faust.App:
     config = ConfigFollower(
         settings,
         lambda scope, record: apply_config(stages, scope, record),
-        started=lambda consumer: fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS),
+        started=fetch_pacing.pace_slow_topic,
     )
     log.info(
         "model %s@%s on %s, frames on %s; batches of up to %d frames, waiting at most %d ms",
