@@ -9,6 +9,9 @@ a body is read (:mod:`api.guard`); the API's own settings in :mod:`api.settings`
 With the embedded store (a chdb DSN) this process also runs the store writer, since one process owns a
 chdb directory; with a ClickHouse server the writer can run on its own (``cvops store-writer``) and
 ``CVOPS_API_STORE_WRITER=false`` turns it off here.
+
+The API depends on the core and the store only, never on the worker (``streams``): what the development broker
+needs of the API's consumers comes in from the command line (``slow_consumer_started``).
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -30,25 +35,28 @@ from api.assignments import router as assignments_router
 from api.auth import TOKEN_RESPONSES, read_access
 from api.live import AlertFeed
 from api.settings import ApiSettings
+from core.directory import WorkerDirectory
 from core.settings import Settings, get_settings
 from core.supervise import keep_running
 from store import connect
 from store.schema import migrate
 from store.settings import StoreSettings
 from store.writer import StoreWriter
-from streams.devbroker import fetch_pacing
-from streams.directory import WorkerDirectory
 
 log = logging.getLogger("cvops.api")
 
 DASHBOARD_DIR = Path(__file__).parent / "dashboard"
+ConsumerStarted = Callable[[AIOKafkaConsumer], None]
 
 
 @asynccontextmanager
-async def _lifespan(settings: Settings, api_settings: ApiSettings, app: FastAPI):
+async def _lifespan(
+    settings: Settings, api_settings: ApiSettings, slow_consumer_started: ConsumerStarted | None, app: FastAPI
+):
     """The store (migrated), and the API's background tasks: the worker directory, the live alert feed, the
     config follower, the inventory and acknowledgements follower and, with an embedded store, the store writer;
-    each kept running until shutdown."""
+    each kept running until shutdown. ``slow_consumer_started`` is given the consumers of the slow topics (worker
+    statuses, config) once started."""
     store = await asyncio.to_thread(connect, settings.store_dsn, reader_dsn=StoreSettings().store_sql_dsn)
     await asyncio.to_thread(migrate, store, settings.ttl_days)
     if store.reader_dsn:
@@ -57,11 +65,9 @@ async def _lifespan(settings: Settings, api_settings: ApiSettings, app: FastAPI)
     app.state.signals = await asyncio.to_thread(cameras.series_signals, store)
     app.state.offsets = pipeline.TopicOffsets(settings)
     app.state.writer = None
-    app.state.workers = WorkerDirectory(settings)
+    app.state.workers = WorkerDirectory(settings, started=slow_consumer_started)
     app.state.alert_feed = AlertFeed(settings, api_settings.api_sse_queue, api_settings.api_sse_max_subscribers)
-    app.state.config = config.ConfigState(
-        settings, started=lambda consumer: fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
-    )
+    app.state.config = config.ConfigState(settings, started=slow_consumer_started)
     app.state.fleet = fleet.FleetState(settings)
     stop = asyncio.Event()
     loops = [(app.state.workers, "worker directory", 10), (app.state.alert_feed, "live alert feed", 10),
@@ -84,7 +90,14 @@ async def _lifespan(settings: Settings, api_settings: ApiSettings, app: FastAPI)
         store.close()
 
 
-def create_app(settings: Settings | None = None, api_settings: ApiSettings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    api_settings: ApiSettings | None = None,
+    slow_consumer_started: ConsumerStarted | None = None,
+) -> FastAPI:
+    """The API. ``slow_consumer_started(consumer)``, when given, is called with the worker directory's and the
+    config follower's consumers once started: the command line passes the development broker's pacing of
+    slow topics (:func:`streams.devbroker.fetch_pacing.pace_slow_topic`)."""
     settings = settings or get_settings()
     api_settings = api_settings or ApiSettings()
     api_settings.token_hashes  # noqa: B018  (fail at start, not at the first request, on a malformed hash)
@@ -93,7 +106,7 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
         title="cvops",
         version="0.1.0",
         summary="Streaming inference and monitoring for camera fleets.",
-        lifespan=partial(_lifespan, settings, api_settings),
+        lifespan=partial(_lifespan, settings, api_settings, slow_consumer_started),
         # Served below as reads, behind the token when reads are closed.
         openapi_url=None,
         docs_url=None,
@@ -140,14 +153,14 @@ def create_app(settings: Settings | None = None, api_settings: ApiSettings | Non
     return app
 
 
-def run_api(settings: Settings) -> None:
+def run_api(settings: Settings, slow_consumer_started: ConsumerStarted | None = None) -> None:
     import uvicorn
 
     from core.topology import create_topics
 
     asyncio.run(create_topics(settings))
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, slow_consumer_started=slow_consumer_started),
         host=settings.api_host,
         port=settings.api_port,
         log_level=settings.log_level.lower(),

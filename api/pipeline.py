@@ -14,9 +14,9 @@ from pydantic import BaseModel, Field
 from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import StoreDep
 from core.contracts import WorkerStatus
+from core.directory import WorkerDirectory
 from core.kafka import client_options
 from core.settings import Settings
-from streams.directory import WorkerDirectory
 
 router = APIRouter()
 reads = {"dependencies": [Depends(read_access)], "responses": TOKEN_RESPONSES}

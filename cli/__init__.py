@@ -148,8 +148,10 @@ def _cmd_worker(args, settings: Settings) -> int:
 
 def _cmd_api(args, settings: Settings) -> int:
     from api.app import run_api
+    from streams.devbroker import fetch_pacing
 
-    run_api(settings)
+    # The API imports nothing of the worker's: the development broker's pacing of slow topics is handed in here.
+    run_api(settings, slow_consumer_started=fetch_pacing.pace_slow_topic)
     return 0
 
 

@@ -517,10 +517,12 @@ class IncidentRecord(_Record):
     scope: str = Field(max_length=300, description="site:<name>, tag:<k=v>, gateway:<id>, model:<name@version> or "
                        "camera:<id>")  # fmt: skip
     type: AlertType
-    signal: str
+    signal: str = Field(description="the shared signal; an image signal's range rule and distribution test are one "
+                        "(brightness for brightness_distribution)")  # fmt: skip
     direction: Literal["up", "down", "changed"]
     cameras: list[str] = Field(description="member cameras so far")
-    members: dict[str, str] = Field(description="member alert id (of its raise) -> camera id")
+    members: dict[str, str] = Field(description="member alert id -> camera id: the alerts that raised or joined it, "
+                                    "and their inhibited symptoms (caused_by)")  # fmt: skip
     changed_alert_ids: list[str] = Field(description="the alerts this record is about (new members on a join)")
     opened_at: float = Field(description="unix seconds")
     resolved_at: float | None = Field(

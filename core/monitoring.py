@@ -92,11 +92,11 @@ MONITOR_SETTINGS: tuple[MonitorSetting, ...] = (
        env="monitor_prediction_window", override="prediction_window", bounds={"ge": 10}, override_max=1_000_000),
     _s("prediction_alpha", float, 0.001, "chance of a false class-mix alert per test round",
        override="prediction_alpha", live=True, bounds={"gt": 0, "lt": 1}),
-    _s("prediction_reference_frames", int, 750,
+    _s("prediction_reference_frames", int, 1000,
        "frames with detections the prediction reference spans at least (so that it sees objects come and go)",
        env="monitor_prediction_reference_frames", override="prediction_reference_frames", bounds={"ge": 1},
        override_max=1_000_000),
-    _s("prediction_window_frames", int, 150, "frames with detections the recent window spans at least",
+    _s("prediction_window_frames", int, 300, "frames with detections the recent window spans at least",
        env="monitor_prediction_window_frames", override="prediction_window_frames", bounds={"ge": 1},
        override_max=1_000_000),
     # Embedding drift and outliers: sampled embeddings (one frame in CVOPS_EMBEDDING_EVERY).

@@ -80,14 +80,22 @@ class Store:
         *,
         column_oriented: bool = False,
         settings: dict | None = None,
+        column_types: Sequence[str] | None = None,
     ) -> None:
         """Insert ``data``: rows, or one sequence per column with ``column_oriented=True``.
 
-        ``settings`` carries e.g. ``insert_deduplication_token`` (see :mod:`store.schema`).
+        ``settings`` carries e.g. ``insert_deduplication_token`` (see :mod:`store.schema`). ``column_types``: the
+        columns' ClickHouse types, when the caller knows them (the writer does, from :mod:`store.tables`);
+        otherwise the table is described first, one more query per insert.
         """
         with self._lock:
             self._client.insert(
-                table, data, column_names=list(column_names), column_oriented=column_oriented, settings=settings
+                table,
+                data,
+                column_names=list(column_names),
+                column_type_names=list(column_types) if column_types is not None else None,
+                column_oriented=column_oriented,
+                settings=settings,
             )
 
     def ping(self) -> bool:

@@ -188,9 +188,11 @@ class Table:
     # msgspec cannot mirror (validators, maps), whose few records take the contract's path.
     fast_path: bool = True
     columns: tuple[str, ...] = field(init=False)
+    types: tuple[str, ...] = field(init=False)  # the ClickHouse type of each column, in :attr:`columns` order
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", tuple(c.name for c in self.spec))
+        object.__setattr__(self, "types", tuple(c.type for c in self.spec))
 
     @property
     def table(self) -> str:

@@ -1,7 +1,7 @@
 """The store writer: predictions, metrics, alerts and dead letters from Kafka into ClickHouse.
 
 Batches by rows and time (``store_batch_rows``, ``store_batch_wait_ms``) and inserts each table's rows
-column by column.
+column by column, on an insert thread of its own (:meth:`StoreWriter.consume`).
 
 Loses nothing: a batch's offsets are committed only after its rows are inserted. When an insert fails
 the writer retries with backoff and reads nothing more meanwhile (backpressure: it pauses its partitions
@@ -36,6 +36,7 @@ import types
 import typing
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
 
@@ -218,6 +219,7 @@ class StoreWriter:
         self.failed_inserts = 0
         self.last_commit: float | None = None
         self._held: list = []  # records fetched while paused for backpressure, processed next
+        self._inserts: ThreadPoolExecutor | None = None  # the insert thread, while :meth:`consume` runs
         self.skipped = SkipLog(log)  # bad records of the dead-letter topic: logged, not dead-lettered again
 
     def to_columns(self, records, now: float | None = None) -> tuple[dict[str, Columns], list[DeadLetter]]:
@@ -367,7 +369,7 @@ class StoreWriter:
         group membership while its partitions are paused.
         """
         loop = asyncio.get_running_loop()
-        columns = {s.table: s.columns for s in SINKS.values()}
+        tables = {s.table: s for s in SINKS.values()}
         pending = {table: table_rows for table, table_rows in rows.items() if table_rows}
         tokens = tokens or {}
         delay = 0.5
@@ -375,7 +377,7 @@ class StoreWriter:
             table, table_rows = next(iter(pending.items()))
             settings = {"insert_deduplication_token": tokens[table]} if table in tokens else None
             try:
-                await loop.run_in_executor(None, self._insert_columns, table, table_rows, columns[table], settings)
+                await loop.run_in_executor(self._inserts, self._insert_columns, tables[table], table_rows, settings)
             except Exception as exc:
                 self.failed_inserts += 1
                 log.warning(
@@ -396,11 +398,12 @@ class StoreWriter:
             del pending[table]
         return True
 
-    def _insert_columns(
-        self, table: str, rows: Columns | list[tuple], columns: tuple[str, ...], settings: dict | None
-    ) -> None:
+    def _insert_columns(self, table: Table, rows: Columns | list[tuple], settings: dict | None) -> None:
+        """One insert, columnar, with the column types of the table's declaration (no query to describe it)."""
         data = rows.data if isinstance(rows, Columns) else list(zip(*rows, strict=True))
-        self.store.insert(table, data, columns, column_oriented=True, settings=settings)
+        self.store.insert(
+            table.name, data, table.columns, column_oriented=True, settings=settings, column_types=table.types
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -430,10 +433,11 @@ class StoreWriter:
     async def consume(self, consumer, producer, stop: asyncio.Event) -> None:
         """The loop: read a batch, insert it (retrying), publish its dead letters, then commit its offsets.
 
-        Two batches are in hand at once: batch N+1 is read and parsed before batch N's insert is awaited (the
-        insert runs in a thread; the consumer keeps fetching in the background). Batch N+1 is inserted only
-        after batch N is stored and committed, and each commit names its own batch's offsets, so a commit never
-        covers a row not yet stored; while the store is down, at most that one parsed batch waits in memory.
+        Two batches are in hand at once: batch N's insert runs on the writer's own insert thread while batch
+        N+1 is read (the insert starts when the loop next waits, for a fetch or for the insert itself). Batch N+1
+        is inserted only after batch N is stored, its dead letters acknowledged and its offsets committed, and
+        each commit names its own batch's offsets, so a commit never covers a row not yet stored; while the store
+        is down, at most that one parsed batch waits in memory.
 
         ``consumer`` and ``producer`` are started aiokafka clients, or anything with the same methods
         (``getmany``, ``commit``, ``pause``, ``resume``, ``assignment``; ``send``): the tests use fakes.
@@ -472,6 +476,7 @@ class StoreWriter:
             return True
 
         inflight: asyncio.Task | None = None
+        self._inserts = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-insert")
         try:
             while not stop.is_set():
                 records = await self._next_batch(consumer, stop, polling)
@@ -481,13 +486,18 @@ class StoreWriter:
                     if not await task:
                         break
                 if parsed is not None and not stop.is_set():
-                    # Not forced to start before the next batch is parsed: parsing holds the GIL, and the insert
-                    # thread, which needs it between its engine calls, then waits a switch interval each time
-                    # (measured on 2 busy cores: inserts 28 -> 50 ms, parses 14 -> 25 ms, the pair slower).
+                    # Not forced to start before the next batch is parsed (it starts when the loop next waits:
+                    # for a fetch, or for this task): on 2 shared cores the engine's insert already keeps more
+                    # than one core busy, and forcing the overlap measured no faster on a quiet machine and
+                    # about a tenth slower on a loaded one (docs/store.md).
                     inflight = asyncio.create_task(store(records, *parsed))
         finally:
-            if inflight is not None:
-                await inflight
+            try:
+                if inflight is not None:
+                    await inflight
+            finally:
+                inserts, self._inserts = self._inserts, None
+                inserts.shutdown(wait=False)  # idle by now; not waited on, should a cancelled insert still run
 
     async def _next_batch(self, consumer, stop: asyncio.Event, polling: asyncio.Lock | None = None) -> list:
         """Up to ``store_batch_rows`` records, waiting at most ``store_batch_wait_ms`` after the first."""

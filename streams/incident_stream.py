@@ -15,6 +15,9 @@ state record, written after the incident records it covers are acknowledged. Aft
 from the last state and reads the alerts after it again: the incidents they make have the same ids, so a
 replay repeats records (at-least-once) that a receiver or the store folds by ``event_id``; none is lost.
 Run one processor per deployment (a second one would send every incident twice, under the same ids).
+An alert's window runs on the alerts' broker time while the processor reads a backlog (after a restart or a
+stall: an alert's companions may be in the next batch) and on the wall clock once it has read every
+partition to its end (:func:`window_clock`).
 
 The state is kept by key, one small record each (``incident:<id>``, ``pending:<alert id>``, a tombstone
 once it is gone, and ``offsets``), and a batch writes only the keys it changed, the offsets last: at thousands
@@ -36,6 +39,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterable
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -80,6 +84,22 @@ def event_of(record: IncidentRecord) -> IncidentEvent:
     return IncidentEvent(record.status, inc, tuple(record.changed_alert_ids))
 
 
+def window_clock(newest: float | None, lags: Iterable[int | None], wall: float) -> float | None:
+    """The time the correlator's windows run on after a batch (unix s): the newest alert record's time while
+    any alerts partition has records left to read (``lags``; None: not known yet), as when the processor
+    catches up on a backlog, since a waiting alert's companions may be in the next batch; the wall clock
+    ``wall`` once every partition is read to its end. None (no tick) while behind before any record is read.
+
+    >>> window_clock(100.0, [0, 3], wall=5000.0), window_clock(100.0, [0, 0], wall=5000.0)
+    (100.0, 5000.0)
+    >>> window_clock(None, [None], wall=5000.0) is None
+    True
+    """
+    if any(lag is None or lag > 0 for lag in lags):
+        return newest
+    return wall
+
+
 def parse_routes(raw: str) -> list[Route]:
     """``CVOPS_NOTIFY_ROUTES``: a JSON list of ``{"name", "url", "format"}``; a clear error for anything else.
 
@@ -116,7 +136,8 @@ class IncidentProcessor:
             population=self.inventory.population,
         )  # fmt: skip
         self.skips = SkipLog(log)
-        self.offsets: dict[int, int] = {}
+        self.offsets: dict[int, int] = {}  # alerts partition -> the next offset to read
+        self.newest: float | None = None  # the newest alert record's time read (unix s)
         self._rewrite: dict[str, dict | None] = {}  # keys to write with the next batch's changes
 
     async def _load_state(self) -> None:
@@ -194,14 +215,20 @@ class IncidentProcessor:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=500, max_records=500)
                 events = self._take(batch)
-                now = time.time()
-                events += [(e, now) for e in self.correlator.tick(now)]
-                self.correlator.prune(now)
+                lags = [self._lag(consumer, tp) for tp in parts]
+                if (now := window_clock(self.newest, lags, time.time())) is not None:
+                    events += [(e, now) for e in self.correlator.tick(now)]
+                    self.correlator.prune(now)
                 if events or batch:
                     await self._send(producer, events)
         finally:
             await consumer.stop()
             await producer.stop()
+
+    def _lag(self, consumer: AIOKafkaConsumer, tp: TopicPartition) -> int | None:
+        """Records of ``tp`` left to read, as of the last fetch (None before the first)."""
+        highwater = consumer.highwater(tp)
+        return None if highwater is None else highwater - self.offsets.get(tp.partition, highwater)
 
     async def _read_inventory(self, consumer: AIOKafkaConsumer, cameras: TopicPartition) -> None:
         """The whole inventory before the first alert, so that every camera's site is known."""
@@ -233,6 +260,7 @@ class IncidentProcessor:
                     self.skips.skip(r, exc)
                     continue
                 now = r.timestamp / 1000 if r.timestamp else time.time()
+                self.newest = now if self.newest is None else max(self.newest, now)
                 events += [(e, now) for e in self.correlator.observe(alert, now=now)]
         return events
 

@@ -8,7 +8,8 @@ Kinds, decided from the alerts that arrive within ``window_s`` of each other (li
 ``group_wait``):
 
 - ``environment``: at least ``min_cameras`` cameras of one scope (a site, or a tag) raise the same signal in
-  the same direction (dusk, rain, glare on a whole site);
+  compatible directions (dusk, rain, glare on a whole site): the two detectors of one image signal are one
+  signal (:func:`signal_of`), and a test's ``changed`` goes with ``up`` or ``down`` (:func:`compatible`);
 - ``upstream``: the same for ``upstream_drift`` alerts of the cameras behind one gateway (a gateway that
   halved every camera's resolution);
 - ``model``: ``prediction_drift`` of the same signal on ``min_cameras`` cameras of one model version, in any
@@ -17,7 +18,7 @@ Kinds, decided from the alerts that arrive within ``window_s`` of each other (li
 
 A camera that raises the same signal while a group incident of its scope is open joins it. An incident
 resolves when all its members have resolved. An inhibited symptom (status ``suppressed``) is never an
-incident: its cause is.
+incident: it becomes a member of its cause's incident (:meth:`Correlator._link`).
 
 Ids are deterministic (the kind, the scope, the key and the first alert's id), so alerts replayed after a
 crash open the same incident again, and a receiver can deduplicate on the incident id and its status.
@@ -43,10 +44,57 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from core.contracts import Alert, CameraInfo
+from streams.monitor.policy import INHIBITS, explains
 
 Scopes = Callable[[str], Iterable[str]]  # camera id -> its scopes ("site:north", "tag:zone=dock"), best first
 KINDS = ("environment", "upstream", "model", "device")
 STATE_VERSION = 1
+CHANGED = "changed"  # the direction of a test's p-value: the distribution moved, which way is not said
+
+
+def _same_signals() -> dict[tuple[str, str], str]:
+    """(alert type, signal) -> the signal the correlator groups it by, where it is not its own: the alerts the
+    camera's alert policy takes for one cause seen by two detectors, two keys of
+    :data:`streams.monitor.policy.INHIBITS` that explain each other (the range rule's ``data_drift:brightness``
+    and the distribution test's ``data_drift:brightness_distribution``: whichever raises first is the alert,
+    the other its symptom). Such keys are one signal, named by the shortest of them (the range rule's)."""
+    out: dict[tuple[str, str], str] = {}
+    for a in INHIBITS:
+        for b in INHIBITS:
+            (kind, signal), (other_kind, other) = a.split(":", 1), b.split(":", 1)
+            if kind == other_kind and explains(a, b) and explains(b, a):
+                out[(kind, signal)] = min(out.get((kind, signal), signal), other, key=lambda s: (len(s), s))
+    return out
+
+
+SAME_SIGNAL = _same_signals()
+
+
+def signal_of(alert_type: str, signal: str) -> str:
+    """The signal alerts are grouped by: one image signal's two detectors are one signal.
+
+    >>> signal_of("data_drift", "brightness_distribution"), signal_of("data_drift", "brightness")
+    ('brightness', 'brightness')
+    >>> signal_of("upstream_drift", "resolution"), signal_of("prediction_drift", "class_mix")
+    ('resolution', 'class_mix')
+    """
+    return SAME_SIGNAL.get((alert_type, signal), signal)
+
+
+def compatible(a: str, b: str) -> bool:
+    """Whether alerts of one signal in directions ``a`` and ``b`` can share a cause: the same direction, or
+    either ``changed`` (a distribution test moves with a dusk as the range rule's ``down`` does); never ``up``
+    with ``down``.
+
+    >>> compatible("down", "changed"), compatible("changed", "up"), compatible("up", "down")
+    (True, True, False)
+    """
+    return a == b or CHANGED in (a, b)
+
+
+def _joinable(way: str) -> tuple[str, ...]:
+    """The directions of an open incident an alert in direction ``way`` may join, its own first."""
+    return (way, *(w for w in (CHANGED, "down", "up") if w != way and compatible(w, way)))
 
 
 def direction(alert: Alert) -> str:
@@ -60,7 +108,7 @@ def direction(alert: Alert) -> str:
     'changed'
     """
     if alert.signal.endswith("_distribution") or alert.type in ("prediction_drift", "embedding_drift", "outlier"):
-        return "changed"
+        return CHANGED
     return "up" if alert.value > alert.threshold else "down"
 
 
@@ -76,6 +124,7 @@ class Incident:
     members: dict[str, str] = field(default_factory=dict)  # alert id -> camera id
     resolved_members: set[str] = field(default_factory=set)  # alert ids
     resolved_at: float | None = None
+    symptoms: set[str] = field(default_factory=set)  # member alert ids that are inhibited symptoms of others
 
     @property
     def cameras(self) -> list[str]:
@@ -90,12 +139,13 @@ class Incident:
             "incident_id": self.incident_id, "kind": self.kind, "scope": self.scope, "type": self.type,
             "signal": self.signal, "direction": self.direction, "opened_at": self.opened_at,
             "members": dict(self.members), "resolved_members": sorted(self.resolved_members),
-            "resolved_at": self.resolved_at,
+            "resolved_at": self.resolved_at, "symptoms": sorted(self.symptoms),
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: dict) -> Incident:
-        return cls(**{**d, "members": dict(d["members"]), "resolved_members": set(d["resolved_members"])})
+        return cls(**{**d, "members": dict(d["members"]), "resolved_members": set(d["resolved_members"]),
+                      "symptoms": set(d.get("symptoms", ()))})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -123,6 +173,7 @@ class _Pending:
     alert: Alert
     arrived_at: float
     scopes: tuple[str, ...]
+    symptoms: dict[str, str] = field(default_factory=dict)  # its symptoms' alert ids -> camera, waiting with it
 
 
 class Correlator:
@@ -159,25 +210,25 @@ class Correlator:
         self._grouped: dict[tuple, str] = {}  # ... the open group incident's id
         self._resolved: deque[tuple[float, str]] = deque()  # (resolved at, incident id), oldest first
         self._dirty: set[str] = set()  # state keys changed since the last take_changes()
+        self._symptom_waits: dict[str, str] = {}  # symptom's alert id -> its cause's, waiting (pending) with it
 
     # -- the life of an alert ------------------------------------------------------------------------
     def observe(self, alert: Alert, now: float) -> list[IncidentEvent]:
         """One alert record, in the order of the alerts topic; ``now`` is unix s (the record's time)."""
         events = self.tick(now)
         if alert.status == "suppressed":
+            self._link(alert)
             return events
         if alert.status == "resolved":
             return events + self._resolve(alert, now)
+        events += self._unlink(alert, now)
         if alert.alert_id in self.pending or alert.alert_id in self.by_alert:
             return events  # a replayed raise
         scopes, key = self._scopes_of(alert), self._key(alert)
         for scope in scopes:
-            if (iid := self._grouped.get((scope, *key))) is not None:
-                inc = self.incidents[iid]
-                inc.members[alert.alert_id] = alert.camera_id
-                self._dirty.add(f"incident:{iid}")
-                self.by_alert[alert.alert_id] = iid
-                return [*events, IncidentEvent("joined", inc, (alert.alert_id,))]
+            for way in _joinable(direction(alert)):
+                if (iid := self._grouped.get((scope, *key, way))) is not None:
+                    return [*events, self._join(self.incidents[iid], alert)]
         self._wait(_Pending(alert, now, scopes))
         return events + self._group(alert)
 
@@ -191,7 +242,7 @@ class Correlator:
         events = []
         for p in due:
             self._unwait(p)
-            events.append(self._open("device", f"camera:{p.alert.camera_id}", [p.alert], p.arrived_at))
+            events.append(self._open("device", f"camera:{p.alert.camera_id}", [p], p.arrived_at, direction(p.alert)))
         return events
 
     def _wait(self, p: _Pending) -> None:
@@ -199,6 +250,7 @@ class Correlator:
         self._dirty.add(f"pending:{p.alert.alert_id}")
         for scope in p.scopes:
             self._waiting.setdefault((scope, *self._key(p.alert)), {})[p.alert.alert_id] = None
+        self._symptom_waits.update(dict.fromkeys(p.symptoms, p.alert.alert_id))
 
     def _unwait(self, p: _Pending) -> None:
         del self.pending[p.alert.alert_id]
@@ -208,29 +260,97 @@ class Correlator:
             group.pop(p.alert.alert_id, None)
             if not group:
                 self._waiting.pop(k, None)
+        for sid in p.symptoms:
+            self._symptom_waits.pop(sid, None)
+
+    def _join(self, inc: Incident, alert: Alert) -> IncidentEvent:
+        """``alert`` joins the open group incident ``inc``. An incident of ``changed`` alerts (distribution tests)
+        takes the direction of the first member that has one: up and down never share an incident."""
+        way = direction(alert)
+        if inc.direction == CHANGED and way != CHANGED:
+            self._grouped.pop(self._group_key(inc), None)
+            inc.direction = way
+            self._grouped[self._group_key(inc)] = inc.incident_id
+        inc.members[alert.alert_id] = alert.camera_id
+        self._dirty.add(f"incident:{inc.incident_id}")
+        self.by_alert[alert.alert_id] = inc.incident_id
+        return IncidentEvent("joined", inc, (alert.alert_id,))
+
+    def _link(self, symptom: Alert) -> None:
+        """An inhibited symptom (``suppressed``, ``caused_by`` its cause's alert id, on the same camera) is never
+        an incident of its own: it becomes a member of its cause's incident, quietly (it adds no camera, and
+        nobody is told: the incident's next record lists it), or waits with its cause for one. The symptom of a
+        cause the correlator does not hold (not seen, or its incident resolved) is left out; so is one that
+        resolves while its cause waits."""
+        sid, cause, camera = symptom.alert_id, symptom.caused_by, symptom.camera_id
+        if sid in self.pending or sid in self.by_alert or sid in self._symptom_waits:
+            return  # known already: a replay
+        if (p := self.pending.get(cause)) is not None and p.alert.camera_id == camera:
+            p.symptoms[sid] = camera
+            self._symptom_waits[sid] = cause
+            self._dirty.add(f"pending:{cause}")
+            return
+        inc = self.incidents.get(self.by_alert.get(cause, ""))
+        if inc is not None and inc.open and inc.members.get(cause) == camera:
+            inc.members[sid] = camera
+            inc.symptoms.add(sid)
+            self.by_alert[sid] = inc.incident_id
+            self._dirty.add(f"incident:{inc.incident_id}")
+
+    def _unlink(self, alert: Alert, now: float) -> list[IncidentEvent]:
+        """A symptom that outlived its cause is raised as an alert of its own, under the same id (see
+        :mod:`streams.monitor.policy`): it leaves its cause's incident, which resolves if it only waited for it,
+        and goes on as any new alert."""
+        sid = alert.alert_id
+        if (cause := self._symptom_waits.pop(sid, None)) is not None:
+            del self.pending[cause].symptoms[sid]
+            self._dirty.add(f"pending:{cause}")
+            return []
+        inc = self.incidents.get(self.by_alert.get(sid, ""))
+        if inc is None or sid not in inc.symptoms:
+            return []
+        inc.symptoms.discard(sid)
+        inc.resolved_members.discard(sid)
+        del inc.members[sid], self.by_alert[sid]
+        self._dirty.add(f"incident:{inc.incident_id}")
+        return self._settle(inc, now) if inc.open else []
 
     def _resolve(self, alert: Alert, now: float) -> list[IncidentEvent]:
+        if (cause := self._symptom_waits.pop(alert.alert_id, None)) is not None:
+            del self.pending[cause].symptoms[alert.alert_id]  # came and went while its cause waited
+            self._dirty.add(f"pending:{cause}")
+            return []
         if (p := self.pending.get(alert.alert_id)) is not None:
             # Raised and resolved before its window closed: still an incident someone must hear of.
             self._unwait(p)
-            raised = self._open("device", f"camera:{alert.camera_id}", [p.alert], p.arrived_at)
+            raised = self._open("device", f"camera:{alert.camera_id}", [p], p.arrived_at, direction(p.alert))
             return [raised, *self._resolve(alert, now)]
         inc = self.incidents.get(self.by_alert.get(alert.alert_id, ""))
         if inc is None or not inc.open or alert.alert_id in inc.resolved_members:
             return []
         inc.resolved_members.add(alert.alert_id)
         self._dirty.add(f"incident:{inc.incident_id}")
-        if inc.resolved_members >= inc.members.keys():
-            inc.resolved_at = now
-            self._grouped.pop((inc.scope, *self._inc_key(inc)), None)
-            self._resolved.append((now, inc.incident_id))
-            return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
-        return []
+        return self._settle(inc, now)
+
+    def _settle(self, inc: Incident, now: float) -> list[IncidentEvent]:
+        """``inc`` resolves once every member alert (its symptoms too) has resolved."""
+        if not inc.resolved_members >= inc.members.keys():
+            return []
+        inc.resolved_at = now
+        if self._grouped.get(k := self._group_key(inc)) == inc.incident_id:
+            del self._grouped[k]
+        self._resolved.append((now, inc.incident_id))
+        return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
 
     def _group(self, alert: Alert) -> list[IncidentEvent]:
-        key = self._key(alert)
+        key, way = self._key(alert), direction(alert)
         for scope in self._scopes_of(alert):
-            same = [self.pending[aid] for aid in self._waiting.get((scope, *key), ())]
+            waiting = [self.pending[aid] for aid in self._waiting.get((scope, *key), ())]
+            # The alerts this one can share a cause with: those of its direction and the tests' (changed); a
+            # test's own goes with the larger side, down or up.
+            sides = [[p for p in waiting if compatible(direction(p.alert), w)]
+                     for w in ((way,) if way != CHANGED else ("down", "up"))]  # fmt: skip
+            same = max(sides, key=lambda ps: len({p.alert.camera_id for p in ps}))
             cameras = {p.alert.camera_id for p in same}
             known = self.population(scope)
             if len(cameras) < self.min_cameras or (known and len(cameras) / known < self.min_share):
@@ -239,21 +359,26 @@ class Correlator:
                 self._unwait(p)
             kind = {"upstream_drift": "upstream", "prediction_drift": "model"}.get(alert.type, "environment")
             first = min(p.arrived_at for p in same)
-            return [self._open(kind, scope, [p.alert for p in same], first)]
+            ways = {direction(p.alert) for p in same} - {CHANGED}
+            return [self._open(kind, scope, same, first, ways.pop() if ways else CHANGED)]
         return []
 
-    def _open(self, kind: str, scope: str, alerts: list[Alert], opened_at: float) -> IncidentEvent:
-        alerts = sorted(alerts, key=lambda a: (a.raised_at, a.alert_id))
-        first = alerts[0]
-        key = self._key(first)
-        iid = "inc-" + _digest(kind, scope, *key, first.alert_id)
-        inc = Incident(iid, kind, scope, first.type, first.signal, key[2], opened_at,
-                       members={a.alert_id: a.camera_id for a in alerts})  # fmt: skip
+    def _open(self, kind: str, scope: str, waited: list[_Pending], opened_at: float, way: str) -> IncidentEvent:
+        """An incident of the alerts that ``waited`` (and their symptoms), in direction ``way``."""
+        waited = sorted(waited, key=lambda p: (p.alert.raised_at, p.alert.alert_id))
+        first = waited[0].alert
+        alert_type, signal = self._key(first)
+        iid = "inc-" + _digest(kind, scope, alert_type, signal, way, first.alert_id)
+        inc = Incident(iid, kind, scope, alert_type, signal, way, opened_at,
+                       members={p.alert.alert_id: p.alert.camera_id for p in waited})  # fmt: skip
+        for p in waited:
+            inc.members |= p.symptoms
+            inc.symptoms |= p.symptoms.keys()
         self.incidents[iid] = inc
         self.by_alert.update(dict.fromkeys(inc.members, iid))
         self._dirty.add(f"incident:{iid}")
         if kind != "device":
-            self._grouped[(scope, *key)] = iid
+            self._grouped[self._group_key(inc)] = iid
         return IncidentEvent("raised", inc, tuple(inc.members))
 
     def _scopes_of(self, alert: Alert) -> tuple[str, ...]:
@@ -265,12 +390,15 @@ class Correlator:
         return tuple(self.scopes(alert.camera_id))
 
     @staticmethod
-    def _key(alert: Alert) -> tuple[str, str, str]:
-        return (alert.type, alert.signal, direction(alert))
+    def _key(alert: Alert) -> tuple[str, str]:
+        """What alerts that group share, besides compatible directions: the type and the signal."""
+        return (alert.type, signal_of(alert.type, alert.signal))
 
     @staticmethod
-    def _inc_key(inc: Incident) -> tuple[str, str, str]:
-        return (inc.type, inc.signal, inc.direction)
+    def _group_key(inc: Incident) -> tuple[str, str, str, str]:
+        """An open group incident's place in ``_grouped`` (an incident of an earlier version may name a
+        detector's signal: it is grouped by the signal too)."""
+        return (inc.scope, inc.type, signal_of(inc.type, inc.signal), inc.direction)
 
     # -- housekeeping and state --------------------------------------------------------------------
     def prune(self, now: float, keep_s: float = 3600.0) -> int:
@@ -338,12 +466,13 @@ class Correlator:
 
     @staticmethod
     def _pending_dict(p: _Pending) -> dict:
-        return {"alert": p.alert.model_dump(mode="json"), "arrived_at": p.arrived_at, "scopes": list(p.scopes)}
+        return {"alert": p.alert.model_dump(mode="json"), "arrived_at": p.arrived_at, "scopes": list(p.scopes),
+                "symptoms": dict(p.symptoms)}  # fmt: skip
 
     def _restore(self, pending: list[dict], incidents: list[dict]) -> None:
         self.incidents = {d["incident_id"]: Incident.from_dict(d) for d in incidents}
         self.by_alert = {aid: i.incident_id for i in self.incidents.values() for aid in i.members}
-        self.pending, self._waiting = {}, {}
+        self.pending, self._waiting, self._symptom_waits = {}, {}, {}
         # In arrival order. An alert an incident already holds is no longer waiting: a changelog cut between the
         # incident's record and its alerts' tombstones (the next changes write those tombstones).
         stale = set()
@@ -352,11 +481,11 @@ class Correlator:
             if alert.alert_id in self.by_alert:
                 stale.add(f"pending:{alert.alert_id}")
             else:
-                self._wait(_Pending(alert, float(p["arrived_at"]), tuple(p["scopes"])))
+                self._wait(_Pending(alert, float(p["arrived_at"]), tuple(p["scopes"]), dict(p.get("symptoms", {}))))
         done = sorted((i.resolved_at, i.incident_id) for i in self.incidents.values() if i.resolved_at is not None)
         self._resolved = deque(done)
         groups = [i for i in self.incidents.values() if i.open and i.kind != "device"]
-        self._grouped = {(i.scope, *self._inc_key(i)): i.incident_id for i in groups}
+        self._grouped = {self._group_key(i): i.incident_id for i in groups}
         self._dirty = stale
 
 

@@ -261,7 +261,7 @@ def follow_settings(app: faust.App, settings: Settings, stages: Stages) -> Calla
     config = ConfigFollower(
         settings,
         lambda scope, record: apply_config(stages, scope, record),
-        started=lambda consumer: fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS),
+        started=fetch_pacing.pace_slow_topic,
         refuse=lambda record, exc: refuse_config(stages, record, exc),
     )
     inventory = CompactedReader(settings, ["cameras"], stages.processor.inventory_record)

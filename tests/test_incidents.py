@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import SecretStr
 
-from core.contracts import Acknowledgement, Alert, CameraInfo, IncidentRecord, encode_record
+from core.contracts import Acknowledgement, Alert, CameraInfo, IncidentRecord, decode_record, encode_record
 from core.kafka import client_options
 from core.topology import create_topics, spec
 from streams.incident_stream import IncidentProcessor
@@ -174,12 +174,16 @@ def test_silences_and_acknowledgements_withhold_what_they_should_and_nothing_els
     assert told("resolved")[north]["incident"]["cameras"] == ["n0", "n1", "n2", "n3"]
 
 
-async def send_all(settings, topic: str, items: list[tuple[str, bytes]]) -> None:
-    """Many records at once (each acknowledged before this returns)."""
+async def send_all(settings, topic: str, items: list[tuple[str, bytes]], times: list[int] | None = None) -> None:
+    """Many records at once (each acknowledged before this returns); ``times``: their timestamps (unix ms)."""
     producer = AIOKafkaProducer(**client_options(settings), acks="all", linger_ms=20)
     await producer.start()
     try:
-        sent = [await producer.send(settings.topic(topic), value, key=key.encode()) for key, value in items]
+        stamps = times or [None] * len(items)
+        sent = [
+            await producer.send(settings.topic(topic), value, key=key.encode(), timestamp_ms=at)
+            for (key, value), at in zip(items, stamps, strict=True)
+        ]
         await asyncio.gather(*sent)
     finally:
         await producer.stop()
@@ -198,6 +202,51 @@ async def state_records(settings) -> list:
     return out
 
 
+async def end_offsets(settings, name: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(settings.topic(name), p) for p in consumer.partitions_for_topic(settings.topic(name))]
+        return {tp.partition: o for tp, o in (await consumer.end_offsets(parts)).items()}
+    finally:
+        await consumer.stop()
+
+
+async def every_record(settings, name: str, model) -> list:
+    """Every record of topic ``name`` up to its end now, as ``model``."""
+    end = await end_offsets(settings, name)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    out = []
+    try:
+        left = {TopicPartition(settings.topic(name), p): o for p, o in end.items() if o > 0}
+        consumer.assign(list(left))
+        while left:
+            for tp, records in (await consumer.getmany(timeout_ms=1000)).items():
+                out += [decode_record(model, r.value) for r in records]
+                if await consumer.position(tp) >= left[tp]:
+                    consumer.pause(tp)
+                    del left[tp]
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def run_until(settings, processor: IncidentProcessor, alerts: list[Alert], done) -> None:
+    """Run ``processor``, send ``alerts`` once it has its place in the alerts topic, stop once ``done()`` (a
+    stop ends the batch in hand: its records and its state written)."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(processor.run(stop))
+    deadline = time.monotonic() + 240
+    while len(processor.offsets) < settings.frames_partitions and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.1)
+    await send_all(settings, "alerts", [(a.camera_id, encode_record(a)) for a in alerts])
+    while not done() and time.monotonic() < deadline and not task.done():
+        await asyncio.sleep(0.1)
+    stop.set()
+    await asyncio.wait_for(task, 60)
+
+
 def test_the_state_of_5000_cameras_fits_the_state_topic_and_restores_after_a_restart(settings):
     """5,000 cameras, each with an incident of its own: the whole state is over a megabyte, each of its
     records a few hundred bytes; a second processor restores it and resolves what the first one raised."""
@@ -208,21 +257,8 @@ def test_the_state_of_5000_cameras_fits_the_state_topic_and_restores_after_a_res
     asyncio.run(send_all(s, "cameras", [(f"gateway:{r.camera_id}", encode_record(r)) for r in inventory]))
     raised = [alert(c, f"signal{i}") for i, c in enumerate(cams)]  # a signal of its own: no two group
 
-    async def run_until(processor: IncidentProcessor, alerts: list[Alert], done) -> None:
-        """Run ``processor``, send ``alerts`` once it has its place in the alerts topic, stop once ``done()``."""
-        stop = asyncio.Event()
-        task = asyncio.create_task(processor.run(stop))
-        deadline = time.monotonic() + 240
-        while len(processor.offsets) < s.frames_partitions and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.1)
-        await send_all(s, "alerts", [(a.camera_id, encode_record(a)) for a in alerts])
-        while not done() and time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.2)
-        stop.set()
-        await asyncio.wait_for(task, 60)  # a stop ends the batch in hand: its records and its state written
-
     first = IncidentProcessor(s)
-    asyncio.run(run_until(first, raised, lambda: len(first.correlator.incidents) == 5000))
+    asyncio.run(run_until(s, first, raised, lambda: len(first.correlator.incidents) == 5000))
     assert len(first.correlator.incidents) == 5000, "the first processor did not raise them all"
     records = asyncio.run(state_records(s))
     most = spec(s, "incidents-state").max_message_bytes
@@ -232,11 +268,42 @@ def test_the_state_of_5000_cameras_fits_the_state_topic_and_restores_after_a_res
     second = IncidentProcessor(s)
     resolved = [alert(a.camera_id, a.signal, "resolved") for a in raised]
     asyncio.run(
-        run_until(second, resolved, lambda: sum(not i.open for i in second.correlator.incidents.values()) == 5000)
+        run_until(s, second, resolved, lambda: sum(not i.open for i in second.correlator.incidents.values()) == 5000)
     )
     incidents = asyncio.run(read_until(s, "incidents", IncidentRecord, lambda rs: len(rs) >= 10_000))
     assert sorted(r.status for r in incidents).count("resolved") == 5000
     assert len({r.event_id for r in incidents}) == len(incidents) == 10_000  # nothing raised again after the restart
+
+
+def test_a_backlog_of_a_dusk_read_over_several_batches_is_one_environment_incident(settings):
+    """The processor restarts behind a backlog: an hour-old dusk on 8 of a site's 9 cameras, its alerts spread
+    over 100 s of broker time among 1,600 other records, read 500 at a time (one partition: two or three of
+    the dusk's alerts in each batch). Each alert waits for its companions on the records' time until the
+    processor has caught up: one environment incident of the 8, not device incidents of each batch's alerts."""
+    s = settings.model_copy(update={"incident_window_s": 120.0, "incident_min_share": 0.5, "frames_partitions": 1})
+    asyncio.run(create_topics(s))
+    site = [CameraInfo(camera_id=f"n{i}", source="gateway", site="north") for i in range(9)]
+    asyncio.run(send_all(s, "cameras", [(f"gateway:{r.camera_id}", encode_record(r)) for r in site]))
+    first = IncidentProcessor(s)  # it takes its place at the alerts' end, and keeps it in its state
+    asyncio.run(run_until(s, first, [alert("x", "blur", "resolved")], lambda: sum(first.offsets.values()) == 1))
+
+    start, n = time.time() - 3600, 1600
+    others = [(f"x{i % 100}", alert(f"x{i % 100}", f"s{i}", "resolved")) for i in range(n)]  # of nothing held
+    dusk = {200 * k + 100: (f"n{k}", alert(f"n{k}", "brightness", value=30.0)) for k in range(8)}
+    backlog = [dusk.get(i, others[i]) for i in range(n)]
+    asyncio.run(send_all(s, "alerts", [(cam, encode_record(a)) for cam, a in backlog],
+                         times=[int((start + 100 * i / n) * 1000) for i in range(n)]))  # fmt: skip
+    end = asyncio.run(end_offsets(s, "alerts"))
+    assert sum(end.values()) - sum(first.offsets.values()) == n  # the backlog, several batches of 500
+
+    second = IncidentProcessor(s)
+    asyncio.run(run_until(s, second, [], lambda: second.offsets == end and not second.correlator.pending))
+    records = asyncio.run(every_record(s, "incidents", IncidentRecord))
+    assert {(r.incident_id, r.kind, r.scope, r.signal, r.direction) for r in records} == {
+        (records[0].incident_id, "environment", "site:north", "brightness", "down")}  # fmt: skip
+    # raised once five of the nine had raised (the share), then joined by the others
+    assert [r.status for r in records] == ["raised", "joined", "joined", "joined"]
+    assert records[-1].cameras == [f"n{k}" for k in range(8)] and len(records[-1].members) == 8
 
 
 def test_a_route_that_is_not_a_url_is_refused_at_start(settings, tmp_path: Path):

@@ -1,6 +1,7 @@
-// cvops dashboard: the fleet, one camera's signals over time, and the live alert feed with each alert's evidence.
-// Plain JavaScript on the API's JSON routes (/api/v1/...) and its Server-Sent Events stream; charts by the
-// vendored uPlot. Views are picked by the URL's hash: #/ (fleet), #/camera/ID, #/alert/CAMERA/ALERT_ID/STATUS.
+// cvops dashboard: the fleet by site, one camera's signals over time, incidents across cameras, and the live
+// alert feed with each alert's evidence. Plain JavaScript on the API's JSON routes (/api/v1/...) and its
+// Server-Sent Events stream; charts by the vendored uPlot. Views are picked by the URL's hash: #/ (fleet),
+// #/camera/ID, #/alert/CAMERA/ALERT_ID/STATUS, #/incidents, #/incident/ID, #/edge-cases.
 'use strict';
 
 (() => {
@@ -8,8 +9,18 @@
   const API = new URL('../api/v1/', document.baseURI);
   const TOKEN_KEY = 'cvops.apiToken';
   const SORT_KEY = 'cvops.fleetSort';
+  const GROUP_KEY = 'cvops.fleetGroup';
+  const ACTOR_KEY = 'cvops.actor'; // the name people act under (not a secret)
+  // A token typed where someone acknowledges or silences: sessionStorage, so it goes with the tab.
+  const ACTION_TOKEN_KEY = 'cvops.actionToken';
   const FLEET_REFRESH_MS = 5000;
   const CAMERA_REFRESH_MS = 15000;
+  const INCIDENTS_REFRESH_MS = 15000;
+  const KINDS = ['environment', 'upstream', 'model', 'device'];
+  const SILENCE_FOR = [[3600, '1 h'], [4 * 3600, '4 h'], [86400, '24 h'], [7 * 86400, '7 days']];
+  const MAX_PLOTTED_CAMERAS = 12; // an incident's plots draw a line for each of its first cameras
+  const PALETTE = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2', '#db2777', '#65a30d', '#9333ea',
+    '#0d9488', '#ea580c', '#4b5563'];
   const FEED_MAX = 200;
   const STORED_ALERTS = 50;
   const STATUS_RANK = { alert: 0, warning: 1, offline: 2, ok: 3 };
@@ -100,21 +111,37 @@
     }
     return url;
   }
+  async function errorDetail(r) {
+    try {
+      const body = await r.json();
+      return typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail);
+    } catch (_) {
+      return r.statusText; // not JSON
+    }
+  }
   async function api(path, params = {}, init = {}) {
     const r = await fetch(apiUrl(path, params), { ...init, headers: headers({ Accept: 'application/json' }) });
     if (!r.ok) {
-      let detail = r.statusText;
-      try {
-        const body = await r.json();
-        detail = typeof body.detail === 'string' ? body.detail : JSON.stringify(body.detail);
-      } catch (_) {
-        /* not JSON: keep the status text */
-      }
+      const detail = await errorDetail(r);
       const err = new ApiError(r.status, detail);
       if (r.status === 401 || (r.status === 503 && /token/i.test(detail))) showAuthProblem(err);
       throw err;
     }
     hideBanner('auth');
+    return r.json();
+  }
+
+  // A change (acknowledge, silence, lift one): sent with the token typed for changes in this tab, else the saved
+  // one, always in the Authorization header, never in the URL. Its refusals are the caller's to show.
+  function actionToken() {
+    return sessionStorage.getItem(ACTION_TOKEN_KEY) || token();
+  }
+  async function change(method, path, body = null, params = {}) {
+    const t = actionToken();
+    const h = { Accept: 'application/json', ...(body ? { 'Content-Type': 'application/json' } : {}) };
+    if (t) h.Authorization = `Bearer ${t}`;
+    const r = await fetch(apiUrl(path, params), { method, headers: h, body: body ? JSON.stringify(body) : undefined });
+    if (!r.ok) throw new ApiError(r.status, await errorDetail(r));
     return r.json();
   }
 
@@ -161,6 +188,12 @@
     arrivals: 0,
     signals: null, // the series route's signal names, once known
     views: new Map(), // camera id -> {at, src}: the object URL of its latest view, fetched once per capture
+    inventory: new Map(), // camera id -> its inventory (site, tags, notes, gateway, acknowledged, silenced)
+    site: '', // the fleet's filters by site and by tag (key=value), and its grouping: site, none or tag:KEY
+    tag: '',
+    group: localStorage.getItem(GROUP_KEY) || 'site',
+    incidentFilters: { status: '', kind: '', site: '' },
+    openIncidents: null, // how many, from the latest read
   };
   const alertKey = (a) => `${a.alert_id}:${a.status}`;
   const alertHref = (a) => `#/alert/${enc(a.camera_id)}/${enc(a.alert_id)}/${enc(a.status)}`;
@@ -172,9 +205,11 @@
   function refreshFleet() {
     if (fleetInFlight) return fleetInFlight;
     clearTimeout(fleetTimer);
-    fleetInFlight = api('cameras')
-      .then((cams) => {
+    // The inventory is held in the API's memory: a cheap read beside the cameras' one.
+    fleetInFlight = Promise.all([api('cameras'), api('inventory').catch(() => null)])
+      .then(([cams, inventory]) => {
         state.cameras = cams;
+        if (inventory) state.inventory = new Map(inventory.map((c) => [c.camera_id, c]));
         state.camerasAt = Date.now() / 1000;
         state.fleetError = null;
       })
@@ -194,6 +229,26 @@
     fleetSoon = setTimeout(refreshFleet, 1000); // a burst of alerts costs one request
   }
 
+  // How many incidents are open, shown beside the header's link to them.
+  let incidentsTimer = null;
+  function refreshOpenIncidents() {
+    clearTimeout(incidentsTimer);
+    api('incidents', { status: 'open', limit: 1000 })
+      .then((list) => {
+        state.openIncidents = list.length;
+      })
+      .catch(() => {
+        state.openIncidents = null;
+      })
+      .finally(() => {
+        const n = state.openIncidents;
+        const count = $('#open-incidents');
+        count.textContent = n ? `${n >= 1000 ? '1000+' : n} open` : '';
+        count.dataset.open = String(n ?? '');
+        incidentsTimer = setTimeout(refreshOpenIncidents, document.hidden ? INCIDENTS_REFRESH_MS * 4 : INCIDENTS_REFRESH_MS);
+      });
+  }
+
   // ---------------------------------------------------------------- views
 
   let currentView = null;
@@ -206,6 +261,8 @@
     if (parts[0] === 'camera' && parts[1]) currentView = cameraView(parts[1]);
     else if (parts[0] === 'alert' && parts[3]) currentView = evidenceView(parts[1], parts[2], parts[3]);
     else if (parts[0] === 'edge-cases') currentView = edgeCasesView();
+    else if (parts[0] === 'incidents') currentView = incidentsView();
+    else if (parts[0] === 'incident' && parts[1]) currentView = incidentView(parts[1]);
     else currentView = fleetView();
     renderFeed();
   }
@@ -216,28 +273,37 @@
       .join(' › ');
   }
 
-  // ------------------------------------------------ fleet view: a tile per camera, filtered and sorted
+  // ------------------------------------------------ fleet view: a tile per camera, filtered, grouped and sorted
+
+  const FLEET_HTML = `
+    <section id="fleet" class="fleet">
+      <div class="toolbar">
+        <input id="filter" type="search" placeholder="Filter: camera id, status, site or tag" aria-label="filter cameras"
+               spellcheck="false">
+        <label>Site <select id="site-filter" aria-label="cameras of site"><option value="">all</option></select></label>
+        <label>Tag <select id="tag-filter" aria-label="cameras with tag"><option value="">any</option></select></label>
+        <label>Group
+          <select id="group" aria-label="group cameras">
+            <option value="site">by site</option><option value="none">none</option>
+          </select>
+        </label>
+        <label>Sort
+          <select id="sort" aria-label="sort cameras">
+            <option value="status">status (worst first)</option>
+            <option value="name">name</option>
+            <option value="fps">fps (lowest first)</option>
+            <option value="fps-desc">fps (highest first)</option>
+            <option value="alerts">active alerts (most first)</option>
+          </select>
+        </label>
+        <span id="fleet-summary" class="summary"></span>
+      </div>
+      <div id="tiles"></div>
+    </section>`;
 
   function fleetView() {
     crumbs([['Fleet']]);
-    view.innerHTML = `
-      <section id="fleet" class="fleet">
-        <div class="toolbar">
-          <input id="filter" type="search" placeholder="Filter: camera id or status" aria-label="filter cameras"
-                 spellcheck="false">
-          <label>Sort
-            <select id="sort" aria-label="sort cameras">
-              <option value="status">status (worst first)</option>
-              <option value="name">name</option>
-              <option value="fps">fps (lowest first)</option>
-              <option value="fps-desc">fps (highest first)</option>
-              <option value="alerts">active alerts (most first)</option>
-            </select>
-          </label>
-          <span id="fleet-summary" class="summary"></span>
-        </div>
-        <div id="tiles" class="tiles"></div>
-      </section>`;
+    view.innerHTML = FLEET_HTML;
     const filter = $('#filter');
     const sort = $('#sort');
     filter.value = state.filter;
@@ -255,6 +321,13 @@
       localStorage.setItem(SORT_KEY, state.sort);
       render();
     });
+    for (const [id, key] of [['#site-filter', 'site'], ['#tag-filter', 'tag'], ['#group', 'group']]) {
+      $(id).addEventListener('change', (ev) => {
+        state[key] = ev.target.value;
+        if (key === 'group') localStorage.setItem(GROUP_KEY, state.group);
+        render();
+      });
+    }
     let lastHtml = '';
     // The tiles' thumbnails: each camera's latest view, fetched (with the token) when its capture time changes,
     // a few at a time, worst cameras first; a tile shows what has arrived and the grid re-renders as more do.
@@ -289,12 +362,8 @@
     function render() {
       const tiles = $('#tiles');
       if (!tiles) return;
-      const words = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
-      const shown = state.cameras.filter((c) => {
-        const hay = `${c.camera_id} ${c.status}`.toLowerCase();
-        return words.every((w) => hay.includes(w));
-      });
-      shown.sort(comparator(state.sort));
+      renderInventoryChoices();
+      const shown = shownCameras();
       const counts = { ok: 0, warning: 0, alert: 0, offline: 0 };
       for (const c of state.cameras) counts[c.status] = (counts[c.status] || 0) + 1;
       $('#fleet-summary').innerHTML =
@@ -303,10 +372,7 @@
           .map(([s, n]) => `<span class="dot status-${s}"></span>${n} ${s}`)
           .join(' · ') +
         (state.fleetError ? ` · <span class="error">${esc(state.fleetError.message)}</span>` : '');
-      // One string, one innerHTML assignment for the whole grid (500 tiles render in a few ms).
-      const html = shown.length
-        ? shown.map(tileHtml).join('')
-        : `<p class="empty">${state.cameras.length ? 'No camera matches the filter.' : emptyFleetText()}</p>`;
+      const html = tilesHtml(shown);
       if (html !== lastHtml) {
         tiles.innerHTML = html;
         lastHtml = html;
@@ -315,6 +381,90 @@
     }
     render();
     return { onFleet: render };
+  }
+
+  // The cameras that the filters let through, sorted.
+  function shownCameras() {
+    const words = state.filter.toLowerCase().split(/\s+/).filter(Boolean);
+    const shown = state.cameras.filter((c) => {
+      const inv = state.inventory.get(c.camera_id);
+      if (state.site && (inv?.site || '') !== state.site) return false;
+      if (state.tag && !tagsOf(inv).includes(state.tag)) return false;
+      const hay = `${c.camera_id} ${c.status} ${inv?.site || ''} ${tagsOf(inv).join(' ')}`.toLowerCase();
+      return words.every((w) => hay.includes(w));
+    });
+    return shown.sort(comparator(state.sort));
+  }
+
+  // One string, one innerHTML assignment for the whole grid (500 tiles render in a few ms).
+  function tilesHtml(shown) {
+    if (!shown.length) return `<p class="empty">${state.cameras.length ? 'No camera matches the filter.' : emptyFleetText()}</p>`;
+    const groups = groupCameras(shown, state.group);
+    if (!groups) return `<div class="tiles">${shown.map(tileHtml).join('')}</div>`;
+    return groups.map(([key, cams]) => groupHtml(key, cams)).join('');
+  }
+
+  // The site, tag and grouping choices that the inventory offers; a choice that it no longer offers is dropped.
+  function renderInventoryChoices() {
+    const sites = new Set();
+    const tags = new Set();
+    const keys = new Set();
+    for (const inv of state.inventory.values()) {
+      if (inv.site) sites.add(inv.site);
+      for (const t of tagsOf(inv)) tags.add(t);
+      for (const k of Object.keys(inv.tags)) keys.add(k);
+    }
+    const sorted = (set) => [...set].sort(naturally.compare);
+    const options = (values, label = (v) => v) => values.map((v) => `<option value="${esc(v)}">${esc(label(v))}</option>`).join('');
+    fillSelect($('#site-filter'), `<option value="">all</option>${options(sorted(sites))}`, state, 'site');
+    fillSelect($('#tag-filter'), `<option value="">any</option>${options(sorted(tags))}`, state, 'tag');
+    const groups = `<option value="site">by site</option><option value="none">none</option>${options(
+      sorted(keys).map((k) => `tag:${k}`),
+      (g) => `by ${g.slice(4)}`,
+    )}`;
+    fillSelect($('#group'), groups, state, 'group', 'site');
+  }
+
+  // A select's options, rewritten only when they change; holder[key] is its value, reset to fallback when the
+  // options no longer hold it.
+  function fillSelect(select, html, holder, key, fallback = '') {
+    if (!select) return;
+    if (select.dataset.html !== html) {
+      select.innerHTML = html;
+      select.dataset.html = html;
+    }
+    if (![...select.options].some((o) => o.value === holder[key])) holder[key] = fallback;
+    select.value = holder[key];
+  }
+
+  const tagsOf = (inv) => Object.entries(inv?.tags || {}).map(([k, v]) => `${k}=${v}`);
+
+  // [[group, cameras]] by site or by a tag's value, named groups first; null when there is nothing to group by.
+  function groupCameras(cams, group) {
+    if (group === 'none') return null;
+    const key = (c) => {
+      const inv = state.inventory.get(c.camera_id);
+      return (group === 'site' ? inv?.site : inv?.tags[group.slice(4)]) || '';
+    };
+    const groups = new Map();
+    for (const c of cams) {
+      const k = key(c);
+      if (!groups.has(k)) groups.set(k, []);
+      groups.get(k).push(c);
+    }
+    if (groups.size === 1 && groups.has('')) return null; // nobody described these cameras
+    return [...groups.entries()].sort(([a], [b]) => (a === '') - (b === '') || naturally.compare(a, b));
+  }
+
+  function groupHtml(key, cams) {
+    const label = key || (state.group === 'site' ? 'no site' : `no ${state.group.slice(4)}`);
+    const counts = {};
+    for (const c of cams) counts[c.status] = (counts[c.status] || 0) + 1;
+    const worst = ['alert', 'warning', 'offline'].filter((s) => counts[s]);
+    return `<section class="tile-group" data-group="${esc(key)}"><h2 class="group-head">${esc(label)} <span class="muted">${
+      cams.length
+    } camera${cams.length === 1 ? '' : 's'}${worst.map((s) => ` · <span class="dot status-${s}"></span>${counts[s]} ${s}`).join('')}</span></h2>
+      <div class="tiles">${cams.map(tileHtml).join('')}</div></section>`;
   }
 
   function emptyFleetText() {
@@ -339,6 +489,10 @@
   }
 
   function tileHtml(c) {
+    const inv = state.inventory.get(c.camera_id);
+    const where = [state.group === 'site' ? '' : inv?.site, ...tagsOf(inv)].filter(Boolean).join(' · ');
+    const held = [inv?.silenced ? 'silenced' : '', inv?.acknowledged ? 'acknowledged' : ''].filter(Boolean).join(' · ');
+    const invHtml = where || held ? `<span class="tile-inv">${esc(where)}${held ? ` <b>${esc(held)}</b>` : ''}</span>` : '';
     const seen = state.views.get(c.camera_id);
     const img = seen?.src ? `<img class="tile-view" src="${seen.src}" alt="${esc(c.camera_id)} now" title="${esc(fmtTime(seen.at))}">` : '';
     return `<a class="tile status-${esc(c.status)}" href="#/camera/${enc(c.camera_id)}" data-camera="${esc(c.camera_id)}"
@@ -348,36 +502,43 @@
       title="last frame ${esc(fmtTime(c.last_frame_at))}">${esc(fmtAgo(c.last_frame_at))}</span><span
       class="tile-alerts${c.active_alerts ? ' has-alerts' : ''}">${c.active_alerts} active alert${
         c.active_alerts === 1 ? '' : 's'
-      }</span></a>`;
+      }</span>${invHtml}</a>`;
   }
 
   // ------------------------------------------------ camera view: summary, plots, active and recent alerts
 
+  function cameraHtml(cameraId, range) {
+    return `
+    <section id="camera" class="camera" data-camera="${esc(cameraId)}">
+      <div class="heading"><h1>${esc(cameraId)}</h1><span id="cam-status"></span></div>
+      <div id="cam-facts" class="facts"></div>
+      <div id="cam-inventory" class="facts"></div>
+      <div id="cam-actions" class="actions"></div>
+      <div id="cam-views" class="thumbs"></div>
+      <div class="toolbar">
+        <span>Signals over the last</span>
+        <span class="ranges">${RANGES.map(
+          (r, i) => `<button type="button" data-range="${i}"${r === range ? ' aria-pressed="true"' : ''}>${r.label}</button>`,
+        ).join('')}</span>
+        <span id="plots-note" class="muted"></span>
+      </div>
+      <div id="plots" class="plots"></div>
+      <div class="toolbar"><h2>Drift statistics</h2><span id="drift-note" class="muted"></span></div>
+      <div id="drift-plots" class="plots"></div>
+      <div class="columns">
+        <section><h2>Active alerts</h2><ol id="cam-active" class="alerts"><li class="muted">Loading…</li></ol></section>
+        <section><h2>Recent alerts</h2><ol id="cam-recent" class="alerts"><li class="muted">Loading…</li></ol></section>
+      </div>
+    </section>`;
+  }
+
   function cameraView(cameraId) {
     crumbs([['Fleet', '#/'], [cameraId]]);
     let range = RANGES[1];
-    view.innerHTML = `
-      <section id="camera" class="camera" data-camera="${esc(cameraId)}">
-        <div class="heading"><h1>${esc(cameraId)}</h1><span id="cam-status"></span></div>
-        <div id="cam-facts" class="facts"></div>
-        <div id="cam-views" class="thumbs"></div>
-        <div class="toolbar">
-          <span>Signals over the last</span>
-          <span class="ranges">${RANGES.map(
-            (r, i) => `<button type="button" data-range="${i}"${r === range ? ' aria-pressed="true"' : ''}>${r.label}</button>`,
-          ).join('')}</span>
-          <span id="plots-note" class="muted"></span>
-        </div>
-        <div id="plots" class="plots"></div>
-        <div class="toolbar"><h2>Drift statistics</h2><span id="drift-note" class="muted"></span></div>
-        <div id="drift-plots" class="plots"></div>
-        <div class="columns">
-          <section><h2>Active alerts</h2><ol id="cam-active" class="alerts"><li class="muted">Loading…</li></ol></section>
-          <section><h2>Recent alerts</h2><ol id="cam-recent" class="alerts"><li class="muted">Loading…</li></ol></section>
-        </div>
-      </section>`;
+    view.innerHTML = cameraHtml(cameraId, range);
     const plots = new PlotSet($('#plots'), cameraId);
     const driftPlots = new PlotSet($('#drift-plots'), cameraId);
+    const actions = actionPanel($('#cam-actions'), 'camera', cameraId, () => refresh());
     let timer = null;
     let gone = false;
     let detail = null;
@@ -395,10 +556,16 @@
     async function refresh() {
       clearTimeout(timer);
       try {
-        detail = await api(`cameras/${enc(cameraId)}`);
+        let inventory;
+        [detail, inventory] = await Promise.all([
+          api(`cameras/${enc(cameraId)}`),
+          api(`cameras/${enc(cameraId)}/inventory`).catch(() => null),
+        ]);
         if (gone) return;
         renderDetail(detail);
-        renderViews(detail);
+        $('#cam-inventory').innerHTML = inventoryHtml(inventory);
+        actions.update(inventory?.acknowledged, inventory?.silenced);
+        renderViews(cameraId, detail, shownViews, () => gone);
         const until = Math.ceil(Date.now() / 1000 / 60) * 60;
         const since = Math.max(until - range.s, Math.floor(detail.first_seen_at / 60) * 60 - 60);
         const alerts = await api('alerts', { camera_id: cameraId, since, until, limit: 1000 }).catch(() => []);
@@ -419,28 +586,6 @@
         $('#cam-facts').innerHTML = `<p class="error">${esc(err.status === 404 ? `Unknown camera ${cameraId}.` : err.message)}</p>`;
       }
       if (!gone) timer = setTimeout(refresh, CAMERA_REFRESH_MS);
-    }
-
-    // What the camera sees now, and beside it the reference view its moved-camera check compares with.
-    async function renderViews(d) {
-      const roles = [
-        ['latest', d.view_at, 'now'],
-        ['reference', d.reference_view_at, 'reference view'],
-      ].filter(([, at]) => at);
-      for (const [role, at] of roles) {
-        if (shownViews.get(role)?.at === at) continue;
-        const src = await imageUrl(`/api/v1/cameras/${enc(cameraId)}/view.jpg?role=${role}&at=${at}`).catch(() => null);
-        if (gone || !src) return;
-        const old = shownViews.get(role);
-        shownViews.set(role, { at, src });
-        if (old) URL.revokeObjectURL(old.src);
-      }
-      $('#cam-views').innerHTML = roles
-        .map(([role, , label]) => {
-          const v = shownViews.get(role);
-          return v ? `<figure class="thumb view-${role}" data-role="${role}"><img src="${v.src}" alt="${esc(label)}"><figcaption>${esc(label)}, ${esc(fmtTime(v.at))}</figcaption></figure>` : '';
-        })
-        .join('');
     }
 
     function renderDetail(d) {
@@ -477,21 +622,80 @@
     };
   }
 
+  // What the camera sees now, and beside it the reference view its moved-camera check compares with.
+  async function renderViews(cameraId, d, shownViews, gone) {
+    const roles = [
+      ['latest', d.view_at, 'now'],
+      ['reference', d.reference_view_at, 'reference view'],
+    ].filter(([, at]) => at);
+    for (const [role, at] of roles) {
+      if (shownViews.get(role)?.at === at) continue;
+      const src = await imageUrl(`/api/v1/cameras/${enc(cameraId)}/view.jpg?role=${role}&at=${at}`).catch(() => null);
+      if (gone() || !src) return;
+      const old = shownViews.get(role);
+      shownViews.set(role, { at, src });
+      if (old) URL.revokeObjectURL(old.src);
+    }
+    $('#cam-views').innerHTML = roles
+      .map(([role, , label]) => {
+        const v = shownViews.get(role);
+        return v ? `<figure class="thumb view-${role}" data-role="${role}"><img src="${v.src}" alt="${esc(label)}"><figcaption>${esc(label)}, ${esc(fmtTime(v.at))}</figcaption></figure>` : '';
+      })
+      .join('');
+  }
+
+  // A camera's site, tags, gateway and notes; '' when the API has none.
+  function inventoryHtml(inv) {
+    if (!inv) return '';
+    const notes = inv.notes ? `<div class="wide"><dt>notes</dt><dd>${esc(inv.notes)}</dd></div>` : '';
+    return `<dl>${fact('site', inv.site || '–')}${fact('tags', tagsOf(inv).join(', ') || '–')}${fact('gateway', inv.gateway || '–')}${notes}</dl>`;
+  }
+
   function fact(label, value) {
     return `<div><dt>${esc(label)}</dt><dd>${esc(value)}</dd></div>`;
   }
 
   function alertListHtml(alerts, empty) {
     if (!alerts.length) return `<li class="muted">${esc(empty)}</li>`;
-    return alerts
-      .map(
-        (a) => `<li><a class="alert-row sev-${esc(a.severity)} st-${esc(a.status)}" href="${alertHref(a)}">
-          <span class="when" title="${esc(fmtTime(a.raised_at))}">${esc(fmtTime(a.raised_at))}</span>
-          <span class="kind">${esc(a.type)} · ${esc(a.signal)}</span><span class="badge st-${esc(a.status)}">${esc(
-            a.status,
-          )}</span><span class="msg">${esc(a.message)}</span></a></li>`,
-      )
+    return foldSymptoms(alerts)
+      .map(({ item, symptoms }) => `<li>${alertRowHtml(item)}${symptomsHtml(symptoms.map(alertRowHtml))}</li>`)
       .join('');
+  }
+
+  function alertRowHtml(a) {
+    return `<a class="alert-row sev-${esc(a.severity)} st-${esc(a.status)}${a.caused_by ? ' symptom' : ''}" href="${alertHref(a)}"
+      data-alert-id="${esc(a.alert_id)}" data-status="${esc(a.status)}" data-caused-by="${esc(a.caused_by || '')}">
+      <span class="when" title="${esc(fmtTime(a.raised_at))}">${esc(fmtTime(a.raised_at))}</span>
+      <span class="kind">${esc(a.type)} · ${esc(a.signal)}</span><span class="badge st-${esc(a.status)}">${esc(
+        a.status,
+      )}</span><span class="msg">${esc(a.message)}</span></a>`;
+  }
+
+  // A cause's symptoms (docs/alerts.md: status suppressed, or their resolves, naming the cause in caused_by)
+  // folded under the cause where the list holds it: [{item, symptoms}] in the list's order. A symptom whose
+  // cause is not in the list stands on its own.
+  function foldSymptoms(items, alertOf = (x) => x) {
+    const heads = new Map(); // the cause's alert id -> its entry: its raised record where the list has it
+    for (const item of items) {
+      const a = alertOf(item);
+      const have = heads.get(a.alert_id);
+      if (!a.caused_by && (!have || (a.status === 'raised' && alertOf(have.item).status !== 'raised'))) {
+        heads.set(a.alert_id, { item, symptoms: [] });
+      }
+    }
+    const out = [];
+    for (const item of items) {
+      const a = alertOf(item);
+      const head = heads.get(a.caused_by || a.alert_id);
+      if (a.caused_by && head) head.symptoms.push(item);
+      else out.push(head?.item === item ? head : { item, symptoms: [] });
+    }
+    return out;
+  }
+
+  function symptomsHtml(rows) {
+    if (!rows.length) return '';
+    return `<ol class="symptoms" aria-label="its symptoms">${rows.map((r) => `<li>${r}</li>`).join('')}</ol>`;
   }
 
   // ------------------------------------------------ evidence view: what one alert carries, and the plots around it
@@ -571,6 +775,350 @@
         clearTimeout(timer);
         plots.destroy();
         for (const e of images || []) URL.revokeObjectURL(e.src);
+      },
+    };
+  }
+
+  // ------------------------------------------------ incidents: alerts of many cameras with one cause
+
+  function incidentsView() {
+    crumbs([['Fleet', '#/'], ['Incidents']]);
+    const f = state.incidentFilters;
+    view.innerHTML = `
+      <section id="incidents" class="incidents">
+        <div class="toolbar">
+          <label>Status
+            <select id="inc-status" aria-label="incident status">
+              <option value="">open first, then resolved</option><option value="open">open</option>
+              <option value="resolved">resolved</option>
+            </select>
+          </label>
+          <label>Kind
+            <select id="inc-kind" aria-label="incident kind"><option value="">any</option>${KINDS.map(
+              (k) => `<option value="${k}">${k}</option>`,
+            ).join('')}</select>
+          </label>
+          <label>Site <select id="inc-site" aria-label="incident site"><option value="">any</option></select></label>
+          <span id="inc-summary" class="summary"></span>
+        </div>
+        <table class="incident-table">
+          <thead><tr><th>state</th><th>kind</th><th>scope</th><th>cause</th><th>cameras</th><th>opened</th>
+            <th>resolved</th><th>people</th></tr></thead>
+          <tbody id="incident-rows"><tr><td colspan="8" class="muted">Loading incidents…</td></tr></tbody>
+        </table>
+      </section>`;
+    let gone = false;
+    let timer = null;
+    const sites = new Set();
+    $('#inc-status').value = f.status;
+    $('#inc-kind').value = f.kind;
+    for (const [id, key] of [['#inc-status', 'status'], ['#inc-kind', 'kind'], ['#inc-site', 'site']]) {
+      $(id).addEventListener('change', (ev) => {
+        f[key] = ev.target.value;
+        load();
+      });
+    }
+    // A click anywhere on a row opens the incident (its kind is the row's link, for the keyboard).
+    $('#incident-rows').addEventListener('click', (ev) => {
+      const row = ev.target.closest('tr[data-incident]');
+      if (row && !ev.target.closest('a')) location.hash = `#/incident/${enc(row.dataset.incident)}`;
+    });
+
+    async function load() {
+      clearTimeout(timer);
+      try {
+        const list = await api('incidents', { status: f.status, kind: f.kind, site: f.site, limit: 200 });
+        if (gone) return;
+        for (const inv of state.inventory.values()) if (inv.site) sites.add(inv.site);
+        for (const i of list) if (i.site) sites.add(i.site);
+        const options = [...sites].sort(naturally.compare).map((s) => `<option value="${esc(s)}">${esc(s)}</option>`);
+        fillSelect($('#inc-site'), `<option value="">any</option>${options.join('')}`, f, 'site');
+        const open = list.filter((i) => i.open).length;
+        $('#inc-summary').textContent = `${list.length} incident${list.length === 1 ? '' : 's'}, ${open} open${
+          list.length === 200 ? ' (the newest 200)' : ''
+        }`;
+        $('#incident-rows').innerHTML = list.length
+          ? list.map(incidentRowHtml).join('')
+          : `<tr><td colspan="8" class="empty">${f.status || f.kind || f.site ? 'No incident matches.' : 'No incident yet.'}</td></tr>`;
+      } catch (err) {
+        if (!gone) $('#incident-rows').innerHTML = `<tr><td colspan="8" class="error">${esc(err.message)}</td></tr>`;
+      }
+      if (!gone) timer = setTimeout(load, INCIDENTS_REFRESH_MS);
+    }
+    load();
+    return {
+      unmount() {
+        gone = true;
+        clearTimeout(timer);
+      },
+    };
+  }
+
+  function incidentRowHtml(i) {
+    return `<tr class="incident-row ${i.open ? 'open' : 'resolved'}" data-incident="${esc(i.incident_id)}"
+      data-kind="${esc(i.kind)}" data-open="${i.open}" data-site="${esc(i.site)}" data-cameras="${i.cameras.length}">
+      <td><span class="badge ${i.open ? 'st-raised' : 'st-resolved'}">${i.open ? 'open' : 'resolved'}</span></td>
+      <td><a href="#/incident/${enc(i.incident_id)}">${esc(i.kind)}</a></td>
+      <td>${esc(i.scope)}${i.site && i.scope !== `site:${i.site}` ? ` <span class="muted">(site ${esc(i.site)})</span>` : ''}</td>
+      <td>${esc(i.type)} · ${esc(i.signal)} <span class="muted">${esc(i.direction)}</span></td>
+      <td class="num">${i.cameras.length}</td>
+      <td><span class="when">${esc(fmtTime(i.opened_at))}</span> <span class="muted">${esc(fmtAgo(i.opened_at))}</span></td>
+      <td><span class="when">${i.resolved_at ? esc(fmtTime(i.resolved_at)) : '–'}</span></td>
+      <td class="people">${heldHtml(i.acknowledged, i.silenced) || '<span class="muted">–</span>'}</td></tr>`;
+  }
+
+  // Who acknowledged or silenced something, when, and until when.
+  function heldHtml(ack, silence) {
+    const one = (what, r) => `<span class="held ${what}" data-by="${esc(r.by)}" data-at="${esc(r.at)}">${what} by <b>${esc(
+      r.by,
+    )}</b> at <span class="when">${esc(fmtTime(r.at))}</span>${r.until ? ` until <span class="when">${esc(fmtTime(r.until))}</span>` : ''}${
+      r.comment ? `: “${esc(r.comment)}”` : ''
+    }</span>`;
+    return [ack && one('acknowledged', ack), silence && one('silenced', silence)].filter(Boolean).join(' ');
+  }
+
+  function incidentView(incidentId) {
+    crumbs([['Fleet', '#/'], ['Incidents', '#/incidents'], [incidentId]]);
+    view.innerHTML = `
+      <section id="incident" class="incident" data-incident="${esc(incidentId)}">
+        <div class="heading"><h1 id="inc-title">Incident</h1><span id="inc-state"></span></div>
+        <div id="inc-details"><p class="muted">Loading the incident…</p></div>
+        <div id="inc-actions" class="actions"></div>
+        <h2>Member cameras <span class="muted">each with the evidence its alert kept</span></h2>
+        <div id="inc-members" class="members"></div>
+        <div class="toolbar"><h2>The shared signal</h2><span id="inc-plots-note" class="muted"></span></div>
+        <div id="inc-plots" class="plots"></div>
+        <h2>Records</h2>
+        <ol id="inc-history" class="history"></ol>
+      </section>`;
+    const plots = new PlotSet($('#inc-plots'), `incident-${incidentId}`);
+    const actions = actionPanel($('#inc-actions'), 'incident', incidentId, () => refresh());
+    const images = new Map(); // alert id -> its thumbnail ({src, ...}), or {none} / {error} to try again
+    let gone = false;
+    let timer = null;
+    let incident = null;
+    let membersHtml = '';
+
+    async function refresh() {
+      clearTimeout(timer);
+      try {
+        incident = await api(`incidents/${enc(incidentId)}`);
+        if (gone) return;
+        renderIncident(incident);
+        actions.update(incident.acknowledged, incident.silenced);
+        renderMembers();
+        await Promise.all([loadThumbs(), showPlots(incident)]);
+      } catch (err) {
+        if (gone) return;
+        const text = err.status === 404 ? `Unknown incident ${incidentId}.` : err.message;
+        $('#inc-details').innerHTML = `<p class="error">${esc(text)}</p>`;
+      }
+      if (!gone) timer = setTimeout(refresh, INCIDENTS_REFRESH_MS);
+    }
+
+    function renderMembers() {
+      const html = incident.member_cameras.map((m) => memberHtml(m, images.get(evidenceAlert(m)?.alert_id))).join('');
+      if (html !== membersHtml) $('#inc-members').innerHTML = membersHtml = html;
+    }
+
+    // Each member's thumbnail, four at a time; one that is not stored yet is asked for again next time.
+    async function loadThumbs() {
+      const todo = incident.member_cameras.map(evidenceAlert).filter((a) => {
+        const have = a && images.get(a.alert_id);
+        return a && (!have || have.none || have.error);
+      });
+      const next = async () => {
+        for (let a = todo.shift(); a && !gone; a = todo.shift()) {
+          images.set(a.alert_id, await memberThumb(a.alert_id));
+          if (!gone) renderMembers();
+        }
+      };
+      await Promise.all([next(), next(), next(), next()]);
+    }
+
+    async function showPlots(inc) {
+      const now = Date.now() / 1000;
+      const since = Math.floor((inc.opened_at - 1800) / 60) * 60;
+      const until = Math.ceil(Math.min(inc.resolved_at ? inc.resolved_at + 900 : now + 60, now + 60) / 60) * 60;
+      const step = Math.max(60, Math.ceil((until - since) / 360 / 60) * 60);
+      const cameras = [...inc.cameras].sort(naturally.compare).slice(0, MAX_PLOTTED_CAMERAS);
+      const alerts = inc.member_cameras.flatMap((m) => m.alerts);
+      const drawn = await plots.showShared({ signal: inc.signal, cameras, since, until, step, alerts });
+      if (gone || !drawn) return;
+      const some = inc.cameras.length > cameras.length ? `the first ${cameras.length} of ${inc.cameras.length} cameras; ` : '';
+      $('#inc-plots-note').textContent = drawn.length
+        ? `${some}${step / 60}-minute points, ${fmtTime(since)} to ${fmtTime(until)}; lines mark the member alerts`
+        : `no plot of ${inc.signal} is stored for these cameras`;
+    }
+
+    refresh();
+    return {
+      unmount() {
+        gone = true;
+        clearTimeout(timer);
+        plots.destroy();
+        for (const img of images.values()) if (img.src) URL.revokeObjectURL(img.src);
+      },
+      onLiveAlert(a) {
+        if (incident?.cameras.includes(a.camera_id)) refresh();
+      },
+    };
+  }
+
+  function renderIncident(inc) {
+    crumbs([['Fleet', '#/'], ['Incidents', '#/incidents'], [`${inc.kind} on ${inc.scope}`]]);
+    $('#inc-title').textContent = `${inc.kind[0].toUpperCase()}${inc.kind.slice(1)} incident`;
+    $('#inc-state').innerHTML = `<span class="badge ${inc.open ? 'st-raised' : 'st-resolved'}" data-open="${inc.open}">${
+      inc.open ? 'open' : 'resolved'
+    }</span>`;
+    $('#inc-details').innerHTML = `<p class="message">${esc(inc.summary)}</p>
+      <dl class="details">
+        ${fact('kind', inc.kind)}
+        ${fact('scope', inc.scope)}
+        ${fact('site', inc.site || '–')}
+        ${fact('cause', `${inc.type} · ${inc.signal} ${inc.direction}`)}
+        <div><dt>cameras</dt><dd data-cameras="${inc.cameras.length}">${inc.cameras.length}</dd></div>
+        ${fact('opened', `${fmtTime(inc.opened_at)} (${fmtAgo(inc.opened_at)})`)}
+        ${fact('resolved', inc.resolved_at ? `${fmtTime(inc.resolved_at)} (${fmtAgo(inc.resolved_at)})` : 'not yet')}
+        <div><dt>incident id</dt><dd><code>${esc(inc.incident_id)}</code></dd></div>
+      </dl>`;
+    $('#inc-history').innerHTML = inc.history
+      .map((h) => `<li data-status="${esc(h.status)}"><span class="when">${esc(fmtTime(h.changed_at))}</span> <span
+        class="badge st-${h.status === 'resolved' ? 'resolved' : 'raised'}">${esc(h.status)}</span> ${h.alert_ids.length} alert${
+          h.alert_ids.length === 1 ? '' : 's'
+        }</li>`)
+      .join('');
+  }
+
+  // The member alert whose evidence a camera's card shows: its first raised one.
+  function evidenceAlert(m) {
+    return m.alerts.find((a) => a.status === 'raised') || m.alerts[0] || null;
+  }
+
+  // The newest evidence frame of an alert, the one nearest its raise, as an object URL.
+  async function memberThumb(alertId) {
+    try {
+      const frames = await api(`alerts/${enc(alertId)}/evidence`);
+      const shots = frames.filter((f) => f.role !== 'reference');
+      const f = shots[shots.length - 1] || frames[0];
+      if (!f) return { none: true };
+      return { ...f, count: frames.length, src: await imageUrl(f.url) };
+    } catch (err) {
+      return { error: err.message };
+    }
+  }
+
+  function memberHtml(m, img) {
+    const inv = m.inventory;
+    const where = [inv?.site, ...tagsOf(inv)].filter(Boolean).join(' · ');
+    const first = evidenceAlert(m);
+    let shot = '<p class="muted">Loading its evidence…</p>';
+    if (img?.src) {
+      const more = img.count > 1 && first ? ` · <a href="${alertHref(first)}">all ${img.count} frames</a>` : '';
+      shot = `<figure class="thumb"><img src="${img.src}" width="${esc(img.width)}" height="${esc(img.height)}"
+        alt="${esc(img.frame_id)}"><figcaption>${esc(fmtTime(img.captured_at))}${more}</figcaption></figure>`;
+    } else if (img?.none) shot = '<p class="muted">No evidence frame stored for its alert.</p>';
+    else if (img?.error) shot = `<p class="error">${esc(img.error)}</p>`;
+    else if (!first) shot = '';
+    const rows = foldSymptoms(m.alerts).map(({ item, symptoms }) => `<li>${alertRowHtml(item)}${symptomsHtml(symptoms.map(alertRowHtml))}</li>`);
+    return `<article class="member" data-camera="${esc(m.camera_id)}">
+      <header><a href="#/camera/${enc(m.camera_id)}"><b>${esc(m.camera_id)}</b></a> <span class="muted">${esc(where)}</span>
+        ${heldHtml(inv?.acknowledged, inv?.silenced)}</header>
+      <div class="member-evidence">${shot}</div>
+      <ol class="alerts">${rows.join('')}</ol></article>`;
+  }
+
+  // ------------------------------------------------ acknowledge and silence (an incident or a camera)
+
+  // Buttons to acknowledge or silence, and to lift either, with who and when shown. A change needs an API token:
+  // the one saved in the header, else one typed here, kept in sessionStorage for this tab only; the name of who
+  // acts is asked each time, remembered as the default.
+  function actionPanel(box, target, targetId, changed) {
+    box.innerHTML = `<div class="act-state"></div>
+      <div class="act-buttons">
+        <button type="button" data-act="acknowledge">Acknowledge</button>
+        <button type="button" data-act="unacknowledge" hidden>Take back acknowledgement</button>
+        <button type="button" data-act="silence">Silence…</button>
+        <button type="button" data-act="unsilence" hidden>End silence</button>
+      </div>
+      <form class="act-form" autocomplete="off" hidden>
+        <label>Your name <input name="by" maxlength="100" spellcheck="false"></label>
+        <label class="act-for">for <select name="for_s">${SILENCE_FOR.map(([s, l]) => `<option value="${s}">${l}</option>`).join('')}</select></label>
+        <label class="act-comment">Comment <input name="comment" maxlength="1000"></label>
+        <label class="act-token">API token <input name="token" type="password" spellcheck="false" autocomplete="off"></label>
+        <button type="submit" class="act-go"></button>
+        <button type="button" class="act-cancel">Cancel</button>
+        <span class="act-error error" role="alert"></span>
+      </form>`;
+    const form = $('.act-form', box);
+    const field = (name) => form.elements.namedItem(name);
+    const label = { acknowledge: 'Acknowledge', unacknowledge: 'Take it back', silence: 'Silence', unsilence: 'End silence' };
+    let action = null;
+    let askToken = false;
+
+    function open(act) {
+      action = act;
+      $('.act-go', form).textContent = label[act];
+      $('.act-for', form).hidden = act !== 'silence';
+      $('.act-comment', form).hidden = act.startsWith('un');
+      $('.act-token', form).hidden = !(askToken || !actionToken());
+      $('.act-error', form).textContent = '';
+      field('by').value = field('by').value || localStorage.getItem(ACTOR_KEY) || '';
+      form.hidden = false;
+      form.dataset.action = act;
+      (field('by').value ? $('.act-go', form) : field('by')).focus();
+    }
+    $('.act-buttons', box).addEventListener('click', (ev) => {
+      const b = ev.target.closest('button[data-act]');
+      if (b) open(b.dataset.act);
+    });
+    $('.act-cancel', form).addEventListener('click', () => {
+      form.hidden = true;
+    });
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      const by = field('by').value.trim();
+      const typed = field('token').value.trim();
+      if (!by) {
+        $('.act-error', form).textContent = 'Say who you are: your name is recorded with it.';
+        return;
+      }
+      localStorage.setItem(ACTOR_KEY, by);
+      if (typed) sessionStorage.setItem(ACTION_TOKEN_KEY, typed);
+      const kind = action.replace(/^un/, '');
+      const path = `${target === 'incident' ? 'incidents' : 'cameras'}/${enc(targetId)}/${kind}`;
+      try {
+        if (action.startsWith('un')) await change('DELETE', path, null, { by });
+        else {
+          const body = { by, comment: field('comment').value.trim() };
+          if (kind === 'silence') body.for_s = Number(field('for_s').value);
+          await change('POST', path, body);
+        }
+        form.hidden = true;
+        field('token').value = '';
+        field('comment').value = '';
+        askToken = false;
+        changed();
+      } catch (err) {
+        if (err.status === 401) {
+          sessionStorage.removeItem(ACTION_TOKEN_KEY);
+          askToken = true;
+          $('.act-token', form).hidden = false;
+          field('token').value = '';
+        }
+        $('.act-error', form).textContent = err.status === 401 ? `The API refused the token (${err.detail}): paste a valid one.` : err.message;
+      }
+    });
+    return {
+      update(ack, silence) {
+        const held = heldHtml(ack, silence);
+        $('.act-state', box).innerHTML = held || `<span class="muted">Nobody has acknowledged or silenced this ${target}.</span>`;
+        box.dataset.acknowledged = ack ? ack.by : '';
+        box.dataset.silenced = silence ? silence.by : '';
+        box.querySelector('[data-act="acknowledge"]').hidden = Boolean(ack);
+        box.querySelector('[data-act="unacknowledge"]').hidden = !ack;
+        box.querySelector('[data-act="silence"]').hidden = Boolean(silence);
+        box.querySelector('[data-act="unsilence"]').hidden = !silence;
       },
     };
   }
@@ -792,7 +1340,7 @@
     draw(signal, data, opts) {
       let entry = this.plots.get(signal);
       let old = null;
-      if (entry && entry.columns !== data.length) {
+      if (entry && (entry.columns !== data.length || String(entry.opts.cameras) !== String(opts.cameras))) {
         // a signal's shape (with or without min and max) is only known once it has points
         entry.u.destroy();
         old = entry.box;
@@ -813,13 +1361,16 @@
         entry.u.setData(data);
       }
       const inRange = opts.alerts.filter((a) => a.raised_at >= opts.since && a.raised_at <= opts.until);
-      entry.box.dataset.points = String(data[0].filter((_, i) => data[1][i] !== null).length);
+      const has = (v) => v !== null && v !== undefined;
+      entry.box.dataset.points = String(data[0].filter((_, i) => data.slice(1).some((col) => has(col[i]))).length);
+      if (opts.cameras) entry.box.dataset.cameras = String(opts.cameras.length);
       entry.box.dataset.markers = String(inRange.length);
       entry.box.classList.toggle('failed', Boolean(opts.error));
       entry.box.title = opts.error ? `could not read ${signal}: ${opts.error.message}` : '';
     }
 
     options(signal, entry) {
+      if (entry.opts.cameras) return this.acrossOptions(entry);
       if (entry.opts.drift) return this.driftOptions(entry);
       if (entry.opts.classes) return this.classOptions(entry);
       const threshold = () => {
@@ -864,10 +1415,30 @@
     }
 
     classOptions(entry) {
-      const colours = ['#2563eb', '#dc2626', '#16a34a', '#d97706', '#7c3aed', '#0891b2'];
       const labels = entry.opts.classes.length ? entry.opts.classes : ['no detections'];
-      const series = labels.map((label, i) => ({ label, stroke: colours[i % colours.length], width: 1.5, value: (u, v) => fmtNum(v, 0) }));
+      const series = labels.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 1.5, value: (u, v) => fmtNum(v, 0) }));
       return this.baseOptions(entry, (u, min, max) => uPlot.rangeNum(0, max || 1, 0.1, true), series);
+    }
+
+    // One signal of several cameras, a line each (and a drift statistic's threshold, dashed).
+    acrossOptions(entry) {
+      const { cameras, drift } = entry.opts;
+      const below = drift?.drift_when === 'below';
+      const shown = (u, v) => (v === null || v === undefined ? '–' : below ? `p=${(10 ** -v).toExponential(1)}` : fmtNum(v, 2));
+      const series = cameras.map((label, i) => ({
+        label,
+        stroke: PALETTE[i % PALETTE.length],
+        width: 1.5,
+        points: { show: true, size: 4 },
+        value: shown,
+      }));
+      if (drift) series.push({ label: 'threshold', stroke: '#dc2626', width: 1, dash: [6, 4], spanGaps: true, value: shown });
+      const yRange = (u, min, max) => {
+        const lo = Math.min(min ?? 0, drift ? 0 : Infinity);
+        const hi = max ?? 1;
+        return uPlot.rangeNum(lo, hi === lo ? lo + 1 : hi, 0.1, true);
+      };
+      return this.baseOptions(entry, yRange, series);
     }
 
     driftOptions(entry) {
@@ -877,6 +1448,45 @@
         { label: 'statistic', stroke: '#2563eb', width: 1.5, points: { show: true, size: 5 }, value: shown },
         { label: 'threshold', stroke: '#dc2626', width: 1, dash: [6, 4], value: shown },
       ]);
+    }
+
+    // One signal across several cameras (an incident's members), a line per camera: the signal's own series where
+    // the series route has it (brightness for brightness_distribution too), and the drift statistic of the signal
+    // where a detector samples it. Returns what it drew ([] for nothing), null when the view was left.
+    async showShared({ signal, cameras, since, until, step, alerts }) {
+      if (!cameras.length) return [];
+      const known = await seriesSignals(cameras[0]);
+      const base = signal.replace(/_distribution$/, '');
+      const each = (path, params, fallback) => Promise.all(cameras.map((c) => api(`cameras/${enc(c)}/${path}`, params).catch((err) => ({ err, ...fallback }))));
+      const [series, drift] = await Promise.all([
+        known.includes(base) ? each('series', { signal: base, since, until, step }, { points: [] }) : null,
+        each('drift/history', { since, until, step }, { series: [] }),
+      ]);
+      if (this.destroyed) return null;
+      const drawn = [];
+      const common = { since, until, alerts, focus: null, cameras };
+      if (series) {
+        const parts = series.map((a) => (a.err ? null : toColumns(base, a, { until, step, firstSeen: null }).slice(0, 2)));
+        const caption = `${SIGNAL_LABELS[base] || base}: each member camera`;
+        this.draw(`shared:${base}`, mergeColumns(parts), { ...common, caption, error: series.find((a) => a.err)?.err });
+        drawn.push(`shared:${base}`);
+      }
+      const picked = drift.map((a) => a.series.find((x) => x.signal === signal) || null);
+      const first = picked.find(Boolean);
+      if (first) {
+        const parts = picked.map((x) => x && driftColumns(x, step).slice(0, 2));
+        const [xs, , th] = driftColumns(first, step);
+        const caption = `${(DRIFT_LABELS[first.detector] || (() => `${first.detector}: ${signal}`))(signal)}: each member camera`;
+        this.draw(`shared-drift:${signal}`, mergeColumns([...parts, [xs, th]]), { ...common, drift: first, caption });
+        drawn.push(`shared-drift:${signal}`);
+      }
+      for (const [key, entry] of this.plots) {
+        if (drawn.includes(key)) continue;
+        entry.u.destroy();
+        entry.box.remove();
+        this.plots.delete(key);
+      }
+      return drawn;
     }
 
     width() {
@@ -930,6 +1540,18 @@
     }
     const ranged = series.kind === 'mean' && series.points.some((p) => p.min !== null || p.max !== null);
     return ranged ? [xs, ...cols] : [xs, cols[0]];
+  }
+
+  // [xs, ...columns] of several [xs, ys] on one time axis, the union of their xs; a missing part is a column of gaps.
+  function mergeColumns(parts) {
+    const xs = [...new Set(parts.flatMap((p) => (p ? p[0] : [])))].sort((a, b) => a - b);
+    const index = new Map(xs.map((x, i) => [x, i]));
+    const columns = parts.map((p) => {
+      const col = xs.map(() => null);
+      if (p) p[0].forEach((x, i) => (col[index.get(x)] = p[1][i]));
+      return col;
+    });
+    return [xs, ...columns];
   }
 
   // [x, statistic, threshold] of a drift series, a gap where a step has no sample. Up is toward drift on every
@@ -1031,22 +1653,27 @@
       const selected = location.hash.startsWith('#/alert/') ? location.hash : '';
       const items = [...state.feed.values()].sort((a, b) => b.alert.raised_at - a.alert.raised_at || b.seen - a.seen);
       $('#feed').innerHTML = items.length
-        ? items.map((item) => feedItemHtml(item, selected)).join('')
+        ? foldSymptoms(items, (item) => item.alert)
+            .map(({ item, symptoms }) => `<li class="feed-entry">${feedItemHtml(item, selected)}${symptomsHtml(
+              symptoms.map((s) => feedItemHtml(s, selected)),
+            )}</li>`)
+            .join('')
         : '<li class="muted">No alert yet. New ones appear here as they are raised.</li>';
     });
   }
 
   function feedItemHtml({ alert: a, source }, selected) {
     const href = alertHref(a);
-    return `<li><a class="feed-item sev-${esc(a.severity)} st-${esc(a.status)}${source === 'live' ? ' fresh' : ''}${
+    return `<a class="feed-item sev-${esc(a.severity)} st-${esc(a.status)}${source === 'live' ? ' fresh' : ''}${
       href === selected ? ' selected' : ''
-    }" href="${href}" data-alert-id="${esc(a.alert_id)}" data-status="${esc(a.status)}" data-source="${source}"
-      data-camera="${esc(a.camera_id)}" data-type="${esc(a.type)}" data-signal="${esc(a.signal)}">
+    }${a.caused_by ? ' symptom' : ''}" href="${href}" data-alert-id="${esc(a.alert_id)}" data-status="${esc(a.status)}"
+      data-source="${source}" data-camera="${esc(a.camera_id)}" data-type="${esc(a.type)}" data-signal="${esc(a.signal)}"
+      data-caused-by="${esc(a.caused_by || '')}">
       <span class="feed-top"><span class="when">${esc(fmtTime(a.raised_at))}</span><b>${esc(a.camera_id)}</b><span
         class="badge st-${esc(a.status)}">${esc(a.status)}</span>${source === 'live' ? '<span class="badge new">live</span>' : ''}</span>
       <span class="kind">${esc(a.type)} · ${esc(a.signal)} ${esc(fmtNum(a.value, 2))} (threshold ${esc(
         fmtNum(a.threshold, 2),
-      )})</span></a></li>`;
+      )})</span></a>`;
   }
 
   // The stream is read with fetch, not EventSource, so that it can carry the Authorization header.
@@ -1151,14 +1778,19 @@
     renderFeed();
     runLiveFeed();
     refreshFleet();
+    refreshOpenIncidents();
     route();
   }
 
   window.addEventListener('hashchange', route);
   document.addEventListener('visibilitychange', () => {
-    if (!document.hidden) refreshFleet();
+    if (!document.hidden) {
+      refreshFleet();
+      refreshOpenIncidents();
+    }
   });
   route();
   refreshFleet();
+  refreshOpenIncidents();
   runLiveFeed();
 })();

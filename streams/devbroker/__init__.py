@@ -133,11 +133,11 @@ def attach_to_worker(
     """
     if profile(settings) != EMBEDDED:
         return False
+    from core.directory import WorkerDirectory
     from core.supervise import keep_running
     from streams.devbroker import fetch_pacing
     from streams.devbroker.peers import PeerWatch
     from streams.devbroker.purge import FramesPurge
-    from streams.directory import WorkerDirectory
 
     @app.on_partitions_assigned.connect
     async def hold_fetches(sender, assigned, **kwargs):
@@ -152,7 +152,7 @@ def attach_to_worker(
 
         @app.task
         async def follow_peers():
-            peers = WorkerDirectory(settings)
+            peers = WorkerDirectory(settings, started=fetch_pacing.pace_slow_topic)
             watch = PeerWatch(settings, peers, member_id)
             await asyncio.gather(keep_running(peers.run, "worker directory"), keep_running(watch.run, "peer watch"))
 

@@ -77,6 +77,13 @@ def pace(consumer, pause_ms: float) -> None:
         fetcher._cvops_pause_s = max(_pause_s, pause_ms / 1000)
 
 
+def pace_slow_topic(consumer) -> None:
+    """:func:`pace` at :data:`SLOW_TOPIC_PAUSE_MS`: the ``started`` hook of the followers of slow topics
+    (:class:`core.directory.WorkerDirectory`, :class:`core.fleetconfig.ConfigFollower`), which the command line
+    hands to the worker and the API."""
+    pace(consumer, SLOW_TOPIC_PAUSE_MS)
+
+
 def hold(consumer, busy: Callable[[], bool], most_ms: float) -> None:
     """Let this started consumer fetch no more while ``busy()`` says its process holds enough work (checked
     every :data:`HOLD_STEP_MS` from the consumer's thread, so it must be cheap and thread-safe), for at most

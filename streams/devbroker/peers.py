@@ -2,7 +2,7 @@
 
 Applies to: noida-db 0.2.3 (the embedded broker, ``cvops broker``), and only under the ``embedded`` broker
 profile (:mod:`streams.devbroker`). Every worker publishes a :class:`~core.contracts.WorkerStatus` on the
-workers topic every 10 s, and :class:`~streams.directory.WorkerDirectory` follows that topic.
+workers topic every 10 s, and :class:`~core.directory.WorkerDirectory` follows that topic.
 
 A Kafka broker removes a member that stops heartbeating after the session timeout, and the survivors take over
 its partitions. A broker that never does (the embedded development broker keeps a member killed with SIGKILL
@@ -42,9 +42,9 @@ from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import Array, Boolean, Bytes, Int16, Int32, Schema, String
 
 from core.contracts import WorkerStatus
+from core.directory import WorkerDirectory
 from core.settings import Settings
 from core.supervise import admin_rounds
-from streams.directory import WorkerDirectory
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,9 @@ that ``./dev test`` starts, with an embedded ClickHouse in a temporary directory
 The gateway blurs one camera's frames after a few seconds (its ``--fault`` option, as the demo does) and the
 worker, with a short reference window, raises a ``data_drift`` alert on its blur; the page must show it
 arriving through the live stream, and its evidence when clicked. Every wait is on a condition of the page,
-with generous timeouts. ``./dev test -m browser`` runs these tests alone; the screenshots land in
-``test-artifacts/``.
+with generous timeouts. Another runs ``cvops incidents`` beside the API, for the incidents, the fleet by
+site and acknowledging through the page. ``./dev test -m browser`` runs these tests alone; the screenshots
+land in ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -569,4 +570,249 @@ def test_edge_case_gallery_shows_thumbnails_filters_and_exports(settings: Settin
         _screenshot(browser, "dashboard-edge-cases.png")
     finally:
         for proc, _ in procs:
+            stop(proc)
+
+
+# Five cameras of two sites, as their gateways declare them; north's three share a tag.
+SITES = {"n1": "north", "n2": "north", "n3": "north", "s1": "south", "s2": "south"}
+TAGS = {"n1": {"side": "east"}, "n2": {"side": "east"}, "n3": {"side": "east"}, "s1": {"side": "west"}, "s2": {}}
+
+
+def _alert(camera: str, signal: str, value: float, at: float, **changes):
+    from core.contracts import Alert
+
+    fields = dict(alert_id=f"{camera}-{signal}", type="data_drift", camera_id=camera, signal=signal, value=value,
+                  threshold=80.0, window=60, evidence_frame_ids=[f"{camera}:1:{k}" for k in (28, 29)], raised_at=at,
+                  message=f"{signal} of camera {camera} is {value}, below its reference range")  # fmt: skip
+    return Alert(**{**fields, **changes})
+
+
+async def _send(settings: Settings, records: list[tuple[str, str, object]]) -> None:
+    """(topic, key, record) on the broker, in order, as the gateways and the worker publish them."""
+    from aiokafka import AIOKafkaProducer
+
+    from core.contracts import encode_record
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic, key, record in records:
+            await producer.send_and_wait(settings.topic(topic), encode_record(record), key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def _fleet_records(now: float) -> list[tuple[str, str, object]]:
+    """The inventory, ten minutes of each camera's frames (north's three darken in the last three), and the
+    evidence thumbnails of the alerts of :func:`_alert` that the test raises."""
+    import base64
+
+    import cv2
+    import numpy as np
+
+    from core.contracts import CameraInfo, Evidence, FrameMetrics
+
+    out: list[tuple[str, str, object]] = []
+    for cam, site in SITES.items():
+        info = CameraInfo(camera_id=cam, source="gateway", site=site, tags=TAGS[cam], gateway=f"gw-{site}")
+        out.append(("cameras", f"gateway:{cam}", info))
+    for k in range(30):
+        at = now - 600 + 20 * k
+        for i, cam in enumerate(SITES):
+            dark = cam.startswith("n") and k >= 21
+            out.append(("metrics", cam, FrameMetrics(
+                frame_id=f"{cam}:1:{k}", camera_id=cam, seq=k, captured_at=at, processed_at=at, model_name="nanodet-m",
+                model_version="1.0.0", encoding="jpeg", bytes=20_000, width=640, height=360, aspect_ratio=640 / 360,
+                brightness=(40.0 if dark else 120.0) + i, blur=200.0, inference_ms=20.0, detections=1,
+            )))  # fmt: skip
+    for cam, signal in [("s1", "blur"), ("n1", "brightness"), ("n2", "brightness"), ("n3", "brightness")]:
+        for k in (28, 29):
+            image = cv2.imencode(".jpg", np.full((90, 160, 3), 30 + 5 * k, np.uint8))[1].tobytes()
+            out.append(("evidence", cam, Evidence(
+                alert_id=f"{cam}-{signal}", camera_id=cam, frame_id=f"{cam}:1:{k}", captured_at=now - 600 + 20 * k,
+                width=160, height=90, source_width=640, source_height=360, image_b64=base64.b64encode(image).decode(),
+            )))  # fmt: skip
+    return out
+
+
+INCIDENT_ROWS = """return [...document.querySelectorAll('#incident-rows tr[data-incident]')].map(r => ({
+    id: r.dataset.incident, kind: r.dataset.kind, open: r.dataset.open === 'true', site: r.dataset.site,
+    cameras: Number(r.dataset.cameras), text: r.innerText}))"""
+GROUPS = """return Object.fromEntries([...document.querySelectorAll('#tiles .tile-group')].map(g =>
+    [g.dataset.group, [...g.querySelectorAll('.tile')].map(t => t.dataset.camera)]))"""
+MEMBERS = """return [...document.querySelectorAll('#inc-members .member')].map(m => {
+    const i = m.querySelector('.member-evidence img');
+    return {camera: m.dataset.camera, loaded: !!(i && i.complete && i.naturalWidth > 0), text: m.innerText}; })"""
+INCIDENT_PLOTS = """return [...document.querySelectorAll('#inc-plots figure.plot')].map(f => ({
+    signal: f.dataset.signal, cameras: Number(f.dataset.cameras), points: Number(f.dataset.points),
+    markers: Number(f.dataset.markers), canvas: !!f.querySelector('canvas'), legend: f.innerText}))"""
+
+
+def _text(browser, selector: str) -> str:
+    """The text of the first element ``selector`` matches; '' when none does (yet)."""
+    return _js(browser, "return document.querySelector(arguments[0])?.textContent || ''", selector) or ""
+
+
+def _act(browser, panel: str, action: str, **fields: str) -> None:
+    """Press ``action``'s button in ``panel``, fill the form's ``fields`` and send it."""
+    browser.find_element("css selector", f'{panel} button[data-act="{action}"]').click()
+    for name, value in fields.items():
+        box = browser.find_element("css selector", f'{panel} .act-form [name="{name}"]')
+        if box.tag_name == "select":
+            from selenium.webdriver.support.ui import Select
+
+            Select(box).select_by_value(value)
+        else:
+            box.clear()
+            box.send_keys(value)
+    browser.find_element("css selector", f"{panel} .act-go").click()
+
+
+def test_incidents_sites_and_an_acknowledgement_through_the_page(settings: Settings, tmp_path: Path, browser):
+    """The inventory groups the fleet by site; ``cvops incidents`` makes a device incident and an environment
+    incident of north's three darkening cameras from alerts on the broker; the page lists them open first and
+    shows the environment one with its members' evidence side by side and their brightness in one plot; a
+    person acknowledges it, and silences a camera, through the page, with a token typed there."""
+    from selenium.webdriver.support.ui import Select
+
+    token = "incident-test-token"
+    s = settings.model_copy(update={"incident_window_s": 3.0})
+    asyncio.run(create_topics(s))
+    logs = {name: tmp_path / f"{name}.log" for name in ("api", "incidents")}
+    procs = [
+        (_start(s, ["api"], logs["api"], CVOPS_API_TOKENS=hash_token(token)), logs["api"]),
+        (_start(s, ["incidents"], logs["incidents"]), logs["incidents"]),
+    ]
+    try:
+        base = f"http://127.0.0.1:{s.api_port}"
+        client = httpx.Client(base_url=base, timeout=30)
+        wait_for(lambda: counts(client), "the API", procs)
+        wait_for(lambda: "correlating alerts" in logs["incidents"].read_text(), "the incidents processor", procs)
+        now = time.time()
+        asyncio.run(_send(s, _fleet_records(now)))
+        incidents = lambda: client.get("/api/v1/incidents").json()  # noqa: E731
+        # The lone blur first, then north's dusk: the device incident opens before the environment one.
+        asyncio.run(_send(s, [("alerts", "s1", _alert("s1", "blur", 5.0, now - 30))]))
+        wait_for(lambda: len(incidents()) == 1, "the device incident of s1", procs)
+        dark = [_alert(c, "brightness", 40.0, now - 20 + i) for i, c in enumerate(["n1", "n2", "n3"])]
+        symptom = _alert("n1", "brightness_distribution", 1e-6, now - 19, status="suppressed", threshold=0.01,
+                         caused_by=dark[0].alert_id, message="symptom of data_drift:brightness")  # fmt: skip
+        asyncio.run(_send(s, [("alerts", a.camera_id, a) for a in [*dark, symptom]]))
+        listed = wait_for(lambda: (i := incidents()) and len(i) == 2 and i, "the environment incident", procs)
+        env = next(i for i in listed if i["kind"] == "environment")
+        device = next(i for i in listed if i["kind"] == "device")
+        assert env["cameras"] == ["n1", "n2", "n3"] and env["site"] == "north", env
+        wait_for(lambda: len(client.get("/api/v1/inventory").json()) == len(SITES), "the inventory", procs)
+        wait_for(lambda: len(client.get("/api/v1/cameras").json()) == len(SITES), "the cameras in the store", procs)
+
+        # The fleet, grouped by site, and filtered by site and by tag.
+        browser.get(f"{base}/dashboard/")
+        wait_for(
+            lambda: _js(browser, GROUPS) == {"north": ["n1", "n2", "n3"], "south": ["s1", "s2"]},
+            "the tiles grouped by site",
+            procs,
+            timeout_s=60,
+        )
+        Select(browser.find_element("id", "site-filter")).select_by_value("south")
+        wait_for(lambda: _js(browser, GROUPS) == {"south": ["s1", "s2"]}, "the south site alone", procs, 10)
+        Select(browser.find_element("id", "site-filter")).select_by_value("")
+        Select(browser.find_element("id", "tag-filter")).select_by_value("side=east")
+        wait_for(lambda: _js(browser, GROUPS) == {"north": ["n1", "n2", "n3"]}, "the side=east cameras", procs, 10)
+        Select(browser.find_element("id", "tag-filter")).select_by_value("")
+        Select(browser.find_element("id", "group")).select_by_value("tag:side")
+        wait_for(
+            lambda: _js(browser, GROUPS) == {"east": ["n1", "n2", "n3"], "west": ["s1"], "": ["s2"]},
+            "the tiles grouped by the side tag",
+            procs,
+            10,
+        )
+        Select(browser.find_element("id", "group")).select_by_value("site")
+        _screenshot(browser, "dashboard-sites.png")
+
+        # The symptom is folded under its cause in the alert feed.
+        folded = """const cause = document.querySelector(
+                `#feed li.feed-entry > .feed-item[data-alert-id="${arguments[0]}"]`);
+            return cause ? [...cause.parentElement.querySelectorAll('ol.symptoms .feed-item')]
+                .map(a => a.dataset.causedBy) : null"""
+        assert wait_for(lambda: _js(browser, folded, dark[0].alert_id), "the symptom under its cause", procs, 60) == [
+            dark[0].alert_id
+        ]
+
+        # The incidents, open first; the header counts them.
+        wait_for(lambda: _js(browser, "return document.querySelector('#open-incidents').dataset.open") == "2",
+                 "two open incidents in the header", procs, 60)  # fmt: skip
+        browser.find_element("id", "incidents-link").click()
+        rows = wait_for(lambda: (r := _js(browser, INCIDENT_ROWS)) and len(r) == 2 and r, "the incidents", procs, 30)
+        assert [(r["kind"], r["open"], r["cameras"]) for r in rows] == [("environment", True, 3), ("device", True, 1)]
+        assert rows[0]["site"] == "north" and "brightness" in rows[0]["text"] and "site:north" in rows[0]["text"]
+
+        # One incident: its members' evidence side by side, and their brightness in one plot.
+        browser.find_element("css selector", f'#incident-rows tr[data-incident="{env["incident_id"]}"] td').click()
+        members = wait_for(
+            lambda: (m := _js(browser, MEMBERS)) and len(m) == 3 and all(x["loaded"] for x in m) and m,
+            "the three members' evidence thumbnails, loaded",
+            procs,
+            60,
+        )
+        assert [m["camera"] for m in members] == ["n1", "n2", "n3"]
+        assert all("side=east" in m["text"] and "brightness" in m["text"] for m in members), members
+        plots = wait_for(
+            lambda: (p := _js(browser, INCIDENT_PLOTS)) and any(x["points"] >= 1 for x in p) and p,
+            "the shared signal plotted",
+            procs,
+            60,
+        )
+        shared = next(p for p in plots if p["signal"] == "shared:brightness")
+        assert shared["cameras"] == 3 and shared["canvas"] and shared["markers"] >= 3, shared
+        assert all(c in shared["legend"] for c in ("n1", "n2", "n3")), shared
+        _screenshot(browser, "dashboard-incident.png")
+
+        # Acknowledge it: the page asks for a name and a token; a wrong token is refused and asked again.
+        panel = "#inc-actions"
+        _act(browser, panel, "acknowledge", by="ann", comment="dusk on the east side", token="wrong-token")
+        wait_for(lambda: "refused" in _text(browser, f"{panel} .act-error"), "the wrong token refused", procs, 30)
+        browser.find_element("css selector", f'{panel} .act-form [name="token"]').send_keys(token)
+        browser.find_element("css selector", f"{panel} .act-go").click()
+        held = wait_for(lambda: _text(browser, f"{panel} .held.acknowledged"), "who acknowledged, and when", procs, 30)
+        ack = client.get(f"/api/v1/incidents/{env['incident_id']}").json()["acknowledged"]
+        assert ack["by"] == "ann" and ack["comment"] == "dusk on the east side", ack
+        shown_at = _js(browser, f"return document.querySelector('{panel} .held.acknowledged').dataset.at")
+        assert "ann" in held and "dusk on the east side" in held and float(shown_at) == ack["at"], held
+        assert hash_token(token)[:8] in ack["via"]
+        # The token stays in this tab's sessionStorage: never saved for good, never in a URL.
+        assert _js(browser, "return sessionStorage.getItem('cvops.actionToken')") == token
+        assert _js(browser, "return localStorage.getItem('cvops.apiToken')") is None
+        urls = _js(browser, "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)]")
+        assert not [u for u in urls if token in u], urls
+        _screenshot(browser, "dashboard-acknowledged.png")
+
+        # Silence a camera from its own view: the token typed before is used, the name remembered.
+        browser.get(f"{base}/dashboard/#/camera/s1")
+        wait_for(lambda: "south" in _text(browser, "#cam-inventory"), "s1's inventory", procs, 30)
+        _act(browser, "#cam-actions", "silence", for_s="3600")
+        wait_for(lambda: "ann" in _text(browser, "#cam-actions .held.silenced"), "who silenced s1", procs, 30)
+        silenced = client.get("/api/v1/cameras/s1/inventory").json()["silenced"]
+        assert silenced["by"] == "ann" and 3590 < silenced["until"] - silenced["at"] <= 3600, silenced
+        _screenshot(browser, "dashboard-camera-silenced.png")
+
+        # North's alerts resolve: the incident resolves, and the still open device incident is listed first.
+        resolved = [a.model_copy(update={"status": "resolved", "raised_at": time.time()}) for a in dark]
+        asyncio.run(_send(s, [("alerts", a.camera_id, a) for a in resolved]))
+        browser.find_element("id", "incidents-link").click()
+        rows = wait_for(
+            lambda: (r := _js(browser, INCIDENT_ROWS)) and len(r) == 2 and not r[1]["open"] and r,
+            "the environment incident resolved, after the open one",
+            procs,
+            60,
+        )
+        assert [(r["id"], r["open"]) for r in rows] == [(device["incident_id"], True), (env["incident_id"], False)]
+        assert "ann" in rows[1]["text"], rows[1]
+        _screenshot(browser, "dashboard-incidents.png")
+        browser.find_element("css selector", "a.brand").click()
+        wait_for(lambda: "silenced" in _text(browser, '.tile[data-camera="s1"]'), "s1's tile silenced", procs, 30)
+        assert not _foreign_requests(browser)
+        errors = [e for e in _page_errors(browser) if " 401 " not in e and "(Unauthorized)" not in e]
+        assert not errors, json.dumps(errors, indent=1)
+    finally:
+        for proc, _ in reversed(procs):
             stop(proc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 
@@ -229,6 +230,86 @@ def test_stopping_while_the_store_is_down_commits_nothing(store):
     asyncio.run(main())
     assert consumer.committed == {}
     assert store.query("SELECT count() FROM frame_metrics") == [(0,)]
+
+
+class Watched(FakeConsumer):
+    """A FakeConsumer that logs what the writer asked of it, for the ordering test. Like aiokafka's consumer
+    waiting for a fetch, it lets other tasks run before it answers."""
+
+    def __init__(self, records: list[Record], events: list):
+        super().__init__(records)
+        self.events = events
+        self.served = 0  # records handed out so far
+        self.second_batch_read = threading.Event()
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None):
+        await asyncio.sleep(0)
+        out = await super().getmany(timeout_ms, max_records)
+        got = sum(len(v) for v in out.values())
+        if got:
+            self.served += got
+            self.events.append(("read", self.served))
+            if self.served > SETTINGS.store_batch_rows:
+                self.second_batch_read.set()
+        return out
+
+    async def commit(self, offsets: dict):
+        await super().commit(offsets)
+        self.events.append(("commit", sum(self.committed.values())))
+
+
+class Ordered:
+    """The real store, logging each insert's start and end; the first insert waits until the writer has read
+    the next batch, which it can only do while that insert is in flight."""
+
+    def __init__(self, inner: Store, consumer: Watched, events: list):
+        self.inner, self.consumer, self.events = inner, consumer, events
+        self.overlapped: bool | None = None
+
+    def insert(self, table, data, *args, **kwargs):
+        rows = len(data[0])
+        self.events.append(("insert", rows))
+        if self.overlapped is None:
+            self.overlapped = self.consumer.second_batch_read.wait(60)
+        self.inner.insert(table, data, *args, **kwargs)
+        self.events.append(("stored", rows))
+
+
+def test_the_next_batch_is_read_while_one_is_inserted_and_commits_follow_the_inserts(store):
+    """Batch N+1 is read while batch N is inserted (on the insert thread); batch N's offsets are committed only
+    after its rows are stored, and batch N+1 is inserted only after that commit."""
+    batch = SETTINGS.store_batch_rows
+    records = records_of("metrics", [metrics(seq=i, at=T0 + i) for i in range(3 * batch)], partitions=1)
+    events: list = []
+    consumer = Watched(records, events)
+    ordered = Ordered(store, consumer, events)
+    w = StoreWriter(SETTINGS, ordered, LIMITS)
+
+    async def main():
+        stop = asyncio.Event()
+        task = asyncio.create_task(w.consume(consumer, FakeProducer(), stop))
+        while not consumer.done() and not task.done():
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+    asyncio.run(main())
+    assert consumer.done() and ordered.overlapped
+    stored = committed = 0
+    inserting = False
+    for kind, n in events:
+        if kind == "insert":
+            assert not inserting and committed == stored, events  # one insert at a time, after the last commit
+            inserting = True
+        elif kind == "stored":
+            inserting, stored = False, stored + n
+        elif kind == "commit":
+            assert n == stored, events  # a commit names exactly the rows stored, never more
+            committed = n
+    assert committed == stored == 3 * batch
+    # Batch 2 was read after batch 1's insert began and before it ended.
+    assert events.index(("insert", batch)) < events.index(("read", 2 * batch)) < events.index(("stored", batch))
+    assert store.query("SELECT count() FROM frame_metrics FINAL") == [(3 * batch,)]
 
 
 @pytest.mark.parametrize("table", ["frame_metrics", "predictions", "alerts", "dead_letters", "camera_views"])

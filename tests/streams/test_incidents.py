@@ -8,7 +8,7 @@ import random
 import pytest
 
 from core.contracts import Alert, CameraInfo
-from streams.incidents import Correlator, Inventory, direction
+from streams.incidents import SAME_SIGNAL, Correlator, Inventory, direction, signal_of
 
 SITES = {f"n{i}": "site:north" for i in range(10)} | {"s1": "site:south", "s2": "site:south"}
 GATEWAYS = {f"n{i}": "gw-a" for i in range(10)}
@@ -49,6 +49,85 @@ def test_opposite_directions_and_other_sites_do_not_group():
     assert events == []
     late = [(e.status, e.incident.kind, tuple(e.incident.cameras)) for e in c.tick(62)]
     assert late == [("raised", "device", ("n0",)), ("raised", "device", ("n1",)), ("raised", "device", ("s1",))]
+
+
+def test_one_image_signals_two_detectors_are_one_signal_as_the_monitor_declares_them():
+    from streams.monitor.policy import INHIBITS
+    from streams.monitor.windows import DISTRIBUTION_SIGNALS
+
+    # The range rule and the distribution test of each tested image signal, and nothing else.
+    pairs = {("data_drift", key): s for s in DISTRIBUTION_SIGNALS for key in (s, f"{s}_distribution")}
+    assert pairs == SAME_SIGNAL
+    assert all(f"data_drift:{s}" in INHIBITS for s in DISTRIBUTION_SIGNALS)  # the range rule watches them too
+    assert signal_of("prediction_drift", "brightness_distribution") == "brightness_distribution"  # another type
+
+
+def test_a_dusk_seen_by_the_distribution_test_on_some_cameras_and_the_range_rule_on_others_is_one_incident():
+    """Which detector of a signal raises first depends on the view: a fixed view's distribution test
+    (``changed``), a busy street's range rule (``down``). One dusk all the same."""
+    c = correlator()
+    feed = [(t, alert(f"n{t}", "brightness_distribution", at=t, value=1e-9)) for t in range(2)]
+    feed += [(t, alert(f"n{t}", "brightness", at=t, value=30.0)) for t in range(2, 5)]
+    feed += [(9, alert("n9", "brightness", at=9, value=200.0))]  # brighter: another cause
+    assert run(c, feed) == [
+        ("raised", "environment", ("n0", "n1", "n2")), ("joined", "environment", ("n0", "n1", "n2", "n3")),
+        ("joined", "environment", ("n0", "n1", "n2", "n3", "n4")),
+    ]  # fmt: skip
+    (lamp,) = c.tick(200)
+    site = next(i for i in c.incidents.values() if i.kind == "environment")
+    assert (site.type, site.signal, site.direction) == ("data_drift", "brightness", "down")
+    assert (lamp.incident.kind, lamp.incident.signal, lamp.incident.direction) == ("device", "brightness", "up")
+
+
+def test_an_incident_of_tests_takes_the_direction_of_its_first_range_alert_and_never_both():
+    c = correlator()
+    tests = [(t, alert(f"n{t}", "brightness_distribution", at=t, value=1e-9)) for t in range(3)]
+    assert [(e.status, e.incident.direction) for now, a in tests for e in c.observe(a, now)] == [
+        ("raised", "changed")]  # fmt: skip
+    assert [e.incident.direction for e in c.observe(alert("n3", value=30.0), 3)] == ["down"]
+    assert c.observe(alert("n4", value=200.0), 4) == []  # up: not this incident; it waits for its own
+    assert [(e.incident.kind, e.incident.direction) for e in c.tick(100)] == [("device", "up")]
+    # up and down on one site are no group of three, even with a test between them
+    c = correlator()
+    mixed = [(0, alert("n0", value=200.0)), (1, alert("n1", value=30.0)),
+             (2, alert("n2", "brightness_distribution", value=1e-9))]  # fmt: skip
+    assert run(c, mixed) == [] and len(c.tick(100)) == 3
+
+
+def test_a_symptom_is_a_member_of_its_causes_incident_never_an_incident_of_its_own():
+    c = correlator()
+    run(c, [(t, alert(f"n{t}", at=t)) for t in range(3)])  # a site incident of n0-n2
+    symptom = alert("n1", "brightness_distribution", status="suppressed", caused_by="n1:brightness", value=1e-9)
+    assert c.observe(symptom, 5) == []  # quietly: no camera is added, nobody is told
+    (site,) = c.incidents.values()
+    assert site.members["n1:brightness_distribution"] == "n1" and site.cameras == ["n0", "n1", "n2"]
+    # the next record lists it; the incident waits for it to resolve too
+    (joined,) = c.observe(alert("n3"), 6)
+    assert "n1:brightness_distribution" in joined.incident.members
+    assert run(c, [(7 + i, alert(f"n{i}", status="resolved")) for i in range(4)]) == []
+    resolved = symptom.model_copy(update={"status": "resolved"})
+    assert run(c, [(20, resolved)]) == [("resolved", "environment", ("n0", "n1", "n2", "n3"))]
+    # a symptom of a cause it does not hold (unknown, resolved) is left out: never a device incident
+    orphans = [symptom.model_copy(update={"alert_id": f"s{i}", "caused_by": cause})
+               for i, cause in enumerate(("nowhere", "n0:brightness"))]  # fmt: skip
+    assert run(c, [(30, a) for a in orphans]) == [] and c.tick(1000) == [] and c.pending == {}
+
+
+def test_a_symptom_waits_with_its_cause_and_leaves_its_incident_once_it_outlives_it():
+    c = correlator()
+    symptom = alert("s1", "contrast_distribution", status="suppressed", caused_by="s1:blur", value=1e-9)
+    run(c, [(0, alert("s1", "blur", value=5.0)), (1, symptom)])
+    restored = correlator()
+    restored.load(json.loads(json.dumps(c.to_dict())))  # the symptom waits with its cause in the state
+    for corr in (c, restored):
+        (lens,) = corr.tick(61)
+        assert lens.incident.kind == "device" and lens.incident.symptoms == {"s1:contrast_distribution"}
+        assert run(corr, [(70, alert("s1", "blur", status="resolved", value=5.0))]) == []  # waits for its symptom
+        # the cause resolved and the symptom outlived it: raised as an alert of its own, under the same id
+        own = symptom.model_copy(update={"status": "raised", "caused_by": ""})
+        assert run(corr, [(80, own)]) == [("resolved", "device", ("s1",))]
+        assert "s1:contrast_distribution" not in lens.incident.members and set(corr.pending) == {own.alert_id}
+        assert [(e.incident.signal, e.incident.direction) for e in corr.tick(200)] == [("contrast", "changed")]
 
 
 def test_min_share_of_a_known_population():

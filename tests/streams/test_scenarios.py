@@ -355,6 +355,22 @@ def test_incidents_are_scored_by_kind_cameras_and_linked_alerts(bench):
     assert bench.score_incidents([s], records[1:3], alerts)["summary"]["met"] is True
 
 
+def test_an_incidents_alerts_are_those_of_its_signal_by_either_detector(bench):
+    """A dusk the distribution test raised on one camera (brightness_distribution, changed) and the range rule
+    on another (brightness, down): both are the brightness incident's alerts."""
+    cams = [{"id": c, "source": "still:camera", "frames": 10, "site": "north"} for c in ("a", "b", "c")]
+    s = bench.Scenario.model_validate({"name": "s", "cameras": cams, "incidents": [
+        {"kind": "environment", "cameras": ["a", "b", "c"], "signal": "brightness"}]})  # fmt: skip
+    alerts = [_alert(bench, "s.a", "brightness_distribution", value=1e-9), _alert(bench, "s.b"), _alert(bench, "s.c")]
+    first = {"s.a:brightness_distribution": "s.a", "s.b:brightness": "s.b"}
+    records = [_incident(bench, "i1", "raised", "environment", first, direction="changed"),
+               _incident(bench, "i1", "joined", "environment", {**first, "s.c:brightness": "s.c"})]  # fmt: skip
+    out = bench.score_incidents([s], records, alerts)
+    assert out["rows"][0]["alerts_linked"] == out["rows"][0]["member_alerts"] == 3 and out["summary"]["met"]
+    up = _alert(bench, "s.c", "saturation", value=200.0)  # another signal: not this incident's
+    assert bench.score_incidents([s], records, [*alerts, up])["rows"][0]["member_alerts"] == 3
+
+
 def test_incidents_settle_once_every_alert_is_in_one_and_resolves_are_told(bench):
     watch = frozenset({"s.a", "s.b"})
     a, b = _alert(bench, "s.a"), _alert(bench, "s.b")

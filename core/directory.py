@@ -4,6 +4,10 @@ Every worker publishes a :class:`~core.contracts.WorkerStatus` on the workers to
 :class:`WorkerDirectory` follows that topic (the API shows it; on the embedded development broker each worker
 reads it too, for :mod:`streams.devbroker.peers`). A status that cannot be read is skipped and logged with its
 offset (:class:`core.skips.SkipLog`); the directory goes on.
+
+It lives in the core because both the API and the worker read it, and the API depends on the core only.
+What the development broker needs of its consumer (slower fetches of this slow topic) is the caller's:
+``started(consumer)`` is called once the consumer has started, as for :class:`core.fleetconfig.ConfigFollower`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 
@@ -18,7 +23,6 @@ from core.contracts import WorkerStatus, decode_record
 from core.kafka import client_options
 from core.settings import Settings
 from core.skips import SkipLog
-from streams.devbroker import fetch_pacing
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,9 @@ log = logging.getLogger(__name__)
 class WorkerDirectory:
     """The latest status of every stream worker, read from the workers topic by :meth:`run`."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, started: Callable[[AIOKafkaConsumer], None] | None = None):
         self.settings = settings
+        self.started = started
         self.alive_s = settings.peer_timeout_s or 60.0
         self.latest: dict[str, WorkerStatus] = {}
         self.skipped = SkipLog(log)
@@ -41,7 +46,8 @@ class WorkerDirectory:
         topic = self.settings.topic("workers")
         consumer = AIOKafkaConsumer(topic, **client_options(self.settings), auto_offset_reset="earliest", group_id=None)
         await consumer.start()
-        fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
+        if self.started is not None:
+            self.started(consumer)
         try:
             while stop is None or not stop.is_set():
                 for batch in (await consumer.getmany(timeout_ms=1000)).values():
