@@ -174,6 +174,10 @@ class _Pending:
     arrived_at: float
     scopes: tuple[str, ...]
     symptoms: dict[str, str] = field(default_factory=dict)  # its symptoms' alert ids -> camera, waiting with it
+    way: str = field(init=False)  # direction(alert), once
+
+    def __post_init__(self) -> None:
+        self.way = direction(self.alert)
 
 
 class Correlator:
@@ -242,7 +246,7 @@ class Correlator:
         events = []
         for p in due:
             self._unwait(p)
-            events.append(self._open("device", f"camera:{p.alert.camera_id}", [p], p.arrived_at, direction(p.alert)))
+            events.append(self._open("device", f"camera:{p.alert.camera_id}", [p], p.arrived_at, p.way))
         return events
 
     def _wait(self, p: _Pending) -> None:
@@ -325,7 +329,7 @@ class Correlator:
         if (p := self.pending.get(alert.alert_id)) is not None:
             # Raised and resolved before its window closed: still an incident someone must hear of.
             self._unwait(p)
-            raised = self._open("device", f"camera:{alert.camera_id}", [p], p.arrived_at, direction(p.alert))
+            raised = self._open("device", f"camera:{alert.camera_id}", [p], p.arrived_at, p.way)
             return [raised, *self._resolve(alert, now)]
         inc = self.incidents.get(self.by_alert.get(alert.alert_id, ""))
         if inc is None or not inc.open or alert.alert_id in inc.resolved_members:
@@ -347,8 +351,9 @@ class Correlator:
             waiting = [self.pending[aid] for aid in self._waiting.get((scope, *key), ())]
             # The alerts this one can share a cause with: those of its direction and the tests' (changed); a
             # test's own goes with the larger side, down or up.
-            sides = [[p for p in waiting if compatible(direction(p.alert), w)]
-                     for w in ((way,) if way != CHANGED else ("down", "up"))]  # fmt: skip
+            sides = [
+                [p for p in waiting if compatible(p.way, w)] for w in ((way,) if way != CHANGED else ("down", "up"))
+            ]
             same = max(sides, key=lambda ps: len({p.alert.camera_id for p in ps}))
             cameras = {p.alert.camera_id for p in same}
             known = self.population(scope)
@@ -358,7 +363,7 @@ class Correlator:
                 self._unwait(p)
             kind = {"upstream_drift": "upstream", "prediction_drift": "model"}.get(alert.type, "environment")
             first = min(p.arrived_at for p in same)
-            ways = {direction(p.alert) for p in same} - {CHANGED}
+            ways = {p.way for p in same} - {CHANGED}
             return [self._open(kind, scope, same, first, ways.pop() if ways else CHANGED)]
         return []
 
