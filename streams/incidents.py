@@ -174,6 +174,10 @@ class _Pending:
     arrived_at: float
     scopes: tuple[str, ...]
     symptoms: dict[str, str] = field(default_factory=dict)  # its symptoms' alert ids -> camera, waiting with it
+    way: str = field(init=False)  # direction(alert), once
+
+    def __post_init__(self) -> None:
+        self.way = direction(self.alert)
 
 
 class Correlator:
@@ -221,7 +225,7 @@ class Correlator:
             return events
         if alert.status == "resolved":
             return events + self._resolve(alert, now)
-        events += self._unlink(alert, now)
+        self._unlink(alert.alert_id)
         if alert.alert_id in self.pending or alert.alert_id in self.by_alert:
             return events  # a replayed raise
         scopes, key = self._scopes_of(alert), self._key(alert)
@@ -242,7 +246,7 @@ class Correlator:
         events = []
         for p in due:
             self._unwait(p)
-            events.append(self._open("device", f"camera:{p.alert.camera_id}", [p], p.arrived_at, direction(p.alert)))
+            events.append(self._open("device", f"camera:{p.alert.camera_id}", [p], p.arrived_at, p.way))
         return events
 
     def _wait(self, p: _Pending) -> None:
@@ -279,9 +283,9 @@ class Correlator:
     def _link(self, symptom: Alert) -> None:
         """An inhibited symptom (``suppressed``, ``caused_by`` its cause's alert id, on the same camera) is never
         an incident of its own: it becomes a member of its cause's incident, quietly (it adds no camera, and
-        nobody is told: the incident's next record lists it), or waits with its cause for one. The symptom of a
-        cause the correlator does not hold (not seen, or its incident resolved) is left out; so is one that
-        resolves while its cause waits."""
+        nobody is told: the incident's next record lists it), or waits with its cause for one. The incident does
+        not wait for its symptoms to resolve. The symptom of a cause the correlator does not hold (not seen, or
+        its incident resolved) is left out; so is one that resolves while its cause waits."""
         sid, cause, camera = symptom.alert_id, symptom.caused_by, symptom.camera_id
         if sid in self.pending or sid in self.by_alert or sid in self._symptom_waits:
             return  # known already: a replay
@@ -297,50 +301,49 @@ class Correlator:
             self.by_alert[sid] = inc.incident_id
             self._dirty.add(f"incident:{inc.incident_id}")
 
-    def _unlink(self, alert: Alert, now: float) -> list[IncidentEvent]:
+    def _unlink(self, sid: str) -> None:
         """A symptom that outlived its cause is raised as an alert of its own, under the same id (see
-        :mod:`streams.monitor.policy`): it leaves its cause's incident, which resolves if it only waited for it,
+        :mod:`streams.monitor.policy`): it leaves its cause's incident (open or resolved), or its waiting cause,
         and goes on as any new alert."""
-        sid = alert.alert_id
-        if (cause := self._symptom_waits.pop(sid, None)) is not None:
-            del self.pending[cause].symptoms[sid]
-            self._dirty.add(f"pending:{cause}")
-            return []
+        if self._drop_waiting(sid):
+            return
         inc = self.incidents.get(self.by_alert.get(sid, ""))
         if inc is None or sid not in inc.symptoms:
-            return []
+            return
         inc.symptoms.discard(sid)
         inc.resolved_members.discard(sid)
         del inc.members[sid], self.by_alert[sid]
         self._dirty.add(f"incident:{inc.incident_id}")
-        return self._settle(inc, now) if inc.open else []
+
+    def _drop_waiting(self, sid: str) -> bool:
+        """Whether ``sid`` was a symptom waiting with its cause (it no longer is)."""
+        if (cause := self._symptom_waits.pop(sid, None)) is None:
+            return False
+        del self.pending[cause].symptoms[sid]
+        self._dirty.add(f"pending:{cause}")
+        return True
 
     def _resolve(self, alert: Alert, now: float) -> list[IncidentEvent]:
-        if (cause := self._symptom_waits.pop(alert.alert_id, None)) is not None:
-            del self.pending[cause].symptoms[alert.alert_id]  # came and went while its cause waited
-            self._dirty.add(f"pending:{cause}")
-            return []
+        if self._drop_waiting(alert.alert_id):
+            return []  # a symptom that came and went while its cause waited
         if (p := self.pending.get(alert.alert_id)) is not None:
             # Raised and resolved before its window closed: still an incident someone must hear of.
             self._unwait(p)
-            raised = self._open("device", f"camera:{alert.camera_id}", [p], p.arrived_at, direction(p.alert))
+            raised = self._open("device", f"camera:{alert.camera_id}", [p], p.arrived_at, p.way)
             return [raised, *self._resolve(alert, now)]
         inc = self.incidents.get(self.by_alert.get(alert.alert_id, ""))
         if inc is None or not inc.open or alert.alert_id in inc.resolved_members:
             return []
         inc.resolved_members.add(alert.alert_id)
         self._dirty.add(f"incident:{inc.incident_id}")
-        return self._settle(inc, now)
-
-    def _settle(self, inc: Incident, now: float) -> list[IncidentEvent]:
-        """``inc`` resolves once every member alert (its symptoms too) has resolved."""
-        if not inc.resolved_members >= inc.members.keys():
-            return []
-        inc.resolved_at = now
-        if self._grouped.get(k := self._group_key(inc)) == inc.incident_id:
-            del self._grouped[k]
-        self._resolved.append((now, inc.incident_id))
-        return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
+        # It resolves with its causes: its symptoms are their after-effects (their resolves are not waited for).
+        if inc.resolved_members >= inc.members.keys() - inc.symptoms:
+            inc.resolved_at = now
+            if self._grouped.get(k := self._group_key(inc)) == inc.incident_id:
+                del self._grouped[k]
+            self._resolved.append((now, inc.incident_id))
+            return [IncidentEvent("resolved", inc, tuple(sorted(inc.members)))]
+        return []
 
     def _group(self, alert: Alert) -> list[IncidentEvent]:
         key, way = self._key(alert), direction(alert)
@@ -348,8 +351,9 @@ class Correlator:
             waiting = [self.pending[aid] for aid in self._waiting.get((scope, *key), ())]
             # The alerts this one can share a cause with: those of its direction and the tests' (changed); a
             # test's own goes with the larger side, down or up.
-            sides = [[p for p in waiting if compatible(direction(p.alert), w)]
-                     for w in ((way,) if way != CHANGED else ("down", "up"))]  # fmt: skip
+            sides = [
+                [p for p in waiting if compatible(p.way, w)] for w in ((way,) if way != CHANGED else ("down", "up"))
+            ]
             same = max(sides, key=lambda ps: len({p.alert.camera_id for p in ps}))
             cameras = {p.alert.camera_id for p in same}
             known = self.population(scope)
@@ -359,7 +363,7 @@ class Correlator:
                 self._unwait(p)
             kind = {"upstream_drift": "upstream", "prediction_drift": "model"}.get(alert.type, "environment")
             first = min(p.arrived_at for p in same)
-            ways = {direction(p.alert) for p in same} - {CHANGED}
+            ways = {p.way for p in same} - {CHANGED}
             return [self._open(kind, scope, same, first, ways.pop() if ways else CHANGED)]
         return []
 

@@ -101,12 +101,12 @@ def test_a_symptom_is_a_member_of_its_causes_incident_never_an_incident_of_its_o
     assert c.observe(symptom, 5) == []  # quietly: no camera is added, nobody is told
     (site,) = c.incidents.values()
     assert site.members["n1:brightness_distribution"] == "n1" and site.cameras == ["n0", "n1", "n2"]
-    # the next record lists it; the incident waits for it to resolve too
+    # the next record lists it; the incident resolves with its causes, its symptom's resolve not waited for
     (joined,) = c.observe(alert("n3"), 6)
     assert "n1:brightness_distribution" in joined.incident.members
-    assert run(c, [(7 + i, alert(f"n{i}", status="resolved")) for i in range(4)]) == []
-    resolved = symptom.model_copy(update={"status": "resolved"})
-    assert run(c, [(20, resolved)]) == [("resolved", "environment", ("n0", "n1", "n2", "n3"))]
+    resolves = [(7 + i, alert(f"n{i}", status="resolved")) for i in range(4)]
+    assert run(c, resolves) == [("resolved", "environment", ("n0", "n1", "n2", "n3"))]
+    assert run(c, [(20, symptom.model_copy(update={"status": "resolved"}))]) == []
     # a symptom of a cause it does not hold (unknown, resolved) is left out: never a device incident
     orphans = [symptom.model_copy(update={"alert_id": f"s{i}", "caused_by": cause})
                for i, cause in enumerate(("nowhere", "n0:brightness"))]  # fmt: skip
@@ -122,12 +122,17 @@ def test_a_symptom_waits_with_its_cause_and_leaves_its_incident_once_it_outlives
     for corr in (c, restored):
         (lens,) = corr.tick(61)
         assert lens.incident.kind == "device" and lens.incident.symptoms == {"s1:contrast_distribution"}
-        assert run(corr, [(70, alert("s1", "blur", status="resolved", value=5.0))]) == []  # waits for its symptom
-        # the cause resolved and the symptom outlived it: raised as an alert of its own, under the same id
+        assert run(corr, [(70, alert("s1", "blur", status="resolved", value=5.0))]) == [("resolved", "device", ("s1",))]
+        # the symptom outlived its cause: raised as an alert of its own, under the same id, it leaves the incident
         own = symptom.model_copy(update={"status": "raised", "caused_by": ""})
-        assert run(corr, [(80, own)]) == [("resolved", "device", ("s1",))]
-        assert "s1:contrast_distribution" not in lens.incident.members and set(corr.pending) == {own.alert_id}
+        assert run(corr, [(80, own)]) == [] and set(corr.pending) == {own.alert_id}
+        assert "s1:contrast_distribution" not in lens.incident.members
         assert [(e.incident.signal, e.incident.direction) for e in corr.tick(200)] == [("contrast", "changed")]
+    # a symptom that comes and goes while its cause waits is left out
+    c = correlator()
+    run(c, [(0, alert("s1", "blur", value=5.0)), (1, symptom), (2, symptom.model_copy(update={"status": "resolved"}))])
+    ((_, kind, _),) = run(c, [(61, alert("s2"))])
+    assert kind == "device" and c.incidents[c.by_alert["s1:blur"]].members == {"s1:blur": "s1"}
 
 
 def test_min_share_of_a_known_population():
