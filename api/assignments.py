@@ -102,6 +102,12 @@ def registered(settings: Settings, ref: str, role: str) -> str:
     return spec.ref
 
 
+def exact_or_as_is(settings: Settings, ref: str) -> str:
+    """``ref`` as ``name@version`` when the registry has it, else as it is."""
+    name, version = _split(settings, ref)
+    return f"{name}@{version}" if version else ref
+
+
 def route_at(request: Request, state: ConfigState, scope: str) -> tuple[Route, str | None]:
     """The effective route at ``scope`` (a camera: with its site's, from the inventory), and the camera's site."""
     site = None
@@ -154,7 +160,8 @@ async def put_assignment(
     own = current.models if current else None
     before, _ = route_at(request, state, scope)
     # a roll back returns to the champion before the last change made here
-    previous = (own.previous if own else None) if champion in (None, own.champion if own else None) else before.champion
+    changed = champion is not None and _split(settings, champion) != _split(settings, before.champion)
+    previous = exact_or_as_is(settings, before.champion) if changed else own.previous if own else None
     models = ModelAssignment(champion=champion, challenger=challenger, share=body.share, previous=previous)
     record = await state.assign(scope, models, _who(request))
     assert record is not None
@@ -226,7 +233,9 @@ async def _switch(scope: str, action: str, body: ChangeRequest, request: Request
         models = promote(before) if action == "promote" else rollback(current.models if current else None)
     except AssignmentError as exc:
         raise HTTPException(status_code=409, detail=f"{scope}: {exc}") from None
-    await state.assign(scope, models, _who(request))
+    exact = {k: exact_or_as_is(state.settings, v) for k in ("champion", "challenger", "previous")
+             if (v := getattr(models, k))}  # fmt: skip
+    await state.assign(scope, models.model_copy(update=exact), _who(request))
     after, _ = route_at(request, state, scope)
     return await _record(state, scope, action, before, after, body.by, via(request, credentials), body.comment)
 

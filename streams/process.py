@@ -617,13 +617,13 @@ class FrameProcessor:
         loaded (a model that failed before is tried again). A record naming a model the registry does not
         have is refused whole (:meth:`check`: ContractError), before anything changes."""
         self.check(config)
+        for ref in named(config.models if config is not None else None):  # loaded before frames are sent there
+            if (model := self.pool.ensure(ref, retry=True)) is not None:
+                self._fit_decode(model)
         if config is None:
             self.configs.pop(scope, None)
         else:
             self.configs[scope] = config
-        for ref in named(config.models if config is not None else None):
-            if (model := self.pool.ensure(ref, retry=True)) is not None:
-                self._fit_decode(model)
         out = BatchResult(alerts=self._settle_faults(time.time()))
         if scope == FLEET:
             cameras = list(self._monitors)

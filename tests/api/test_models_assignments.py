@@ -1,5 +1,6 @@
 """Models per fleet, site and camera through the API: validated against the registry, written on the config topic
-with the scope's settings, read back with every level applied."""
+with the scope's settings, read back with every level applied. (After test_config.py, which reads the config
+topic's first records: this file leaves tombstones there.)"""
 
 from __future__ import annotations
 
@@ -155,3 +156,14 @@ def test_agreement_over_time_sums_the_frames_counts_as_models_agreement_does(cli
     assert total["classes"]["car"]["confidence_delta"] is None  # the champion saw no car
     assert [(p["start"], p["frames"]) for p in body["points"]] == [(t0, 3), (t0 + 300, 1)]
     assert body["points"][1]["all"]["f1"] == 1.0  # nothing found by either: nothing to disagree on
+
+
+def test_a_champion_set_by_hand_can_be_rolled_back_too(client: httpx.Client, camera):
+    base = f"/api/v1/models/assignments/{camera}"
+    r = client.put(base, json={"champion": "yolov4-tiny", "by": "ana"}, headers=auth())
+    assert r.status_code == 202 and r.json()["models"]["previous"] == "nanodet-m@1.0.0"  # the workers' CVOPS_MODEL
+    r = client.put(base, json={"champion": "yolov4-tiny@1.0.0", "share": 0.5}, headers=auth())
+    assert r.json()["models"]["previous"] == "nanodet-m@1.0.0"  # the same champion: kept
+    back = client.post(f"{base}/rollback", json={"by": "ana"}, headers=auth()).json()
+    assert (back["from_model"], back["to_model"]) == ("yolov4-tiny", "nanodet-m")
+    assert client.get(base).json()["effective"]["champion"] == "nanodet-m@1.0.0"
