@@ -24,17 +24,25 @@ def wait_until(check, timeout_s: float = 30.0):
     raise AssertionError("condition not met in time")
 
 
-async def config_records(settings, n: int) -> list:
+async def config_records(settings, keys: set[str]) -> dict[str, CameraConfig]:
+    """The latest record of each of ``keys`` on the config topic, read from the start to the end (once every key
+    has been seen, until a poll finds nothing more). Other tests share the topic (other keys, tombstones of deleted
+    overrides), so records of other keys are passed over."""
     consumer = AIOKafkaConsumer(
         settings.topic("config"), bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest"
     )
     await consumer.start()
-    out = []
+    out: dict[str, CameraConfig] = {}
     try:
         deadline = time.monotonic() + 30
-        while len(out) < n and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=500)).values():
-                out += batch
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            if not batches and set(out) == keys:
+                break
+            for batch in batches.values():
+                for r in batch:
+                    if r.key is not None and r.key.decode() in keys and r.value:
+                        out[r.key.decode()] = decode_record(CameraConfig, r.value)
     finally:
         await consumer.stop()
     return out
@@ -52,8 +60,7 @@ def test_a_camera_override_is_published_and_layers_over_the_fleet(client: httpx.
     assert view["effective"]["values"]["warmup"] == settings.rule_warmup_frames  # the workers'
     assert "consecutive" in view["effective"]["live"] and "warmup" not in view["effective"]["live"]
 
-    records = asyncio.run(config_records(settings, 2))
-    by_key = {r.key.decode(): decode_record(CameraConfig, r.value) for r in records}
+    by_key = asyncio.run(config_records(settings, {"fleet", "cfg-cam-1"}))
     assert by_key["fleet"].overrides.expected_fps == 12.5
     assert by_key["cfg-cam-1"].overrides.model_dump(exclude_none=True) == {"rule_consecutive": 2}
 

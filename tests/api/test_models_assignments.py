@@ -9,7 +9,7 @@ import time
 
 import httpx
 
-from core.contracts import CameraConfig, ModelChange, decode_record
+from core.contracts import ModelChange, decode_record
 from tests.api.conftest import TOKEN, auth
 from tests.api.test_config import config_records, wait_until
 
@@ -36,8 +36,7 @@ def test_assignments_are_published_exact_and_layered_fleet_site_camera(client: h
     # the camera's monitor settings and its models live in one record: changing one keeps the other
     r = client.put(f"/api/v1/config/cameras/{camera}", json={"rule_consecutive": 3}, headers=auth())
     assert r.status_code == 202
-    records = asyncio.run(config_records(settings, 4))
-    last = [decode_record(CameraConfig, r.value) for r in records if r.key == camera.encode()][-1]
+    last = asyncio.run(config_records(settings, {camera}))[camera]
     assert last.overrides.rule_consecutive == 3 and last.models.share == 0.0
     assert client.get("/api/v1/models/assignments").json()["fleet"]["challenger"] == "yolov4-tiny@1.0.0"
     assert "north-shadow" in client.get("/api/v1/config").json()["sites"]

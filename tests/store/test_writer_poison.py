@@ -23,6 +23,7 @@ from core.contracts import (
     DeadLetter,
     Evidence,
     IncidentRecord,
+    ModelChange,
     decode_record,
     encode_record,
 )
@@ -31,7 +32,7 @@ from core.topology import create_topics, spec
 from store import Store
 from store.dsn import masked
 from store.writer import SINKS, StoreWriter
-from tests.store.records import LIMITS, SETTINGS, alert, metrics, prediction, records_of
+from tests.store.records import LIMITS, SETTINGS, alert, metrics, prediction, records_of, shadow_prediction
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +72,13 @@ def valid(topic: str, n: int):
     if topic == "acknowledgements":
         r = Acknowledgement(action="silence", target="camera", target_id=cam, by="ann", at=NOW, until=NOW + 60)
         return r, r.target_id
+    if topic == "shadow-predictions":
+        r = shadow_prediction(camera=cam, seq=n, at=NOW)
+        return r, r.frame_id
+    if topic == "model-changes":
+        r = ModelChange(change_id=f"chg-{n}", scope=cam, action="assign", to_model="nanodet-m", to_version="1",
+                        by="ann", at=NOW)  # fmt: skip
+        return r, r.change_id
     r = DeadLetter.of("elsewhere", 0, 1000 + n, cam.encode(), b"junk", ContractError("corrupt_image", "test"))
     return r, r.key
 
@@ -79,7 +87,8 @@ IDENTITY = {"metrics": ("frame_metrics", "frame_id"), "predictions": ("predictio
             "alerts": ("alerts", "alert_id"), "evidence": ("evidence_frames", "alert_id"),
             "views": ("camera_views", "camera_id"), "deadletters": ("dead_letters", "key"),
             "incidents": ("incidents", "event_id"), "cameras": ("camera_inventory", "camera_id"),
-            "acknowledgements": ("acknowledgements", "target_id")}  # fmt: skip
+            "acknowledgements": ("acknowledgements", "target_id"),
+            "shadow-predictions": ("shadow_predictions", "frame_id"), "model-changes": ("model_changes", "change_id")}  # fmt: skip
 
 
 def spliced(topic: str, field: str, token: str) -> bytes:
@@ -92,16 +101,17 @@ def poisons(topic: str) -> list[tuple[bytes | None, set[str]]]:
     """(value, the reasons it may be refused with) for every kind of hostile record."""
     text = {"metrics": "model_name", "predictions": "model_name", "alerts": "message", "evidence": "reason",
             "views": "frame_id", "deadletters": "detail", "incidents": "summary", "cameras": "notes",
-            "acknowledgements": "comment"}[topic]  # fmt: skip
-    # incidents, cameras and acknowledgements have no integer: their number is a time, and a huge one no time of now
-    timed = ("incidents", "cameras", "acknowledgements")
+            "acknowledgements": "comment", "shadow-predictions": "champion_name", "model-changes": "comment"}[topic]  # fmt: skip
+    # these have no integer: their number is a time, and a huge one no time of now
+    timed = ("incidents", "cameras", "acknowledgements", "model-changes")
     number = {"metrics": "seq", "predictions": "seq", "alerts": "window", "evidence": "width", "views": "width",
               "deadletters": "offset", "incidents": "opened_at", "cameras": "updated_at",
-              "acknowledgements": "at"}[topic]  # fmt: skip
+              "acknowledgements": "at", "shadow-predictions": "seq", "model-changes": "at"}[topic]  # fmt: skip
     huge = {"out_of_range", "bad_record"} | ({"bad_timestamp"} if topic in timed else set())
     floating = {"metrics": "blur", "predictions": "processed_at", "alerts": "value", "evidence": "captured_at",
                 "views": "captured_at", "deadletters": "received_at", "incidents": "resolved_at",
-                "cameras": "updated_at", "acknowledgements": "until"}[topic]  # fmt: skip
+                "cameras": "updated_at", "acknowledgements": "until", "shadow-predictions": "processed_at",
+                "model-changes": "share"}[topic]  # fmt: skip
     return [
         (spliced(topic, "extra", "[" * 20_000 + "]" * 20_000), {"too_deep"}),
         (spliced(topic, number, "7" * 5000), {"number_too_large"}),
