@@ -88,7 +88,8 @@ IDENTITY = {"metrics": ("frame_metrics", "frame_id"), "predictions": ("predictio
             "views": ("camera_views", "camera_id"), "deadletters": ("dead_letters", "key"),
             "incidents": ("incidents", "event_id"), "cameras": ("camera_inventory", "camera_id"),
             "acknowledgements": ("acknowledgements", "target_id"),
-            "shadow-predictions": ("shadow_predictions", "frame_id"), "model-changes": ("model_changes", "change_id")}  # fmt: skip
+            "shadow-predictions": ("shadow_predictions", "frame_id"),
+            "model-changes": ("model_changes", "change_id")}  # fmt: skip
 
 
 def spliced(topic: str, field: str, token: str) -> bytes:
@@ -101,7 +102,8 @@ def poisons(topic: str) -> list[tuple[bytes | None, set[str]]]:
     """(value, the reasons it may be refused with) for every kind of hostile record."""
     text = {"metrics": "model_name", "predictions": "model_name", "alerts": "message", "evidence": "reason",
             "views": "frame_id", "deadletters": "detail", "incidents": "summary", "cameras": "notes",
-            "acknowledgements": "comment", "shadow-predictions": "champion_name", "model-changes": "comment"}[topic]  # fmt: skip
+            "acknowledgements": "comment", "shadow-predictions": "champion_name",
+            "model-changes": "comment"}[topic]  # fmt: skip
     # these have no integer: their number is a time, and a huge one no time of now
     timed = ("incidents", "cameras", "acknowledgements", "model-changes")
     number = {"metrics": "seq", "predictions": "seq", "alerts": "window", "evidence": "width", "views": "width",
