@@ -99,6 +99,18 @@ MONITOR_SETTINGS: tuple[MonitorSetting, ...] = (
     _s("prediction_window_frames", int, 300, "frames with detections the recent window spans at least",
        env="monitor_prediction_window_frames", override="prediction_window_frames", bounds={"ge": 1},
        override_max=1_000_000),
+    # Performance without labels (streams.monitor.performance): frames with detections.
+    _s("performance_reference", int, 1000,
+       "frames with detections in a camera's reference expected precision (confidence-based, calibrated on "
+       "labelled frames); 0 = off",
+       env="monitor_performance_reference", override="performance_reference", bounds={"ge": 0},
+       override_max=1_000_000),
+    _s("performance_window", int, 300, "recent frames with detections the expected precision is estimated over",
+       env="monitor_performance_window", override="performance_window", bounds={"ge": 10}, override_max=1_000_000),
+    _s("performance_drop", float, 0.1,
+       "fall of the expected precision below the camera's reference that raises prediction_drift "
+       "(expected_precision)",
+       env="monitor_performance_drop", override="performance_drop", live=True, bounds={"gt": 0, "lt": 1}),
     # Embedding drift and outliers: sampled embeddings (one frame in CVOPS_EMBEDDING_EVERY).
     _s("embedding_reference", int, 50,
        "sampled embeddings an outlier autoencoder is fitted on, per camera; 0 = off (also when "

@@ -59,7 +59,7 @@ from streams.modelpool import ModelPool, loader, ref_of, registry_check
 from streams.monitor import image as image_signals
 from streams.monitor.base import alert_id
 from streams.monitor.camera import CameraMonitor, restore
-from streams.monitor.concept import frame_error
+from streams.monitor.concept import error_of, match
 from streams.monitor.signals import ANALYSIS_WIDTH
 
 log = logging.getLogger("cvops.worker")
@@ -673,7 +673,7 @@ class FrameProcessor:
 
     def _remember(self, camera_id: str, frame_id: str, detections: Sequence[Detection]) -> None:
         recent = self._recent.setdefault(camera_id, OrderedDict())
-        recent[frame_id] = [(d.label, d.box) for d in detections]
+        recent[frame_id] = [(d.label, d.box, d.score) for d in detections]
         while len(recent) > self.settings.feedback_horizon:
             recent.popitem(last=False)
 
@@ -701,8 +701,12 @@ class FrameProcessor:
                 monitor = monitors.get(fb.camera_id)
                 if monitor is None:
                     monitor = monitors[fb.camera_id] = self._monitor(fb.camera_id, states.get(fb.camera_id), out.alerts)
-                error = frame_error(predicted, [(o.label, o.box) for o in fb.objects])
-                out.alerts += monitor.observe_feedback(fb.frame_id, error, time.time(), *self._model_names(monitor))
+                hits = match([(label, box) for label, box, _ in predicted], [(o.label, o.box) for o in fb.objects])
+                scores = [score for _, _, score in predicted]
+                out.alerts += monitor.observe_feedback(
+                    fb.frame_id, error_of(hits, len(fb.objects)), time.time(), *self._model_names(monitor),
+                    scores=scores, hits=hits, truths=len(fb.objects),
+                )  # fmt: skip
             except Exception as exc:
                 err = exc if isinstance(exc, ContractError) else processing_failed(exc)
                 out.dead_letters.append(DeadLetter.of(msg.topic, msg.partition, msg.offset, msg.key, msg.value, err))

@@ -37,6 +37,9 @@ OVERRIDES = [
     ("prediction_alpha", "number", {"exclusiveMaximum": 1, "exclusiveMinimum": 0}),
     ("prediction_reference_frames", "integer", {"maximum": 1000000, "minimum": 1}),
     ("prediction_window_frames", "integer", {"maximum": 1000000, "minimum": 1}),
+    ("performance_reference", "integer", {"maximum": 1000000, "minimum": 0}),
+    ("performance_window", "integer", {"maximum": 1000000, "minimum": 10}),
+    ("performance_drop", "number", {"exclusiveMaximum": 1, "exclusiveMinimum": 0}),
     ("embedding_reference", "integer", {"maximum": 100000, "minimum": 0}),
     ("concept_reference", "integer", {"maximum": 1000000, "minimum": 0}),
 ]
@@ -44,7 +47,8 @@ DEFAULTS = {
     "warmup": 150, "tolerance": 1.0, "consecutive": 3, "expected_fps": 5.0, "no_frames_s": 10.0, "motion_every": 10,
     "motion_threshold_deg": 2.0, "motion_threshold_px": 8.0, "ks_reference": 600, "ks_window": 100, "ks_every": 10,
     "ks_alpha": 0.001, "prediction_reference": 500, "prediction_window": 200, "prediction_alpha": 0.001,
-    "prediction_reference_frames": 1000, "prediction_window_frames": 300, "embedding_reference": 50,
+    "prediction_reference_frames": 1000, "prediction_window_frames": 300, "performance_reference": 1000,
+    "performance_window": 300, "performance_drop": 0.1, "embedding_reference": 50,
     "concept_reference": 100, "alert_holdoff_s": 300.0,
 }  # fmt: skip
 # Settings field (CVOPS_ + upper case) -> MonitorSettings field
@@ -56,7 +60,8 @@ VARIABLES = {
     "monitor_prediction_window": "prediction_window",
     "monitor_prediction_reference_frames": "prediction_reference_frames",
     "monitor_prediction_window_frames": "prediction_window_frames",
-    "monitor_embedding_reference": "embedding_reference",
+    "monitor_performance_reference": "performance_reference", "monitor_performance_window": "performance_window",
+    "monitor_performance_drop": "performance_drop", "monitor_embedding_reference": "embedding_reference",
     "monitor_concept_reference": "concept_reference", "alert_holdoff_s": "alert_holdoff_s",
 }  # fmt: skip
 
@@ -85,16 +90,18 @@ def test_variables_defaults_and_live_settings_are_unchanged(monkeypatch):
     assert list(FIELDS) == [name for name, _, _ in OVERRIDES] and FIELDS["rule_warmup_frames"] == "warmup"
     assert set(FIELDS.values()) == set(DEFAULTS) - {"ks_every", "alert_holdoff_s"}
     live = {"consecutive", "expected_fps", "no_frames_s", "motion_threshold_deg", "motion_threshold_px", "ks_alpha",
-            "prediction_alpha"}  # fmt: skip
+            "prediction_alpha", "performance_drop"}  # fmt: skip
     assert live == LIVE
     assert DEFAULTS["alert_holdoff_s"] == DEFAULT_HOLDOFF_S  # the policy's own default agrees
 
     for name in VARIABLES:
         monkeypatch.setenv(f"CVOPS_{name.upper()}", "17")
-    monkeypatch.setenv("CVOPS_MONITOR_KS_ALPHA", "0.01")
+    fractions = {"ks_alpha": 0.01, "performance_drop": 0.2}  # within (0, 1)
+    for field, value in fractions.items():
+        monkeypatch.setenv(f"CVOPS_MONITOR_{field.upper()}", str(value))
     monkeypatch.setenv("CVOPS_EMBEDDING_MODEL", "some-model")
     base = base_settings(Settings(_env_file=None))
-    assert all(getattr(base, field) == (0.01 if field == "ks_alpha" else 17) for field in VARIABLES.values())
+    assert all(getattr(base, field) == fractions.get(field, 17) for field in VARIABLES.values())
     monkeypatch.setenv("CVOPS_EMBEDDING_MODEL", "")
     assert base_settings(Settings(_env_file=None)).embedding_reference == 0  # no model, no embeddings to watch
 

@@ -83,11 +83,16 @@ class Tick:
 
 @dataclass(frozen=True)
 class Labelled:
-    """The model's ``error`` (0-1) on a frame that came back labelled, at ``at`` (unix s)."""
+    """The model's ``error`` (0-1) on a frame that came back labelled, at ``at`` (unix s); the ``scores`` of the
+    model's detections on it, whether each matched a true object (``hits``), and the true objects' number
+    (``truths``): see :func:`streams.monitor.concept.match`."""
 
     frame_id: str
     error: float
     at: float
+    scores: Sequence[float] = ()
+    hits: Sequence[bool] = ()
+    truths: int = 0
 
 
 Observation = Frame | Tick | Labelled

@@ -15,6 +15,9 @@
 - :class:`streams.monitor.prediction.ClassMixDetector` (``classes``) and
   :class:`~streams.monitor.prediction.ConfidenceDetector` (``confidence``): what the model says
   (``prediction_drift``, signals ``class_mix`` and ``confidence``);
+- :class:`streams.monitor.performance.PerformanceDetector` (``performance``): the precision the detections are
+  expected to have from their scores, calibrated on the labelled frames (``prediction_drift``, signal
+  ``expected_precision``), beside the precision and F1 measured on those;
 - :class:`streams.monitor.embedding.EmbeddingDetector` (``embedding``): the sampled image embeddings, through
   an autoencoder fitted on the camera's first ones (``outlier`` for runs of outlying frames,
   ``embedding_drift`` when the score distribution moves);
@@ -23,8 +26,8 @@
 - :class:`streams.monitor.motion.MovedDetector` (``moved``): the camera turned or shifted against its reference
   view (``domain_drift``), checked every ``motion_every`` frames.
 
-The detectors whose references are what the model says (:data:`MODEL_DEPENDENT`: the class mix and the
-confidence) learn them again when the camera's frames go to another model (:meth:`CameraMonitor.switch_model`,
+The detectors whose references are what the model says (:data:`MODEL_DEPENDENT`: the class mix, the
+confidence and the expected precision, whose calibration is the model's own too) learn them again when the camera's frames go to another model (:meth:`CameraMonitor.switch_model`,
 after a promotion or a roll back); the others keep theirs: the camera has not changed.
 
 A detector's name is its key in the state; the monitor's attribute of that name is the detector's model
@@ -63,6 +66,7 @@ from streams.monitor.concept import ConceptDetector
 from streams.monitor.embedding import EmbeddingDetector
 from streams.monitor.faults import FeedDetector
 from streams.monitor.motion import MovedDetector
+from streams.monitor.performance import PerformanceDetector
 from streams.monitor.policy import AlertPolicy
 from streams.monitor.prediction import ClassMixDetector, ConfidenceDetector
 from streams.monitor.range import EVIDENCE_FRAMES, RangeDetector
@@ -84,6 +88,7 @@ DETECTORS: tuple[type[Detector], ...] = (
     DistributionDetector,
     ClassMixDetector,
     ConfidenceDetector,
+    PerformanceDetector,
     EmbeddingDetector,
     ConceptDetector,
     MovedDetector,
@@ -94,6 +99,7 @@ DETECTORS: tuple[type[Detector], ...] = (
 MODEL_DEPENDENT: dict[str, tuple[str, ...]] = {
     ClassMixDetector.name: ("prediction_drift:class_mix",),
     ConfidenceDetector.name: ("prediction_drift:confidence",),
+    PerformanceDetector.name: ("prediction_drift:expected_precision",),
 }
 
 
@@ -163,11 +169,21 @@ class CameraMonitor:
         return self.policy.apply(self._alerts(Tick(self.camera_id, now), where), now, self.brewing())
 
     def observe_feedback(
-        self, frame_id: str, error: float, at: float, model_name: str, model_version: str
+        self,
+        frame_id: str,
+        error: float,
+        at: float,
+        model_name: str,
+        model_version: str,
+        scores: Sequence[float] = (),
+        hits: Sequence[bool] = (),
+        truths: int = 0,
     ) -> list[Alert]:
-        """Feed the model's error on one labelled frame (0-1, see :func:`streams.monitor.concept.frame_error`)."""
+        """Feed the model's error on one labelled frame (0-1, see :func:`streams.monitor.concept.frame_error`),
+        and its detections' scores, whether each matched a true object and how many true objects it has
+        (:func:`streams.monitor.concept.match`: the performance estimate's calibration)."""
         where = Where(self.camera_id, frame_id, model_name, model_version, at, self.frames, list(self.recent))
-        alerts = self._alerts(Labelled(frame_id, error, at), where)
+        alerts = self._alerts(Labelled(frame_id, error, at, scores, hits, truths), where)
         return self.policy.apply(alerts, at) if alerts else []
 
     def brewing(self) -> set[str]:

@@ -8,7 +8,7 @@ against them and :class:`ConceptDrift` watches the stream of errors with River's
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,14 +26,42 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def frame_error(
+def match(
     predicted: Sequence[tuple[str, Box]], truth: Sequence[tuple[str, Box | None]], iou: float = 0.5
-) -> float:
-    """1 - F1 of the predicted objects against the true ones, 0 (all right) to 1 (all wrong).
+) -> list[bool]:
+    """Whether each predicted object matched a true one, in the order predicted.
 
     A true object with a box matches a predicted one of the same label whose box overlaps it by ``iou``
     (greedy, best overlap first); a true object without a box matches any predicted one of its label
-    (image-level labels). A frame with nothing predicted and nothing true has error 0.
+    (image-level labels). Each object matches at most once.
+
+    >>> match([("car", (0, 0, 10, 10)), ("car", (50, 50, 60, 60)), ("dog", (0, 0, 5, 5))], [("car", (1, 1, 10, 10))])
+    [True, False, False]
+    """
+    hit = [False] * len(predicted)
+    boxed = sorted(((t, b) for t, b in truth if b is not None), key=lambda tb: tb[0])
+    for label, box in boxed:
+        best, best_iou = None, iou
+        for i in range(len(predicted)):
+            if not hit[i] and predicted[i][0] == label:
+                o = _iou(predicted[i][1], box)
+                if o >= best_iou:
+                    best, best_iou = i, o
+        if best is not None:
+            hit[best] = True
+    for label, box in truth:
+        if box is None:
+            left = next((i for i in range(len(predicted)) if not hit[i] and predicted[i][0] == label), None)
+            if left is not None:
+                hit[left] = True
+    return hit
+
+
+def frame_error(
+    predicted: Sequence[tuple[str, Box]], truth: Sequence[tuple[str, Box | None]], iou: float = 0.5
+) -> float:
+    """1 - F1 of the predicted objects against the true ones, 0 (all right) to 1 (all wrong), the objects
+    matched by :func:`match`. A frame with nothing predicted and nothing true has error 0.
 
     >>> frame_error([("car", (0, 0, 10, 10))], [("car", (1, 1, 10, 10))])
     0.0
@@ -42,28 +70,15 @@ def frame_error(
     >>> round(frame_error([("car", (0, 0, 10, 10)), ("dog", (0, 0, 5, 5))], [("car", None)]), 3)
     0.333
     """
-    if not predicted and not truth:
+    return error_of(match(predicted, truth, iou), len(truth))
+
+
+def error_of(hits: Sequence[bool], truths: int) -> float:
+    """1 - F1 of predicted objects of which ``hits`` matched, against ``truths`` true objects (0 for none of
+    either)."""
+    if not hits and not truths:
         return 0.0
-    unmatched = list(range(len(predicted)))
-    hits = 0
-    boxed = sorted(((t, b) for t, b in truth if b is not None), key=lambda tb: tb[0])
-    for label, box in boxed:
-        best, best_iou = None, iou
-        for i in unmatched:
-            if predicted[i][0] == label:
-                o = _iou(predicted[i][1], box)
-                if o >= best_iou:
-                    best, best_iou = i, o
-        if best is not None:
-            unmatched.remove(best)
-            hits += 1
-    left = Counter(predicted[i][0] for i in unmatched)
-    for label, box in truth:
-        if box is None and left[label] > 0:
-            left[label] -= 1
-            hits += 1
-    f1 = 2 * hits / (len(predicted) + len(truth))
-    return 1.0 - f1
+    return 1.0 - 2 * sum(map(bool, hits)) / (len(hits) + truths)
 
 
 class ConceptDrift:

@@ -75,6 +75,7 @@ INHIBITS: dict[str, tuple[str, ...]] = {
         "data_drift:blur",
         "data_drift:*_distribution",
         "prediction_drift:confidence",
+        "prediction_drift:expected_precision",
         "outlier:*",
         "embedding_drift:*",
     ),
@@ -88,6 +89,8 @@ INHIBITS: dict[str, tuple[str, ...]] = {
     # so a change of light explains those too (a dusk must not raise a second alert on the model).
     **{f"data_drift:{s}": (f"data_drift:{s}_distribution", *_ALSO.get(s, ())) for s in _SIGNALS},
     **{f"data_drift:{s}_distribution": (f"data_drift:{s}", *_ALSO.get(s, ())) for s in _SIGNALS},
+    # The expected precision is the mean calibrated score: a fall of the scores is its fall (one alert).
+    "prediction_drift:confidence": ("prediction_drift:expected_precision",),
 }
 CAUSES = tuple(INHIBITS)  # in this order within one frame: a cause is settled before what it explains
 HELD = frozenset({"data_drift", "prediction_drift", "embedding_drift", "outlier", "domain_drift", "concept_drift"})

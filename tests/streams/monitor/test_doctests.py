@@ -22,6 +22,7 @@ MODULES = {
     "upstream": [],
     "embedding": ["sklearn"],
     "concept": ["river"],
+    "performance": [],
     "policy": [],
     "streams.process": [],
     "streams.devbroker": [],
