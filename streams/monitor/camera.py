@@ -27,8 +27,9 @@
   view (``domain_drift``), checked every ``motion_every`` frames.
 
 The detectors whose references are what the model says (:data:`MODEL_DEPENDENT`: the class mix, the
-confidence and the expected precision, whose calibration is the model's own too) learn them again when the camera's frames go to another model (:meth:`CameraMonitor.switch_model`,
-after a promotion or a roll back); the others keep theirs: the camera has not changed.
+confidence and the expected precision, whose calibration is the model's own too) learn them again when the
+camera's frames go to another model (:meth:`CameraMonitor.switch_model`, after a promotion or a roll back); the
+others keep theirs: the camera has not changed.
 
 A detector's name is its key in the state; the monitor's attribute of that name is the detector's model
 (``monitor.embedding`` is the :class:`~streams.monitor.embedding.EmbeddingDrift`), or None when the
