@@ -20,7 +20,7 @@ from api.alerts import ALERT_COLUMNS, query_alerts
 from api.auth import TOKEN_RESPONSES, read_access
 from api.dependencies import ApiSettingsDep, NowDep, StoreDep
 from api.instants import Instant, unix_s
-from core.contracts import P_VALUE_DETECTORS, Alert
+from core.contracts import BELOW_DETECTORS, P_VALUE_DETECTORS, Alert
 from store import Store
 from store.cookbook import run as run_recipe
 
@@ -320,11 +320,13 @@ class DriftPoint(BaseModel):
 
 
 class DriftSeries(BaseModel):
-    detector: str = Field(description="ks_holm, chi_square, z_test, autoencoder, ks, adwin, orb_affine")
+    detector: str = Field(description="ks_holm, chi_square, z_test, autoencoder, ks, adwin, orb_affine, cbpe")
     signal: str
     drift_when: Literal["below", "above"] = Field(
-        description="below: the statistic is a p-value, drift lies under the threshold; above: a score or measure"
+        description="below: drift lies under the threshold (a p-value, or the expected precision); above: a score "
+        "or measure that drifts over it"
     )
+    p_value: bool = Field(False, description="the statistic is a p-value (plotted as -log10 p)")
     points: list[DriftPoint]
 
 
@@ -372,12 +374,77 @@ def drift_history(
     for detector, signal, t, last, low, high, threshold, drift, n in rows:
         s = series.get((detector, signal))
         if s is None:
-            below = "below" if detector in P_VALUE_DETECTORS else "above"
-            s = series[(detector, signal)] = DriftSeries(detector=detector, signal=signal, drift_when=below, points=[])
+            below = "below" if detector in BELOW_DETECTORS else "above"
+            s = series[(detector, signal)] = DriftSeries(detector=detector, signal=signal, drift_when=below,
+                                                         p_value=detector in P_VALUE_DETECTORS, points=[])  # fmt: skip
         s.points.append(
             DriftPoint(t=t, statistic=last, min=low, max=high, threshold=threshold, drift=bool(drift), samples=n)
         )
     return DriftHistory(camera_id=camera_id, step_s=step, since=start, until=end, series=list(series.values()))
+
+
+class ModelPerformance(BaseModel):
+    """One model's expected precision on a camera (streams.monitor.performance), beside what labels measured."""
+
+    model_name: str
+    model_version: str
+    at: float = Field(description="unix s of the last sample")
+    expected_precision: float = Field(description="from the detections' scores, calibrated on labelled frames")
+    low: float = Field(description="the interval's bottom (95 %)")
+    high: float = Field(description="the interval's top (95 %)")
+    floor: float = Field(description="the camera's reference less CVOPS_MONITOR_PERFORMANCE_DROP: an alert below")
+    dropped: bool = Field(description="held as fallen below the floor (prediction_drift, expected_precision)")
+    detections: int = Field(description="detections the estimate is taken over")
+    measured_precision: float | None = Field(description="on the recent labelled frames; null without labels")
+    expected_on_labelled: float | None = Field(
+        description="what the estimate expected of the same labelled detections, before their labels counted"
+    )
+    measured_f1: float | None = Field(description="F1 on the recent labelled frames (IoU 0.5)")
+    labelled_frames: int = Field(description="labelled frames the measured figures are taken over")
+
+
+@router.get(
+    "/api/v1/cameras/{camera_id}/performance",
+    response_model=list[ModelPerformance],
+    responses={404: {"description": "unknown camera"}},
+)
+def performance(camera_id: CameraPath, store: StoreDep, now: NowDep, since: Since = None) -> list[ModelPerformance]:
+    """Per model that served the camera since ``since`` (default: a day ago), its last sampled expected
+    precision with its interval and floor, and the precision and F1 measured on labelled frames where some
+    came back (docs/models.md, "Performance without labels"). Newest model first."""
+    _known(store, camera_id)
+    start = since.timestamp() if since is not None else now - 86_400
+    rows = store.query(
+        """
+        SELECT model_name, model_version, signal, argMax((statistic, threshold, drift, window), computed_at),
+               toUnixTimestamp64Milli(max(computed_at)) / 1000
+        FROM drift_stats FINAL
+        WHERE camera_id = {camera:String} AND detector = 'cbpe' AND alert_id = ''
+          AND computed_at >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+        GROUP BY model_name, model_version, signal
+        """,
+        {"camera": camera_id, "since": round(start * 1000)},
+    )
+    by_model: dict[tuple[str, str], dict] = {}
+    for name, version, signal, (statistic, threshold, drift, window), at in rows:
+        m = by_model.setdefault((name, version), {"at": 0.0})
+        m[signal] = (statistic, threshold, bool(drift), int(window))
+        m["at"] = max(m["at"], float(at))
+    out = []
+    for (name, version), m in by_model.items():
+        if "expected_precision" not in m:
+            continue
+        est, floor, dropped, n = m["expected_precision"]
+        measured = m.get("measured_precision")
+        f1 = m.get("measured_f1")
+        out.append(ModelPerformance(
+            model_name=name, model_version=version, at=m["at"], expected_precision=est,
+            low=m.get("expected_precision_low", (est,))[0], high=m.get("expected_precision_high", (est,))[0],
+            floor=floor, dropped=dropped, detections=n, measured_precision=measured[0] if measured else None,
+            expected_on_labelled=measured[1] if measured else None, measured_f1=f1[0] if f1 else None,
+            labelled_frames=measured[3] if measured else 0,
+        ))  # fmt: skip
+    return sorted(out, key=lambda p: -p.at)
 
 
 class ClassSeries(BaseModel):

@@ -221,6 +221,8 @@ class DriftStatistic(_Record):
 
 # Detectors whose statistic is a p-value: drift lies below the threshold. Every other one drifts above it.
 P_VALUE_DETECTORS = frozenset({"ks_holm", "chi_square", "ks"})
+# Detectors whose statistic drifts below the threshold: the p-values, and the expected precision (``cbpe``).
+BELOW_DETECTORS = P_VALUE_DETECTORS | {"cbpe"}
 
 
 class FrameMetrics(_Record):

@@ -42,6 +42,7 @@
     autoencoder: () => 'outlier score (autoencoder reconstruction error)',
     ks: () => 'outlier scores: KS test against the reference (−log10 p)',
     adwin: () => 'error rate on labelled frames',
+    cbpe: () => 'expected precision from the scores (down is toward drift; dashed: the floor)',
     orb_affine: (signal) => (signal === 'rotation_deg' ? 'camera turned against its reference view (°)' : 'camera shifted against its reference view (px)'),
   };
   const RANGES = [
@@ -556,13 +557,14 @@
     async function refresh() {
       clearTimeout(timer);
       try {
-        let inventory;
-        [detail, inventory] = await Promise.all([
+        let inventory, performance;
+        [detail, inventory, performance] = await Promise.all([
           api(`cameras/${enc(cameraId)}`),
           api(`cameras/${enc(cameraId)}/inventory`).catch(() => null),
+          api(`cameras/${enc(cameraId)}/performance`).catch(() => []),
         ]);
         if (gone) return;
-        renderDetail(detail);
+        renderDetail(detail, performance);
         $('#cam-inventory').innerHTML = inventoryHtml(inventory);
         actions.update(inventory?.acknowledged, inventory?.silenced);
         renderViews(cameraId, detail, shownViews, () => gone);
@@ -588,7 +590,7 @@
       if (!gone) timer = setTimeout(refresh, CAMERA_REFRESH_MS);
     }
 
-    function renderDetail(d) {
+    function renderDetail(d, performance) {
       const lf = d.last_frame;
       $('#cam-status').innerHTML = `<span class="badge status-${esc(d.status)}" data-status="${esc(d.status)}">${esc(d.status)}</span>`;
       $('#cam-facts').innerHTML = `<dl>
@@ -602,6 +604,7 @@
         ${fact('blur', fmtNum(lf.blur))}
         ${fact('inference', `${fmtNum(lf.inference_ms)} ms`)}
         ${fact('detections', lf.detections)}
+        ${performance?.length ? fact('expected precision', performanceText(performance[0])) : ''}
       </dl>`;
       $('#cam-active').innerHTML = alertListHtml(d.active, 'No active alert.');
       $('#cam-recent').innerHTML = alertListHtml(d.recent_alerts, 'No alert yet.');
@@ -620,6 +623,15 @@
         if (a.camera_id === cameraId) refresh();
       },
     };
+  }
+
+  // The newest model's expected precision (from its scores, calibrated on labelled frames) beside what labels measured.
+  function performanceText(p) {
+    const est = `${fmtNum(p.expected_precision, 2)} (${fmtNum(p.low, 2)}–${fmtNum(p.high, 2)}), floor ${fmtNum(p.floor, 2)}`;
+    const measured = p.measured_precision === null
+      ? 'no labels yet'
+      : `measured ${fmtNum(p.measured_precision, 2)} (expected ${fmtNum(p.expected_on_labelled, 2)}), F1 ${fmtNum(p.measured_f1, 2)} on ${p.labelled_frames} labelled frames`;
+    return `${est}; ${measured} · ${p.model_name}`;
   }
 
   // What the camera sees now, and beside it the reference view its moved-camera check compares with.
@@ -1323,6 +1335,7 @@
       const keys = new Set();
       for (const series of answer.series) {
         const key = `${series.detector}:${series.signal}`;
+        if (series.detector === 'cbpe' && series.signal !== 'expected_precision') continue; // in the camera's facts
         keys.add(key);
         const marked = alerts.filter((a) => a.signal === series.signal || (series.detector === 'orb_affine' && a.signal === 'camera_moved'));
         const caption = (DRIFT_LABELS[series.detector] || (() => `${series.detector}: ${series.signal}`))(series.signal);
@@ -1423,7 +1436,7 @@
     // One signal of several cameras, a line each (and a drift statistic's threshold, dashed).
     acrossOptions(entry) {
       const { cameras, drift } = entry.opts;
-      const below = drift?.drift_when === 'below';
+      const below = drift?.p_value;
       const shown = (u, v) => (v === null || v === undefined ? '–' : below ? `p=${(10 ** -v).toExponential(1)}` : fmtNum(v, 2));
       const series = cameras.map((label, i) => ({
         label,
@@ -1442,7 +1455,7 @@
     }
 
     driftOptions(entry) {
-      const below = entry.opts.drift.drift_when === 'below';
+      const below = entry.opts.drift.p_value;
       const shown = (u, v) => (v === null || v === undefined ? '–' : below ? `p=${(10 ** -v).toExponential(1)}` : fmtNum(v, 2));
       return this.baseOptions(entry, (u, min, max) => uPlot.rangeNum(Math.min(min ?? 0, 0), max ?? 1, 0.1, true), [
         { label: 'statistic', stroke: '#2563eb', width: 1.5, points: { show: true, size: 5 }, value: shown },
@@ -1555,9 +1568,10 @@
   }
 
   // [x, statistic, threshold] of a drift series, a gap where a step has no sample. Up is toward drift on every
-  // plot: p-values as −log10 p (its smallest in the step), |z| for the confidence test, else the step's largest.
+  // plot but the expected precision's: p-values as −log10 p (its smallest in the step), |z| for the confidence
+  // test, the step's smallest for a statistic that drifts below its threshold, else the step's largest.
   function driftColumns(series, step) {
-    const below = series.drift_when === 'below';
+    const below = series.p_value;
     const up = (v) => (below ? -Math.log10(Math.max(v, 1e-300)) : v);
     const xs = [];
     const ys = [];
@@ -1571,7 +1585,7 @@
       }
       prev = p.t;
       xs.push(p.t + step / 2);
-      if (below) ys.push(up(p.min));
+      if (below || series.drift_when === 'below') ys.push(up(p.min));
       else if (series.detector === 'z_test') ys.push(Math.max(Math.abs(p.min), Math.abs(p.max)));
       else ys.push(p.max);
       th.push(up(p.threshold));

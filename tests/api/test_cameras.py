@@ -261,3 +261,44 @@ def test_detections_per_class_by_step_most_detected_first(client, store, now, ca
     assert body["other"] == 1  # the bus, beyond the top 2
     assert client.get(f"/api/v1/cameras/{camera}/classes", params={"step": 90}).status_code == 422
     assert client.get("/api/v1/cameras/no-such-camera-here/classes").status_code == 404
+
+
+def test_performance_gives_each_models_expected_precision_beside_the_measured_one(client, store, now, camera):
+    from core.contracts import DriftStatistic
+
+    def sampled(est: float, measured: float | None = None) -> list[DriftStatistic]:
+        def one(signal: str, value: float, threshold: float, window: int = 120) -> DriftStatistic:
+            return DriftStatistic(detector="cbpe", signal=signal, statistic=value, threshold=threshold,
+                                  drift=est < 0.2, window=window)  # fmt: skip
+
+        out = [one("expected_precision", est, 0.2), one("expected_precision_low", est - 0.05, 0.2),
+               one("expected_precision_high", est + 0.05, 0.2)]  # fmt: skip
+        if measured is not None:
+            out += [one("measured_precision", measured, 0.31, 40), one("measured_f1", 0.4, 0.0, 40)]
+        return out
+
+    seed(
+        store,
+        [
+            metrics(camera, 0, now - 300, drift=sampled(0.35, 0.3)),
+            metrics(camera, 1, now - 200, drift=sampled(0.33, 0.32)),  # the newest sample of nanodet-m
+            metrics(camera, 2, now - 100, model_name="yolov4-tiny", drift=sampled(0.15)),  # no labels yet
+        ],
+    )
+    r = client.get(f"/api/v1/cameras/{camera}/performance")
+    assert r.status_code == 200, r.text
+    yolo, nano = r.json()
+    assert (yolo["model_name"], yolo["dropped"], yolo["measured_precision"], yolo["labelled_frames"]) == (
+        "yolov4-tiny", True, None, 0,
+    )  # fmt: skip
+    assert nano["model_name"] == "nanodet-m" and not nano["dropped"]
+    assert nano["expected_precision"] == pytest.approx(0.33) and nano["low"] == pytest.approx(0.28)
+    assert (nano["floor"], nano["detections"]) == (pytest.approx(0.2), 120)
+    assert (nano["measured_precision"], nano["expected_on_labelled"], nano["measured_f1"]) == (
+        pytest.approx(0.32), pytest.approx(0.31), pytest.approx(0.4),
+    )  # fmt: skip
+    assert nano["labelled_frames"] == 40
+    history = client.get(f"/api/v1/cameras/{camera}/drift/history", params={"since": now - 400, "until": now})
+    cbpe = [s for s in history.json()["series"] if s["signal"] == "expected_precision"]
+    assert [(s["drift_when"], s["p_value"]) for s in cbpe] == [("below", False)]
+    assert client.get("/api/v1/cameras/no-such-camera-here/performance").status_code == 404
