@@ -1,5 +1,5 @@
 """The expected precision on real footage with known labels: NanoDet-m's detections on the demo clip, the bigger
-YOLOv4-tiny's boxes as their labels (6.1 M parameters and a 416 px input against 3.8 M and 320 px; the larger
+YOLOv4-tiny's boxes as their labels (6.1 M parameters against 3.8 M; the larger
 model plays the labeller, as a slower, better model would). Each at its own deployment threshold (0.35, 0.25).
 
 The first half of the clip comes back labelled and calibrates the estimate; on the second half, unlabelled, the
