@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from core.contracts import Alert
-from core.inventory import Inventory as Inventory  # streams.process still imports it from here; its home is core
 from streams.monitor.policy import INHIBITS, explains
 
 Scopes = Callable[[str], Iterable[str]]  # camera id -> its scopes ("site:north", "tag:zone=dock"), best first
