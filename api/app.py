@@ -56,7 +56,7 @@ async def _lifespan(
     """The store (migrated), and the API's background tasks: the worker directory, the live alert feed, the
     config follower, the inventory and acknowledgements follower and, with an embedded store, the store writer;
     each kept running until shutdown. ``slow_consumer_started`` is given the consumers of the slow topics (worker
-    statuses, config) once started."""
+    statuses, config, inventory and acknowledgements) once started."""
     store = await asyncio.to_thread(connect, settings.store_dsn, reader_dsn=StoreSettings().store_sql_dsn)
     await asyncio.to_thread(migrate, store, settings.ttl_days)
     if store.reader_dsn:
@@ -68,7 +68,7 @@ async def _lifespan(
     app.state.workers = WorkerDirectory(settings, started=slow_consumer_started)
     app.state.alert_feed = AlertFeed(settings, api_settings.api_sse_queue, api_settings.api_sse_max_subscribers)
     app.state.config = config.ConfigState(settings, started=slow_consumer_started)
-    app.state.fleet = fleet.FleetState(settings)
+    app.state.fleet = fleet.FleetState(settings, started=slow_consumer_started)
     stop = asyncio.Event()
     loops = [(app.state.workers, "worker directory", 10), (app.state.alert_feed, "live alert feed", 10),
              (app.state.config, "config follower", 10), (app.state.fleet, "fleet follower", 10)]  # fmt: skip
@@ -95,9 +95,9 @@ def create_app(
     api_settings: ApiSettings | None = None,
     slow_consumer_started: ConsumerStarted | None = None,
 ) -> FastAPI:
-    """The API. ``slow_consumer_started(consumer)``, when given, is called with the worker directory's and the
-    config follower's consumers once started: the command line passes the development broker's pacing of
-    slow topics (:func:`streams.devbroker.fetch_pacing.pace_slow_topic`)."""
+    """The API. ``slow_consumer_started(consumer)``, when given, is called with the worker directory's, the
+    config follower's and the fleet follower's consumers once started: the command line passes the development
+    broker's pacing of slow topics (:func:`streams.devbroker.fetch_pacing.pace_slow_topic`)."""
     settings = settings or get_settings()
     api_settings = api_settings or ApiSettings()
     api_settings.token_hashes  # noqa: B018  (fail at start, not at the first request, on a malformed hash)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Annotated
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -24,14 +25,14 @@ from api.auth import TOKEN_RESPONSES, Credentials, read_access, require_token
 from api.dependencies import StoreDep
 from api.guard import guarded
 from api.tokens import hash_token
+from core.compacted import CompactedReader
 from core.contracts import Acknowledgement, CameraInfo, ContractError, decode_record, encode_record
+from core.inventory import Inventory
 from core.kafka import client_options
 from core.settings import Settings
+from core.silences import Silences
 from core.topology import create_topics
 from store import Store
-from streams.compacted import CompactedReader
-from streams.incidents import Inventory
-from streams.notify import Silences
 
 ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 CameraId = Annotated[str, Path(min_length=1, max_length=100, pattern=ID_PATTERN, description="a camera id")]
@@ -40,13 +41,14 @@ IncidentId = Annotated[str, Path(min_length=1, max_length=100, pattern=ID_PATTER
 
 class FleetState:
     """The ``cameras`` and ``acknowledgements`` topics as this API process has read them (:meth:`run` follows
-    them), and a producer to change them."""
+    them), and a producer to change them. ``started(consumer)``, when given, is called once the follower's
+    consumer has started (the command line paces its fetches on the development broker)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, started: Callable[[AIOKafkaConsumer], None] | None = None):
         self.settings = settings
         self.inventory = Inventory()
         self.silences = Silences()
-        self.reader = CompactedReader(settings, ["cameras", "acknowledgements"], self._apply)
+        self.reader = CompactedReader(settings, ["cameras", "acknowledgements"], self._apply, started=started)
         self._producer: AIOKafkaProducer | None = None
         self._topics_ready = False
         self._lock = asyncio.Lock()

@@ -546,7 +546,7 @@ class Acknowledgement(_Record):
 
     An acknowledgement stops repeats (an incident's ``joined`` notifications); a silence stops every
     notification. An incident is acknowledged or silenced when it is itself, or when every one of its cameras
-    is (``streams.notify.Silences``). A silenced camera's alerts are recorded all the same."""
+    is (``core.silences.Silences``). A silenced camera's alerts are recorded all the same."""
 
     schema_version: Literal[1] = RECORD_SCHEMA_VERSION
     action: Literal["acknowledge", "silence"]

@@ -25,8 +25,9 @@ import time
 import numpy as np
 
 from core.contracts import Alert, CameraInfo, decode_record, encode_record
+from core.inventory import Inventory
 from core.settings import Settings
-from streams.incidents import Correlator, Inventory
+from streams.incidents import Correlator
 
 SIGNALS = ("brightness", "blur", "contrast", "saturation")
 

@@ -29,7 +29,7 @@ The notifier is an ordinary consumer group on ``incidents``: an offset is commit
 the record or has given up on it (then a dead letter records the route and the reason; the URL, which may
 hold a token, is never written anywhere). Before it tells anyone of a batch of records it reads the
 ``acknowledgements`` topic up to its end, so that a silence or an acknowledgement set before an incident
-record was made is honoured for it (:class:`streams.notify.Silences`): a withheld record is logged, not sent,
+record was made is honoured for it (:class:`core.silences.Silences`): a withheld record is logged, not sent,
 and its offset committed like the others.
 """
 
@@ -44,6 +44,7 @@ from collections.abc import Iterable
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from core.compacted import CompactedReader
 from core.contracts import (
     Acknowledgement,
     Alert,
@@ -54,12 +55,14 @@ from core.contracts import (
     decode_record,
     encode_record,
 )
+from core.inventory import Inventory
 from core.kafka import client_options
 from core.settings import Settings
+from core.silences import Silences
 from core.skips import SkipLog
-from streams.compacted import CompactedReader
-from streams.incidents import Correlator, Incident, IncidentEvent, Inventory
-from streams.notify import DeliveryFailed, Route, Silences, deliver, summary
+from streams.devbroker import fetch_pacing
+from streams.incidents import Correlator, Incident, IncidentEvent
+from streams.notify import DeliveryFailed, Route, deliver, summary
 
 log = logging.getLogger("cvops.incidents")
 OFFSETS_KEY = "offsets"
@@ -297,7 +300,9 @@ class Notifier:
         self.attempts = attempts
         self.skips = SkipLog(log)
         self.silences = Silences()
-        self.acknowledgements = CompactedReader(settings, ["acknowledgements"], self._acknowledged)
+        self.acknowledgements = CompactedReader(
+            settings, ["acknowledgements"], self._acknowledged, started=fetch_pacing.pace_slow_topic
+        )
 
     def _acknowledged(self, r) -> None:
         key = (r.key or b"").decode("utf-8", "replace")

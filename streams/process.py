@@ -47,6 +47,7 @@ from core.contracts import (
 )
 from core.fleetconfig import base_settings
 from core.fleetconfig import effective as effective_settings
+from core.inventory import Inventory
 from core.monitoring import MonitorSettings
 from core.settings import Settings
 from models.agreement import agreement
@@ -54,7 +55,6 @@ from models.protocol import Model as Detector  # any model the registry loads: s
 from models.session import Inferred, timed
 from streams.decode import DecodedFrame
 from streams.frames import FrameBackend, frame_backend
-from streams.incidents import Inventory
 from streams.modelpool import ModelPool, loader, ref_of, registry_check
 from streams.monitor import image as image_signals
 from streams.monitor.base import alert_id

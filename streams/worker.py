@@ -61,6 +61,7 @@ from pathlib import Path
 
 import faust
 
+from core.compacted import CompactedReader
 from core.contracts import ContractError, DeadLetter, WorkerStatus, encode_record
 from core.fleetconfig import ConfigFollower
 from core.kafka import faust_credentials
@@ -69,7 +70,6 @@ from core.supervise import keep_running
 from streams import devbroker, faust_fixes, liveness
 from streams.batching import BatchPolicy
 from streams.camera_states import CameraStates
-from streams.compacted import CompactedReader
 from streams.devbroker import fetch_pacing
 from streams.modelpool import gpu_options, loader
 from streams.process import BatchResult, FrameProcessor, processing_failed, silence_clock
@@ -264,7 +264,9 @@ def follow_settings(app: faust.App, settings: Settings, stages: Stages) -> Calla
         started=fetch_pacing.pace_slow_topic,
         refuse=lambda record, exc: refuse_config(stages, record, exc),
     )
-    inventory = CompactedReader(settings, ["cameras"], stages.processor.inventory_record)
+    inventory = CompactedReader(
+        settings, ["cameras"], stages.processor.inventory_record, started=fetch_pacing.pace_slow_topic
+    )
     inventory_read = asyncio.Event()
 
     @app.task

@@ -526,6 +526,9 @@
       <div id="plots" class="plots"></div>
       <div class="toolbar"><h2>Drift statistics</h2><span id="drift-note" class="muted"></span></div>
       <div id="drift-plots" class="plots"></div>
+      <div class="toolbar"><h2>Champion and challenger</h2><span id="agreement-note" class="muted"></span></div>
+      <div id="agreement-totals"></div>
+      <div id="agreement-plots" class="plots"></div>
       <div class="columns">
         <section><h2>Active alerts</h2><ol id="cam-active" class="alerts"><li class="muted">Loading…</li></ol></section>
         <section><h2>Recent alerts</h2><ol id="cam-recent" class="alerts"><li class="muted">Loading…</li></ol></section>
@@ -539,6 +542,7 @@
     view.innerHTML = cameraHtml(cameraId, range);
     const plots = new PlotSet($('#plots'), cameraId);
     const driftPlots = new PlotSet($('#drift-plots'), cameraId);
+    const agreementPlots = new PlotSet($('#agreement-plots'), cameraId);
     const actions = actionPanel($('#cam-actions'), 'camera', cameraId, () => refresh());
     let timer = null;
     let gone = false;
@@ -583,6 +587,9 @@
           : drift.series.length
             ? 'each point: the step\'s most drifted sample; dashed red: the threshold; up is toward drift'
             : 'none sampled in this range yet (the detectors are still learning their references)';
+        const agreement = await agreementPlots.showAgreement({ since, until: Math.max(until, since + 300), step: range.step });
+        if (gone || !agreement) return;
+        renderAgreement(agreement);
       } catch (err) {
         if (gone) return;
         $('#cam-facts').innerHTML = `<p class="error">${esc(err.status === 404 ? `Unknown camera ${cameraId}.` : err.message)}</p>`;
@@ -617,6 +624,7 @@
         clearTimeout(timer);
         plots.destroy();
         driftPlots.destroy();
+        agreementPlots.destroy();
         for (const v of shownViews.values()) URL.revokeObjectURL(v.src);
       },
       onLiveAlert(a) {
@@ -632,6 +640,30 @@
       ? 'no labels yet'
       : `measured ${fmtNum(p.measured_precision, 2)} (expected ${fmtNum(p.expected_on_labelled, 2)}), F1 ${fmtNum(p.measured_f1, 2)} on ${p.labelled_frames} labelled frames`;
     return `${est}; ${measured} · ${p.model_name}`;
+  }
+
+  // The challenger in shadow against the champion over the range: one row per pair and one per class.
+  function renderAgreement(answer) {
+    $('#agreement-note').textContent = answer.err
+      ? `could not read them: ${answer.err.message}`
+      : answer.totals.length
+        ? "the challenger's boxes against the champion's on the frames it saw in shadow, matched at IoU 0.5"
+        : 'no challenger saw frames of this camera in this range';
+    const rows = answer.totals.flatMap((t) => [
+      ['all classes', t.all, t],
+      ...Object.entries(t.classes).map(([label, f]) => [label, f, t]),
+    ]);
+    $('#agreement-totals').innerHTML = rows.length
+      ? `<table class="incident-table agreement"><thead><tr><th>champion</th><th>challenger</th><th>class</th>
+          <th class="num">frames</th><th class="num">precision</th><th class="num">recall</th><th class="num">F1</th>
+          <th class="num">boxes Δ per frame</th><th class="num">confidence Δ</th></tr></thead><tbody>${rows
+            .map(([label, f, t]) => `<tr data-pair="${esc(`${t.champion} ${t.challenger}`)}" data-class="${esc(label)}"
+              data-f1="${f.f1}"><td>${esc(t.champion)}</td><td>${esc(t.challenger)}</td><td>${esc(label)}</td>
+              <td class="num">${t.frames.toLocaleString()}</td><td class="num">${fmtNum(f.precision, 2)}</td>
+              <td class="num">${fmtNum(f.recall, 2)}</td><td class="num">${fmtNum(f.f1, 2)}</td>
+              <td class="num">${fmtNum(f.count_delta, 2)}</td><td class="num">${fmtNum(f.confidence_delta, 2)}</td></tr>`)
+            .join('')}</tbody></table>`
+      : '';
   }
 
   // What the camera sees now, and beside it the reference view its moved-camera check compares with.
@@ -1341,13 +1373,34 @@
         const caption = (DRIFT_LABELS[series.detector] || (() => `${series.detector}: ${series.signal}`))(series.signal);
         this.draw(key, driftColumns(series, step), { since, until, alerts: marked, focus: null, drift: series, caption });
       }
+      this.prune(keys);
+      return answer;
+    }
+
+    // The challenger against the champion over time, a plot per pair: precision, recall and F1 of its boxes.
+    async showAgreement({ since, until, step }) {
+      const answer = await api(`cameras/${enc(this.cameraId)}/agreement`, { since, until, step }).catch((err) => ({ err, totals: [], points: [] }));
+      if (this.destroyed) return null;
+      const keys = new Set();
+      for (const total of answer.totals) {
+        const key = `${total.champion} ${total.challenger}`;
+        keys.add(key);
+        const points = answer.points.filter((p) => p.champion === total.champion && p.challenger === total.challenger);
+        const data = [points.map((p) => p.start + step / 2), ...['precision', 'recall', 'f1'].map((k) => points.map((p) => p.all[k]))];
+        const caption = `${total.challenger} against ${total.champion}, per ${step / 60}-minute step`;
+        this.draw(key, data, { since, until, alerts: [], focus: null, classes: ['precision', 'recall', 'F1'], digits: 2, caption });
+      }
+      this.prune(keys);
+      return answer;
+    }
+
+    prune(keys) {
       for (const [key, entry] of this.plots) {
         if (keys.has(key)) continue;
         entry.u.destroy();
         entry.box.remove();
         this.plots.delete(key);
       }
-      return answer;
     }
 
     draw(signal, data, opts) {
@@ -1429,7 +1482,8 @@
 
     classOptions(entry) {
       const labels = entry.opts.classes.length ? entry.opts.classes : ['no detections'];
-      const series = labels.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 1.5, value: (u, v) => fmtNum(v, 0) }));
+      const digits = entry.opts.digits ?? 0;
+      const series = labels.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 1.5, value: (u, v) => fmtNum(v, digits) }));
       return this.baseOptions(entry, (u, min, max) => uPlot.rangeNum(0, max || 1, 0.1, true), series);
     }
 

@@ -79,8 +79,8 @@ def pace(consumer, pause_ms: float) -> None:
 
 def pace_slow_topic(consumer) -> None:
     """:func:`pace` at :data:`SLOW_TOPIC_PAUSE_MS`: the ``started`` hook of the followers of slow topics
-    (:class:`core.directory.WorkerDirectory`, :class:`core.fleetconfig.ConfigFollower`), which the command line
-    hands to the worker and the API."""
+    (:class:`core.directory.WorkerDirectory`, :class:`core.fleetconfig.ConfigFollower`,
+    :class:`core.compacted.CompactedReader`), which the command line hands to the worker and the API."""
     pace(consumer, SLOW_TOPIC_PAUSE_MS)
 
 

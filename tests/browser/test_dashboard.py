@@ -816,3 +816,65 @@ def test_incidents_sites_and_an_acknowledgement_through_the_page(settings: Setti
     finally:
         for proc, _ in reversed(procs):
             stop(proc)
+
+
+AGREEMENT_ROWS = """return [...document.querySelectorAll('#agreement-totals tr[data-pair]')].map(r => ({
+    pair: r.dataset.pair, label: r.dataset.class, f1: Number(r.dataset.f1), text: r.innerText}))"""
+AGREEMENT_PLOTS = """return [...document.querySelectorAll('#agreement-plots figure.plot')].map(f => ({
+    caption: f.querySelector('figcaption').innerText, points: Number(f.dataset.points),
+    canvas: !!f.querySelector('canvas'), legend: f.querySelector('.u-legend')?.innerText || ''}))"""
+
+
+def test_the_camera_view_shows_the_challenger_against_the_champion(settings: Settings, tmp_path: Path, browser):
+    """A camera whose challenger saw some of its frames in shadow: its view lists the challenger against the
+    champion (all classes and per class) as the API computes them from the store, and plots them over time."""
+    from core.contracts import FrameMetrics
+    from tests.store.records import shadow_prediction
+
+    asyncio.run(create_topics(settings))
+    log = tmp_path / "api.log"
+    procs = [(_start(settings, ["api"], log), log)]
+    try:
+        base = f"http://127.0.0.1:{settings.api_port}"
+        client = httpx.Client(base_url=base, timeout=30)
+        wait_for(lambda: counts(client), "the API", procs)
+        now = time.time()
+        records: list[tuple[str, str, object]] = []
+        for k in range(8):  # a frame every 30 s; the challenger saw every other one
+            at = now - 300 + 30 * k
+            records.append(("metrics", "sh1", FrameMetrics(
+                frame_id=f"sh1:1:{k}", camera_id="sh1", seq=k, captured_at=at, processed_at=at, model_name="nanodet-m",
+                model_version="1", encoding="jpeg", bytes=20_000, width=640, height=360, aspect_ratio=640 / 360,
+                brightness=120.0, blur=200.0, inference_ms=20.0, detections=1,
+            )))  # fmt: skip
+            if k % 2:
+                records.append(("shadow-predictions", "sh1", shadow_prediction("sh1", k, at)))
+        asyncio.run(_send(settings, records))
+        shadow = [r for t, _, r in records if t == "shadow-predictions"]
+        # the direct computation, over every class: the champion's boxes, the challenger's, and those matched
+        champion, challenger = (sum(sum(getattr(a, f) for a in r.agreement) for r in shadow) for f in
+                                ("champion", "challenger"))  # fmt: skip
+        matched = sum(a.matched for r in shadow for a in r.agreement)
+        f1 = 2 * matched / (champion + challenger)
+        totals = wait_for(
+            lambda: (t := client.get("/api/v1/cameras/sh1/agreement").json()["totals"]) and t[0]["frames"] == 4 and t,
+            "the shadow predictions in the store",
+            procs,
+        )
+        assert totals[0]["all"]["f1"] == pytest.approx(f1)
+
+        browser.get(f"{base}/dashboard/#/camera/sh1")
+        rows = wait_for(lambda: _js(browser, AGREEMENT_ROWS), "the champion and challenger table", procs, 60)
+        assert [r["label"] for r in rows] == ["all classes", "car", "person"], rows
+        assert {r["pair"] for r in rows} == {"nanodet-m@1 yolov4-tiny@1.0.0"}
+        assert rows[0]["f1"] == pytest.approx(f1), rows[0]
+        assert rows[1]["f1"] == 0 and rows[2]["f1"] == 1, rows  # cars only the challenger saw; people both
+        plots = wait_for(lambda: _js(browser, AGREEMENT_PLOTS), "the agreement plot", procs, 30)
+        assert len(plots) == 1 and plots[0]["canvas"] and plots[0]["points"] >= 2, plots
+        assert "yolov4-tiny@1.0.0 against nanodet-m@1" in plots[0]["caption"] and "F1" in plots[0]["legend"], plots
+        browser.execute_script("document.querySelector('#agreement-totals').scrollIntoView()")
+        _screenshot(browser, "dashboard-agreement.png")
+        assert not _page_errors(browser) and not _foreign_requests(browser)
+    finally:
+        for proc, _ in reversed(procs):
+            stop(proc)

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from core.contracts import Alert, CameraInfo
-from streams.incidents import SAME_SIGNAL, Correlator, Inventory, direction, signal_of
+from core.contracts import Alert
+from streams.incidents import SAME_SIGNAL, Correlator, direction, signal_of
 
 SITES = {f"n{i}": "site:north" for i in range(10)} | {"s1": "site:south", "s2": "site:south"}
 GATEWAYS = {f"n{i}": "gw-a" for i in range(10)}
@@ -191,22 +191,6 @@ def test_resolved_incidents_are_forgotten_after_a_while_and_open_ones_never():
     assert c.prune(now=12 + 3599) == 0
     assert c.prune(now=12 + 3601) == 1 and c.tick(now=12 + 3601)  # s1 became a device incident, still open
     assert [i.kind for i in c.incidents.values()] == ["device"] and set(c.by_alert) == {"s1:brightness"}
-
-
-def test_the_inventorys_populations_follow_each_change_of_a_camera():
-    inv, rng = Inventory(), random.Random(3)
-    for i in range(300):
-        cam, source = f"c{rng.randrange(60)}", rng.choice(("gateway", "operator"))
-        if rng.random() < 0.2:
-            inv.apply(f"{source}:{cam}", None)
-        else:
-            site, tags = rng.choice((None, "north", "south")), rng.choice(({}, {"side": "east"}, {"zone": "dock"}))
-            inv.apply(f"{source}:{cam}", CameraInfo(camera_id=cam, source=source, site=site, tags=tags))
-        counted: dict[str, int] = {}
-        for c in inv.cameras:
-            for scope in inv.scopes(c):
-                counted[scope] = counted.get(scope, 0) + 1
-        assert {s: inv.population(s) for s in counted} == counted and inv._population == counted, i
 
 
 def fleet_feed(cameras: int = 5000, site_size: int = 50, seed: int = 5) -> list[tuple[float, Alert]]:

@@ -1,5 +1,5 @@
-"""Compacted topics read whole, then followed: the inventory (``cameras``) and the acknowledgements, for the API
-and the notifier.
+"""Compacted topics read whole, then followed: the inventory (``cameras``) and the acknowledgements, for the API,
+the worker and the notifier.
 
 No consumer group: a reader reads every record of its topics from their start, in order, and hands each to
 ``apply``. :meth:`CompactedReader.catch_up` returns once every record written before it was called has been
@@ -7,6 +7,10 @@ applied, which is what a reader that must not act on stale data (the notifier, b
 :meth:`CompactedReader.follow` applies records as they come. A record ``apply`` refuses is skipped and logged
 with its offset (:class:`core.skips.SkipLog`): a compacted topic has no dead letters, and its writers (the API,
 the gateway) refuse bad records already.
+
+It lives in the core because both the API and the worker read these topics, and the API depends on the core
+only. What the development broker needs of its consumer (slower fetches of these slow topics) is the caller's:
+``started(consumer)`` is called once the consumer has started, as for :class:`core.fleetconfig.ConfigFollower`.
 """
 
 from __future__ import annotations
@@ -20,18 +24,25 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from core.kafka import client_options
 from core.settings import Settings
 from core.skips import SkipLog
-from streams.devbroker import fetch_pacing
 
 log = logging.getLogger(__name__)
 
 
 class CompactedReader:
-    """Reads ``topics`` (names without the prefix) from their start; ``apply(record)`` for each record."""
+    """Reads ``topics`` (names without the prefix) from their start; ``apply(record)`` for each record;
+    ``started(consumer)``, when given, once its consumer has started."""
 
-    def __init__(self, settings: Settings, topics: list[str], apply: Callable[[ConsumerRecord], None]):
+    def __init__(
+        self,
+        settings: Settings,
+        topics: list[str],
+        apply: Callable[[ConsumerRecord], None],
+        started: Callable[[AIOKafkaConsumer], None] | None = None,
+    ):
         self.settings = settings
         self.topics = [settings.topic(t) for t in topics]
         self.apply = apply
+        self.started = started
         self.skipped = SkipLog(log)
         self.consumer: AIOKafkaConsumer | None = None
         self.partitions: list[TopicPartition] = []
@@ -40,7 +51,8 @@ class CompactedReader:
         consumer = AIOKafkaConsumer(**client_options(self.settings), enable_auto_commit=False)
         await consumer.start()
         self.consumer = consumer
-        fetch_pacing.pace(consumer, fetch_pacing.SLOW_TOPIC_PAUSE_MS)
+        if self.started is not None:
+            self.started(consumer)
         while not all(consumer.partitions_for_topic(t) for t in self.topics):  # not created yet: ``cvops topics``
             await asyncio.sleep(1.0)
             await consumer.topics()  # a fresh metadata request
