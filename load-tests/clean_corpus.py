@@ -540,7 +540,7 @@ def watched(motion_frames: int, frames: int) -> dict[str, int]:
     from streams.monitor.range import WATCHED
 
     keys = [f"data_drift:{s}" for s in WATCHED] + [f"data_drift:{s}_distribution" for s in DISTRIBUTION_SIGNALS]
-    keys += ["prediction_drift:class_mix", "prediction_drift:confidence"]
+    keys += ["prediction_drift:class_mix", "prediction_drift:confidence", "prediction_drift:expected_precision"]
     keys += [f"device_fault:{f}" for f in faults.FAULTS]
     names = ("RESOLUTION", "ASPECT_RATIO", "ENCODING", "FRAME_RATE", "BYTES_PER_PIXEL")
     keys += [f"upstream_drift:{getattr(upstream, n)}" for n in names if hasattr(upstream, n)]
