@@ -156,7 +156,7 @@ class FrameProcessor:
         self.embedder = embedder  # an ImageNet-style model with an embedding output, or None
         self._seen: dict[str, int] = {}  # camera id -> frames seen, to sample the ones to embed
         # camera id -> frame id -> predicted (label, box): what late labels (the feedback topic) are scored against
-        self._recent: dict[str, OrderedDict[str, list]] = {}
+        self._recent: dict[str, OrderedDict[str, tuple[str, list]]] = {}
         self.configs: dict[str, CameraConfig] = {}  # scope (fleet, site:<name>, camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
         self.need = decode_need(settings, detector.size, embedder.size if embedder is not None else None)
@@ -346,7 +346,7 @@ class FrameProcessor:
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
             ]
-            self._remember(h.camera_id, h.frame_id, detections)
+            self._remember(h.camera_id, h.frame_id, detections, f"{det.name}@{det.version}")
             out.predictions.append(self._prediction(prepared, frame, detections, n, when))
             if h.camera_id not in cameras:
                 cameras.add(h.camera_id)
@@ -671,9 +671,9 @@ class FrameProcessor:
         self._restored.clear()
         self._recent.clear()
 
-    def _remember(self, camera_id: str, frame_id: str, detections: Sequence[Detection]) -> None:
+    def _remember(self, camera_id: str, frame_id: str, detections: Sequence[Detection], model: str) -> None:
         recent = self._recent.setdefault(camera_id, OrderedDict())
-        recent[frame_id] = [(d.label, d.box, d.score) for d in detections]
+        recent[frame_id] = (model, [(d.label, d.box, d.score) for d in detections])
         while len(recent) > self.settings.feedback_horizon:
             recent.popitem(last=False)
 
@@ -691,7 +691,7 @@ class FrameProcessor:
                 key = msg.key.decode("utf-8", "replace") if msg.key is not None else None
                 if key != fb.camera_id:
                     raise ContractError("key_mismatch", f"message key {key!r} is not the camera_id {fb.camera_id!r}")
-                predicted = self._recent.get(fb.camera_id, {}).get(fb.frame_id)
+                model, predicted = self._recent.get(fb.camera_id, {}).get(fb.frame_id, ("", None))
                 if predicted is None:
                     raise ContractError(
                         "unknown_frame",
@@ -705,7 +705,7 @@ class FrameProcessor:
                 scores = [score for _, _, score in predicted]
                 out.alerts += monitor.observe_feedback(
                     fb.frame_id, error_of(hits, len(fb.objects)), time.time(), *self._model_names(monitor),
-                    scores=scores, hits=hits, truths=len(fb.objects),
+                    scores=scores, hits=hits, truths=len(fb.objects), predicted_by=model,
                 )  # fmt: skip
             except Exception as exc:
                 err = exc if isinstance(exc, ContractError) else processing_failed(exc)

@@ -179,12 +179,22 @@ class CameraMonitor:
         scores: Sequence[float] = (),
         hits: Sequence[bool] = (),
         truths: int = 0,
+        predicted_by: str = "",
     ) -> list[Alert]:
         """Feed the model's error on one labelled frame (0-1, see :func:`streams.monitor.concept.frame_error`),
         and its detections' scores, whether each matched a true object and how many true objects it has
-        (:func:`streams.monitor.concept.match`: the performance estimate's calibration)."""
+        (:func:`streams.monitor.concept.match`: the performance estimate's calibration). A frame
+        ``predicted_by`` (name@version) another model than the camera's now, labelled after a switch, is kept
+        from the :data:`MODEL_DEPENDENT` detectors: it says nothing of the model they learn."""
         where = Where(self.camera_id, frame_id, model_name, model_version, at, self.frames, list(self.recent))
-        alerts = self._alerts(Labelled(frame_id, error, at, scores, hits, truths), where)
+        obs = Labelled(frame_id, error, at, scores, hits, truths)
+        other = bool(predicted_by and self.model and predicted_by != self.model)
+        alerts = [
+            make_alert(c, where, self.active)
+            for name, d in self.detectors.items()
+            if not (other and name in MODEL_DEPENDENT)
+            for c in d.observe(obs)
+        ]
         return self.policy.apply(alerts, at) if alerts else []
 
     def brewing(self) -> set[str]:

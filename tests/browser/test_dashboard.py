@@ -827,8 +827,9 @@ AGREEMENT_PLOTS = """return [...document.querySelectorAll('#agreement-plots figu
 
 def test_the_camera_view_shows_the_challenger_against_the_champion(settings: Settings, tmp_path: Path, browser):
     """A camera whose challenger saw some of its frames in shadow: its view lists the challenger against the
-    champion (all classes and per class) as the API computes them from the store, and plots them over time."""
-    from core.contracts import FrameMetrics
+    champion (all classes and per class) as the API computes them from the store, and plots them over time; and
+    the champion's expected precision, as the worker samples it, beside the precision labels measured."""
+    from core.contracts import DriftStatistic, FrameMetrics
     from tests.store.records import shadow_prediction
 
     asyncio.run(create_topics(settings))
@@ -845,7 +846,13 @@ def test_the_camera_view_shows_the_challenger_against_the_champion(settings: Set
             records.append(("metrics", "sh1", FrameMetrics(
                 frame_id=f"sh1:1:{k}", camera_id="sh1", seq=k, captured_at=at, processed_at=at, model_name="nanodet-m",
                 model_version="1", encoding="jpeg", bytes=20_000, width=640, height=360, aspect_ratio=640 / 360,
-                brightness=120.0, blur=200.0, inference_ms=20.0, detections=1,
+                brightness=120.0, blur=200.0, inference_ms=20.0, detections=1, drift=[] if k < 7 else [
+                    DriftStatistic(detector="cbpe", signal=signal, statistic=value, threshold=threshold, drift=False,
+                                   window=window)
+                    for signal, value, threshold, window in [
+                        ("expected_precision", 0.31, 0.22, 412), ("expected_precision_low", 0.25, 0.22, 412),
+                        ("expected_precision_high", 0.37, 0.22, 412), ("measured_precision", 0.28, 0.3, 40),
+                        ("measured_f1", 0.35, 0.0, 40)]],
             )))  # fmt: skip
             if k % 2:
                 records.append(("shadow-predictions", "sh1", shadow_prediction("sh1", k, at)))
@@ -864,6 +871,8 @@ def test_the_camera_view_shows_the_challenger_against_the_champion(settings: Set
         assert totals[0]["all"]["f1"] == pytest.approx(f1)
 
         browser.get(f"{base}/dashboard/#/camera/sh1")
+        fact = wait_for(lambda: "expected precision" in (t := _text(browser, "#cam-facts")) and t, "estimate", procs)
+        assert "0.31 (0.25–0.37), floor 0.22; measured 0.28 (expected 0.3), F1 0.35 on 40 labelled frames" in fact
         rows = wait_for(lambda: _js(browser, AGREEMENT_ROWS), "the champion and challenger table", procs, 60)
         assert [r["label"] for r in rows] == ["all classes", "car", "person"], rows
         assert {r["pair"] for r in rows} == {"nanodet-m@1 yolov4-tiny@1.0.0"}

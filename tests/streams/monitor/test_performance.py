@@ -210,6 +210,13 @@ def test_the_camera_monitor_feeds_it_frames_and_labels_and_relearns_it_for_anoth
     resolved = monitor.switch_model("m@2", s, 2000.0, ("m", "1"))
     assert [a.signal for a in resolved] == ["expected_precision"]
     assert monitor.performance.calibration.labels == 0  # another model's scores mean something else
+    # a label that comes back late, for a frame the model before predicted, is kept from the new calibration
+    monitor.observe_feedback("cam-1:0:399", 0.5, 2001.0, "m", "2", scores=[0.4], hits=[True], truths=1,
+                             predicted_by="m@1")  # fmt: skip
+    assert monitor.performance.calibration.labels == 0 and not monitor.performance.labelled
+    monitor.observe_feedback("cam-1:0:400", 0.5, 2002.0, "m", "2", scores=[0.4], hits=[True], truths=1,
+                             predicted_by="m@2")  # fmt: skip
+    assert monitor.performance.calibration.labels == 1
 
 
 def test_a_fall_of_the_confidence_explains_the_expected_precision_and_the_model_owns_its_reference():
