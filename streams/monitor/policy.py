@@ -50,48 +50,80 @@ _ALSO = {
     "blur": ("data_drift:contrast_distribution",),
     "brightness": ("data_drift:blur_distribution", "prediction_drift:*", "outlier:*", "embedding_drift:*"),
 }
-INHIBITS: dict[str, tuple[str, ...]] = {
-    # Device faults: the camera or its link is broken, every statistic of the picture follows. A silence has
-    # no picture: it explains the frame rate, not what the frames that end it show (a camera back with a dark
-    # or turned view has a problem of its own).
-    "device_fault:no_frames": ("device_fault:low_fps", "upstream_drift:frame_rate"),
-    "device_fault:black": (*_VIEW, "device_fault:frozen", "device_fault:over_exposed"),
-    "device_fault:over_exposed": (*_VIEW, "device_fault:frozen"),
-    "device_fault:frozen": _IMAGE,  # the picture it repeats may be a moved view: that one is its own alert
-    "device_fault:low_fps": ("upstream_drift:frame_rate",),
+_WHY_SIGNAL = {
+    "brightness": "one signal, two detectors: a dusk is one brightness alert; near black, sensor noise and JPEG "
+    "move sharpness, and in the dark the model finds other things with other scores",
+    "blur": "one signal, two detectors; a soft lens also lowers contrast a little",
+}
+
+
+def _one_signal(signal: str, other: str) -> tuple[tuple[str, ...], str]:
+    """The rule of one detector of an image signal: the other detector of it, and what else the signal explains."""
+    return (other, *_ALSO.get(signal, ())), _WHY_SIGNAL.get(signal, "one signal, two detectors")
+
+
+# cause -> (what it explains, why). Its order is the order causes are settled in within one frame.
+RULES: dict[str, tuple[tuple[str, ...], str]] = {
+    # Device faults: the camera or its link is broken, every statistic of the picture follows.
+    "device_fault:no_frames": (
+        ("device_fault:low_fps", "upstream_drift:frame_rate"),
+        "a silence has no picture: what the frames that end it show (a dark or turned view) is a problem of its own",
+    ),
+    "device_fault:black": (
+        (*_VIEW, "device_fault:frozen", "device_fault:over_exposed"),
+        "everything in the picture follows; a black feed is also unchanging",
+    ),
+    "device_fault:over_exposed": ((*_VIEW, "device_fault:frozen"), "everything in the picture follows"),
+    "device_fault:frozen": (
+        _IMAGE,
+        "the image statistics follow; not camera_moved: the picture it repeats may be "
+        "a moved view, an alert of its own",
+    ),
+    "device_fault:low_fps": (("upstream_drift:frame_rate",), "the same thing, seen from the gateway"),
     # Upstream changes: what the new format changes.
-    "upstream_drift:aspect_ratio": (*_VIEW, "upstream_drift:resolution"),
+    "upstream_drift:aspect_ratio": ((*_VIEW, "upstream_drift:resolution"), "everything in the picture follows"),
     "upstream_drift:resolution": (
-        "upstream_drift:bytes_per_pixel",
-        "data_drift:blur",
-        "data_drift:blur_distribution",
-        "data_drift:contrast_distribution",
-        "prediction_drift:*",
-        "outlier:*",
-        "embedding_drift:*",
+        (
+            "upstream_drift:bytes_per_pixel",
+            "data_drift:blur",
+            "data_drift:blur_distribution",
+            "data_drift:contrast_distribution",
+            "prediction_drift:*",
+            "outlier:*",
+            "embedding_drift:*",
+        ),
+        "what a new size changes; not brightness, which it does not",
     ),
     "upstream_drift:encoding": (
-        "upstream_drift:bytes_per_pixel",
-        "data_drift:blur",
-        "data_drift:*_distribution",
-        "prediction_drift:confidence",
-        "prediction_drift:expected_precision",
-        "outlier:*",
-        "embedding_drift:*",
+        (
+            "upstream_drift:bytes_per_pixel",
+            "data_drift:blur",
+            "data_drift:*_distribution",
+            "prediction_drift:confidence",
+            "prediction_drift:expected_precision",
+            "outlier:*",
+            "embedding_drift:*",
+        ),
+        "what another codec changes",
     ),
-    "upstream_drift:bytes_per_pixel": ("data_drift:blur_distribution", "data_drift:contrast_distribution"),
-    # A moved camera sees another scene: its image statistics and what the model finds there follow.
-    "domain_drift:camera_moved": ("data_drift:*", "prediction_drift:*", "outlier:*", "embedding_drift:*"),
+    "upstream_drift:bytes_per_pixel": (
+        ("data_drift:blur_distribution", "data_drift:contrast_distribution"),
+        "compression softens the picture",
+    ),
+    "domain_drift:camera_moved": (
+        ("data_drift:*", "prediction_drift:*", "outlier:*", "embedding_drift:*"),
+        "another scene: other statistics, other things found in it",
+    ),
     # One image signal, two detectors (the range rule, quick on a step; the distribution test, on a slower
-    # move): whichever raises first is the alert, the other its symptom (a dusk is one brightness alert).
-    # Besides: a soft lens also lowers contrast a little; and in a darker (or brighter) picture the model
-    # finds other things, with other scores, and near black sensor noise and JPEG move the sharpness signal,
-    # so a change of light explains those too (a dusk must not raise a second alert on the model).
-    **{f"data_drift:{s}": (f"data_drift:{s}_distribution", *_ALSO.get(s, ())) for s in _SIGNALS},
-    **{f"data_drift:{s}_distribution": (f"data_drift:{s}", *_ALSO.get(s, ())) for s in _SIGNALS},
-    # The expected precision is the mean calibrated score: a fall of the scores is its fall (one alert).
-    "prediction_drift:confidence": ("prediction_drift:expected_precision",),
+    # move): whichever raises first is the alert, the other its symptom.
+    **{f"data_drift:{s}": _one_signal(s, f"data_drift:{s}_distribution") for s in _SIGNALS},
+    **{f"data_drift:{s}_distribution": _one_signal(s, f"data_drift:{s}") for s in _SIGNALS},
+    "prediction_drift:confidence": (
+        ("prediction_drift:expected_precision",),
+        "the expected precision is the mean calibrated score: a fall of the scores is its fall",
+    ),
 }
+INHIBITS: dict[str, tuple[str, ...]] = {cause: explained for cause, (explained, _) in RULES.items()}
 CAUSES = tuple(INHIBITS)  # in this order within one frame: a cause is settled before what it explains
 HELD = frozenset({"data_drift", "prediction_drift", "embedding_drift", "outlier", "domain_drift", "concept_drift"})
 DEFAULT_HOLDOFF_S = 300.0
