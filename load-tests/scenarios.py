@@ -136,7 +136,7 @@ WORKER_SETTINGS = {
     "frames_partitions": 1,  # capture order across cameras, for the simulated clock
     "rule_cooldown_s": 60.0,
     "rule_warmup_frames": 150,  # the range rule's and the upstream check's reference (the default)
-    # Shorter distribution references than the defaults (200, 100), so that a camera is ready by frame 150:
+    # Shorter distribution references than the defaults (600, 100), so that a camera is ready by frame 150:
     "monitor_ks_reference": 100,  # the distribution tests: reference, then the sliding window
     "monitor_ks_window": 50,
 }
