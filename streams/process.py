@@ -155,7 +155,8 @@ class FrameProcessor:
         self._faults: dict[str, Alert] = {}  # model ref -> the model_fault alert raised for it, until resolved
         self.embedder = embedder  # an ImageNet-style model with an embedding output, or None
         self._seen: dict[str, int] = {}  # camera id -> frames seen, to sample the ones to embed
-        # camera id -> frame id -> predicted (label, box): what late labels (the feedback topic) are scored against
+        # camera id -> frame id -> (model name@version, its (label, box, score) per detection): what late labels
+        # (the feedback topic) are scored against
         self._recent: dict[str, OrderedDict[str, tuple[str, list]]] = {}
         self.configs: dict[str, CameraConfig] = {}  # scope (fleet, site:<name>, camera id) -> its config record
         self._pool = ThreadPoolExecutor(decode_threads, thread_name_prefix="decode")
@@ -346,7 +347,7 @@ class FrameProcessor:
             detections = [
                 Detection(label=d.label, class_id=d.class_id, score=round(float(d.score), 4), box=d.box) for d in dets
             ]
-            self._remember(h.camera_id, h.frame_id, detections, f"{det.name}@{det.version}")
+            self._remember(h.camera_id, h.frame_id, detections, ref_of(det))
             out.predictions.append(self._prediction(prepared, frame, detections, n, when))
             if h.camera_id not in cameras:
                 cameras.add(h.camera_id)
