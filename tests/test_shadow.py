@@ -30,7 +30,6 @@ from core.contracts import (
     Prediction,
     ShadowPrediction,
     decode_record,
-    encode_record,
     pack_frame,
 )
 from core.settings import Settings
@@ -40,6 +39,7 @@ from models.agreement import agreement, combine, totals
 from streams.gateway import decode_jpeg, default_footage, encode
 from streams.process_group import terminate
 from tests.processes import counts, env_of, wait_for
+from tests.test_config_propagation import send as send_config
 
 pytestmark = pytest.mark.integration
 
@@ -107,15 +107,6 @@ class Topic:
                 await consumer.stop()
 
         return asyncio.run(go())
-
-
-async def send_config(settings: Settings, record: CameraConfig) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(settings.topic("config"), encode_record(record), key=record.scope.encode())
-    finally:
-        await producer.stop()
 
 
 def switch_seen(frames: Frames, predictions: Topic, model: str, procs) -> list[str]:
