@@ -14,7 +14,7 @@ frames of reference.
 
 >>> s = MonitorSettings(warmup=20)
 >>> (s.warmup, s.consecutive, s.ks_alpha)
-(20, 3, 0.001)
+(20, 10, 0.001)
 >>> by_name()["consecutive"].env, by_name()["consecutive"].override, by_name()["consecutive"].live
 ('rule_consecutive', 'rule_consecutive', True)
 """
@@ -60,7 +60,7 @@ MONITOR_SETTINGS: tuple[MonitorSetting, ...] = (
        env="rule_warmup_frames", override="rule_warmup_frames", bounds={"ge": 5}, override_max=100_000),
     _s("tolerance", float, 1.0, "range = reference 5-95% widened by this many spreads",
        env="rule_tolerance", override="rule_tolerance", bounds={"gt": 0}, override_max=100),
-    _s("consecutive", int, 3, "frames out of range in a row before alerting",
+    _s("consecutive", int, 10, "frames out of range in a row before alerting (2 s at 5 frames/s)",
        env="rule_consecutive", override="rule_consecutive", live=True, bounds={"ge": 1}, override_max=10_000),
     # Feed health.
     _s("expected_fps", float, 5.0, "frame rate cameras should deliver (low_fps below half)",

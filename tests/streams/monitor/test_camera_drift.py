@@ -47,13 +47,14 @@ def test_a_shift_inside_the_normal_range_is_caught_by_the_distribution_test():
     # A hold-off of 5 s: the clear is sent once it has lasted 5 s (25 frames), with the raise's id.
     s = MonitorSettings(**{**OFF, "ks_reference": 100}, warmup=20, ks_window=50, ks_every=5, alert_holdoff_s=5)
     cam = Camera(CameraMonitor.new("cam-1", s))
-    before = [a for _ in range(150) for a in cam.send(brightness=rng.uniform(90, 110))]
+    before = [a for _ in range(150) for a in cam.send(brightness=rng.uniform(80, 120))]
     assert before == []
-    # Every frame still inside the range the rule learned (90-110), but all in its upper half now.
-    after = [a for _ in range(60) for a in cam.send(brightness=rng.uniform(101, 110))]
+    # Every frame still inside the range the rule learned (80-120), but all in its upper part now: the
+    # quartiles moved by 10 % or more (MIN_FACTOR), not only a tail.
+    after = [a for _ in range(60) for a in cam.send(brightness=rng.uniform(105, 120))]
     assert of(after, "data_drift") == [("raised", "brightness_distribution", of(after, "data_drift")[0][2])]
     aid = of(after, "data_drift")[0][2]
-    back = [a for _ in range(60) for a in cam.send(brightness=rng.uniform(90, 110))]
+    back = [a for _ in range(60) for a in cam.send(brightness=rng.uniform(80, 120))]
     assert of(back, "data_drift") == [("resolved", "brightness_distribution", aid)]
 
 

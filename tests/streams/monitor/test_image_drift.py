@@ -24,6 +24,7 @@ from streams.monitor.windows import MultiKS
 
 QUALITIES = (40, 50, 60, 70, 80, 90)  # JPEG quality, drawn at random for every frame
 GAINS = (0.96, 0.98, 1.0, 1.02, 1.04)  # light, a few percent either way
+CONSECUTIVE = MonitorSettings().consecutive  # frames out of range in a row before the range rule alerts
 
 
 class Camera:
@@ -151,7 +152,8 @@ def test_a_lower_contrast_is_named_contrast_not_blur(street_frames, source):
     frames = street_frames if source == "street" else still("astronaut", 640)
     cam = stream_with_event(frames, lambda f, _: contrast(f, 0.4))
     signals = {signal for _, signal in cam.raised}
-    assert cam.raised and cam.raised[0][0] - AT <= 5, cam.raised  # the range rule's 3 frames in a row, and JPEG
+    # the range rule's frames in a row (MonitorSettings.consecutive), and JPEG
+    assert cam.raised and cam.raised[0][0] - AT <= CONSECUTIVE + 2, cam.raised
     assert signals <= {"contrast", "contrast_distribution"}, cam.raised
 
 
@@ -161,9 +163,9 @@ def test_a_softer_picture_is_still_blur(street_frames, source, sigma):
     frames = street_frames if source == "street" else still("astronaut", 640)
     cam = stream_with_event(frames, lambda f, _: cv2.GaussianBlur(f, (0, 0), sigma))
     assert cam.raised and cam.raised[0][1] in ("blur", "blur_distribution"), cam.raised
-    # the range rule's 3 frames in a row; sigma 2 on the street, whose sharpness varies by more than that
+    # the range rule's frames in a row; sigma 2 on the street, whose sharpness varies by more than that
     # from shot to shot, only the distribution test sees, once its 100-frame window has moved enough
-    assert cam.raised[0][0] - AT <= (100 if (source, sigma) == ("street", 2.0) else 2), cam.raised
+    assert cam.raised[0][0] - AT <= (100 if (source, sigma) == ("street", 2.0) else CONSECUTIVE - 1), cam.raised
     assert {signal for _, signal in cam.raised} <= {"blur", "blur_distribution"}, cam.raised
 
 

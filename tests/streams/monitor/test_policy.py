@@ -20,7 +20,7 @@ from streams.monitor.policy import AlertPolicy, explains
 SMALL = np.zeros((4, 4), np.uint8)
 # Every detector fed by frame metrics on, with small windows; no embeddings, no moved check unless asked.
 SETTINGS = MonitorSettings(
-    warmup=20, motion_every=0, ks_reference=60, ks_window=30, ks_every=5, prediction_reference=120,
+    warmup=20, consecutive=3, motion_every=0, ks_reference=60, ks_window=30, ks_every=5, prediction_reference=120,
     prediction_window=60, prediction_reference_frames=60, prediction_window_frames=30, embedding_reference=0,
     concept_reference=0,
 )  # fmt: skip

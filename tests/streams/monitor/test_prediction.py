@@ -97,15 +97,34 @@ def test_persistence_and_the_variance_of_a_window_of_correlated_frames():
 
 
 def test_chi_square_statistic_is_the_textbook_one_on_independent_frames():
-    # reference 50 car / 50 person (alternating: no persistence), window 20 / 80: expected 35 / 65 in each
-    # row, chi2 = 2 x 15^2 / 35 + 2 x 15^2 / 65 = 19.78 with 1 degree of freedom, divided by the design
-    # effect, here only the n / (n - 1) of a mean taken from the same 100 frames.
+    # reference 50 car / 50 person (alternating: no persistence), window 20 / 80 (one car in five frames:
+    # no persistence either): expected 35 / 65 in each row, chi2 = 2 x 15^2 / 35 + 2 x 15^2 / 65 = 19.78
+    # with 1 degree of freedom, divided by the design effect, here only the n / (n - 1) of a mean taken
+    # from the same 100 frames.
     d = ClassDistributionDrift(reference=100, window=100, every=1, alpha=0.001, run_length=10_000, **DETECTIONS)
-    feed(d, [["car"], ["person"]] * 50 + [["car"]] * 20 + [["person"]] * 80)
+    feed(d, [["car"], ["person"]] * 50 + [["car"], ["person"], ["person"], ["person"], ["person"]] * 20)
     assert d.persistence == 0.0 and d.design_effect == pytest.approx(100 / 99)
     assert d.statistic == pytest.approx((2 * 225 / 35 + 2 * 225 / 65) / d.design_effect)
     assert d.p_value == pytest.approx(math.erfc(math.sqrt(d.statistic / 2)))  # chi2(1) survival
     assert d.drift_detected
+
+
+def test_objects_that_stay_in_the_window_count_as_few_observations_a_steady_new_mix_as_many():
+    # The reference: a car or a person each frame, drawn afresh (no persistence). Then the same window
+    # counts, 20 cars and 80 people, twice: as three runs (people for 40 frames, a car for 20, people for
+    # 40: a few objects that stayed), and spread evenly (one car in every five frames: the mix changed).
+    reference = [["car"], ["person"]] * 50
+    visits = [["person"]] * 40 + [["car"]] * 20 + [["person"]] * 40
+    spread = [["car"], ["person"], ["person"], ["person"], ["person"]] * 20
+    kw = dict(reference=100, window=100, every=1, alpha=0.001, run_length=10_000, **DETECTIONS)
+    bursty, steady = (
+        feed(ClassDistributionDrift(**kw), reference + visits),
+        feed(ClassDistributionDrift(**kw), reference + spread),
+    )
+    assert bursty.table() == steady.table()  # the same counts
+    assert bursty.persistence == steady.persistence == 0.0  # the reference's pace: the same
+    assert steady.drift_detected and steady.design_effect < 1.1
+    assert not bursty.drift_detected and bursty.design_effect > 10  # its own frames: three long runs
 
 
 def test_the_level_is_the_budgets_when_smaller_than_alpha():

@@ -12,8 +12,9 @@ from streams.monitor.camera import CameraMonitor, MonitorSettings, restore
 from tests.streams.monitor.conftest import through_json
 
 QUIET = MonitorSettings(
-    warmup=5, motion_every=0, ks_reference=0, prediction_reference=0, embedding_reference=0, concept_reference=0
-)
+    warmup=5, consecutive=3, motion_every=0, ks_reference=0, prediction_reference=0, embedding_reference=0,
+    concept_reference=0,
+)  # fmt: skip
 
 
 class Glare(Detector):
