@@ -32,14 +32,12 @@ class KSWindow:
     minute; a hand-held view sways), and on such values a plain KS p-value comes out far smaller than it
     should, hence false alarms. So each sample counts for its *effective* size, ``n (1 - r) / (1 + r)``
     with ``r`` the lag-1 autocorrelation, clipped to 0-0.9: the larger of the reference's (the camera's
-    normal pace of change) and the window's own. The window's counts because a scene's pace changes:
-    a lorry parked for a minute in a view whose reference saw only passers-by makes the window's values
-    persistent, and 100 frames of it are a handful of observations, not 100. (A real step inside the
-    window raises the window's ``r`` too, which delays a test by about a tenth of a window on average:
-    once the window holds only the new values, their own pace is what counts.) The p-value is the
-    Kolmogorov distribution's at those sizes. An ``r`` within chance of 0 (below ``2 / sqrt(n)`` for
-    ``n`` values) counts as 0; with both at 0 the values count as independent and keep scipy's exact
-    p-value. (The integrated autocorrelation time, the sum over all lags, would also see a slow wander
+    normal pace of change) and the window's own (:func:`own_lag1`). The window's counts because a scene's
+    pace changes: lorries parked for a minute each in a view whose reference saw only passers-by make the
+    window's values persistent, and 100 frames of them are a handful of observations, not 100. The
+    p-value is the Kolmogorov distribution's at those sizes. An ``r`` within chance of 0 (below
+    ``2 / sqrt(n)`` for ``n`` values) counts as 0; with both at 0 the values count as independent and keep
+    scipy's exact p-value. (The integrated autocorrelation time, the sum over all lags, would also see a slow wander
     that frame-to-frame noise hides from ``r``, but on a street camera it leaves a 50-frame window too few
     effective values to tell even a new scene; a slow wander is for :class:`MultiKS`'s minimum move to
     absorb.) Testing every ``every`` values keeps the cost down (one test takes about 0.5 ms for 200
@@ -154,11 +152,8 @@ class KSWindow:
         result = stats.ks_2samp(self._reference_array, window)
         self.statistic, self.p_value = float(result.statistic), float(result.pvalue)
         # only an autocorrelation clearly above what independent values show by chance (2 / sqrt(n)); the
-        # larger of the reference's and the window's
-        lag1 = max(
-            self._lag1 if self._lag1 > 2 / math.sqrt(self.reference_size) else 0.0,
-            own if (own := lag1_autocorrelation(window)) > 2 / math.sqrt(len(window)) else 0.0,
-        )
+        # larger of the reference's and the window's (own_lag1)
+        lag1 = max(self._lag1 if self._lag1 > 2 / math.sqrt(self.reference_size) else 0.0, own_lag1(window))
         if lag1 > 0:
             shrink = (1 - lag1) / (1 + lag1)
             kept = len(self._reference_array)
@@ -217,6 +212,27 @@ def lag1_autocorrelation(values: np.ndarray) -> float:
     if denominator <= 1e-12 * len(x):
         return 0.0
     return min(0.9, max(0.0, float(x[1:] @ x[:-1]) / denominator))
+
+
+def own_lag1(window: np.ndarray) -> float:
+    """The window's own lag-1 autocorrelation (:func:`lag1_autocorrelation`), 0 when within chance of it
+    (below ``2 / sqrt(n)`` for ``n`` values).
+
+    The whole window, not its steadier half: a colourful passer-by who stays close to an in-vehicle camera
+    for a minute fills a 100-frame window as a colour cast would, and only the way the values move while
+    the person does (persistent, not drawn afresh each frame) tells the two apart. The price is that a real
+    step inside the window raises its ``r`` too, and delays the test until the step has filled more of it
+    (10 and 40 frames in the examples of :class:`KSWindow` and :class:`MultiKS`).
+
+    >>> rng = np.random.default_rng(1)
+    >>> own_lag1(rng.normal(0, 1, 100))  # independent values
+    0.0
+    >>> visits = np.repeat(rng.choice([0.0, 5.0], 10), 10) + rng.normal(0, 1, 100)  # 10-frame spells
+    >>> own_lag1(visits) > 0.5
+    True
+    """
+    r = lag1_autocorrelation(window)
+    return r if r > 2 / math.sqrt(len(window)) else 0.0
 
 
 def holm(p_values: Mapping[str, float], alpha: float) -> set[str]:
