@@ -34,11 +34,13 @@ The moved-camera check is off (per-camera ``motion_every=0``) on the street, in-
 cameras, on as by default on the fixed views of photos.
 
 **Scoring.** Every ``raised`` alert is a false alarm. Per detector (alert ``type:signal``): false alarms,
-frames it watched (the moved-camera check only on the cameras where it is on), the rate per 10,000 frames
-and its exact one-sided 95 % upper bound (Clopper-Pearson); then the totals. Target: the upper bound of the
-total <= 0.2 per 10,000. Prints the settings, the table, the false alarms (at most ``LIST_AT_MOST``), the
-target, then one JSON line. ``--quick``: ``QUICK_CAMERAS`` cameras of ``QUICK_FRAMES`` frames on
-``QUICK_SCENES``.
+frames it watched (the moved-camera check only on the cameras where it is on), frames it *tested* (for the
+detectors that report statistics once their reference is complete, :data:`STATISTIC_KEYS`: the frames at
+which they did, sampled every ``SAMPLE_EVERY``; the others, the frames watched), the rate per 10,000 tested
+frames and its exact one-sided 95 % upper bound (Clopper-Pearson); then the totals, on every frame.
+Target: the upper bound of the total <= 0.2 per 10,000. Prints the settings, the table, the false alarms
+(at most ``LIST_AT_MOST``), the target, then one JSON line. ``--quick``: ``QUICK_CAMERAS`` cameras of
+``QUICK_FRAMES`` frames on ``QUICK_SCENES``.
 """
 
 from __future__ import annotations
@@ -89,6 +91,16 @@ QUICK_CAMERAS, QUICK_FRAMES = 8, 1250
 QUICK_SCENES = ("bikes-1", "still-coffee", "still-chelsea", "vehicle-china")
 TARGET_PER_10K = 0.2
 LIST_AT_MOST = 40
+SAMPLE_EVERY = 10  # frames between two looks at which detectors are testing (CameraMonitor.statistics)
+# the signal of a detector's statistics -> its alert (type:signal): these detectors test once their reference is
+# complete, and report statistics from then on
+STATISTIC_KEYS = {
+    "class_mix": "prediction_drift:class_mix",
+    "confidence": "prediction_drift:confidence",
+    "expected_precision": "prediction_drift:expected_precision",
+    **{f"{s}_distribution": f"data_drift:{s}_distribution" for s in ("brightness", "contrast", "blur", "saturation")},
+    "rotation_deg": "domain_drift:camera_moved",
+}
 
 
 @dataclass(frozen=True)
@@ -481,14 +493,15 @@ def monitor_settings(settings: Settings, scene: Scene) -> MonitorSettings:
     return effective(base_settings(settings), None if scene.motion_check else MonitorOverrides(motion_every=0))
 
 
-def replay(cam: Camera, m: Measured, settings: Settings, model: tuple[str, str]) -> list[tuple[int, str]]:
+def replay(cam: Camera, m: Measured, settings: Settings, model: tuple[str, str]) -> tuple[list, dict[str, int]]:
     """Play one clean camera through a camera monitor, as :mod:`streams.process` does; the (seq,
-    "type:signal") of every alert raised."""
+    "type:signal") of every alert raised, and the frames each detector of :data:`STATISTIC_KEYS` tested."""
     rng = np.random.default_rng([cam.seed, zlib.crc32(cam.id.encode())])
     monitor = CameraMonitor.new(cam.id, monitor_settings(settings, cam.scene))
     order, levels = _order(cam, m.sources, rng), _levels(cam, rng)
     fields = list(m.signals)
     raised = []
+    tested: Counter[str] = Counter()
     for seq in range(cam.frames):
         j = 0 if cam.steady_quality else 1 + int(rng.integers(JITTERS - 1))
         v = Measured.index(next(order), next(levels), j)
@@ -514,7 +527,10 @@ def replay(cam: Camera, m: Measured, settings: Settings, model: tuple[str, str])
         if seq % round(FPS) == round(FPS) - 1:  # the worker's timer, once a second
             alerts += monitor.check_silence(captured + 0.12, *model)
         raised += [(seq, f"{x.type}:{x.signal}") for x in alerts if x.status == "raised"]
-    return raised
+        if seq % SAMPLE_EVERY == 0:
+            testing = {STATISTIC_KEYS.get(st.signal) for st in monitor.statistics()} - {None}
+            tested.update(dict.fromkeys(testing, min(SAMPLE_EVERY, cam.frames - seq)))
+    return raised, dict(tested)
 
 
 # --- scoring ---------------------------------------------------------------------------------------------
@@ -549,17 +565,27 @@ def watched(motion_frames: int, frames: int) -> dict[str, int]:
     return out
 
 
-def score(cameras: Sequence[Camera], raised: dict[str, list[tuple[int, str]]]) -> dict:
-    """The false alarms, per detector and in all, with their rates and bounds (per 10,000 frames)."""
+def score(
+    cameras: Sequence[Camera], raised: dict[str, list[tuple[int, str]]], tested: dict[str, int] | None = None
+) -> dict:
+    """The false alarms, per detector and in all, with their rates and bounds (per 10,000 frames; a detector's
+    on the frames it tested, where ``tested`` says: see :data:`STATISTIC_KEYS`)."""
     frames = sum(c.frames for c in cameras)
     rows = watched(sum(c.frames for c in cameras if c.scene.motion_check), frames)
     counts = Counter(key for alarms in raised.values() for _, key in alarms)
     for key in counts:
         rows.setdefault(key, frames)
+    tested = tested or {}
 
-    def rate(k: int, n: int) -> dict:
-        return {"false_alarms": k, "frames": n, "per_10k": round(k / n * 1e4, 3) if n else None,
-                "upper_95_per_10k": round(upper_95(k, n) * 1e4, 3) if n else None}  # fmt: skip
+    def rate(k: int, n: int, t: int | None = None) -> dict:
+        """k false alarms in n frames, the rate and bound on t of them (all, by default)."""
+        t = n if t is None else t
+        return {"false_alarms": k, "frames": n, "per_10k": round(k / t * 1e4, 3) if t else None,
+                "upper_95_per_10k": round(upper_95(k, t) * 1e4, 3) if t else None}  # fmt: skip
+
+    def detector(key: str, n: int) -> dict:
+        t = tested.get(key, 0) if key in STATISTIC_KEYS.values() else n
+        return {"false_alarms": counts.get(key, 0), "frames": n, "tested": t} | rate(counts.get(key, 0), n, t)
 
     total = sum(counts.values())
     kinds = {}
@@ -571,7 +597,7 @@ def score(cameras: Sequence[Camera], raised: dict[str, list[tuple[int, str]]]) -
         **rate(total, frames),
         "target_per_10k": TARGET_PER_10K,
         "target_met": upper_95(total, frames) * 1e4 <= TARGET_PER_10K,
-        "detectors": {key: rate(counts.get(key, 0), n) for key, n in rows.items()},
+        "detectors": {key: detector(key, n) for key, n in rows.items()},
         "kinds": kinds,
         "alarms": [{"camera": cam, "seq": seq, "alert": key} for cam, alarms in raised.items() for seq, key in alarms],
     }
@@ -602,15 +628,16 @@ def run(
     model = tuple(corpus.detector_ref.split(":")[0].split("@", 1))
     t1 = time.monotonic()
     if workers <= 1:
-        raised = {c.id: replay(c, measured[c.scene.name], settings, model) for c in cams}
+        found = {c.id: replay(c, measured[c.scene.name], settings, model) for c in cams}
     else:  # cameras are independent: processes of their own, each reading the cache (spawned: no forked threads)
         chunks = [cams[k :: workers * 4] for k in range(workers * 4)]
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             parts = pool.map(_replay_chunk, chunks, repeat(settings), repeat(cache_dir), repeat(model))
             found = {k: v for part in parts for k, v in part.items()}
-        raised = {c.id: found[c.id] for c in cams}
+    raised = {c.id: found[c.id][0] for c in cams}
+    tested = sum((Counter(found[c.id][1]) for c in cams), Counter())
     replay_s = time.monotonic() - t1
-    out = score(cams, raised)
+    out = score(cams, raised, tested)
     out |= {
         "quick": quick,
         "seed": seed,
@@ -632,10 +659,10 @@ def _replay_chunk(cams: list[Camera], settings: Settings, cache_dir: Path, model
 
 def report(result: dict, out=sys.stdout) -> None:
     """The table per detector, the totals, the false alarms and the target, for people."""
-    header = ("detector", "false_alarms", "frames", "per_10k", "upper_95_per_10k")
+    header = ("detector", "false_alarms", "frames", "tested", "per_10k", "upper_95_per_10k")
     rows = [[key, *(str(r[k]) for k in header[1:])] for key, r in result["detectors"].items()]
-    rows.append(["total", *(str(result[k]) for k in header[1:])])
-    rows += [[f"  {kind} ({r['cameras']} cameras)", *(str(r[k]) for k in header[1:])]
+    rows.append(["total", *(str(result.get(k, "")) for k in header[1:])])
+    rows += [[f"  {kind} ({r['cameras']} cameras)", *(str(r.get(k, "")) for k in header[1:])]
              for kind, r in result["kinds"].items()]  # fmt: skip
     widths = [max(len(x) for x in col) for col in zip(header, *rows, strict=False)]
     for line in [header, *rows]:

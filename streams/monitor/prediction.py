@@ -594,9 +594,9 @@ class ClassMixDetector(Detector):
     def statistics(self) -> list:
         """``chi_square``, ``class_mix``: p-value of the classes detected against the reference, and alpha."""
         c = self.inner
-        if not (c.ready and len(c.window) == c.window_size):
+        if not (c.ready and c.frames.full):  # the window holds at least window_size detections once full
             return []
-        return statistic("chi_square", "class_mix", c.p_value, c.alpha, c.drift_detected, c.window_size)
+        return statistic("chi_square", "class_mix", c.p_value, c.alpha, c.drift_detected, c.frames.total)
 
     def configure(self, settings: Any) -> None:
         self.inner.alpha = settings.prediction_alpha
@@ -645,9 +645,9 @@ class ConfidenceDetector(Detector):
         """``z_test``, ``confidence``: z-score of the mean detection score against the reference, and the z it
         must exceed (either way; the shift must also exceed the minimum delta)."""
         z = self.inner
-        if not (z.ready and len(z.window) == z.window_size):
+        if not (z.ready and z.frames.full):
             return []
-        return statistic("z_test", "confidence", z.z_score, z.z, z.drift_detected, z.window_size)
+        return statistic("z_test", "confidence", z.z_score, z.z, z.drift_detected, z.frames.total)
 
     def essential(self) -> object:
         return self.inner.drift_detected

@@ -5,7 +5,14 @@ import random
 
 import pytest
 
-from streams.monitor.prediction import ClassDistributionDrift, ConfidenceDrift, persistence, variance_factor
+from streams.monitor.prediction import (
+    ClassDistributionDrift,
+    ClassMixDetector,
+    ConfidenceDetector,
+    ConfidenceDrift,
+    persistence,
+    variance_factor,
+)
 
 from .conftest import through_json
 
@@ -85,6 +92,24 @@ def test_a_model_less_sure_of_itself_is_confidence_drift(seed):
     at = next((t for t, (_, scores) in enumerate(frames) if d.update(scores).drift_detected), None)
     assert at is not None and change_at <= at <= change_at + 200, at
     assert d.delta <= -0.05
+
+
+def test_both_tests_report_their_statistics_once_their_window_is_full():
+    # The windows hold at least their detections (and frames): more than window_size on a busy scene.
+    frames = list(busy_scene(2000, 0, rate=2.0, life=3))
+    classes, confidence = ClassDistributionDrift(), ConfidenceDrift()
+    for labels, scores in frames[:1000]:
+        classes.update(labels)
+        confidence.update(scores)
+    for labels, scores in frames[1000:]:
+        classes.update(labels)
+        confidence.update(scores)
+        assert classes.frames.full and confidence.frames.full
+        (chi,) = ClassMixDetector(classes).statistics()
+        (z,) = ConfidenceDetector(confidence).statistics()
+        assert (chi.signal, chi.statistic, chi.window) == ("class_mix", classes.p_value, len(classes.window))
+        assert (z.signal, z.statistic, z.window) == ("confidence", confidence.z_score, len(confidence.window))
+        assert chi.window >= classes.window_size and z.window >= confidence.window_size
 
 
 def test_persistence_and_the_variance_of_a_window_of_correlated_frames():
