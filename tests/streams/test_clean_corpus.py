@@ -65,8 +65,14 @@ def test_a_slice_is_scored_per_detector_and_reproducible(corpus, tmp_path):
     for key in ("prediction_drift:class_mix", "data_drift:blur_distribution", "domain_drift:camera_moved"):
         assert key in rows
     for key, r in rows.items():
-        assert set(r) == {"false_alarms", "frames", "per_10k", "upper_95_per_10k"}, key
-        assert r["frames"] == 300 and r["upper_95_per_10k"] > r["per_10k"] >= 0
+        assert set(r) == {"false_alarms", "frames", "tested", "per_10k", "upper_95_per_10k"}, key
+        assert r["frames"] == 300 and 0 <= r["tested"] <= 300, key
+        if r["tested"]:
+            assert r["upper_95_per_10k"] > r["per_10k"] >= 0, key
+        else:  # no rate on no frames
+            assert r["per_10k"] is None and r["upper_95_per_10k"] is None, key
+    # the range rule watches every frame; the distribution tests (a 600-frame reference) tested none of 150
+    assert rows["data_drift:brightness"]["tested"] == 300 and rows["data_drift:blur_distribution"]["tested"] == 0
     assert first["false_alarms"] == sum(r["false_alarms"] for r in rows.values()) == len(first["alarms"])
     assert first["target_met"] is False  # 300 frames bound nothing near 0.2 per 10,000
 
