@@ -50,7 +50,7 @@ window plus 10 s after the last alert). The alerts (with their broker times) and
 left in the run's work folder, ``alerts.jsonl`` and ``incidents.jsonl``.
 
 Prints the worker settings, a table of events, the false alarms, the incidents, the targets, then the
-clean corpus (``clean_corpus.py``: the camera monitors alone on some 150,000 clean frames, its false alarms
+clean corpus (``clean_corpus.py``: the camera monitors alone on 360,000 clean frames, its false alarms
 per detector with their 95 % upper bound; the worker's default settings plus ``--set``), then one JSON line,
 the clean corpus's figures under ``clean_corpus``, the incidents' under ``incidents``. ``--quick`` plays the
 cameras marked ``quick`` (the default), each cut at ``QUICK_FRAMES`` frames, and a slice of the clean corpus;

@@ -8,12 +8,13 @@ Detections are not independent samples: the same parked car, the same passer-by,
 frames in a row, with the same class and nearly the same score, and a group of people shows as several
 "person" detections in one frame. Counted as independent, 200 detections of a busy street (20 frames of 10
 objects) look like strong evidence when they are a dozen objects, and the tests raise, resolve and raise
-again as objects come and go. So both tests measure, on their reference, how much more a window's counts
-or scores vary than independent detections would (the *design effect*: :func:`design_effect`) and divide
-their statistic by it (Rao and Scott's first-order correction of a chi-square on clustered samples), and
-both windows span a minimum of frames as well as of detections, so that a busy scene still sees enough
-objects come and go. Their thresholds come from a false-alarm budget, an expected run length in frames
-between false alarms on a clean camera (``run_length``), not from a p-value taken one test at a time.
+again as objects come and go. So both tests measure, on their reference (the class mix on its window
+too), how much more a window's counts or scores vary than independent detections would (the *design
+effect*: :func:`design_effect`) and divide their statistic by it (Rao and Scott's first-order correction
+of a chi-square on clustered samples), and both windows span a minimum of frames as well as of
+detections, so that a busy scene still sees enough objects come and go. Their thresholds come from a
+false-alarm budget, an expected run length in frames between false alarms on a clean camera
+(``run_length``), not from a p-value taken one test at a time.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def persistence(residuals: np.ndarray) -> float:
     the series) and counts only when above chance (``2 / sqrt(frames)``). At lag 1 this is the estimator of
     :func:`streams.monitor.windows.lag1_autocorrelation`; the longer lags find a slow swing (objects staying
     for tens of frames) under frame-to-frame noise (a missed detection here and there), which lag 1 alone
-    reads as far less persistent than it is.
+    reads as far less persistent than it is. Objects that come in episodes vary more over blocks of frames
+    than even those lags show: the batch means of :func:`_batch_persistence` count when larger.
 
     >>> rng = np.random.default_rng(0)
     >>> persistence(rng.normal(size=(300, 1)))  # independent frames
