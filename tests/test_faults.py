@@ -29,7 +29,9 @@ def fault_settings(settings: Settings) -> Settings:
     # A stable worker id: the restarted worker takes the dead one's place in the group at once (static
     # membership), which the embedded broker needs, since it never expires a dead member by itself.
     # The street footage is filmed hand-held: the moved-camera check is for fixed cameras, so it is off.
-    update = {"rule_warmup_frames": 60, "rule_cooldown_s": 0.0, "worker_id": "worker-a", "monitor_motion_every": 0}
+    # The dark frames sent are few: 3 of them in a row raise the range rule (its default, 10, is more).
+    update = {"rule_warmup_frames": 60, "rule_consecutive": 3, "rule_cooldown_s": 0.0, "worker_id": "worker-a",
+              "monitor_motion_every": 0}  # fmt: skip
     return settings.model_copy(update=update)
 
 

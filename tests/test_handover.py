@@ -31,7 +31,9 @@ def test_a_worker_takes_over_the_cameras_and_state_of_one_that_stops(settings: S
     # generation the moment b leaves, so a's next offset commit is refused and aiokafka rejoins under a new
     # member id; a dynamic a would leave its old id behind as a member the broker never expires.
     # A killed b is removed by a after 30 s without a status from it (the shortest timeout allowed).
-    update = {"rule_warmup_frames": 60, "rule_cooldown_s": 0.0, "worker_id": "", "monitor_motion_every": 0}
+    # The dark frames sent are few: 3 of them in a row raise the range rule (its default, 10, is more).
+    update = {"rule_warmup_frames": 60, "rule_consecutive": 3, "rule_cooldown_s": 0.0, "worker_id": "",
+              "monitor_motion_every": 0}  # fmt: skip
     s = settings.model_copy(update=update | {"peer_timeout_s": 30.0})
     asyncio.run(create_topics(s))
     logs = {n: tmp_path / f"{n}.log" for n in ("api", "worker-a", "worker-b")}

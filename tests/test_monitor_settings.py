@@ -44,7 +44,7 @@ OVERRIDES = [
     ("concept_reference", "integer", {"maximum": 1000000, "minimum": 0}),
 ]
 DEFAULTS = {
-    "warmup": 150, "tolerance": 1.0, "consecutive": 3, "expected_fps": 5.0, "no_frames_s": 10.0, "motion_every": 10,
+    "warmup": 150, "tolerance": 1.0, "consecutive": 10, "expected_fps": 5.0, "no_frames_s": 10.0, "motion_every": 10,
     "motion_threshold_deg": 2.0, "motion_threshold_px": 8.0, "ks_reference": 600, "ks_window": 100, "ks_every": 10,
     "ks_alpha": 0.001, "prediction_reference": 500, "prediction_window": 200, "prediction_alpha": 0.001,
     "prediction_reference_frames": 1000, "prediction_window_frames": 300, "performance_reference": 1000,

@@ -21,7 +21,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def processor(detector):
-    p = FrameProcessor(Settings(_env_file=None, rule_warmup_frames=5), detector)
+    p = FrameProcessor(Settings(_env_file=None, rule_warmup_frames=5, rule_consecutive=3), detector)
     yield p
     p.close()
 
