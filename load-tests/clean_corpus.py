@@ -74,6 +74,7 @@ from core.settings import Settings
 from streams.monitor import image as image_signals
 from streams.monitor import signals as base_signals
 from streams.monitor.camera import CameraMonitor
+from streams.monitor.windows import DISTRIBUTION_SIGNALS
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = ROOT / ".cvops" / "clean-corpus"
@@ -98,7 +99,7 @@ STATISTIC_KEYS = {
     "class_mix": "prediction_drift:class_mix",
     "confidence": "prediction_drift:confidence",
     "expected_precision": "prediction_drift:expected_precision",
-    **{f"{s}_distribution": f"data_drift:{s}_distribution" for s in ("brightness", "contrast", "blur", "saturation")},
+    **{f"{s}_distribution": f"data_drift:{s}_distribution" for s in DISTRIBUTION_SIGNALS},
     "rotation_deg": "domain_drift:camera_moved",
 }
 

@@ -37,11 +37,11 @@ class KSWindow:
     window's values persistent, and 100 frames of them are a handful of observations, not 100. The
     p-value is the Kolmogorov distribution's at those sizes. An ``r`` within chance of 0 (below
     ``2 / sqrt(n)`` for ``n`` values) counts as 0; with both at 0 the values count as independent and keep
-    scipy's exact p-value. (The integrated autocorrelation time, the sum over all lags, would also see a slow wander
-    that frame-to-frame noise hides from ``r``, but on a street camera it leaves a 50-frame window too few
-    effective values to tell even a new scene; a slow wander is for :class:`MultiKS`'s minimum move to
-    absorb.) Testing every ``every`` values keeps the cost down (one test takes about 0.5 ms for 200
-    against 100 values) and, with it, the chances of a false alarm.
+    scipy's exact p-value. (The integrated autocorrelation time, the sum over all lags, would also see a
+    slow wander that frame-to-frame noise hides from ``r``, but on a street camera it leaves a 50-frame
+    window too few effective values to tell even a new scene; a slow wander is for :class:`MultiKS`'s
+    minimum move to absorb.) Testing every ``every`` values keeps the cost down (one test takes about
+    0.5 ms for 200 against 100 values) and, with it, the chances of a false alarm.
 
     A long reference is kept as ``keep`` evenly spaced quantiles of its values once it is complete (its
     lag-1 autocorrelation measured first, on the values in their order), so that a reference of minutes
